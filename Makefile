@@ -1,0 +1,38 @@
+# Set-up and entry points. Each target creates .venv when it is missing and
+# installs the project with the extras it needs, so a fresh clone needs nothing else.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: run test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PIP) install -e '.[test,plot]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PIP) install -e '.[test,bench]'
+	# torch is an optional peer for the benchmarks only; the CPU build of 2.13.0 is
+	# installed when it can be had, and the peer benchmarks skip otherwise.
+	-$(PIP) install 'torch==2.13.0'
+	touch $@
+
+# The main job: the self-check of the reference (float64 against mpmath).
+run: $(VENV)/.installed-test
+	$(PY) -m reference.selfcheck
+
+# pytest exits 5 when it collects nothing; that is a failure here, as any non-zero exit is.
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed-bench
+	$(PY) -m pytest -q benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks fast/_build
