@@ -51,13 +51,22 @@ OPTIMIZER_ARGUMENTS = {"AdamW": {"weight_decay_rate": 0.01},
 TEACHER_T = 7
 
 
-def _well_conditioned_state(name, rng, shape):
-    """State arrays for a rule at ``TEACHER_T`` steps that avoid cancellation."""
-    positive = lambda: rng.uniform(0.5, 2.0, shape)  # noqa: E731
-    signed = lambda: rng.uniform(0.1, 1.0, shape) * rng.choice([-1.0, 1.0], shape)  # noqa
-    return {"m": signed, "v": positive, "vhat": positive, "h": positive, "ms": positive,
-            "msg": positive, "msdx": positive, "n": positive, "delta": signed,
-            "mem": positive}.get(name, signed)()
+#: Teacher-forced state ranges: (low, high, signed). Second moments stay well above the
+#: squared first moments, so no stored value comes from a catastrophic cancellation.
+STATE_RANGES = {
+    "m": (0.1, 1.0, True), "v": (0.5, 2.0, False), "vhat": (0.5, 2.0, False),
+    "h": (0.5, 2.0, False), "ms": (0.5, 2.0, False), "msg": (0.5, 2.0, False),
+    "msdx": (0.5, 2.0, False), "n": (0.5, 2.0, False), "delta": (0.1, 1.0, True),
+    "mem": (0.5, 2.0, False), "g2": (0.5, 2.0, False),
+    ("RMSpropGraves", "g"): (0.01, 0.1, True), ("SMORMS3", "g"): (0.1, 0.3, False),
+}
+
+
+def _well_conditioned_state(optimizer_name, state_name, rng):
+    low, high, signed = STATE_RANGES.get((optimizer_name, state_name),
+                                         STATE_RANGES.get(state_name, (0.1, 1.0, True)))
+    values = rng.uniform(low, high, SHAPE)
+    return values * rng.choice([-1.0, 1.0], SHAPE) if signed else values
 
 
 def _random_param_and_grad(rng):
@@ -79,14 +88,7 @@ def _run_one_step(optimizer_name, arithmetic, seed):
     opt.update()
     param.data = values
     for name in list(rule.state):
-        state = _well_conditioned_state(name, rng, SHAPE)
-        if name == "g" and optimizer_name == "RMSpropGraves":
-            state = state * 0.1  # keeps n - g*g away from cancellation
-        if name == "g2":
-            state = rng.uniform(0.5, 2.0, SHAPE)
-        if name == "g" and optimizer_name == "SMORMS3":
-            state = rng.uniform(0.1, 0.3, SHAPE)
-        rule.state[name] = state
+        rule.state[name] = _well_conditioned_state(optimizer_name, name, rng)
     rule.t = TEACHER_T
     if optimizer_name == "MSVAG":
         rule.beta_power = arithmetic.pow(0.9, TEACHER_T + 1)
