@@ -1,6 +1,7 @@
 """UpdateRule: one parameter's update, its state, hooks and fp32 master weights."""
 
 import collections.abc
+import numbers
 
 import numpy
 
@@ -183,6 +184,10 @@ class UpdateRule:
         if param.grad_value is not None and numpy.shape(param.grad_value) != param.shape:
             raise ValueError("gradient of parameter {!r} has shape {}, expected {}"
                              .format(param.name, numpy.shape(param.grad_value), param.shape))
+        for name, value in self.hyperparam.get_dict().items():
+            if not isinstance(value, numbers.Real):
+                raise TypeError("hyperparameter {} of parameter {!r} must be a real number, "
+                                "not {!r}".format(name, param.name, value))
 
     def working_param(self, param):
         """The parameter the update math acts on: the fp32 master (existing, or a fresh
