@@ -219,9 +219,8 @@ class ObjectArithmetic(Arithmetic):
         return out
 
     def sqrt(self, values):
-        nan = self.number_nan()
         return self._unwrap(self._map(
-            lambda x: nan if x < 0 else self.number_sqrt(x), values))
+            lambda x: self.number_nan() if x < 0 else self.number_sqrt(x), values))
 
     def abs(self, values):
         return self._unwrap(self._map(abs, values))
@@ -276,14 +275,12 @@ class ObjectArithmetic(Arithmetic):
 
     def divide(self, numerator, denominator):
         """IEEE division: x/0 is +-inf (NaN for 0/0 and NaN/0) instead of raising."""
-        nan, inf = self.number_nan(), self.number_inf()
-
         def divide(x, y):
             if y != 0 or self.number_isnan(y):
                 return x / y
             if x == 0 or self.number_isnan(x):
-                return nan
-            return inf if x > 0 else -inf
+                return self.number_nan()
+            return self.number_inf() if x > 0 else -self.number_inf()
         return self._unwrap(self._map(divide, numerator, denominator))
 
     def round_to(self, values, dtype):
