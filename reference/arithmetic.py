@@ -126,7 +126,8 @@ class Float64(Arithmetic):
         values = numpy.asarray(values, dtype=numpy.float64)
         if dtype == numpy.float64:
             return values.copy()
-        return values.astype(dtype).astype(numpy.float64)
+        with numpy.errstate(over="ignore"):  # overflow to inf is the intended cast result
+            return values.astype(dtype).astype(numpy.float64)
 
 
 class ObjectArithmetic(Arithmetic):
