@@ -47,8 +47,8 @@ QUIRKS = (
      "reference/optimizer_hooks/gradient_noise.py", "same"),
     ("optimizer.t advances on a skipped (non-finite) step; rule.t does not",
      "reference/optimizer.py GradientMethod.update", "same"),
-    ("The rule divides the gradient by the loss scale in place, in the gradient's dtype, after "
-     "the scale is converted to that dtype; without a master the parameter's own grad is "
+    ("The rule divides the gradient by the loss scale in place, storing the quotient in the "
+     "gradient's dtype; without a master the parameter's own grad is "
      "left unscaled after the step (optimizer 'post' hooks see it unscaled), with a master "
      "the fp16 grad stays scaled",
      "reference/update_rule.py divide_grad_by_loss_scale", "same (done once, before hooks)"),

@@ -324,15 +324,13 @@ class UpdateRule:
 
 
 def divide_grad_by_loss_scale(param, loss_scale):
-    """``grad /= loss_scale`` in the gradient's dtype, as NumPy does it in place: the Python
-    float scale is first converted to the gradient's dtype, the quotient stored there."""
+    """``grad /= loss_scale``, the quotient stored in the gradient's dtype.
+
+    (NumPy also converts the float64 scale to the gradient's dtype before dividing; like
+    every scalar-to-compute-dtype conversion, that is left to the conformance error model.)
+    """
     ctx = param.arithmetic
-    scale = ctx.round_to(ctx.scalar(loss_scale), param.dtype)
-    param.store_grad(param.grad_value / _unwrap_scalar(scale))
-
-
-def _unwrap_scalar(values):
-    return values[()] if isinstance(values, numpy.ndarray) and values.shape == () else values
+    param.store_grad(ctx.divide(param.grad_value, ctx.scalar(loss_scale)))
 
 
 def _check_counter(value, what):
