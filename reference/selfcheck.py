@@ -10,7 +10,7 @@ What is checked, and why the bound is what it is:
   cast bit for bit (including subnormals, ties and overflow to inf).
 * Precision: ``Mpmath(dps=50)`` and ``Mpmath(dps=70)`` must give bitwise identical float64
   results (50 digits is far more than the float64 storage needs).
-* Teacher-forced step: from one random, well-conditioned state (counters past the first
+* Teacher-forced step: from three random, well-conditioned states (counters past the first
   steps, second moments well above squared first moments), one step in ``Float64()`` and in
   ``Mpmath(dps=50)``; every stored float64 value (parameter, each state array) must agree
   within ``ULP_BOUND`` units in the last place of the magnitude of the terms combined (the
