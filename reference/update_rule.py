@@ -156,6 +156,16 @@ class UpdateRule:
         else:
             self._fp32_param.value = values
 
+    def initialize_state(self, param):
+        """Creates the state for ``param`` now if there is none (as the first update would,
+        on the working parameter); for teacher forcing before the first step."""
+        if self.state_values is None:
+            self.state_values, self.state_dtypes = {}, {}
+            dtype = self.working_dtype(param)
+            shaped = Parameter(numpy.zeros(param.shape, dtype), name=param.name)
+            shaped.bind(self.arithmetic)
+            self.init_state(shaped)
+
     def init_state(self, param):
         """Creates the state arrays for ``param`` (none by default)."""
 
