@@ -189,11 +189,9 @@ class ObjectArithmetic(Arithmetic):
             if values.dtype == object:
                 return values
             return self.array(values)
-        if isinstance(values, (bool, numpy.bool_)):
-            return numpy.asarray(values)
         out = numpy.empty((), dtype=object)
-        out[()] = self.number(values) if isinstance(values, (int, float, numpy.floating)) \
-            else values
+        is_host_number = isinstance(values, (int, float, numpy.floating, numpy.integer))
+        out[()] = self.scalar(values) if is_host_number else values
         return out
 
     # --- protocol ------------------------------------------------------------------------
