@@ -1,0 +1,355 @@
+"""Optimizer hooks (Chainer 7.8.1, optimizer_hooks/*.py and the hook plumbing of
+optimizer.py): each hook's arithmetic, both timings, optimizer and rule level,
+registration order, and what they see under loss scaling in each profile.
+
+All expected values use SGD, so a parameter moves by exactly -lr times the
+gradient the hooks leave behind:
+    WeightDecay(rate):              g += rate * w
+    Lasso(rate):                    g += rate * sign(w)
+    GradientHardClipping(lo, hi):   g = clip(g, lo, hi)
+    GradientClipping(threshold):    g *= threshold / ||g||  when that is < 1
+                                    (||g|| over all parameters together)
+    GradientNoise(eta, noise_func): g += noise_func(xp, shape, dtype, hook, rule)
+    GradientLARS(threshold, weight_decay, eps):
+        g = (g + wd * w) * (||w|| / (eps + ||g|| + wd ||w||) if ||w|| > threshold else 1)
+"""
+import math
+
+import numpy as np
+import pytest
+
+import reference
+from reference import optimizer_hooks as hooks
+from reference import optimizers
+
+from .helpers import G1, G2, W0, array, assert_close, single_param, step
+
+LR = 0.1
+w0, g1, g2 = array(W0), array(G1), array(G2)
+
+
+def sgd(profile="chainer"):
+    return optimizers.SGD(lr=LR, profile=profile)
+
+
+def two_params(opt):
+    a = reference.Parameter(array((3.0, 0.0)), name="a")
+    b = reference.Parameter(array((0.0, -1.0, 2.0)), name="b")
+    opt.setup({"a": a, "b": b})
+    return a, b
+
+
+# ------------------------------------------------------- arithmetic, timing 'pre'
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+@pytest.mark.parametrize("hook, adjusted_grad", [
+    (hooks.WeightDecay(0.5), g1 + 0.5 * w0),
+    (hooks.Lasso(0.5), g1 + 0.5 * np.sign(w0)),
+    (hooks.GradientHardClipping(-0.75, 1.5), array((0.5, -0.75, 1.5))),
+], ids=["WeightDecay", "Lasso", "GradientHardClipping"])
+def test_per_parameter_hook_before_the_update(profile, level, hook, adjusted_grad):
+    opt = sgd(profile)
+    p = single_param(opt)
+    target = opt if level == "optimizer" else p.update_rule
+    target.add_hook(hook)
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * adjusted_grad)
+
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+def test_weight_decay_after_the_update_sees_the_new_weights(profile, level):
+    rate = 0.5
+    opt = sgd(profile)
+    p = single_param(opt)
+    target = opt if level == "optimizer" else p.update_rule
+    target.add_hook(hooks.WeightDecay(rate), timing="post")
+    step(opt, p, g1)
+    w1 = w0 - LR * g1
+    assert_close(p.data, w1)
+    assert_close(p.grad, g1 + rate * w1)
+
+
+def test_hook_timing_attribute_decides_under_auto(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    decay = hooks.WeightDecay(0.5)
+    decay.timing = "post"
+    opt.add_hook(decay)
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * g1)
+
+
+def test_gradient_clipping_scales_all_parameters_by_one_global_norm(profile):
+    # ||(3, 0, 0, -1, 2)|| = sqrt(14); threshold 2 gives rate 2 / sqrt(14).
+    opt = sgd(profile)
+    a, b = two_params(opt)
+    opt.add_hook(hooks.GradientClipping(2.0))
+    a.grad, b.grad = array((3.0, 0.0)), array((0.0, -1.0, 2.0))
+    opt.update()
+    rate = 2.0 / math.sqrt(14.0)
+    assert_close(a.data, array((3.0, 0.0)) - LR * rate * array((3.0, 0.0)))
+    assert_close(b.data, array((0.0, -1.0, 2.0)) - LR * rate * array((0.0, -1.0, 2.0)))
+
+
+def test_gradient_clipping_below_the_threshold_leaves_gradients_alone(profile):
+    opt = sgd(profile)
+    a, b = two_params(opt)
+    opt.add_hook(hooks.GradientClipping(4.0))
+    a.grad, b.grad = array((3.0, 0.0)), array((0.0, -1.0, 2.0))
+    opt.update()
+    assert_close(a.data, array((3.0, 0.0)) - LR * array((3.0, 0.0)))
+    assert_close(b.data, array((0.0, -1.0, 2.0)) - LR * array((0.0, -1.0, 2.0)))
+
+
+def test_gradient_clipping_of_zero_gradients_keeps_them_finite_zeros(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(hooks.GradientClipping(1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step(opt, p, (0.0, 0.0, 0.0))
+    assert np.all(np.isfinite(p.grad))
+    assert np.array_equal(p.grad, np.zeros(3))
+    assert np.array_equal(p.data, w0)
+
+
+@pytest.mark.parametrize("threshold, rate", [
+    # ||w0|| = ||g1|| = sqrt(5.25), weight_decay 0.1:
+    (1e-2, math.sqrt(5.25) / (1e-9 + math.sqrt(5.25) + 0.1 * math.sqrt(5.25))),
+    (10.0, 1.0),                                     # ||w0|| below threshold
+])
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+def test_gradient_lars(profile, level, threshold, rate):
+    wd, eps = 0.1, 1e-9
+    opt = sgd(profile)
+    p = single_param(opt)
+    target = opt if level == "optimizer" else p.update_rule
+    target.add_hook(hooks.GradientLARS(threshold=threshold, weight_decay=wd, eps=eps))
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * (g1 + wd * w0) * rate)
+
+
+def test_gradient_lars_defaults():
+    lars = hooks.GradientLARS()
+    assert (lars.threshold, lars.weight_decay, lars.eps) == (1e-2, 0.0, 1e-9)
+    assert lars.call_for_each_param is True and lars.timing == "pre"
+
+
+class RecordingNoise:
+    """A noise_func that returns 0.25 everywhere and records its arguments."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, xp, shape, dtype, hook, opt):
+        self.calls.append((xp, shape, dtype, hook, opt, opt.t))
+        return xp.full(shape, 0.25, dtype=dtype)
+
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+def test_gradient_noise_calls_noise_func_with_chainers_arguments(profile, level):
+    opt = sgd(profile)
+    p = single_param(opt)
+    step(opt, p, g1)
+    w1 = np.array(p.data, copy=True)
+    noise_func = RecordingNoise()
+    noise = hooks.GradientNoise(0.3, noise_func=noise_func)
+    target = opt if level == "optimizer" else p.update_rule
+    target.add_hook(noise)
+    step(opt, p, g2)
+    assert_close(p.data, w1 - LR * (g2 + 0.25))
+    [(xp, shape, dtype, hook, rule, t)] = noise_func.calls
+    assert xp is np
+    assert tuple(shape) == (3,)
+    assert np.dtype(dtype) == np.float64
+    assert hook is noise
+    # Chainer hands the parameter's update rule to noise_func as `opt`; its t
+    # is the rule's count of updates (1 before this step's rule increment,
+    # 2 inside the rule).
+    assert rule is p.update_rule
+    assert t == (1 if level == "optimizer" else 2)
+
+
+def test_default_noise_is_gaussian_with_annealed_variance(profile):
+    # std = sqrt(eta / (1 + t)^0.55) with t the rule's count before this step.
+    eta, n = 0.25, 40000
+    np.random.seed(0)
+    opt = optimizers.SGD(lr=1.0, profile=profile)
+    p = single_param(opt, values=np.zeros(n))
+    for _ in range(2):
+        step(opt, p, np.zeros(n))
+    opt.add_hook(hooks.GradientNoise(eta))
+    step(opt, p, np.zeros(n))
+    drawn = -p.data
+    expected_std = math.sqrt(eta / 3 ** 0.55)
+    assert abs(drawn.mean()) < 5 * expected_std / math.sqrt(n)
+    assert drawn.std() == pytest.approx(expected_std, rel=0.03)
+
+
+# ---------------------------------------------------------------- ordering
+
+class Recorder:
+    """A hook that logs its label and the gradient it saw."""
+
+    def __init__(self, log, label, per_param, timing="pre"):
+        self.log, self.name, self.timing = log, label, timing
+        self.call_for_each_param = per_param
+
+    def __call__(self, *args):
+        if self.call_for_each_param:
+            rule, param = args
+            self.log.append((self.name, param.grad.copy(), param.data.copy()))
+        else:
+            [opt] = args
+            self.log.append((self.name, None, None))
+
+
+def test_hooks_run_in_chainers_order(profile):
+    log = []
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(Recorder(log, "opt-pre-1", False))
+    opt.add_hook(Recorder(log, "opt-post-1", True, timing="post"))
+    opt.add_hook(Recorder(log, "opt-pre-2", True))
+    opt.add_hook(Recorder(log, "opt-post-2", False, timing="post"))
+    p.update_rule.add_hook(Recorder(log, "rule-post", True, timing="post"))
+    p.update_rule.add_hook(Recorder(log, "rule-pre", True))
+    step(opt, p, g1)
+    assert [name for name, _, _ in log] == [
+        "opt-pre-1", "opt-pre-2", "rule-pre", "rule-post", "opt-post-1", "opt-post-2"]
+    seen = {name: (grad, data) for name, grad, data in log}
+    assert_close(seen["rule-pre"][1], w0)
+    assert_close(seen["rule-post"][1], w0 - LR * g1)
+    assert_close(seen["opt-post-1"][1], w0 - LR * g1)
+
+
+def test_registration_order_decides_between_non_commuting_hooks(profile):
+    decay_then_clip, clip_then_decay = sgd(profile), sgd(profile)
+    p = single_param(decay_then_clip)
+    q = single_param(clip_then_decay)
+    decay_then_clip.add_hook(hooks.WeightDecay(0.5))
+    decay_then_clip.add_hook(hooks.GradientHardClipping(-1.0, 1.0))
+    clip_then_decay.add_hook(hooks.GradientHardClipping(-1.0, 1.0))
+    clip_then_decay.add_hook(hooks.WeightDecay(0.5))
+    step(decay_then_clip, p, g1)
+    step(clip_then_decay, q, g1)
+    # WeightDecay first: (1, -2, 2.25) clipped to (1, -1, 1).
+    assert_close(p.data, w0 - LR * array((1.0, -1.0, 1.0)))
+    # Clipping first: (0.5, -1, 1), then + 0.5 w0 = (1, -2, 1.25).
+    assert_close(q.data, w0 - LR * array((1.0, -2.0, 1.25)))
+
+
+def test_optimizer_level_hooks_run_before_rule_level_hooks(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    p.update_rule.add_hook(hooks.GradientHardClipping(-1.0, 1.0))
+    opt.add_hook(hooks.WeightDecay(0.5))
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * array((1.0, -1.0, 1.0)))
+
+
+def test_removed_hook_no_longer_runs(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(hooks.WeightDecay(0.5), name="decay")
+    p.update_rule.add_hook(hooks.Lasso(0.5), name="lasso")
+    opt.remove_hook("decay")
+    p.update_rule.remove_hook("lasso")
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * g1)
+
+
+def test_call_hooks_runs_the_optimizer_pre_hooks_now(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(hooks.WeightDecay(0.5))
+    p.grad = array(G1)
+    opt.call_hooks("pre")
+    assert_close(p.grad, g1 + 0.5 * w0)
+    assert_close(p.data, w0)
+
+
+def test_same_hook_class_twice_under_distinct_names(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(hooks.WeightDecay(0.5))
+    opt.add_hook(hooks.WeightDecay(0.25), name="WeightDecay2")
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * (g1 + 0.75 * w0))
+
+
+@pytest.mark.parametrize("hook, name, per_param", [
+    (hooks.WeightDecay(1.0), "WeightDecay", True),
+    (hooks.Lasso(1.0), "Lasso", True),
+    (hooks.GradientClipping(1.0), "GradientClipping", False),
+    (hooks.GradientHardClipping(-1.0, 1.0), "GradientHardClipping", True),
+    (hooks.GradientNoise(1.0), "GradientNoise", True),
+    (hooks.GradientLARS(), "GradientLARS", True),
+])
+def test_hook_names_timings_and_granularity(hook, name, per_param):
+    assert hook.name == name
+    assert hook.timing == "pre"
+    assert bool(getattr(hook, "call_for_each_param", False)) is per_param
+
+
+# ----------------------------------------------------- under loss scaling
+
+SCALE = 4.0   # a power of two: scaling and unscaling are exact
+
+
+def scaled_sgd(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.loss_scaling(scale=SCALE)
+    return opt, p
+
+
+def test_weight_decay_rate_follows_the_scale_at_optimizer_level(profile):
+    # chainer: rate * scale is added to the still-scaled gradient, so after
+    # unscaling the decay is rate * w, as without scaling.
+    opt, p = scaled_sgd(profile)
+    opt.add_hook(hooks.WeightDecay(0.5))
+    step(opt, p, SCALE * g1)
+    assert_close(p.data, w0 - LR * (g1 + 0.5 * w0))
+
+
+@pytest.mark.parametrize("hook, chainer_grad, fixed_grad", [
+    # chainer: the hook acts on SCALE * g, then the rule divides by SCALE.
+    (hooks.Lasso(0.5), g1 + 0.5 * np.sign(w0) / SCALE, g1 + 0.5 * np.sign(w0)),
+    (hooks.GradientHardClipping(-1.0, 1.0),
+     np.clip(SCALE * g1, -1.0, 1.0) / SCALE, np.clip(g1, -1.0, 1.0)),
+    # ||g1|| = sqrt(5.25) < 4: fixed leaves it; chainer clips SCALE * g1.
+    (hooks.GradientClipping(4.0), g1 * 4.0 / (SCALE * math.sqrt(5.25)), g1),
+    (hooks.GradientLARS(threshold=1e-2, weight_decay=0.1),
+     (SCALE * g1 + 0.1 * w0) / SCALE * math.sqrt(5.25)
+     / (1e-9 + SCALE * math.sqrt(5.25) + 0.1 * math.sqrt(5.25)),
+     (g1 + 0.1 * w0) * math.sqrt(5.25)
+     / (1e-9 + math.sqrt(5.25) + 0.1 * math.sqrt(5.25))),
+], ids=["Lasso", "GradientHardClipping", "GradientClipping", "GradientLARS"])
+def test_optimizer_hooks_see_scaled_grads_only_in_chainer_profile(
+        profile, hook, chainer_grad, fixed_grad):
+    opt, p = scaled_sgd(profile)
+    opt.add_hook(hook)
+    step(opt, p, SCALE * g1)
+    expected_grad = chainer_grad if profile == "chainer" else fixed_grad
+    assert_close(p.data, w0 - LR * expected_grad)
+
+
+def test_rule_level_hooks_see_unscaled_grads(profile):
+    opt, p = scaled_sgd(profile)
+    p.update_rule.add_hook(hooks.GradientHardClipping(-1.0, 1.0))
+    p.update_rule.add_hook(hooks.Lasso(0.5))
+    step(opt, p, SCALE * g1)
+    assert_close(p.data, w0 - LR * (np.clip(g1, -1.0, 1.0) + 0.5 * np.sign(w0)))
+
+
+def test_optimizer_hooks_run_on_a_skipped_step_rule_hooks_do_not(profile):
+    log = []
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.loss_scaling()
+    opt.add_hook(Recorder(log, "opt-pre", False))
+    opt.add_hook(Recorder(log, "opt-post", False, timing="post"))
+    p.update_rule.add_hook(Recorder(log, "rule-pre", True))
+    with pytest.warns(Warning):
+        step(opt, p, (np.nan, 1.0, 1.0))
+    assert [name for name, _, _ in log] == ["opt-pre", "opt-post"]
