@@ -408,7 +408,7 @@ def test_msvag_two_steps(profile):
 
 def test_rule_override_shadows_the_optimizer_hyperparameter(profile):
     opt = optimizers.SGD(lr=0.1, profile=profile)
-    p = single_param(opt, name="a")
+    p = reference.Parameter(array(W0), name="a")
     q = reference.Parameter(array(W0), name="b")
     opt.setup({"a": p, "b": q})
     q.update_rule.hyperparam.lr = 0.5
