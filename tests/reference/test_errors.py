@@ -307,3 +307,32 @@ def test_gradient_of_the_wrong_shape_or_dtype(profile, bad_grad, problem):
         bad.grad = bad_grad
         opt.update()
     snapshot.assert_unchanged()
+
+
+# ------------------------------------------------------- array views
+
+VIEWS = {
+    "param.data": lambda opt, p: p.data,
+    "param.array": lambda opt, p: p.array,
+    "param.grad": lambda opt, p: p.grad,
+    "rule.state": lambda opt, p: p.update_rule.state["m"],
+    "rule.fp32_param": lambda opt, p: p.update_rule.fp32_param,
+}
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_in_place_write_to_a_view_is_not_silently_lost(view):
+    # Chainer hands out the live arrays: `param.data[...] = x` changes the
+    # parameter. A view that is a private copy must refuse in-place writes
+    # (e.g. a read-only array) rather than drop them without a word.
+    opt = optimizers.Adam()
+    p = single_param(opt, dtype=np.float16)
+    opt.use_fp32_update()
+    step(opt, p, G1)
+    before = np.array(VIEWS[view](opt, p), copy=True)
+    try:
+        VIEWS[view](opt, p)[...] = 0.25
+    except ValueError:
+        assert_bitwise_equal(VIEWS[view](opt, p), before)
+        return
+    assert np.all(VIEWS[view](opt, p) == 0.25), "in-place write was silently dropped"

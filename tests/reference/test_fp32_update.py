@@ -62,12 +62,12 @@ def test_without_master_fp16_updates_stagnate(profile):
 
 def test_master_is_created_once_from_the_values_at_the_first_update(profile):
     opt, p = fp16_sgd(profile)
-    p.data[...] = array((0.1, -3.0), F16)           # changed after setup
+    p.data = array((0.1, -3.0), F16)                # changed after setup
     step(opt, p, (0.0, 0.0))
     master = p.update_rule.fp32_param
     assert_bitwise_equal(master, array((0.1, -3.0), F16).astype(F32))
     # Writing the fp16 parameter later does not reach the master.
-    p.data[...] = array((5.0, 5.0), F16)
+    p.data = array((5.0, 5.0), F16)
     step(opt, p, (0.0, 0.0))
     assert_bitwise_equal(p.update_rule.fp32_param, array((0.1, -3.0), F16).astype(F32))
     assert_bitwise_equal(p.data, array((0.1, -3.0), F16))
@@ -215,3 +215,4 @@ def test_fp16_parameter_object_stays_a_parameter(profile):
     step(opt, p, (GRAD, GRAD))
     assert isinstance(p, reference.Parameter)
     assert p.dtype == F16 and p.shape == (2,)
+

@@ -270,9 +270,8 @@ def assert_load_fails_and_changes_nothing(path, profile, match):
     opt, p = fresh_after_one_step(profile)
     before = (opt.t, opt.epoch, p.update_rule.t, state_copy(p.update_rule),
               np.array(p.data, copy=True))
-    with pytest.raises(Exception, match=match) as info:
+    with pytest.raises(ValueError, match=match):
         serializers.load_npz(path, opt)
-    assert not isinstance(info.value, (AssertionError, AttributeError, NameError))
     assert (opt.t, opt.epoch, p.update_rule.t) == before[:3]
     assert_states_bitwise_equal(state_copy(p.update_rule), before[3])
     assert_bitwise_equal(p.data, before[4])
@@ -303,9 +302,13 @@ def test_checkpoint_with_a_state_of_the_wrong_shape(tmp_path, profile):
     assert_load_fails_and_changes_nothing(path, profile, match=r"(?s)w/m.*shape|shape.*w/m")
 
 
-def test_checkpoint_with_a_state_of_the_wrong_dtype(tmp_path, profile):
+@pytest.mark.parametrize("bad", [np.zeros(3, dtype=np.complex128), np.array(["a", "b", "c"])],
+                         ids=["complex", "str"])
+def test_checkpoint_with_a_state_of_a_non_real_dtype(tmp_path, profile, bad):
+    # Chainer copies a stored array into the state with numpy.copyto (same_kind
+    # casting), so real numbers of another width load; these cannot.
     _, _, path = saved_adam(tmp_path, profile)
-    rewrite(path, lambda arrays: arrays.update({"w/v": np.zeros(3, dtype=np.int32)}))
+    rewrite(path, lambda arrays: arrays.update({"w/v": bad}))
     assert_load_fails_and_changes_nothing(path, profile, match=r"(?s)w/v.*dtype|dtype.*w/v")
 
 
