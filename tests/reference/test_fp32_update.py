@@ -216,3 +216,24 @@ def test_fp16_parameter_object_stays_a_parameter(profile):
     assert isinstance(p, reference.Parameter)
     assert p.dtype == F16 and p.shape == (2,)
 
+
+
+def test_rule_level_weight_decay_with_master_uses_the_plain_rate(profile):
+    # Chainer's fp32 master carries no loss scale, so a rule-level WeightDecay
+    # on it adds rate * w to the unscaled fp32 gradient in both profiles.
+    # w = 1, g = 0.75 * 1024 / 1024, rate = 2**-2: master = 1 - lr (0.75 + 0.25).
+    opt, p = fp16_sgd(profile)
+    opt.loss_scaling(scale=1024.0)
+    p.update_rule.add_hook(hooks.WeightDecay(0.25))
+    step(opt, p, (GRAD * 1024.0, GRAD * 1024.0))
+    assert_bitwise_equal(p.update_rule.fp32_param, array((1 - LR,) * 2, F32))
+
+
+def test_use_fp32_update_false_after_setup_turns_the_master_on(profile):
+    # Chainer's GradientMethod.use_fp32_update(False) calls each existing
+    # rule's use_fp32_update() with its default True.
+    opt, p = fp16_sgd(profile, master=False)
+    opt.use_fp32_update(False)
+    step(opt, p, (GRAD, GRAD))
+    assert p.update_rule.fp32_param is not None
+    assert_bitwise_equal(p.update_rule.fp32_param, array((1 - 3 * 2.0 ** -14,) * 2, F32))

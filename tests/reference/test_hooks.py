@@ -353,3 +353,72 @@ def test_optimizer_hooks_run_on_a_skipped_step_rule_hooks_do_not(profile):
     with pytest.warns(Warning):
         step(opt, p, (np.nan, 1.0, 1.0))
     assert [name for name, _, _ in log] == ["opt-pre", "opt-post"]
+
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+def test_weight_decay_rate_under_scale_at_each_level(profile, level):
+    # Chainer multiplies WeightDecay's rate by the loss scale recorded on the
+    # parameter wherever the hook runs. At rule level the gradient is already
+    # unscaled, so without a master the decay comes out SCALE times too
+    # strong. The fixed profile uses the plain rate on unscaled gradients.
+    rate = 0.5
+    opt, p = scaled_sgd(profile)
+    target = opt if level == "optimizer" else p.update_rule
+    target.add_hook(hooks.WeightDecay(rate))
+    step(opt, p, SCALE * g1)
+    if profile == "chainer" and level == "rule":
+        expected = w0 - LR * (g1 + rate * SCALE * w0)
+    else:
+        expected = w0 - LR * (g1 + rate * w0)
+    assert_close(p.data, expected)
+
+
+def test_gradient_clipping_with_zero_threshold_and_zero_norm(profile):
+    # chainer: rate = 0 / 0 = NaN, and NaN >= 1 is false, so every gradient is
+    # multiplied by NaN. fixed: gradients are left unchanged.
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(hooks.GradientClipping(0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step(opt, p, (0.0, 0.0, 0.0))
+    if profile == "chainer":
+        assert np.all(np.isnan(p.data))
+    else:
+        assert np.array_equal(p.data, w0)
+        assert np.array_equal(p.grad, np.zeros(3))
+
+
+class BadTiming(hooks.Lasso):
+    timing = "sometime"
+
+
+def test_optimizer_hook_with_an_invalid_timing_attribute_falls_back_to_pre(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    with pytest.warns(Warning, match="defaulting timing to 'pre'"):
+        opt.add_hook(BadTiming(0.5))
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * (g1 + 0.5 * np.sign(w0)))
+
+
+def test_rule_hook_with_an_invalid_timing_attribute_runs_after_the_update(profile):
+    # Chainer's rule-level registry has no fallback: anything but 'pre' is 'post'.
+    opt = sgd(profile)
+    p = single_param(opt)
+    p.update_rule.add_hook(BadTiming(0.5))
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * g1)
+    assert_close(p.grad, g1 + 0.5 * np.sign(w0 - LR * g1))
+
+
+def test_setup_again_resets_counters_and_optimizer_hooks(profile):
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(hooks.WeightDecay(0.5))
+    step(opt, p, g1)
+    opt.new_epoch()
+    q = reference.Parameter(array(W0), name="w")
+    opt.setup({"w": q})
+    assert (opt.t, opt.epoch) == (0, 0)
+    step(opt, q, g1)
+    assert_close(q.data, w0 - LR * g1)

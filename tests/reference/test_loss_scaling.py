@@ -218,3 +218,63 @@ def test_check_nan_in_grads_and_update_loss_scale_by_hand(profile):
     assert opt.is_safe_to_update() is True
     opt.update_loss_scale()
     assert opt.loss_scale == math.pow(2.0, 0.5)
+
+
+def test_static_scale_after_dynamic_keeps_the_dynamic_schedule(profile):
+    # Chainer's loss_scaling(scale=s) only sets the scale; the dynamic flag set
+    # earlier stays, so the scale keeps growing from s.
+    opt = optimizers.SGD(lr=0.1, profile=profile)
+    p = single_param(opt)
+    opt.loss_scaling(interval=1)
+    opt.set_loss_scale(64.0)
+    step(opt, p, FINITE * 64.0)
+    assert opt.loss_scale == 128.0
+
+
+def test_without_master_the_callers_gradient_is_unscaled_in_place(profile):
+    opt = optimizers.SGD(lr=0.1, profile=profile)
+    p = single_param(opt)
+    opt.loss_scaling(scale=4.0)
+    step(opt, p, FINITE * 4.0)
+    assert_bitwise_equal(p.grad, FINITE)
+
+
+def test_with_master_the_fp16_gradient_stays_scaled(profile):
+    opt = optimizers.SGD(lr=0.1, profile=profile)
+    p = single_param(opt, dtype=np.float16)
+    opt.use_fp32_update()
+    opt.loss_scaling(scale=4.0)
+    step(opt, p, FINITE * 4.0)
+    assert_bitwise_equal(p.grad, (FINITE * 4.0).astype(np.float16))
+
+
+class ScriptedLoss:
+    """What a loss function returns: backward() writes g * loss_scale."""
+
+    def __init__(self, param, grad, log):
+        self.param, self.grad, self.log = param, grad, log
+
+    def backward(self, loss_scale=None):
+        self.log.append(("backward", self.param.grad, loss_scale))
+        self.param.grad = self.grad * (1.0 if loss_scale is None else loss_scale)
+
+
+def test_update_with_a_loss_function(profile):
+    # Chainer: loss = lossfun(*args, **kwds); cleargrads; backward(loss_scale).
+    lr = 0.1
+    opt = optimizers.SGD(lr=lr, profile=profile)
+    p = single_param(opt)
+    opt.loss_scaling(interval=1)
+    step(opt, p, FINITE)                                  # scale 1 -> 2
+    log = []
+
+    def lossfun(x, *, y):
+        log.append(("lossfun", x, y))
+        return ScriptedLoss(p, FINITE, log)
+
+    p.grad = array((9.0, 9.0, 9.0))                       # stale, must be cleared
+    opt.update(lossfun, 1, y=2)
+    assert log[0] == ("lossfun", 1, 2)
+    assert log[1][0] == "backward" and log[1][1] is None and log[1][2] == 2.0
+    assert_close(p.data, array(W0) - 2 * lr * FINITE)
+    assert opt.loss_scale == 4.0
