@@ -404,6 +404,28 @@ def test_msvag_two_steps(profile):
     assert_close(p.data, w1 - eta * (lr * mt * factor2 + wd * w1))
 
 
+def test_msvag_beta_changed_after_setup_meets_the_rho_cap(profile):
+    # beta_power is taken from beta when the rule is built (setup). Lowering
+    # beta afterwards makes r = (1 - beta) / (1 - beta_power) slightly above 1,
+    # so rho = r (1 + beta_power) / (1 + beta) > 1 is capped at 0.9999 and the
+    # variance estimate r (1 - r) g^2 / (1 - 0.9999) turns the factor negative:
+    # clipped to 0, only the weight decay moves the parameter.
+    lr, old_beta, new_beta, eta, wd = 0.1, 0.9, 0.89998, 1.0, 0.02
+    opt = optimizers.MSVAG(lr=lr, beta=old_beta, eta=eta, weight_decay_rate=wd,
+                           profile=profile)
+    p = single_param(opt)
+    opt.beta = new_beta
+    step(opt, p, g1)
+    r = (1 - new_beta) / (1 - old_beta)
+    assert r * (1 + old_beta) / (1 + new_beta) > 1          # rho is capped
+    mt = r * g1
+    variance = (r * g1 ** 2 - mt ** 2) / (1 - 0.9999)
+    factor = np.clip(mt ** 2 / (mt ** 2 + 0.9999 * variance), 0, 1)
+    assert np.all(factor == 0)
+    assert_close(p.update_rule.state["m"], (1 - new_beta) * g1)
+    assert_close(p.data, w0 - eta * (lr * mt * factor + wd * w0))
+
+
 # ------------------------------------------------------ hyperparameter plumbing
 
 def test_rule_override_shadows_the_optimizer_hyperparameter(profile):
