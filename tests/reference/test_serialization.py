@@ -346,3 +346,18 @@ def test_failed_save_leaves_the_last_good_checkpoint(tmp_path, monkeypatch, prof
     opt2, p2 = fresh_after_one_step(profile)
     serializers.load_npz(path, opt2)
     assert opt2.t == 2
+
+
+def test_fixed_optimizer_loading_a_chainer_checkpoint_keeps_its_loss_scaling(tmp_path):
+    # A chainer-profile checkpoint has no loss-scaling keys: it says nothing
+    # about loss scaling, so the dynamic scaling configured on the fixed
+    # optimizer must survive the load (as it does in the chainer profile).
+    # Silently switching it off would leave fp16 gradients unscaled.
+    scenario = adam_fp16_master_dynamic("chainer")
+    opt, p = scenario.build()
+    scenario.run(opt, p, range(1, 3))
+    serializers.save_npz(tmp_path / "ckpt.npz", opt)
+    fixed_opt, _ = adam_fp16_master_dynamic("fixed").build(values=np.array(p.data, copy=True))
+    serializers.load_npz(tmp_path / "ckpt.npz", fixed_opt)
+    assert fixed_opt.loss_scale == 1.0
+    assert fixed_opt.t == 2
