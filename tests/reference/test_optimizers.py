@@ -484,3 +484,56 @@ def test_chainer_defaults_and_aliases(name, defaults):
     for key, value in defaults.items():
         assert getattr(opt, key) == value, key
         assert getattr(opt.hyperparam, key) == value, key
+
+
+def test_missing_gradient_counts_as_zero(profile):
+    # Chainer fills a missing gradient with zeros before the hooks and the
+    # update, so momentum keeps moving the parameter: v2 = mu v1, w2 = w1 + v2.
+    lr, mu = 0.1, 0.9
+    opt = optimizers.MomentumSGD(lr=lr, momentum=mu, profile=profile)
+    p = single_param(opt)
+    step(opt, p, g1)
+    p.cleargrad()
+    opt.update()
+    v1 = -lr * g1
+    assert_close(p.update_rule.state["v"], mu * v1)
+    assert_close(p.data, w0 + v1 + mu * v1)
+    assert np.array_equal(p.grad, np.zeros(3))
+
+
+def test_rule_hyperparameters_chain_to_the_optimizer(profile):
+    opt = optimizers.Adam(alpha=0.25, profile=profile)
+    p = single_param(opt)
+    rule_hp = p.update_rule.hyperparam
+    assert rule_hp.parent is opt.hyperparam
+    assert rule_hp.alpha == 0.25
+    rule_hp.beta1 = 0.5
+    assert rule_hp.get_dict()["beta1"] == 0.5
+    assert opt.hyperparam.get_dict()["beta1"] == 0.9
+    opt.alpha = 0.125
+    assert rule_hp.alpha == 0.125
+
+
+def test_parameters_of_an_iterable_and_of_a_namedparams_object(profile, tmp_path):
+    from reference import serializers
+
+    class Model:
+        def __init__(self, params):
+            self.params = params
+
+        def namedparams(self):
+            return iter(self.params.items())
+
+    by_position = optimizers.SGD(profile=profile)
+    by_position.setup([reference.Parameter(array(W0)), reference.Parameter(array(W0))])
+    serializers.save_npz(tmp_path / "positions.npz", by_position)
+    assert {"0/t", "1/t"} <= set(np.load(tmp_path / "positions.npz").files)
+
+    by_name = optimizers.SGD(profile=profile)
+    a = reference.Parameter(array(W0))
+    by_name.setup(Model({"/layer/W": a}))
+    a.grad = array(G1)
+    by_name.update()
+    assert_close(a.data, w0 - 0.01 * g1)
+    serializers.save_npz(tmp_path / "names.npz", by_name)
+    assert "layer/W/t" in np.load(tmp_path / "names.npz").files
