@@ -237,3 +237,51 @@ def test_use_fp32_update_false_after_setup_turns_the_master_on(profile):
     step(opt, p, (GRAD, GRAD))
     assert p.update_rule.fp32_param is not None
     assert_bitwise_equal(p.update_rule.fp32_param, array((1 - 3 * 2.0 ** -14,) * 2, F32))
+
+
+@pytest.mark.parametrize("master", [False, True], ids=["fp16 state", "fp32 master"])
+def test_adam_rounds_every_store_to_its_storage_dtype(profile, master):
+    # Two Adam steps on an fp16 parameter. Each stored array is rounded to its
+    # dtype (fp16 state without a master; fp32 state and master with one, the
+    # fp16 parameter written from the master); the math between stores is exact
+    # here, as in Chainer's fp32 kernels up to fp32 roundings that the inputs
+    # keep away from the fp16/fp32 rounding boundaries.
+    alpha, b1, b2, eps = 0.1, 0.9, 0.99, 1e-3
+    state_dtype = F32 if master else F16
+    opt = optimizers.Adam(alpha=alpha, beta1=b1, beta2=b2, eps=eps, profile=profile)
+    p = single_param(opt, dtype=F16)
+    if master:
+        opt.use_fp32_update()
+
+    def stored(values):
+        return np.asarray(values, np.float64).astype(state_dtype).astype(np.float64)
+
+    w, g1, g2 = array(W0), array(G1), array((-1.5, 0.25, 1.0))
+    step(opt, p, G1)
+    m1 = stored((1 - b1) * g1)
+    v1 = stored((1 - b2) * g1 ** 2)
+    w1 = stored(w - alpha * math.sqrt(1 - b2) / (1 - b1) * m1 / (np.sqrt(v1) + eps))
+    step(opt, p, g2)
+    m2 = stored(m1 + (1 - b1) * (g2 - m1))
+    v2 = stored(v1 + (1 - b2) * (g2 ** 2 - v1))
+    alpha_t2 = alpha * math.sqrt(1 - b2 ** 2) / (1 - b1 ** 2)
+    w2 = stored(w1 - alpha_t2 * m2 / (np.sqrt(v2) + eps))
+    state = p.update_rule.state
+    assert_bitwise_equal(state["m"], m2.astype(state_dtype))
+    assert_bitwise_equal(state["v"], v2.astype(state_dtype))
+    assert_bitwise_equal(p.data, w2.astype(F16))
+    if master:
+        assert_bitwise_equal(p.update_rule.fp32_param, w2.astype(F32))
+
+
+def test_skipped_first_step_creates_no_master(profile):
+    opt = optimizers.Adam(profile=profile)
+    p = single_param(opt, dtype=F16)
+    opt.use_fp32_update()
+    opt.loss_scaling()
+    with pytest.warns(Warning):
+        step(opt, p, (np.nan, 1.0, 1.0))
+    assert p.update_rule.fp32_param is None
+    assert p.update_rule.state is None
+    assert p.update_rule.t == 0
+    assert_bitwise_equal(p.data, array(W0, F16))
