@@ -291,3 +291,48 @@ def test_loss_scale_is_converted_to_the_gradients_dtype_before_dividing(profile)
     step(opt, p, (0.09375,))
     assert float(np.float16(1.1)) == 1.099609375
     assert_bitwise_equal(p.data, np.array([-0.08526611328125], np.float16))
+
+
+ALL_OPTIMIZERS = ["SGD", "MomentumSGD", "CorrectedMomentumSGD", "NesterovAG", "AdaGrad",
+                  "AdaDelta", "RMSprop", "RMSpropGraves", "Adam", "AdamW", "AMSGrad",
+                  "AdaBound", "AMSBound", "MSVAG", "SMORMS3"]
+
+
+@pytest.mark.parametrize("name", ALL_OPTIMIZERS)
+def test_a_skipped_step_is_invisible_to_the_trajectory(profile, name):
+    # Everything a rule keeps between steps (state, rule.t and so Adam's bias
+    # correction and AdaBound's bounds, MSVAG's beta_power) must ignore a
+    # skipped step: g1, <non-finite>, g2, g3 ends where g1, g2, g3 does. The
+    # scales met are powers of two, so unscaling is exact.
+    grads = [array(G1), array((-1.5, 0.25, 1.0)), array((2.0, 1.0, -0.5))]
+    plain = getattr(optimizers, name)(profile=profile)
+    p = single_param(plain)
+    for grad in grads:
+        step(plain, p, grad)
+    scaled = getattr(optimizers, name)(profile=profile)
+    q = single_param(scaled)
+    scaled.loss_scaling(interval=1)
+    step(scaled, q, grads[0] * scaled.loss_scale)
+    quiet_step(scaled, q, NONFINITE["nan"])
+    for grad in grads[1:]:
+        step(scaled, q, grad * scaled.loss_scale)
+    assert_bitwise_equal(q.data, p.data)
+    assert_states_bitwise_equal(state_copy(q.update_rule), state_copy(p.update_rule))
+    assert q.update_rule.t == p.update_rule.t == 3
+    assert scaled.t == 4
+
+
+def test_adam_alpha_t_follows_the_optimizer_count_the_rule_its_own(profile):
+    # After a skipped first step opt.t = 2 but the rule has made one update:
+    # the update uses alpha_t(1); opt.alpha_t reports alpha_t(2).
+    alpha, b1, b2 = 0.1, 0.9, 0.99
+    opt = optimizers.Adam(alpha=alpha, beta1=b1, beta2=b2, eps=1e-3, profile=profile)
+    p = single_param(opt)
+    opt.loss_scaling()
+    quiet_step(opt, p, NONFINITE["inf"])
+    step(opt, p, FINITE * opt.loss_scale)
+    m1, v1 = (1 - b1) * FINITE, (1 - b2) * FINITE ** 2
+    alpha_t1 = alpha * math.sqrt(1 - b2) / (1 - b1)
+    assert_close(p.data, array(W0) - alpha_t1 * m1 / (np.sqrt(v1) + 1e-3))
+    assert opt.alpha_t == pytest.approx(alpha * math.sqrt(1 - b2 ** 2) / (1 - b1 ** 2),
+                                        rel=1e-15)
