@@ -56,6 +56,61 @@ def test_per_parameter_hook_before_the_update(profile, level, hook, adjusted_gra
     assert_close(p.data, w0 - LR * adjusted_grad)
 
 
+class RecordingNoise:
+    """A noise_func that returns 0.25 everywhere and records its arguments."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, xp, shape, dtype, hook, opt):
+        self.calls.append((xp, shape, dtype, hook, opt, opt.t))
+        return xp.full(shape, 0.25, dtype=dtype)
+
+
+def lars_grad(g, w, wd=0.1, eps=1e-9, threshold=1e-2):
+    """GradientLARS by hand: (g + wd w) * ||w|| / (eps + ||g|| + wd ||w||)."""
+    w_norm, g_norm = math.sqrt(np.sum(w * w)), math.sqrt(np.sum(g * g))
+    rate = w_norm / (eps + g_norm + wd * w_norm) if w_norm > threshold else 1.0
+    return (g + wd * w) * rate
+
+
+POST_CASES = {
+    "WeightDecay": (lambda: hooks.WeightDecay(0.5), lambda g, w: g + 0.5 * w),
+    "Lasso": (lambda: hooks.Lasso(0.5), lambda g, w: g + 0.5 * np.sign(w)),
+    "GradientHardClipping": (lambda: hooks.GradientHardClipping(-0.75, 1.5),
+                             lambda g, w: np.clip(g, -0.75, 1.5)),
+    "GradientNoise": (lambda: hooks.GradientNoise(0.3, noise_func=RecordingNoise()),
+                      lambda g, w: g + 0.25),
+    "GradientLARS": (lambda: hooks.GradientLARS(weight_decay=0.1), lars_grad),
+}
+
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+@pytest.mark.parametrize("name", sorted(POST_CASES))
+def test_every_per_parameter_hook_after_the_update(profile, level, name):
+    # 'post': the update uses the raw gradient; the hook then rewrites the
+    # gradient from the updated weights.
+    make_hook, adjust = POST_CASES[name]
+    opt = sgd(profile)
+    p = single_param(opt)
+    target = opt if level == "optimizer" else p.update_rule
+    target.add_hook(make_hook(), timing="post")
+    step(opt, p, g1)
+    w1 = w0 - LR * g1
+    assert_close(p.data, w1)
+    assert_close(p.grad, adjust(g1, w1))
+
+
+def test_gradient_clipping_after_the_update(profile):
+    # ||g1|| = sqrt(5.25); threshold 1 scales the gradient left for the caller.
+    opt = sgd(profile)
+    p = single_param(opt)
+    opt.add_hook(hooks.GradientClipping(1.0), timing="post")
+    step(opt, p, g1)
+    assert_close(p.data, w0 - LR * g1)
+    assert_close(p.grad, g1 / math.sqrt(5.25))
+
+
 @pytest.mark.parametrize("level", ["optimizer", "rule"])
 def test_weight_decay_after_the_update_sees_the_new_weights(profile, level):
     rate = 0.5
@@ -132,17 +187,6 @@ def test_gradient_lars_defaults():
     lars = hooks.GradientLARS()
     assert (lars.threshold, lars.weight_decay, lars.eps) == (1e-2, 0.0, 1e-9)
     assert lars.call_for_each_param is True and lars.timing == "pre"
-
-
-class RecordingNoise:
-    """A noise_func that returns 0.25 everywhere and records its arguments."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, xp, shape, dtype, hook, opt):
-        self.calls.append((xp, shape, dtype, hook, opt, opt.t))
-        return xp.full(shape, 0.25, dtype=dtype)
 
 
 @pytest.mark.parametrize("level", ["optimizer", "rule"])
