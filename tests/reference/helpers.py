@@ -17,6 +17,10 @@ G3 = (2.0, 1.0, -0.5)
 
 PROFILES = ("chainer", "fixed")
 
+ALL_OPTIMIZERS = ("SGD", "MomentumSGD", "CorrectedMomentumSGD", "NesterovAG", "AdaGrad",
+                  "AdaDelta", "RMSprop", "RMSpropGraves", "Adam", "AdamW", "AMSGrad",
+                  "AdaBound", "AMSBound", "MSVAG", "SMORMS3")
+
 
 def array(values, dtype=np.float64):
     """A fresh array of `values` in `dtype`."""

@@ -18,7 +18,7 @@ import reference
 from reference import optimizer_hooks as hooks
 from reference import optimizers
 
-from .helpers import G1, W0, array, assert_bitwise_equal, assert_close, single_param, step
+from .helpers import G1, W0, array, assert_bitwise_equal, single_param, step
 
 F16, F32 = np.float16, np.float32
 

@@ -15,7 +15,8 @@ import pytest
 from reference import optimizers
 
 from .helpers import (
-    G1, W0, array, assert_bitwise_equal, assert_close, assert_states_bitwise_equal,
+    ALL_OPTIMIZERS, G1, W0, array, assert_bitwise_equal, assert_close,
+    assert_states_bitwise_equal,
     quiet_step, single_param, state_copy, step,
 )
 
@@ -291,11 +292,6 @@ def test_loss_scale_is_converted_to_the_gradients_dtype_before_dividing(profile)
     step(opt, p, (0.09375,))
     assert float(np.float16(1.1)) == 1.099609375
     assert_bitwise_equal(p.data, np.array([-0.08526611328125], np.float16))
-
-
-ALL_OPTIMIZERS = ["SGD", "MomentumSGD", "CorrectedMomentumSGD", "NesterovAG", "AdaGrad",
-                  "AdaDelta", "RMSprop", "RMSpropGraves", "Adam", "AdamW", "AMSGrad",
-                  "AdaBound", "AMSBound", "MSVAG", "SMORMS3"]
 
 
 @pytest.mark.parametrize("name", ALL_OPTIMIZERS)
