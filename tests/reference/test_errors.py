@@ -1,6 +1,6 @@
 """Every error the public API raises: its type, a message naming the problem,
 and that the failed call changed nothing (parameters, state, counters, loss
-scale, hooks).
+scale).
 
 Chainer 7.8.1's own errors keep Chainer's types and wording
 (optimizer.py, optimizers/adam.py, optimizers/rmsprop.py).
@@ -59,9 +59,17 @@ def stepped(opt, dtype=np.float64):
     (lambda: optimizers.RMSprop(eps=1e-8), np.float16,
      r"eps of RMSprop optimizer is too small for float16 \(1e-08\)"),
 ])
-def test_eps_too_small_for_the_dtype(make, dtype, message):
+@pytest.mark.parametrize("when", ["first step", "later step"])
+def test_eps_too_small_for_the_dtype(make, dtype, message, when):
+    # Chainer raises midway through the rule's update (after rule.t += 1 and
+    # the state's creation); here the check comes before anything changes.
     opt = make()
     p = single_param(opt, dtype=dtype)
+    if when == "later step":
+        too_small = opt.eps
+        opt.eps = 1e-3
+        step(opt, p, G1)
+        opt.eps = too_small
     snapshot = Snapshot(opt, [p])
     p.grad = array(G1, dtype)
     with pytest.raises(ValueError, match=message):
