@@ -466,3 +466,37 @@ def test_setup_again_resets_counters_and_optimizer_hooks(profile):
     assert (opt.t, opt.epoch) == (0, 0)
     step(opt, q, g1)
     assert_close(q.data, w0 - LR * g1)
+
+
+# ------------------------------------------------- fp16 gradients, no master
+
+def test_gradient_clipping_sums_fp16_squared_norms_in_fp16(profile):
+    # Chainer: each g.dot(g) of an fp16 gradient is an fp16 scalar (200^2 =
+    # 40000, finite), and Python's sum of two fp16 scalars stays fp16: 80000
+    # overflows to inf, the rate threshold / inf is 0 and both gradients are
+    # zeroed. Without a master, the fixed profile keeps fp16 gradients too.
+    opt = optimizers.SGD(lr=0.5, profile=profile)
+    a = reference.Parameter(np.array([1.0], np.float16), name="a")
+    b = reference.Parameter(np.array([2.0], np.float16), name="b")
+    opt.setup({"a": a, "b": b})
+    opt.add_hook(hooks.GradientClipping(1.0))
+    a.grad = np.array([200.0], np.float16)
+    b.grad = np.array([-200.0], np.float16)
+    with np.errstate(over="ignore"):
+        opt.update()
+    assert np.array_equal(a.data, np.array([1.0], np.float16))
+    assert np.array_equal(b.data, np.array([2.0], np.float16))
+    assert np.array_equal(a.grad, np.zeros(1, np.float16))
+
+
+def test_gradient_lars_fp16_norm_overflows(profile):
+    # numpy.linalg.norm of an fp16 array is an fp16 dot and an fp16 sqrt:
+    # ||(300)|| overflows (90000 > 65504), the local rate
+    # ||w|| / (eps + inf + wd ||w||) is 0, and the gradient is zeroed.
+    opt = optimizers.SGD(lr=0.5, profile=profile)
+    p = single_param(opt, values=(1.0,), dtype=np.float16)
+    opt.add_hook(hooks.GradientLARS(threshold=1e-2, weight_decay=0.1))
+    with np.errstate(over="ignore"):
+        step(opt, p, (300.0,))
+    assert np.array_equal(p.data, np.array([1.0], np.float16))
+    assert np.array_equal(p.grad, np.zeros(1, np.float16))
