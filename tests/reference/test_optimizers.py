@@ -537,3 +537,43 @@ def test_parameters_of_an_iterable_and_of_a_namedparams_object(profile, tmp_path
     assert_close(a.data, w0 - 0.01 * g1)
     serializers.save_npz(tmp_path / "names.npz", by_name)
     assert "layer/W/t" in np.load(tmp_path / "names.npz").files
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AMSBound", "MSVAG", "SMORMS3",
+                                  "RMSpropGraves"])
+def test_empty_and_zero_dimensional_parameters(profile, name):
+    # An empty parameter stays empty (its state too) and must not disturb a
+    # 0-d neighbour, nor GradientClipping's global norm (which is 0.5 here,
+    # below the threshold of 1: no clipping).
+    from reference import optimizer_hooks
+
+    opt = getattr(optimizers, name)(profile=profile)
+    empty = reference.Parameter(np.zeros((0, 3)), name="empty")
+    scalar = reference.Parameter(np.array(2.0), name="scalar")
+    opt.setup({"empty": empty, "scalar": scalar})
+    opt.add_hook(optimizer_hooks.GradientClipping(1.0))
+    reference_opt = getattr(optimizers, name)(profile=profile)
+    alone = reference.Parameter(np.array(2.0), name="scalar")
+    reference_opt.setup({"scalar": alone})
+    for _ in range(2):
+        empty.grad, scalar.grad, alone.grad = np.zeros((0, 3)), np.array(0.5), np.array(0.5)
+        opt.update()
+        reference_opt.update()
+    assert empty.data.shape == (0, 3)
+    assert all(v.shape == (0, 3) for v in empty.update_rule.state.values())
+    assert scalar.data.shape == ()
+    assert_close(scalar.data, alone.data, rtol=0)
+    assert scalar.data != 2.0
+
+
+def test_adam_on_a_zero_dimensional_parameter(profile):
+    alpha, b1, b2, eps = 0.1, 0.9, 0.99, 1e-3
+    opt = optimizers.Adam(alpha=alpha, beta1=b1, beta2=b2, eps=eps, profile=profile)
+    p = reference.Parameter(np.array(2.0), name="s")
+    opt.setup({"s": p})
+    p.grad = np.array(0.5)
+    opt.update()
+    m1, v1 = (1 - b1) * 0.5, (1 - b2) * 0.25
+    expected = 2.0 - alpha * math.sqrt(1 - b2) / (1 - b1) * m1 / (math.sqrt(v1) + eps)
+    assert p.data.shape == ()
+    assert_close(p.data, expected)
