@@ -375,3 +375,50 @@ def test_every_optimizer_resumes_bitwise(tmp_path, profile, name):
         return
     assert_bitwise_equal(p.data, ref_p.data)
     assert_states_bitwise_equal(state_copy(p.update_rule), state_copy(ref_p.update_rule))
+
+
+class RecordingSerializer:
+    """Chainer's serializer protocol, writing into a flat dict."""
+
+    def __init__(self, target=None, path=""):
+        self.target = {} if target is None else target
+        self.path = path
+
+    def __getitem__(self, key):
+        return RecordingSerializer(self.target, self.path + key.strip("/") + "/")
+
+    def __call__(self, key, value):
+        self.target[self.path + key.lstrip("/")] = np.array(value, copy=True)
+        return value
+
+
+class ReplayingSerializer(RecordingSerializer):
+    """Chainer's protocol for reading: returns the stored value for each key."""
+
+    def __getitem__(self, key):
+        return ReplayingSerializer(self.target, self.path + key.strip("/") + "/")
+
+    def __call__(self, key, value):
+        stored = self.target[self.path + key.lstrip("/")]
+        if isinstance(value, np.ndarray):
+            return np.array(stored, dtype=value.dtype)
+        return type(value)(stored)
+
+
+def test_serialize_speaks_chainers_serializer_protocol(profile):
+    opt = optimizers.MomentumSGD(profile=profile)
+    p = single_param(opt)
+    step(opt, p, G1)
+    written = RecordingSerializer()
+    opt.serialize(written)
+    assert {"t", "epoch", "w/t", "w/v"} <= set(written.target)
+    assert int(written.target["w/t"]) == 1
+    assert_bitwise_equal(written.target["w/v"], -0.01 * array(G1))
+
+    other = optimizers.MomentumSGD(profile=profile)
+    q = single_param(other)
+    step(other, q, G2)
+    step(other, q, G2)
+    other.serialize(ReplayingSerializer(written.target))
+    assert other.t == 1 and q.update_rule.t == 1
+    assert_bitwise_equal(q.update_rule.state["v"], -0.01 * array(G1))
