@@ -126,7 +126,8 @@ class Float64(Arithmetic):
         values = numpy.asarray(values, dtype=numpy.float64)
         if dtype == numpy.float64:
             return values.copy()
-        return values.astype(dtype).astype(numpy.float64)
+        with numpy.errstate(over="ignore"):  # overflow to inf is the intended cast result
+            return values.astype(dtype).astype(numpy.float64)
 
 
 class ObjectArithmetic(Arithmetic):
@@ -188,11 +189,9 @@ class ObjectArithmetic(Arithmetic):
             if values.dtype == object:
                 return values
             return self.array(values)
-        if isinstance(values, (bool, numpy.bool_)):
-            return numpy.asarray(values)
         out = numpy.empty((), dtype=object)
-        out[()] = self.number(values) if isinstance(values, (int, float, numpy.floating)) \
-            else values
+        is_host_number = isinstance(values, (int, float, numpy.floating, numpy.integer))
+        out[()] = self.scalar(values) if is_host_number else values
         return out
 
     # --- protocol ------------------------------------------------------------------------
@@ -219,9 +218,8 @@ class ObjectArithmetic(Arithmetic):
         return out
 
     def sqrt(self, values):
-        nan = self.number_nan()
         return self._unwrap(self._map(
-            lambda x: nan if x < 0 else self.number_sqrt(x), values))
+            lambda x: self.number_nan() if x < 0 else self.number_sqrt(x), values))
 
     def abs(self, values):
         return self._unwrap(self._map(abs, values))
@@ -276,14 +274,12 @@ class ObjectArithmetic(Arithmetic):
 
     def divide(self, numerator, denominator):
         """IEEE division: x/0 is +-inf (NaN for 0/0 and NaN/0) instead of raising."""
-        nan, inf = self.number_nan(), self.number_inf()
-
         def divide(x, y):
             if y != 0 or self.number_isnan(y):
                 return x / y
             if x == 0 or self.number_isnan(x):
-                return nan
-            return inf if x > 0 else -inf
+                return self.number_nan()
+            return self.number_inf() if x > 0 else -self.number_inf()
         return self._unwrap(self._map(divide, numerator, denominator))
 
     def round_to(self, values, dtype):

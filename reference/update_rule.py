@@ -1,6 +1,7 @@
 """UpdateRule: one parameter's update, its state, hooks and fp32 master weights."""
 
 import collections.abc
+import numbers
 
 import numpy
 
@@ -155,6 +156,16 @@ class UpdateRule:
         else:
             self._fp32_param.value = values
 
+    def initialize_state(self, param):
+        """Creates the state for ``param`` now if there is none (as the first update would,
+        on the working parameter); for teacher forcing before the first step."""
+        if self.state_values is None:
+            self.state_values, self.state_dtypes = {}, {}
+            dtype = self.working_dtype(param)
+            shaped = Parameter(numpy.zeros(param.shape, dtype), name=param.name)
+            shaped.bind(self.arithmetic)
+            self.init_state(shaped)
+
     def init_state(self, param):
         """Creates the state arrays for ``param`` (none by default)."""
 
@@ -183,6 +194,10 @@ class UpdateRule:
         if param.grad_value is not None and numpy.shape(param.grad_value) != param.shape:
             raise ValueError("gradient of parameter {!r} has shape {}, expected {}"
                              .format(param.name, numpy.shape(param.grad_value), param.shape))
+        for name, value in self.hyperparam.get_dict().items():
+            if not isinstance(value, numbers.Real):
+                raise TypeError("hyperparameter {} of parameter {!r} must be a real number, "
+                                "not {!r}".format(name, param.name, value))
 
     def working_param(self, param):
         """The parameter the update math acts on: the fp32 master (existing, or a fresh
@@ -319,15 +334,13 @@ class UpdateRule:
 
 
 def divide_grad_by_loss_scale(param, loss_scale):
-    """``grad /= loss_scale`` in the gradient's dtype, as NumPy does it in place: the Python
-    float scale is first converted to the gradient's dtype, the quotient stored there."""
+    """``grad /= loss_scale``, the quotient stored in the gradient's dtype.
+
+    (NumPy also converts the float64 scale to the gradient's dtype before dividing; like
+    every scalar-to-compute-dtype conversion, that is left to the conformance error model.)
+    """
     ctx = param.arithmetic
-    scale = ctx.round_to(ctx.scalar(loss_scale), param.dtype)
-    param.store_grad(param.grad_value / _unwrap_scalar(scale))
-
-
-def _unwrap_scalar(values):
-    return values[()] if isinstance(values, numpy.ndarray) and values.shape == () else values
+    param.store_grad(ctx.divide(param.grad_value, ctx.scalar(loss_scale)))
 
 
 def _check_counter(value, what):
