@@ -171,18 +171,15 @@ class ObjectArithmetic(Arithmetic):
 
     # --- helpers -------------------------------------------------------------------------
     def _map(self, function, *arrays):
-        arrays = numpy.broadcast_arrays(*[self._as_object(a) for a in arrays])
-        out = numpy.empty(arrays[0].shape, dtype=object)
-        for index in numpy.ndindex(out.shape):
-            out[index] = function(*[a[index] for a in arrays])
-        return out
+        """Applies ``function`` elementwise (broadcasting); returns an object array."""
+        arrays = [self._as_object(a) for a in arrays]
+        result = numpy.frompyfunc(function, len(arrays), 1)(*arrays)
+        return _object_array(result)
 
     def _map_bool(self, function, values):
         values = self._as_object(values)
-        out = numpy.empty(values.shape, dtype=bool)
-        for index in numpy.ndindex(values.shape):
-            out[index] = bool(function(values[index]))
-        return out
+        result = numpy.frompyfunc(lambda x: bool(function(x)), 1, 1)(values)
+        return numpy.asarray(result, dtype=bool).reshape(values.shape)
 
     def _as_object(self, values):
         if isinstance(values, numpy.ndarray):
@@ -197,13 +194,9 @@ class ObjectArithmetic(Arithmetic):
     # --- protocol ------------------------------------------------------------------------
     def array(self, values):
         values = numpy.asarray(values)
-        out = numpy.empty(values.shape, dtype=object)
-        for index in numpy.ndindex(values.shape):
-            element = values[index]
-            if isinstance(element, (numpy.floating, numpy.integer)):
-                element = element.item()
-            out[index] = self.number(element)
-        return out
+        if values.dtype != object:
+            values = values.astype(numpy.float64).astype(object)  # exact, Python floats
+        return _object_array(numpy.frompyfunc(self.number, 1, 1)(values))
 
     def scalar(self, number):
         if isinstance(number, (numpy.floating, numpy.integer)):
@@ -212,10 +205,8 @@ class ObjectArithmetic(Arithmetic):
 
     def to_float64(self, values):
         values = self._as_object(values)
-        out = numpy.empty(values.shape, dtype=numpy.float64)
-        for index in numpy.ndindex(values.shape):
-            out[index] = self.number_to_float(values[index])
-        return out
+        result = numpy.frompyfunc(self.number_to_float, 1, 1)(values)
+        return numpy.asarray(result, dtype=numpy.float64).reshape(values.shape)
 
     def sqrt(self, values):
         return self._unwrap(self._map(
@@ -338,6 +329,15 @@ class Mpmath(ObjectArithmetic):
         if abs(rounded) > self.mp.mpf(float(finfo.max)):
             return self.mp.mpf("inf") if rounded > 0 else self.mp.mpf("-inf")
         return rounded
+
+
+def _object_array(result):
+    """frompyfunc returns a bare element for 0-d input: wrap it back into a 0-d array."""
+    if isinstance(result, numpy.ndarray):
+        return result
+    out = numpy.empty((), dtype=object)
+    out[()] = result
+    return out
 
 
 def _round_half_even_shift(mantissa, shift):

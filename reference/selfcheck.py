@@ -30,6 +30,11 @@ What is checked, and why the bound is what it is:
   stored value of the same step can inherit one more such ulp, scaled by a factor of at
   most 1 here: bound 2 storage ulps. The table also reports how many elements agree bitwise.
 * The same for every optimizer hook (each under SGD), with a fixed noise for GradientNoise.
+* Profiles: on float64 parameters, ``chainer`` and ``fixed`` must give bitwise identical
+  trajectories without loss scaling (WeightDecay, GradientClipping and GradientLARS
+  installed) and with a static loss scale of 4 (WeightDecay installed: scaling by a power
+  of two is exact, so the order of decay and unscaling cannot matter): the profiles differ
+  only where the documentation says.
 * Global state: mpmath's global precision is untouched afterwards.
 """
 
@@ -203,6 +208,37 @@ def _compare_storage(name, mode, seeds=(0, 1, 2)):
     return worst, equal / total
 
 
+def _profiles_agree(name, loss_scale=None, steps=3, seed=0):
+    """Where the profiles must not differ, on float64 parameters with non-zero gradients:
+
+    * no loss scaling, WeightDecay + GradientClipping + GradientLARS;
+    * a static loss scale that is a power of two, WeightDecay only (``chainer`` decays the
+      scaled gradient by ``rate * scale`` and divides later, ``fixed`` divides first: exact
+      either way). Dividing twice, or not at all, would show.
+
+    Returns whether both profiles give bitwise identical parameters and state."""
+    results = []
+    for profile in ("chainer", "fixed"):
+        rng = numpy.random.default_rng(seed)
+        values, _ = _random_param_and_grad(rng)
+        param = Parameter(values, name="w")
+        opt = getattr(optimizers, name)(profile=profile,
+                                        **OPTIMIZER_ARGUMENTS.get(name, {})).setup([param])
+        opt.add_hook(optimizer_hooks.WeightDecay(0.01))
+        if loss_scale is None:
+            opt.add_hook(optimizer_hooks.GradientClipping(0.5))
+            opt.add_hook(optimizer_hooks.GradientLARS(threshold=0.1, weight_decay=0.01))
+        else:
+            opt.loss_scaling(scale=loss_scale)
+        for _ in range(steps):
+            _, grad = _random_param_and_grad(rng)
+            param.grad = grad * (1.0 if loss_scale is None else loss_scale)
+            opt.update()
+        results.append([param.data] + [param.update_rule.state[key]
+                                       for key in sorted(param.update_rule.state)])
+    return all(numpy.array_equal(a, b) for a, b in zip(*results))
+
+
 def _check_round_to():
     rng = numpy.random.default_rng(0)
     samples = rng.standard_normal(3000) * numpy.exp(rng.uniform(-40, 15, 3000))
@@ -237,6 +273,11 @@ def run_checks():
                          worst <= ULP_BOUND))
             rows.append(("optimizer {}: mpmath dps 50 == dps 70".format(name),
                          "bitwise" if exact else "differs", "bitwise", exact))
+            for loss_scale, what in ((None, "no loss scaling, 3 hooks"),
+                                     (4.0, "loss scale 4, WeightDecay")):
+                agree = _profiles_agree(name, loss_scale)
+                rows.append(("optimizer {}: profiles chainer == fixed ({})".format(name, what),
+                             "bitwise" if agree else "differs", "bitwise", agree))
             for mode in STORAGE_MODES:
                 worst, equal_fraction = _compare_storage(name, mode)
                 rows.append(("optimizer {} storage {} (teacher-forced step)".format(name, mode),

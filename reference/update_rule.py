@@ -261,7 +261,7 @@ class UpdateRule:
         """Chainer's protocol: ``t`` and every state key; ``fixed`` adds ``fp32_param``."""
         t = serializer("t", self.t)
         if isinstance(serializer, Deserializer):
-            self.t = _counter_from_file(t, "t")
+            self.t = _counter_from_file(t, _key(serializer, "t"))
             self._deserialize_state(serializer)
         elif self.state_values is not None:
             for name in list(self.state_values):
@@ -274,9 +274,10 @@ class UpdateRule:
         if isinstance(serializer, Deserializer):
             master = serializer("fp32_param", None) if serializer.has("fp32_param") else None
             if master is not None:
-                master = self._checked_loaded_array("fp32_param", master)
+                master = self._checked_loaded_array(_key(serializer, "fp32_param"), master)
                 if master.dtype != numpy.float32:
-                    raise ValueError("fp32_param must be float32, not {}".format(master.dtype))
+                    raise ValueError("key {!r}: the fp32 master must be float32, not {}".format(
+                        _key(serializer, "fp32_param"), master.dtype))
                 self.fp32_value = self.arithmetic.array(master)
             else:
                 self._fp32_param = None
@@ -298,7 +299,7 @@ class UpdateRule:
                 if value is None:
                     loaded = None
                     break
-                loaded[name] = self._checked_loaded_array(name, value)
+                loaded[name] = self._checked_loaded_array(_key(serializer, name), value)
             if loaded is None:
                 self.state_values, self.state_dtypes = None, {}
             else:
@@ -308,7 +309,7 @@ class UpdateRule:
         else:
             for name in list(self.state_values):
                 value = serializer(name, self.state[name])
-                array = self._checked_loaded_array(name, value)
+                array = self._checked_loaded_array(_key(serializer, name), value)
                 self.store_state(name, self.arithmetic.array(array))
 
     def _state_names_of_dummy(self):
@@ -325,10 +326,10 @@ class UpdateRule:
     def _checked_loaded_array(self, name, value):
         array = numpy.asarray(value)
         if array.dtype not in FLOAT_DTYPES:
-            raise ValueError("state {!r}: expected a float16/32/64 array, found dtype {}"
+            raise ValueError("key {!r}: expected a float16/32/64 array, found dtype {}"
                              .format(name, array.dtype))
         if self._param_shape is not None and array.shape != self._param_shape:
-            raise ValueError("state {!r}: expected shape {}, found {}"
+            raise ValueError("key {!r}: expected shape {}, found {}"
                              .format(name, self._param_shape, array.shape))
         return array
 
@@ -349,6 +350,11 @@ def _check_counter(value, what):
     if value < 0:
         raise ValueError("{} must be non-negative, not {}".format(what, value))
     return int(value)
+
+
+def _key(serializer, name):
+    """The full checkpoint key of ``name`` under ``serializer`` (for error messages)."""
+    return getattr(serializer, "path", "") + name
 
 
 def _counter_from_file(value, what):
