@@ -470,33 +470,53 @@ def test_setup_again_resets_counters_and_optimizer_hooks(profile):
 
 # ------------------------------------------------- fp16 gradients, no master
 
+F16 = np.float16
+
+
+def fp16(value):
+    """`value` rounded to fp16, as a float."""
+    return float(np.float16(value))
+
+
 def test_gradient_clipping_sums_fp16_squared_norms_in_fp16(profile):
-    # Chainer: each g.dot(g) of an fp16 gradient is an fp16 scalar (200^2 =
-    # 40000, finite), and Python's sum of two fp16 scalars stays fp16: 80000
+    # chainer: each g.dot(g) of an fp16 gradient is an fp16 scalar (200^2 =
+    # 40000, finite) and Python's sum of two fp16 scalars stays fp16: 80000
     # overflows to inf, the rate threshold / inf is 0 and both gradients are
-    # zeroed. Without a master, the fixed profile keeps fp16 gradients too.
+    # zeroed. fixed (docs/reference.md): the norm is kept in at least float32,
+    # so the gradients are clipped to norm 1: 200 / sqrt(80000) each.
     opt = optimizers.SGD(lr=0.5, profile=profile)
-    a = reference.Parameter(np.array([1.0], np.float16), name="a")
-    b = reference.Parameter(np.array([2.0], np.float16), name="b")
+    a = reference.Parameter(np.array([1.0], F16), name="a")
+    b = reference.Parameter(np.array([2.0], F16), name="b")
     opt.setup({"a": a, "b": b})
     opt.add_hook(hooks.GradientClipping(1.0))
-    a.grad = np.array([200.0], np.float16)
-    b.grad = np.array([-200.0], np.float16)
+    a.grad = np.array([200.0], F16)
+    b.grad = np.array([-200.0], F16)
     with np.errstate(over="ignore"):
         opt.update()
-    assert np.array_equal(a.data, np.array([1.0], np.float16))
-    assert np.array_equal(b.data, np.array([2.0], np.float16))
-    assert np.array_equal(a.grad, np.zeros(1, np.float16))
+    clipped = 0.0 if profile == "chainer" else fp16(200.0 / math.sqrt(80000.0))
+    assert np.array_equal(a.grad, np.array([clipped], F16))
+    assert np.array_equal(b.grad, np.array([-clipped], F16))
+    assert np.array_equal(a.data, np.array([fp16(1.0 - 0.5 * clipped)], F16))
+    assert np.array_equal(b.data, np.array([fp16(2.0 + 0.5 * clipped)], F16))
 
 
 def test_gradient_lars_fp16_norm_overflows(profile):
-    # numpy.linalg.norm of an fp16 array is an fp16 dot and an fp16 sqrt:
-    # ||(300)|| overflows (90000 > 65504), the local rate
-    # ||w|| / (eps + inf + wd ||w||) is 0, and the gradient is zeroed.
-    opt = optimizers.SGD(lr=0.5, profile=profile)
-    p = single_param(opt, values=(1.0,), dtype=np.float16)
-    opt.add_hook(hooks.GradientLARS(threshold=1e-2, weight_decay=0.1))
+    # chainer: numpy.linalg.norm of an fp16 array is an fp16 dot and an fp16
+    # sqrt: ||(300)|| overflows (90000 > 65504), the local rate
+    # ||w|| / (eps + inf + wd ||w||) is 0 and the gradient is zeroed. fixed:
+    # the norm is 300, and the two stores are g = fp16(300 + 0.1 * 1) = 300,
+    # then g = fp16(300 * 1 / (1e-9 + 300 + 0.1)).
+    lr, wd, eps = 0.25, 0.1, 1e-9
+    opt = optimizers.SGD(lr=lr, profile=profile)
+    p = single_param(opt, values=(1.0,), dtype=F16)
+    opt.add_hook(hooks.GradientLARS(threshold=1e-2, weight_decay=wd, eps=eps))
     with np.errstate(over="ignore"):
         step(opt, p, (300.0,))
-    assert np.array_equal(p.data, np.array([1.0], np.float16))
-    assert np.array_equal(p.grad, np.zeros(1, np.float16))
+    if profile == "chainer":
+        grad = 0.0
+    else:
+        decayed = fp16(300.0 + wd * 1.0)
+        grad = fp16(decayed * 1.0 / (eps + 300.0 + wd * 1.0))
+        assert 0.99 < grad < 1.0
+    assert np.array_equal(p.grad, np.array([grad], F16))
+    assert np.array_equal(p.data, np.array([fp16(1.0 - lr * grad)], F16))
