@@ -75,4 +75,5 @@ def _write_back(external, attribute, values):
             and current.dtype == values.dtype and current.flags.writeable):
         current[...] = values
     else:
-        setattr(external, attribute, values)
+        # The views are read-only; the foreign object gets an array it may write into.
+        setattr(external, attribute, numpy.array(values))

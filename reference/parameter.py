@@ -4,7 +4,19 @@ import numpy
 
 from reference.arithmetic import FLOAT_DTYPES, Float64, ObjectArithmetic
 
-__all__ = ["Parameter"]
+__all__ = ["Parameter", "read_only_storage_array"]
+
+
+def read_only_storage_array(arithmetic, values, dtype):
+    """``values`` as a new numpy array of ``dtype``, marked read-only.
+
+    The public views are copies (the values live in the arithmetic's representation), so an
+    in-place write into one could only be lost; marking it read-only turns that into an error.
+    """
+    with numpy.errstate(over="ignore"):
+        array = arithmetic.to_float64(values).astype(dtype)
+    array.flags.writeable = False
+    return array
 
 
 class Parameter:
@@ -15,8 +27,10 @@ class Parameter:
     to the storage dtype, so the values always lie on the storage grid unless a caller
     writes off-grid values through :attr:`value` on purpose.
 
-    Public views (numpy arrays of the storage dtype, fresh copies: modify them by
-    assignment, never in place): :attr:`data` / :attr:`array`, :attr:`grad`.
+    Public views (read-only numpy arrays of the storage dtype, copies of the values: modify
+    them by assignment, ``p.data = a``; an in-place write such as ``p.data[...] = a`` raises
+    ``ValueError: assignment destination is read-only`` instead of being lost):
+    :attr:`data` / :attr:`array`, :attr:`grad`.
     Reference-only accessors: :attr:`value`, :attr:`grad_value` (arithmetic values).
     """
 
@@ -61,7 +75,7 @@ class Parameter:
     # --- public views -----------------------------------------------------------------
     @property
     def data(self):
-        """The parameter as a numpy array of its storage dtype (a copy)."""
+        """The parameter as a read-only numpy array of its storage dtype (a copy)."""
         return self._to_storage_array(self._value)
 
     @data.setter
@@ -72,7 +86,7 @@ class Parameter:
 
     @property
     def grad(self):
-        """The gradient as a numpy array of the storage dtype (a copy), or None."""
+        """The gradient as a read-only numpy array of the storage dtype (a copy), or None."""
         if self._grad_value is None:
             return None
         return self._to_storage_array(self._grad_value)
@@ -129,8 +143,7 @@ class Parameter:
 
     # --- helpers ----------------------------------------------------------------------
     def _to_storage_array(self, values):
-        with numpy.errstate(over="ignore"):
-            return self._ctx.to_float64(values).astype(self._dtype)
+        return read_only_storage_array(self._ctx, values, self._dtype)
 
     def _checked_array(self, array, what):
         if not isinstance(array, numpy.ndarray):

@@ -9,14 +9,15 @@ from reference import profiles
 from reference.arithmetic import FLOAT_DTYPES, Float64
 from reference.hookable import Hookable
 from reference.hyperparameter import Hyperparameter
-from reference.parameter import Parameter
+from reference.parameter import Parameter, read_only_storage_array
 from reference.serializers import Deserializer
 
 __all__ = ["UpdateRule", "StateView"]
 
 
 class StateView(collections.abc.MutableMapping):
-    """``rule.state``: state name -> numpy array of the state's storage dtype (copies).
+    """``rule.state``: state name -> read-only numpy array of the state's storage dtype (a
+    copy; an in-place write raises ValueError instead of being lost).
 
     Assigning a numpy array converts it into the rule's arithmetic, keeping the state's
     storage dtype (Chainer copies into the existing array).
@@ -27,9 +28,8 @@ class StateView(collections.abc.MutableMapping):
 
     def __getitem__(self, name):
         rule = self._rule
-        with numpy.errstate(over="ignore"):
-            return rule.arithmetic.to_float64(rule.state_values[name]).astype(
-                rule.state_dtypes[name])
+        return read_only_storage_array(rule.arithmetic, rule.state_values[name],
+                                       rule.state_dtypes[name])
 
     def __setitem__(self, name, array):
         rule = self._rule
@@ -135,7 +135,7 @@ class UpdateRule:
 
     @property
     def fp32_param(self):
-        """The fp32 master as a float32 numpy array, or None when no master exists."""
+        """The fp32 master as a read-only float32 numpy array, or None when there is none."""
         return None if self._fp32_param is None else self._fp32_param.data
 
     @property
