@@ -183,28 +183,26 @@ class Optimizer:
             self._serialize_loss_scaling(serializer["loss_scaling"])
 
     def _serialize_loss_scaling(self, serializer):
-        state = self._loss_scaling.state
+        """``fixed`` only: ``loss_scaling/{scale,dynamic,multiplier,isnan_ever}``.
+
+        The keys are always written; "off" is ``scale`` NaN with ``dynamic`` False, and a
+        multiplier never set is NaN. A checkpoint with none of the keys (one written in the
+        ``chainer`` profile) says nothing about loss scaling: the optimizer keeps its own
+        configuration. One with only some of them is damaged (MissingKeyError).
+        """
         if not isinstance(serializer, Deserializer):
-            if state.scale is not None:
-                serializer("scale", numpy.float64(state.scale))
-                serializer("dynamic", numpy.bool_(state.dynamic))
-                serializer("multiplier", numpy.float64(
-                    numpy.nan if state.multiplier is None else state.multiplier))
-                serializer("isnan_ever", numpy.bool_(state.isnan_ever))
+            for key, value in _encode_loss_scaling(self._loss_scaling.state).items():
+                serializer(key, value)
             return
-        if not serializer.has("scale"):
-            self._loss_scaling.state = LossScalingState(None, False, None, False)
+        present = [key for key in LOSS_SCALING_KEYS if serializer.has(key)]
+        if not present:
             return
-        values = {}
-        for key in ("scale", "dynamic", "multiplier", "isnan_ever"):
-            if not serializer.has(key):
-                raise MissingKeyError("{}: key 'loss_scaling/{}' is missing".format(
-                    serializer.source, key))
-            values[key] = numpy.asarray(serializer(key, None))
-        multiplier = float(values["multiplier"])
-        self._loss_scaling.state = LossScalingState(
-            float(values["scale"]), bool(values["dynamic"]),
-            None if numpy.isnan(multiplier) else multiplier, bool(values["isnan_ever"]))
+        if len(present) < len(LOSS_SCALING_KEYS):
+            missing = next(key for key in LOSS_SCALING_KEYS if key not in present)
+            raise MissingKeyError("{}: key 'loss_scaling/{}' is missing".format(
+                serializer.source, missing))
+        self._loss_scaling.state = _decode_loss_scaling(
+            {key: serializer(key, None) for key in LOSS_SCALING_KEYS})
 
     def snapshot(self):
         """Everything serialization can change, for :meth:`restore` (used by load_npz)."""
@@ -362,6 +360,33 @@ class GradientMethod(Optimizer):
             self._working = None
             self._working_rules = None
         self.update_loss_scale()
+
+
+LOSS_SCALING_KEYS = ("scale", "dynamic", "multiplier", "isnan_ever")
+
+
+def _encode_loss_scaling(state):
+    """The ``fixed`` checkpoint's loss-scaling values (None written as NaN)."""
+    return {"scale": numpy.float64(numpy.nan if state.scale is None else state.scale),
+            "dynamic": numpy.bool_(state.dynamic),
+            "multiplier": numpy.float64(
+                numpy.nan if state.multiplier is None else state.multiplier),
+            "isnan_ever": numpy.bool_(state.isnan_ever)}
+
+
+def _decode_loss_scaling(values):
+    """Inverse of :func:`_encode_loss_scaling` (the state setter checks the values)."""
+    numbers = {}
+    for key in LOSS_SCALING_KEYS:
+        array = numpy.asarray(values[key])
+        if array.shape != () or array.dtype.kind not in "biuf":
+            raise ValueError("key 'loss_scaling/{}': expected a scalar number, found {!r}"
+                             .format(key, values[key]))
+        numbers[key] = array.item()
+    scale, multiplier = float(numbers["scale"]), float(numbers["multiplier"])
+    return LossScalingState(None if numpy.isnan(scale) else scale, bool(numbers["dynamic"]),
+                            None if numpy.isnan(multiplier) else multiplier,
+                            bool(numbers["isnan_ever"]))
 
 
 def _snapshot_rule(rule):
