@@ -9,7 +9,7 @@ from reference.arithmetic import Float64, check_arithmetic
 from reference.hookable import Hookable
 from reference.hyperparameter import Hyperparameter
 from reference.loss_scaling import LossScaling, LossScalingState
-from reference.serializers import Deserializer, MissingKeyError
+from reference.serializers import ABSENT, MissingKeyError, serialize_optional
 from reference.targets import Target
 from reference.update_rule import _check_counter, _counter_from_file, \
     divide_grad_by_loss_scale
@@ -168,13 +168,23 @@ class Optimizer:
 
     # --- serialization ------------------------------------------------------------------------
     def serialize(self, serializer):
-        """Chainer's keys ``t``, ``epoch``, ``<name>/...``; ``fixed`` adds ``loss_scaling/*``."""
+        """Chainer's keys ``t``, ``epoch``, ``<name>/...``; ``fixed`` adds ``loss_scaling/*``.
+
+        Chainer's protocol: every value is replaced by what ``serializer(key, value)``
+        returns, whatever the serializer's class. If anything fails (a missing key, a bad
+        shape, dtype or counter), everything is restored as it was before the call.
+        """
         self._check_set_up()
-        t = serializer("t", self._t)
-        epoch = serializer("epoch", self._epoch)
-        if isinstance(serializer, Deserializer):
-            self._t = _counter_from_file(t, "t")
-            self._epoch = _counter_from_file(epoch, "epoch")
+        snapshot = self.snapshot()
+        try:
+            self._serialize(serializer)
+        except BaseException:
+            self.restore(snapshot)
+            raise
+
+    def _serialize(self, serializer):
+        self._t = _counter_from_file(serializer("t", self._t), "t")
+        self._epoch = _counter_from_file(serializer("epoch", self._epoch), "epoch")
         for name, param in self.target.namedparams():
             rule = getattr(param, "update_rule", None)
             if rule is not None:
@@ -190,22 +200,19 @@ class Optimizer:
         ``chainer`` profile) says nothing about loss scaling: the optimizer keeps its own
         configuration. One with only some of them is damaged (MissingKeyError).
         """
-        if not isinstance(serializer, Deserializer):
-            for key, value in _encode_loss_scaling(self._loss_scaling.state).items():
-                serializer(key, value)
+        encoded = _encode_loss_scaling(self._loss_scaling.state)
+        answers = {key: serialize_optional(serializer, key, encoded[key])
+                   for key in LOSS_SCALING_KEYS}
+        missing = [key for key in LOSS_SCALING_KEYS if answers[key] is ABSENT]
+        if len(missing) == len(LOSS_SCALING_KEYS):
             return
-        present = [key for key in LOSS_SCALING_KEYS if serializer.has(key)]
-        if not present:
-            return
-        if len(present) < len(LOSS_SCALING_KEYS):
-            missing = next(key for key in LOSS_SCALING_KEYS if key not in present)
+        if missing:
             raise MissingKeyError("{}: key 'loss_scaling/{}' is missing".format(
-                serializer.source, missing))
-        self._loss_scaling.state = _decode_loss_scaling(
-            {key: serializer(key, None) for key in LOSS_SCALING_KEYS})
+                getattr(serializer, "source", "checkpoint"), missing[0]))
+        self._loss_scaling.state = _decode_loss_scaling(answers)
 
     def snapshot(self):
-        """Everything serialization can change, for :meth:`restore` (used by load_npz)."""
+        """Everything serialization can change, for :meth:`restore` (used by serialize)."""
         rules = [_snapshot_rule(param.update_rule) for param in self.target.params()]
         return (self._t, self._epoch, self._loss_scaling.state, rules)
 
