@@ -40,6 +40,8 @@ class Parameter:
             raise TypeError("Parameter array must be float16, float32 or float64, not {}"
                             .format(array.dtype))
         self.name = name
+        # The name the last optimizer set-up gave it ('/w', '/0', ...), for error messages.
+        self.name_in_optimizer = None
         self.update_rule = None
         self._dtype = array.dtype
         self._shape = array.shape
@@ -71,6 +73,17 @@ class Parameter:
     def arithmetic(self):
         """The arithmetic context the values are held in."""
         return self._ctx
+
+    @property
+    def label(self):
+        """How error messages name it: ``name``, else its name in the optimizer it was last
+        set up with (``'/w'``), else None."""
+        return self.name if self.name is not None else self.name_in_optimizer
+
+    def describe(self):
+        """``"parameter '/w'"`` (see :attr:`label`), or ``"unnamed parameter"``."""
+        label = self.label
+        return "unnamed parameter" if label is None else "parameter {!r}".format(label)
 
     # --- public views -----------------------------------------------------------------
     @property
@@ -147,24 +160,24 @@ class Parameter:
 
     def _checked_array(self, array, what):
         if not isinstance(array, numpy.ndarray):
-            raise TypeError("{} of parameter {!r} must be a numpy array, not {}"
-                            .format(what, self.name, type(array).__name__))
+            raise TypeError("{} of {} must be a numpy array, not {}"
+                            .format(what, self.describe(), type(array).__name__))
         if array.dtype != self._dtype:
-            raise TypeError("{} of parameter {!r} must have dtype {}, not {}"
-                            .format(what, self.name, self._dtype, array.dtype))
+            raise TypeError("{} of {} must have dtype {}, not {}"
+                            .format(what, self.describe(), self._dtype, array.dtype))
         if array.shape != self._shape:
-            raise ValueError("{} of parameter {!r} must have shape {}, not {}"
-                             .format(what, self.name, self._shape, array.shape))
+            raise ValueError("{} of {} must have shape {}, not {}"
+                             .format(what, self.describe(), self._shape, array.shape))
         return array
 
     def _coerce_values(self, values, what):
         values = numpy.asarray(values)
         if values.shape != self._shape:
-            raise ValueError("{} of parameter {!r} must have shape {}, not {}"
-                             .format(what, self.name, self._shape, values.shape))
+            raise ValueError("{} of {} must have shape {}, not {}"
+                             .format(what, self.describe(), self._shape, values.shape))
         if isinstance(self._ctx, ObjectArithmetic) and values.dtype == object:
             return values.copy()
         if values.dtype.kind != "f" and values.dtype != object:
-            raise TypeError("{} of parameter {!r} must hold floating-point values, not {}"
-                            .format(what, self.name, values.dtype))
+            raise TypeError("{} of {} must hold floating-point values, not {}"
+                            .format(what, self.describe(), values.dtype))
         return self._ctx.array(values)

@@ -162,7 +162,7 @@ class UpdateRule:
         if self.state_values is None:
             self.state_values, self.state_dtypes = {}, {}
             dtype = self.working_dtype(param)
-            shaped = Parameter(numpy.zeros(param.shape, dtype), name=param.name)
+            shaped = Parameter(numpy.zeros(param.shape, dtype), name=param.label)
             shaped.bind(self.arithmetic)
             self.init_state(shaped)
 
@@ -192,12 +192,12 @@ class UpdateRule:
     def check_update(self, param):
         """Raises before anything changes if ``update(param)`` would fail (see subclasses)."""
         if param.grad_value is not None and numpy.shape(param.grad_value) != param.shape:
-            raise ValueError("gradient of parameter {!r} has shape {}, expected {}"
-                             .format(param.name, numpy.shape(param.grad_value), param.shape))
+            raise ValueError("gradient of {} has shape {}, expected {}"
+                             .format(param.describe(), numpy.shape(param.grad_value), param.shape))
         for name, value in self.hyperparam.get_dict().items():
             if not isinstance(value, numbers.Real):
-                raise TypeError("hyperparameter {} of parameter {!r} must be a real number, "
-                                "not {!r}".format(name, param.name, value))
+                raise TypeError("hyperparameter {} of {} must be a real number, not {!r}"
+                                .format(name, param.describe(), value))
 
     def working_param(self, param):
         """The parameter the update math acts on: the fp32 master (existing, or a fresh
@@ -207,7 +207,7 @@ class UpdateRule:
         if self._fp32_param is not None:
             master = self._fp32_param
         else:
-            master = Parameter(numpy.zeros(param.shape, numpy.float32), name=param.name)
+            master = Parameter(numpy.zeros(param.shape, numpy.float32), name=param.label)
             master.bind(self.arithmetic)
             master.store(param.value)
         if param.grad_value is not None:
