@@ -44,10 +44,10 @@ class Parameter(object):
 
     @data.setter
     def data(self, value):
-        value = self._data.__array_namespace__().asarray(value) if hasattr(self._data, "__array_namespace__") else value
-        if tuple(value.shape) != self.shape:
+        shape = tuple(numpy.shape(value))
+        if shape != self.shape:
             raise ValueError("cannot assign an array of shape {} to parameter {!r} of shape {}".format(
-                tuple(value.shape), self.name, self.shape))
+                shape, self.name, self.shape))
         self._data[...] = value
 
     array = data
@@ -88,9 +88,7 @@ class Parameter(object):
         self._grad = None
 
     def zerograd(self):
-        self._grad = self._data.__class__(self.shape, dtype=self.dtype) if False else None
-        xp = numpy if self.device == "cpu" else __import__("cupy")
-        self._grad = xp.zeros(self.shape, dtype=self.dtype)
+        self._grad = self._data * 0 if self.device != "cpu" else numpy.zeros(self.shape, dtype=self.dtype)
 
     def __repr__(self):
         return "fast.Parameter(name={!r}, shape={}, dtype={})".format(self.name, self.shape, self.dtype)

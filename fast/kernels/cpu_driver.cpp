@@ -37,7 +37,7 @@ inline typename M::T load_gradient(const FastStepArgs& a, int64_t t, int64_t i, 
         for (int k = 0; k < a.n_hooks; ++k) {
             const int64_t idx = (int64_t)k * a.n_tensors + t;
             T noise = T(0);
-            if (a.hook_kind[k] == HOOK_ADD_NOISE) noise = (T)fast_load(((const P*)a.hook_noise[idx])[i]);
+            if (a.hook_kind[k] == HOOK_ADD_NOISE) noise = (T)fast_load(((const typename M::H*)a.hook_noise[idx])[i]);
             g = apply_hook<T, typename M::H>(a.hook_kind[k], g, p, (T)a.hook_a[idx], (T)a.hook_b[idx], noise);
         }
     }
