@@ -251,6 +251,8 @@ int dispatch_rule(int rule, const FastStepArgs& a) {
     case 9: update_group<RuleAMSGrad, M>(a); return 0;
     case 10: update_group<RuleMSVAG, M>(a); return 0;
     case 11: update_group<RuleSMORMS3, M>(a); return 0;
+    case 12: update_group<RuleAdaBound, M>(a); return 0;
+    case 13: update_group<RuleAMSBound, M>(a); return 0;
     default: return -1;
     }
 }
