@@ -235,6 +235,13 @@ class Engine(object):
             g.refresh_hparams()
         self.seen_generation = hyperparameter.generation()
 
+    def prepare_masters(self):
+        """Create missing fp32 masters now (the fixed profile's hooks read them)."""
+        for g in self.groups:
+            if g.master is not None:
+                for i in numpy.flatnonzero(g.master_ready == 0):
+                    g.prepare_master(i)
+
     # --- gradients ---
     def collect_grads(self):
         """Validate every gradient and gather per-group pointer tables."""
