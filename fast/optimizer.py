@@ -204,6 +204,7 @@ class GradientMethod(object):
             self._check_rules()
         pre = self._hookable.get("pre")
         scale = self._loss.scale
+        originals = None
         if self._profile == "fixed" and pre:
             engine.prepare_masters()
         if all(hasattr(h, "plan") for h in pre):
@@ -212,20 +213,28 @@ class GradientMethod(object):
                 hook.plan(ctx)
             ops = ctx.ops
         else:
-            if self._profile == "fixed" and scale is not None:
-                engine.materialize_in_place([], scale)  # unscale in place: hooks see unscaled grads
-                engine.collect_grads()
+            if self._profile == "fixed":
+                # hooks see unscaled gradients: fp32 ones for fp16-master parameters
+                # (for the rest, unscaled in place in the parameter dtype)
+                originals = engine.enter_fp32_view(scale)
+                if scale is not None:
+                    engine.materialize_in_place([], scale)
+                    engine.collect_grads()
                 scale = None
             self._run_hooks_in_place(pre, unscaled=scale is None)
             ops = []
-        self.t += 1
-        if self.is_safe_to_update():
-            engine.update(ops, scale, self._hooked_rule_step)
-        self._reallocate_cleared_grads()
-        post = self._hookable.get("post")
-        if post:
-            engine.collect_grads()
-            self._run_hooks_in_place(post)
+        try:
+            self.t += 1
+            if self.is_safe_to_update():
+                engine.update(ops, scale, self._hooked_rule_step)
+            self._reallocate_cleared_grads()
+            post = self._hookable.get("post")
+            if post:
+                engine.collect_grads()
+                self._run_hooks_in_place(post, unscaled=originals is not None)
+        finally:
+            if originals is not None:
+                engine.leave_fp32_view(originals)
         self.update_loss_scale()
 
     @staticmethod
@@ -237,7 +246,10 @@ class GradientMethod(object):
             group.initialize(i)
         group.prepare_master(i)
         group.t[i] += 1
-        grad = engine.gradient_for_rule(group, i, ops, scale)
+        if engine.fp32_view and group.master is not None:
+            grad = entry.param.grad  # already unscaled fp32 and hooked
+        else:
+            grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
         view = _RuleParam(entry.name, data, grad, rule)
         for hook in rule._hookable.get("pre"):
