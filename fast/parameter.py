@@ -44,10 +44,13 @@ class Parameter(object):
 
     @data.setter
     def data(self, value):
+        """Copy ``value`` into the parameter (same shape; cast to its dtype)."""
         shape = tuple(numpy.shape(value))
         if shape != self.shape:
             raise ValueError("cannot assign an array of shape {} to parameter {!r} of shape {}".format(
                 shape, self.name, self.shape))
+        if numpy.issubdtype(numpy.asarray(value).dtype, numpy.number) is False:
+            raise TypeError("parameter {!r} takes numeric values".format(self.name))
         self._data[...] = value
 
     array = data

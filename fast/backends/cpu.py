@@ -162,6 +162,3 @@ def materialize(mode, args):
 def check_finite(mode, args):
     _check(library().fast_check_finite(mode, ctypes.byref(args)), "check_finite")
 
-
-xp = numpy
-name = "cpu"
