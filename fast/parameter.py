@@ -49,8 +49,6 @@ class Parameter(object):
         if shape != self.shape:
             raise ValueError("cannot assign an array of shape {} to parameter {!r} of shape {}".format(
                 shape, self.name, self.shape))
-        if numpy.issubdtype(numpy.asarray(value).dtype, numpy.number) is False:
-            raise TypeError("parameter {!r} takes numeric values".format(self.name))
         self._data[...] = value
 
     array = data
