@@ -15,22 +15,21 @@ namespace {
 static const int TILE = 512;
 
 template <class A, class B> inline void tile_load(const A* src, B* dst, int n) {
-    for (int j = 0; j < n; ++j) dst[j] = (B)src[j];
-}
-inline void tile_load(const fast_half* src, float* dst, int n) {
     int j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + j))));
-    for (; j < n; ++j) dst[j] = fast_load(src[j]);
+    if constexpr (std::is_same<A, fast_half>::value && std::is_same<B, float>::value)
+        for (; j + 8 <= n; j += 8)
+            _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + j))));
+    for (; j < n; ++j) dst[j] = (B)fast_load(src[j]);
 }
 template <class A, class B> inline void tile_store(const A* src, B* dst, int n) {
-    for (int j = 0; j < n; ++j) dst[j] = (B)src[j];
-}
-inline void tile_store(const float* src, fast_half* dst, int n) {
     int j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm_storeu_si128((__m128i*)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
-    for (; j < n; ++j) dst[j] = fast_store_half(src[j]);
+    if constexpr (std::is_same<A, float>::value && std::is_same<B, fast_half>::value) {
+        for (; j + 8 <= n; j += 8)
+            _mm_storeu_si128((__m128i*)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
+        for (; j < n; ++j) dst[j] = fast_store_half(src[j]);
+    } else {
+        for (; j < n; ++j) dst[j] = (B)src[j];
+    }
 }
 
 // One chunk of one tensor, in tiles. Arrays stored in the compute type are
