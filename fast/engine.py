@@ -262,16 +262,18 @@ class Engine(object):
     # --- gradients ---
     def collect_grads(self):
         """Validate every gradient and gather per-group pointer tables."""
+        ndarray = numpy.ndarray
         for g in self.groups:
             ptrs = numpy.empty(len(g.entries), dtype=numpy.uint64)
             keep = []
+            fp32_view = self._viewed_as_fp32(g)
+            expected_dtype = F32 if fp32_view else g.dtype
             for i, e in enumerate(g.entries):
                 grad = e.param.grad
-                if self._viewed_as_fp32(g):
-                    if grad.dtype != F32 or grad.shape != g.shapes[i]:
+                if type(grad) is not ndarray or grad.dtype != expected_dtype or grad.shape != g.shapes[i]:
+                    if fp32_view:
                         raise TypeError("gradient of parameter {!r} must stay a float32 array of shape {} "
                                         "while the hooks run".format(e.name, g.shapes[i]))
-                else:
                     check_grad(e.param, grad, e.name)
                 if not grad.flags.c_contiguous:
                     grad = numpy.ascontiguousarray(grad)

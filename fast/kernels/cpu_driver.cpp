@@ -32,6 +32,17 @@ template <class A, class B> inline void tile_store(const A* src, B* dst, int n) 
     }
 }
 
+// Waking the OpenMP team costs microseconds on an idle machine and up to a
+// scheduler slice on a loaded one: small groups run on the calling thread.
+static const int64_t PARALLEL_MIN_ELEMENTS = 1 << 16;
+
+inline bool worth_parallel(const FastStepArgs& a) {
+    int64_t total = 0;
+    for (int64_t c = 0; c < a.n_chunks && total < PARALLEL_MIN_ELEMENTS; ++c)
+        total += a.chunk_end[c] - a.chunk_begin[c];
+    return total >= PARALLEL_MIN_ELEMENTS;
+}
+
 // One chunk of one tensor, in tiles. Arrays stored in the compute type are
 // updated in place; fp16 arrays are converted into local tiles of T first and
 // back afterwards. The update loop then runs over plain T pointers, a loop GCC
@@ -119,7 +130,7 @@ void update_chunk(const FastStepArgs& a, int64_t c) {
 
 template <class Rule, class M>
 void update_group(const FastStepArgs& a) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) update_chunk<Rule, M>(a, c);
 }
 
@@ -129,7 +140,7 @@ template <class M>
 void reduce_group(const FastStepArgs& a) {
     typedef typename M::T T;
     std::vector<double> gsq(a.n_chunks, 0.0), psq(a.n_chunks, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const int64_t t = a.chunk_tensor[c];
         if (!a.tensor_active[t]) continue;
@@ -156,7 +167,7 @@ void check_group(const FastStepArgs& a) {
     typedef typename M::T T;
     typedef typename M::P P;
     std::vector<uint8_t> bad(a.n_chunks, 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const P* g = (const P*)a.grad[a.chunk_tensor[c]];
         int found = 0;
@@ -176,7 +187,7 @@ template <class M>
 void materialize_group(const FastStepArgs& a) {
     typedef typename M::T T;
     typedef typename M::P P;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const int64_t t = a.chunk_tensor[c];
         if (!a.tensor_active[t]) continue;
