@@ -144,3 +144,21 @@ def test_size_zero_and_scalar_parameters(name, mode):
     assert_finite(scalar.data, "scalar")
     assert scalar.data != scalar_before
     assert all(v.shape == () for v in scalar.update_rule.state.values())
+
+
+@pytest.mark.parametrize("value, error", [
+    ([1.0, 2.0], TypeError),
+    (np.arange(3), TypeError),
+    (np.ones(3, np.complex64), TypeError),
+])
+def test_parameter_rejects_what_cannot_be_optimized(value, error):
+    with pytest.raises(error):
+        fast.Parameter(value)
+
+
+def test_assigning_data_of_another_shape_raises_and_keeps_the_value():
+    opt, params = started_optimizer()
+    before = snapshot(opt, params)
+    with pytest.raises(ValueError, match="shape"):
+        params["w"].data = np.zeros((4, 3), np.float32)
+    assert_same_snapshot(before, snapshot(opt, params))
