@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fast
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -35,3 +34,10 @@ def test_chainer_example_loss_drops_substantially():
     losses = load_example("train_chainer").main()
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.25 * losses[0]
+
+
+@pytest.mark.parametrize("name", ["train_numpy", "train_chainer"])
+def test_training_guide_shows_the_examples_verbatim(name):
+    guide = (EXAMPLES.parent / "docs" / "training.md").read_text()
+    source = (EXAMPLES / f"{name}.py").read_text().rstrip()
+    assert f"```python\n{source}\n```" in guide
