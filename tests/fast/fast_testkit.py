@@ -43,7 +43,7 @@ def make_params(shapes=None, dtype=np.float32, seed=0):
     shapes = DEFAULT_SHAPES if shapes is None else shapes
     rng = np.random.default_rng(seed)
     return {
-        name: fast.Parameter((0.1 * rng.standard_normal(shape)).astype(dtype), name=name)
+        name: fast.Parameter(np.array(0.1 * rng.standard_normal(shape), dtype=dtype), name=name)
         for name, shape in shapes.items()
     }
 
