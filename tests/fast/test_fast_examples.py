@@ -23,8 +23,7 @@ def test_numpy_example_loss_drops_substantially(mixed_precision, tmp_path):
     losses = load_example("train_numpy").main(mixed_precision=mixed_precision,
                                               checkpoint=str(checkpoint))
     assert np.all(np.isfinite(losses))
-    assert losses[0] > 0.6
-    assert losses[-1] < 0.25 * losses[0]
+    assert losses[-1] < 0.1 * losses[0]
     with np.load(checkpoint) as archive:
         assert int(archive["t"]) == len(losses)
 
