@@ -20,7 +20,7 @@ def load_example(name):
 @pytest.mark.parametrize("mixed_precision", [False, True])
 def test_numpy_example_loss_drops_substantially(mixed_precision, tmp_path):
     checkpoint = tmp_path / "example.npz"
-    losses = load_example("train_numpy").main(mixed_precision=mixed_precision,
+    losses = load_example("train_numpy").main(steps=200, mixed_precision=mixed_precision,
                                               checkpoint=str(checkpoint))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.1 * losses[0]
