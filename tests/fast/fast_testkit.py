@@ -68,7 +68,7 @@ def gradients(params, step, seed=1, scale=1.0):
     loss scale) and cast to each parameter's dtype."""
     rng = np.random.default_rng([seed, step])
     return {
-        name: (rng.standard_normal(p.shape) * scale).astype(p.dtype)
+        name: np.array(rng.standard_normal(p.shape) * scale, dtype=p.dtype)
         for name, p in params.items()
     }
 

@@ -112,3 +112,20 @@ def test_fixed_profile_hooks_see_the_fp32_master_on_the_first_step():
     for key, p in params.items():
         np.testing.assert_allclose(p.update_rule.fp32_param, expected[key], rtol=1e-6,
                                    atol=1e-7, err_msg=key)
+
+
+def test_fixed_profile_lars_uses_the_fp32_master_norm_on_the_first_step():
+    opt, params = make_optimizer("SGD", "fp16_master", "fixed", lr=LR)
+    opt.add_hook(fast.optimizer_hooks.GradientLARS(threshold=1e-3, weight_decay=0.01))
+    master = {k: p.data.astype(np.float64) for k, p in params.items()}
+    grads = gradients(params, 0)
+    set_grads(params, grads)
+    opt.update()
+
+    for key, p in params.items():
+        g = grads[key].astype(np.float64)
+        p_norm, g_norm = np.linalg.norm(master[key]), np.linalg.norm(g)
+        rate = p_norm / (1e-9 + g_norm + 0.01 * p_norm)
+        expected = master[key] - LR * (g + 0.01 * master[key]) * rate
+        np.testing.assert_allclose(p.update_rule.fp32_param, expected, rtol=1e-6, atol=1e-7,
+                                   err_msg=key)
