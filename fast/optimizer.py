@@ -126,6 +126,8 @@ class GradientMethod(object):
         self._use_fp32_update = flag
         for _, p in self._named:
             p.update_rule.use_fp32_update(flag)
+        if self._engine is not None:
+            self._engine.sync_hyperparameters()
 
     # --- hooks ---
     def add_hook(self, hook, name=None, timing="auto"):
@@ -196,6 +198,8 @@ class GradientMethod(object):
             self._check_rules()
         pre = self._hookable.get("pre")
         scale = self._loss.scale
+        if self._profile == "fixed" and pre:
+            engine.prepare_masters()
         if all(hasattr(h, "plan") for h in pre):
             ctx = PlanContext(self, engine, scale)
             for hook in pre:

@@ -102,7 +102,15 @@ class Optimizer:
         self._hookable.remove_hook(name)
 
     def call_hooks(self, timing="pre"):
+        """Runs the optimizer hooks registered for ``timing`` now."""
         self._check_set_up()
+        self.target.pull()
+        try:
+            self._run_hooks(timing)
+        finally:
+            self.target.push()
+
+    def _run_hooks(self, timing):
         for hook in self._hookable.hooks(timing):
             self.call_hook(hook)
 
@@ -296,15 +304,19 @@ class GradientMethod(Optimizer):
             self.target.cleargrads()
             loss.backward(loss_scale=self.loss_scale)
             del loss
-        self._check_update()
-        with numpy.errstate(all="ignore"):
-            self.reallocate_cleared_grads()
-            for param in self.target.params():
-                param._loss_scale = self.loss_scale
-            if self._profile == profiles.FIXED:
-                self._update_fixed()
-            else:
-                self._update_chainer()
+        self.target.pull()
+        try:
+            self._check_update()
+            with numpy.errstate(all="ignore"):
+                self.reallocate_cleared_grads()
+                for param in self.target.params():
+                    param._loss_scale = self.loss_scale
+                if self._profile == profiles.FIXED:
+                    self._update_fixed()
+                else:
+                    self._update_chainer()
+        finally:
+            self.target.push()
 
     def _check_update(self):
         for param in self.target.params():
@@ -314,14 +326,14 @@ class GradientMethod(Optimizer):
 
     def _update_chainer(self):
         self.check_nan_in_grads()
-        self.call_hooks("pre")
+        self._run_hooks("pre")
         self._t += 1
         if self.is_safe_to_update():
             for param in self.target.params():
                 if param.update_rule is not None:
                     param.update_rule.update(param)
         self.reallocate_cleared_grads()
-        self.call_hooks("post")
+        self._run_hooks("post")
         self.update_loss_scale()
 
     def _update_fixed(self):
@@ -336,13 +348,13 @@ class GradientMethod(Optimizer):
                     divide_grad_by_loss_scale(working, param._loss_scale)
                 param._loss_scale = None
                 working._loss_scale = None
-            self.call_hooks("pre")
+            self._run_hooks("pre")
             self._t += 1
             if self.is_safe_to_update():
                 for param, working in self._working:
                     param.update_rule.update(param, working=working)
             self.reallocate_cleared_grads()
-            self.call_hooks("post")
+            self._run_hooks("post")
         finally:
             for param, working in self._working:
                 if working is not param:

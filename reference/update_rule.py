@@ -1,6 +1,7 @@
 """UpdateRule: one parameter's update, its state, hooks and fp32 master weights."""
 
 import collections.abc
+import numbers
 
 import numpy
 
@@ -155,6 +156,16 @@ class UpdateRule:
         else:
             self._fp32_param.value = values
 
+    def initialize_state(self, param):
+        """Creates the state for ``param`` now if there is none (as the first update would,
+        on the working parameter); for teacher forcing before the first step."""
+        if self.state_values is None:
+            self.state_values, self.state_dtypes = {}, {}
+            dtype = self.working_dtype(param)
+            shaped = Parameter(numpy.zeros(param.shape, dtype), name=param.name)
+            shaped.bind(self.arithmetic)
+            self.init_state(shaped)
+
     def init_state(self, param):
         """Creates the state arrays for ``param`` (none by default)."""
 
@@ -183,6 +194,10 @@ class UpdateRule:
         if param.grad_value is not None and numpy.shape(param.grad_value) != param.shape:
             raise ValueError("gradient of parameter {!r} has shape {}, expected {}"
                              .format(param.name, numpy.shape(param.grad_value), param.shape))
+        for name, value in self.hyperparam.get_dict().items():
+            if not isinstance(value, numbers.Real):
+                raise TypeError("hyperparameter {} of parameter {!r} must be a real number, "
+                                "not {!r}".format(name, param.name, value))
 
     def working_param(self, param):
         """The parameter the update math acts on: the fp32 master (existing, or a fresh
@@ -246,7 +261,7 @@ class UpdateRule:
         """Chainer's protocol: ``t`` and every state key; ``fixed`` adds ``fp32_param``."""
         t = serializer("t", self.t)
         if isinstance(serializer, Deserializer):
-            self.t = _counter_from_file(t, "t")
+            self.t = _counter_from_file(t, _key(serializer, "t"))
             self._deserialize_state(serializer)
         elif self.state_values is not None:
             for name in list(self.state_values):
@@ -259,9 +274,10 @@ class UpdateRule:
         if isinstance(serializer, Deserializer):
             master = serializer("fp32_param", None) if serializer.has("fp32_param") else None
             if master is not None:
-                master = self._checked_loaded_array("fp32_param", master)
+                master = self._checked_loaded_array(_key(serializer, "fp32_param"), master)
                 if master.dtype != numpy.float32:
-                    raise ValueError("fp32_param must be float32, not {}".format(master.dtype))
+                    raise ValueError("key {!r}: the fp32 master must be float32, not {}".format(
+                        _key(serializer, "fp32_param"), master.dtype))
                 self.fp32_value = self.arithmetic.array(master)
             else:
                 self._fp32_param = None
@@ -283,7 +299,7 @@ class UpdateRule:
                 if value is None:
                     loaded = None
                     break
-                loaded[name] = self._checked_loaded_array(name, value)
+                loaded[name] = self._checked_loaded_array(_key(serializer, name), value)
             if loaded is None:
                 self.state_values, self.state_dtypes = None, {}
             else:
@@ -293,7 +309,7 @@ class UpdateRule:
         else:
             for name in list(self.state_values):
                 value = serializer(name, self.state[name])
-                array = self._checked_loaded_array(name, value)
+                array = self._checked_loaded_array(_key(serializer, name), value)
                 self.store_state(name, self.arithmetic.array(array))
 
     def _state_names_of_dummy(self):
@@ -310,24 +326,22 @@ class UpdateRule:
     def _checked_loaded_array(self, name, value):
         array = numpy.asarray(value)
         if array.dtype not in FLOAT_DTYPES:
-            raise ValueError("state {!r}: expected a float16/32/64 array, found dtype {}"
+            raise ValueError("key {!r}: expected a float16/32/64 array, found dtype {}"
                              .format(name, array.dtype))
         if self._param_shape is not None and array.shape != self._param_shape:
-            raise ValueError("state {!r}: expected shape {}, found {}"
+            raise ValueError("key {!r}: expected shape {}, found {}"
                              .format(name, self._param_shape, array.shape))
         return array
 
 
 def divide_grad_by_loss_scale(param, loss_scale):
-    """``grad /= loss_scale`` in the gradient's dtype, as NumPy does it in place: the Python
-    float scale is first converted to the gradient's dtype, the quotient stored there."""
+    """``grad /= loss_scale``, the quotient stored in the gradient's dtype.
+
+    (NumPy also converts the float64 scale to the gradient's dtype before dividing; like
+    every scalar-to-compute-dtype conversion, that is left to the conformance error model.)
+    """
     ctx = param.arithmetic
-    scale = ctx.round_to(ctx.scalar(loss_scale), param.dtype)
-    param.store_grad(param.grad_value / _unwrap_scalar(scale))
-
-
-def _unwrap_scalar(values):
-    return values[()] if isinstance(values, numpy.ndarray) and values.shape == () else values
+    param.store_grad(ctx.divide(param.grad_value, ctx.scalar(loss_scale)))
 
 
 def _check_counter(value, what):
@@ -336,6 +350,11 @@ def _check_counter(value, what):
     if value < 0:
         raise ValueError("{} must be non-negative, not {}".format(what, value))
     return int(value)
+
+
+def _key(serializer, name):
+    """The full checkpoint key of ``name`` under ``serializer`` (for error messages)."""
+    return getattr(serializer, "path", "") + name
 
 
 def _counter_from_file(value, what):
