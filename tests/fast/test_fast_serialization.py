@@ -3,6 +3,7 @@ quirks in the chainer profile, atomic saves, and loads that validate before chan
 anything."""
 
 import os
+import pickle
 import warnings
 
 import numpy as np
@@ -305,6 +306,27 @@ def test_garbage_checkpoint_raises_and_changes_nothing(good_checkpoint):
     opt, params, path, _ = good_checkpoint
     path.write_bytes(b"this is not an npz archive" * 10)
     load_must_fail_without_changes(opt, params, path, ValueError)
+
+
+class _MakesDirectoryWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_pickled_checkpoint_is_refused_without_running_its_code(good_checkpoint, tmp_path):
+    """A checkpoint holds numbers only: a pickle in its place is an error, never executed."""
+    opt, params, path, _ = good_checkpoint
+    marker = tmp_path / "code_ran"
+    with open(path, "wb") as f:
+        pickle.dump(_MakesDirectoryWhenUnpickled(str(marker)), f)
+    before = snapshot(opt, params)
+    with pytest.raises(ValueError):
+        fast.serializers.load_npz(str(path), opt)
+    assert not marker.exists(), "loading a checkpoint executed code from it"
+    assert_same_snapshot(before, snapshot(opt, params))
 
 
 def test_missing_checkpoint_raises_an_error_naming_it(tmp_path):
