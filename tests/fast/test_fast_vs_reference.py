@@ -3,7 +3,6 @@ diff with a stated error model is the conformance suite's job; these only catch 
 disagreement early."""
 
 import inspect
-import math
 import os
 import tempfile
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 import fast
-from fast_testkit import HOOK_NAMES, OPTIMIZER_NAMES, ulp_distance
+from fast_testkit import HOOK_NAMES, OPTIMIZER_NAMES
 
 reference = pytest.importorskip("reference")
 
@@ -132,17 +131,13 @@ def _checkpoint_missing_a_key(impl):
     opt = impl.optimizers.MomentumSGD().setup(p)
     p["w"].grad = np.ones((2, 3), np.float32)
     opt.update()
-    path = _checkpoint_path(impl)
-    impl.serializers.save_npz(path, opt)
-    with np.load(path) as archive:
-        arrays = {key: archive[key] for key in archive.files if key != "w/v"}
-    np.savez(path, **arrays)
-    impl.serializers.load_npz(path, opt)
-
-
-def _checkpoint_path(impl):
-    directory = tempfile.mkdtemp(prefix=f"parity-{impl.__name__}-")
-    return os.path.join(directory, "ckpt.npz")
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "ckpt.npz")
+        impl.serializers.save_npz(path, opt)
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files if key != "w/v"}
+        np.savez(path, **arrays)
+        impl.serializers.load_npz(path, opt)
 
 
 def _missing_file(impl):
