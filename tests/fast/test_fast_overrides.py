@@ -128,3 +128,38 @@ def test_changing_an_optimizer_hyperparameter_between_steps_takes_effect():
     run_steps(opt, params, 1, first_step=1)
     for key, p in params.items():
         np.testing.assert_array_equal(p.data, before[key + ".data"])
+
+
+@pytest.mark.parametrize("name, key, value, twin", [
+    ("Adam", "amsgrad", True, "AMSGrad"),
+    ("RMSprop", "eps_inside_sqrt", True, None),
+])
+def test_override_that_changes_the_kernel_variant(name, key, value, twin):
+    """A per-rule flag that selects another update (and, for amsgrad, another state
+    layout) moves that parameter to its own group, before its first step."""
+    shapes = {"w": (3, 4), "b": (5,)}
+    opt, params = make_optimizer(name, "float32", shapes=shapes)
+    setattr(params["w"].update_rule.hyperparam, key, value)
+    run_steps(opt, params, 3)
+
+    if twin is None:
+        alone_w = lone_run(name, "float32", shapes, "w", 0, 3, **{key: value})
+    else:
+        alone_w = lone_run(twin, "float32", shapes, "w", 0, 3)
+    alone_b = lone_run(name, "float32", shapes, "b", 0, 3)
+    assert_close_in_ulps(params["w"].data, alone_w.data, 2, "overridden w")
+    assert_close_in_ulps(params["b"].data, alone_b.data, 2, "default b")
+    assert set(params["w"].update_rule.state) == set(alone_w.update_rule.state)
+    assert set(params["b"].update_rule.state) == set(alone_b.update_rule.state)
+
+
+def test_adabound_switched_on_after_setup_raises_as_in_chainer():
+    """Chainer records initial_alpha only when a rule is created with adabound on; turning
+    it on later leaves the rule without one, and Chainer's update raises AttributeError."""
+    opt, params = make_optimizer("Adam", "float32")
+    run_steps(opt, params, 1)
+    params["w"].update_rule.hyperparam.adabound = True
+    before = snapshot(opt, params)
+    with pytest.raises(AttributeError, match="initial_alpha"):
+        run_steps(opt, params, 1, first_step=1)
+    assert_same_snapshot(before, snapshot(opt, params))
