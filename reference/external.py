@@ -39,9 +39,9 @@ class ExternalParameter(Parameter):
 
     def pull(self):
         """Reads the foreign array and gradient (checked like any assignment)."""
-        self.data = _host_array(self.external.array, self.name, "array")
+        self.data = _host_array(self.external.array, self.label, "array")
         grad = self.external.grad
-        self.grad = None if grad is None else _host_array(grad, self.name, "grad")
+        self.grad = None if grad is None else _host_array(grad, self.label, "grad")
 
     def push(self):
         """Writes the values and the gradient back into the foreign object."""
@@ -75,4 +75,5 @@ def _write_back(external, attribute, values):
             and current.dtype == values.dtype and current.flags.writeable):
         current[...] = values
     else:
-        setattr(external, attribute, values)
+        # The views are read-only; the foreign object gets an array it may write into.
+        setattr(external, attribute, numpy.array(values))

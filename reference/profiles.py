@@ -73,7 +73,8 @@ QUIRKS = (
      "reference/update_rule.py UpdateRule.serialize; reference/optimizer.py "
      "Optimizer.serialize",
      "fixed: keys <name>/fp32_param, <name>/beta_power, <name>/initial_alpha, "
-     "loss_scaling/{scale,dynamic,multiplier,isnan_ever}"),
+     "loss_scaling/{scale,dynamic,multiplier,isnan_ever} (always written; a file without "
+     "them keeps the optimizer's loss scaling)"),
     ("Loading into a rule whose state is None takes the state keys from init_state on a "
      "dummy float32 (1,) parameter and keeps the file's dtypes; a missing key leaves the "
      "state None for a disabled rule and raises KeyError for an enabled one",

@@ -76,6 +76,8 @@ def _collect(source):
     named = [(name, ExternalParameter(param, name) if is_foreign_parameter(param) else param)
              for name, param in named]
     _check_named(named)
+    for name, param in named:
+        param.name_in_optimizer = name
     return named
 
 
