@@ -1,12 +1,13 @@
 """Train a Chainer model with a `fast` optimizer.
 
 A Chainer Link is a valid optimization target: `fast` reads its `namedparams()`, and
-`opt.update(lossfun, *args)` clears the gradients, calls `lossfun(*args)`, runs
+`opt.update(lossfun, *args)` calls `lossfun(*args)`, clears the gradients, runs
 `loss.backward()` (with the loss scale when loss scaling is on) and updates every
 parameter, as Chainer's own optimizers do.
 
 The model is a two-layer perceptron classifying points of two interleaved half-moons
-(the same data as examples/train_numpy.py). Needs chainer (`pip install chainer`).
+(the same data as examples/train_numpy.py). Needs chainer 7.8.1, which imports only with
+NumPy < 2 (`pip install chainer "numpy<2"`).
 Run it with `python examples/train_chainer.py` from the repository root.
 """
 
