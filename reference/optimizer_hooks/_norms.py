@@ -1,0 +1,34 @@
+"""Squared norms with Chainer's storage-dtype rounding of the NumPy reductions it uses."""
+
+import numpy
+
+from reference import profiles
+
+
+def reduction_dtype(dtype, profile):
+    """The dtype a norm is kept in: the array's own dtype in the ``chainer`` profile (NumPy's
+    behaviour, so an fp16 sum of squares above 65504 overflows to inf); at least float32 in
+    the ``fixed`` profile."""
+    if profile == profiles.FIXED:
+        return numpy.promote_types(dtype, numpy.float32)
+    return numpy.dtype(dtype)
+
+
+def dot_self(ctx, values, dtype):
+    """``x.ravel().dot(x.ravel())`` for an array of ``dtype``: the sum of squares, returned as
+    a scalar of that dtype (NumPy's fp16 dot accumulates in float32 and rounds the result to
+    fp16, so a sum above 65504 becomes inf)."""
+    return _scalar(ctx.round_to(ctx.sum(values * values), dtype))
+
+
+def l2_norm(ctx, values, dtype):
+    """``numpy.linalg.norm(x)`` for an array of ``dtype``: ``sqrt(x.dot(x))`` in that dtype."""
+    return _scalar(ctx.round_to(ctx.sqrt(dot_self(ctx, values, dtype)), dtype))
+
+
+def promote(dtype_a, dtype_b):
+    return numpy.promote_types(dtype_a, dtype_b)
+
+
+def _scalar(values):
+    return values[()] if isinstance(values, numpy.ndarray) and values.shape == () else values
