@@ -199,7 +199,7 @@ class GradientMethod(object):
         engine.sync_hyperparameters()
         self._reallocate_cleared_grads()
         engine.collect_grads()
-        self.check_nan_in_grads()
+        self._flag_nonfinite_grads()
         if self.is_safe_to_update():
             self._check_rules()
         ops, scale, originals = self._pre_hooks()
@@ -279,11 +279,23 @@ class GradientMethod(object):
         return self._loss.scale
 
     def check_nan_in_grads(self):
-        """Dynamic loss scaling: look for inf/NaN in every gradient."""
+        """Dynamic loss scaling: look for inf/NaN in every gradient.
+
+        Callable on its own: it reads the current ``p.grad`` arrays (a
+        gradient that is None counts as zeros and is left None).
+        """
         self._loss.isnan = False
         if not self._loss.dynamic:
             return
         self._check_set_up()
+        self._engine.collect_grads(missing_as_zero=True)
+        self._flag_nonfinite_grads()
+
+    def _flag_nonfinite_grads(self):
+        """check_nan_in_grads on the gradient tables ``update`` has just collected."""
+        self._loss.isnan = False
+        if not self._loss.dynamic:
+            return
         for name in self._engine.nonfinite_names():
             self._loss.isnan = True
             self._loss.isnan_ever = True
