@@ -52,10 +52,14 @@ def named_parameters(target):
 
 
 class _RuleParam(object):
-    """What a rule's own hooks see: ``data`` (master or parameter) and ``grad``."""
+    """What a rule's own hooks see: ``data`` (master or parameter), ``grad``
+    (unscaled) and ``_loss_scale``, the scale Chainer's parameter would carry
+    (set by ``backward``; None on an fp32 master, which Chainer creates
+    untagged, and always None in the ``fixed`` profile)."""
 
-    def __init__(self, name, data, grad, rule):
+    def __init__(self, name, data, grad, rule, loss_scale=None):
         self.name, self.data, self.grad, self.update_rule = name, data, grad, rule
+        self._loss_scale = loss_scale
 
     @property
     def array(self):
@@ -258,7 +262,8 @@ class GradientMethod(object):
         else:
             grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
-        view = _RuleParam(entry.name, data, grad, rule)
+        tagged_scale = scale if engine.profile == "chainer" and group.master is None else None
+        view = _RuleParam(entry.name, data, grad, rule, tagged_scale)
         for hook in rule._hookable.get("pre"):
             hook(rule, view)
         engine.update_one_from_gradient(group, i, view.grad)
