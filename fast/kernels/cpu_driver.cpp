@@ -1,0 +1,334 @@
+// Host driver: walks a group's chunk table with OpenMP and calls the
+// per-element math of update_math.h. Compiled by fast/backends/cpu.py.
+#include <stdint.h>
+#include <type_traits>
+#include <vector>
+#include "update_math.h"
+#include "step_args.h"
+#include "element_pipeline.h"
+
+#include <immintrin.h>
+
+namespace {
+
+// ---- host tile layer: converts storage <-> compute type 8 lanes at a time ----
+static const int TILE = 512;
+
+template <class A, class B> inline void tile_load(const A* src, B* dst, int n) {
+    int j = 0;
+    if constexpr (std::is_same<A, fast_half>::value && std::is_same<B, float>::value)
+        for (; j + 8 <= n; j += 8)
+            _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + j))));
+    for (; j < n; ++j) dst[j] = (B)fast_load(src[j]);
+}
+template <class A, class B> inline void tile_store(const A* src, B* dst, int n) {
+    int j = 0;
+    if constexpr (std::is_same<A, float>::value && std::is_same<B, fast_half>::value) {
+        for (; j + 8 <= n; j += 8)
+            _mm_storeu_si128((__m128i*)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
+        for (; j < n; ++j) dst[j] = fast_store_half(src[j]);
+    } else {
+        for (; j < n; ++j) dst[j] = (B)src[j];
+    }
+}
+
+// The gradient pipeline of element_pipeline.h (load, unscale, hooks, unscale),
+// applied a tile at a time: each hook op runs as its own loop over the tile,
+// so the loops vectorise. The per-element arithmetic is apply_hook of
+// update_math.h, as on the device. pb receives the hook operand (parameter or
+// master), which the reduction also needs.
+template <class M, int KIND>
+inline void hook_tile(typename M::T* gb, const typename M::T* pb, const void* noise, int64_t i0, int n,
+                      typename M::T av, typename M::T bv) {
+    typedef typename M::T T;
+    typedef typename M::H H;
+    if (KIND == HOOK_ADD_NOISE) {
+        alignas(64) T nb[TILE];
+        tile_load((const H*)noise + i0, nb, n);
+        for (int j = 0; j < n; ++j) gb[j] = apply_hook<T, H>(KIND, gb[j], pb[j], av, bv, nb[j]);
+    } else {
+        for (int j = 0; j < n; ++j) gb[j] = apply_hook<T, H>(KIND, gb[j], pb[j], av, bv, T(0));
+    }
+}
+
+template <class M>
+void gradient_tile(const FastStepArgs& a, int64_t t, int64_t i0, int n, typename M::T* gb, typename M::T* pb) {
+    typedef typename M::T T;
+    typedef typename M::P P;
+    typedef typename M::H H;
+    const int64_t base = a.tensor_offset[t];
+    tile_load((const P*)a.grad[t] + i0, gb, n);
+    const T divisor = (T)a.unscale_divisor;
+    if (a.unscale && a.unscale_first)
+        for (int j = 0; j < n; ++j) gb[j] = round_to<H>(gb[j] / divisor);
+    if (M::MASTER && a.hooks_read_master) tile_load(a.master + base + i0, pb, n);
+    else tile_load((const P*)a.param + base + i0, pb, n);
+    for (int k = 0; k < a.n_hooks; ++k) {
+        const int64_t idx = (int64_t)k * a.n_tensors + t;
+        const T av = (T)a.hook_a[idx], bv = (T)a.hook_b[idx];
+        const void* noise = a.hook_noise[idx];
+        switch (a.hook_kind[k]) {
+        case HOOK_ADD_PARAM: hook_tile<M, HOOK_ADD_PARAM>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_ADD_SIGN: hook_tile<M, HOOK_ADD_SIGN>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_CLIP: hook_tile<M, HOOK_CLIP>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_SCALE: hook_tile<M, HOOK_SCALE>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_SCALE_TENSOR: hook_tile<M, HOOK_SCALE_TENSOR>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_ADD_NOISE: hook_tile<M, HOOK_ADD_NOISE>(gb, pb, noise, i0, n, av, bv); break;
+        default: break;
+        }
+    }
+    if (a.unscale && !a.unscale_first) {
+        if (M::MASTER) for (int j = 0; j < n; ++j) gb[j] = gb[j] / divisor;
+        else for (int j = 0; j < n; ++j) gb[j] = round_to<P>(gb[j] / divisor);
+    }
+}
+
+// Waking the OpenMP team costs microseconds on an idle machine and up to a
+// scheduler slice on a loaded one: small groups run on the calling thread.
+static const int64_t PARALLEL_MIN_ELEMENTS = 1 << 16;
+
+inline bool worth_parallel(const FastStepArgs& a) {
+    int64_t total = 0;
+    for (int64_t c = 0; c < a.n_chunks && total < PARALLEL_MIN_ELEMENTS; ++c)
+        total += a.chunk_end[c] - a.chunk_begin[c];
+    return total >= PARALLEL_MIN_ELEMENTS;
+}
+
+// One chunk of one tensor, in tiles. Arrays stored in the compute type are
+// updated in place; fp16 arrays are converted into local tiles of T first and
+// back afterwards. The update loop then runs over plain T pointers, a loop GCC
+// vectorises. With hooks or unscale-first, the gradient goes through
+// gradient_tile.
+template <class Rule, class M, bool HOOKS, bool UNSCALE>
+void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const typename M::T* hp_in) {
+    typedef typename M::T T;
+    typedef typename M::P P;
+    typedef typename M::S S;
+    // The gradient is always copied into a tile: reading the caller's array
+    // directly in the update loop measured 3x slower (store/load aliasing).
+    constexpr bool G_DIRECT = false;
+    constexpr bool P_DIRECT = M::MASTER || std::is_same<P, T>::value;
+    constexpr bool S_DIRECT = std::is_same<S, T>::value;
+    T hp[FAST_N_HPARAMS];
+    for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = hp_in[k];
+    const int64_t base = a.tensor_offset[t];
+    const P* grad = (const P*)a.grad[t];
+    P* param = (P*)a.param + base;
+    float* master = M::MASTER ? a.master + base : nullptr;
+    S* st[FAST_MAX_STATE];
+    for (int k = 0; k < Rule::n_state; ++k) st[k] = (S*)a.state[k] + base;
+    const T divisor = (T)a.unscale_divisor;
+    alignas(64) T gb[TILE], pb[TILE], sb[FAST_MAX_STATE][TILE];
+    for (int64_t i0 = begin; i0 < end; i0 += TILE) {
+        const int n = (int)((end - i0) < TILE ? (end - i0) : TILE);
+        const T* gp;
+        T* pp;
+        T* sp[FAST_MAX_STATE] = {nullptr, nullptr, nullptr};
+        if constexpr (G_DIRECT) {
+            gp = (const T*)(grad + i0);
+        } else {
+            if (HOOKS) {
+                gradient_tile<M>(a, t, i0, n, gb, pb);  // pb (hook operand) is reloaded below if needed
+            } else {
+                tile_load(grad + i0, gb, n);
+                if (UNSCALE)
+                    for (int j = 0; j < n; ++j) gb[j] = M::MASTER ? gb[j] / divisor : round_to<P>(gb[j] / divisor);
+            }
+            gp = gb;
+        }
+        if constexpr (M::MASTER) pp = (T*)(master + i0);
+        else if constexpr (P_DIRECT) pp = (T*)(param + i0);
+        else { tile_load(param + i0, pb, n); pp = pb; }
+        for (int k = 0; k < Rule::n_state; ++k) {
+            if constexpr (S_DIRECT) sp[k] = (T*)(st[k] + i0);
+            else { tile_load(st[k] + i0, sb[k], n); sp[k] = sb[k]; }
+        }
+        T* __restrict s0 = sp[0];
+        T* __restrict s1 = sp[1];
+        T* __restrict s2 = sp[2];
+        T* __restrict pr = pp;
+        const T* __restrict gr = gp;
+        for (int j = 0; j < n; ++j) {
+            T s[FAST_MAX_STATE];
+            if (Rule::n_state > 0) s[0] = s0[j];
+            if (Rule::n_state > 1) s[1] = s1[j];
+            if (Rule::n_state > 2) s[2] = s2[j];
+            T p = pr[j];
+            Rule::template update<T, S, typename M::PR>(p, gr[j], s, hp);
+            if (Rule::n_state > 0) s0[j] = s[0];
+            if (Rule::n_state > 1) s1[j] = s[1];
+            if (Rule::n_state > 2) s2[j] = s[2];
+            pr[j] = p;
+        }
+        if constexpr (!S_DIRECT)
+            for (int k = 0; k < Rule::n_state; ++k) tile_store(sb[k], st[k] + i0, n);
+        if constexpr (M::MASTER || !P_DIRECT) tile_store(pp, param + i0, n);
+    }
+}
+
+template <class Rule, class M>
+void update_chunk(const FastStepArgs& a, int64_t c) {
+    typedef typename M::T T;
+    const int64_t t = a.chunk_tensor[c];
+    if (!a.tensor_active[t]) return;
+    T hp[FAST_N_HPARAMS];
+    for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = (T)a.hparams[t * FAST_N_HPARAMS + k];
+    const int64_t b = a.chunk_begin[c], e = a.chunk_end[c];
+    if (a.n_hooks || (a.unscale && a.unscale_first)) update_span<Rule, M, true, true>(a, t, b, e, hp);
+    else if (a.unscale) update_span<Rule, M, false, true>(a, t, b, e, hp);
+    else update_span<Rule, M, false, false>(a, t, b, e, hp);
+}
+
+template <class Rule, class M>
+void update_group(const FastStepArgs& a) {
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
+    for (int64_t c = 0; c < a.n_chunks; ++c) update_chunk<Rule, M>(a, c);
+}
+
+// Sums of squares of the hooked gradient (the first n_hooks ops) and of the
+// hook operand, per chunk in double, then per tensor in chunk order.
+template <class M>
+void reduce_group(const FastStepArgs& a) {
+    typedef typename M::T T;
+    std::vector<double> gsq(a.n_chunks, 0.0), psq(a.n_chunks, 0.0);
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
+    for (int64_t c = 0; c < a.n_chunks; ++c) {
+        const int64_t t = a.chunk_tensor[c];
+        if (!a.tensor_active[t]) continue;
+        double gs = 0.0, ps = 0.0;
+        alignas(64) T gb[TILE], pb[TILE];
+        for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
+            const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
+            gradient_tile<M>(a, t, i0, n, gb, pb);
+            // eight interleaved partial sums (element j goes to lane j % 8), combined
+            // in lane order: a fixed order, whatever the vector width or thread count
+            double gl[8] = {0, 0, 0, 0, 0, 0, 0, 0}, pl[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int j = 0;
+            for (; j + 8 <= n; j += 8)
+                for (int l = 0; l < 8; ++l) {
+                    gl[l] += (double)gb[j + l] * (double)gb[j + l];
+                    pl[l] += (double)pb[j + l] * (double)pb[j + l];
+                }
+            for (; j < n; ++j) {
+                gl[j % 8] += (double)gb[j] * (double)gb[j];
+                pl[j % 8] += (double)pb[j] * (double)pb[j];
+            }
+            for (int l = 0; l < 8; ++l) {
+                gs += gl[l];
+                ps += pl[l];
+            }
+        }
+        gsq[c] = gs;
+        psq[c] = ps;
+    }
+    for (int64_t t = 0; t < a.n_tensors; ++t) a.tensor_gsq[t] = a.tensor_psq[t] = 0.0;
+    for (int64_t c = 0; c < a.n_chunks; ++c) {
+        a.tensor_gsq[a.chunk_tensor[c]] += gsq[c];
+        a.tensor_psq[a.chunk_tensor[c]] += psq[c];
+    }
+}
+
+template <class M>
+void check_group(const FastStepArgs& a) {
+    typedef typename M::T T;
+    typedef typename M::P P;
+    std::vector<uint8_t> bad(a.n_chunks, 0);
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
+    for (int64_t c = 0; c < a.n_chunks; ++c) {
+        const P* g = (const P*)a.grad[a.chunk_tensor[c]];
+        int found = 0;
+        alignas(64) T gb[TILE];
+        for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
+            const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
+            tile_load(g + i0, gb, n);
+            for (int j = 0; j < n; ++j) found |= !(gb[j] - gb[j] == T(0));  // false for inf and NaN
+        }
+        bad[c] = (uint8_t)found;
+    }
+    for (int64_t t = 0; t < a.n_tensors; ++t) a.tensor_nonfinite[t] = 0;
+    for (int64_t c = 0; c < a.n_chunks; ++c) a.tensor_nonfinite[a.chunk_tensor[c]] |= bad[c];
+}
+
+// Writes the gradient as the update would see it (hooked, unscaled) to
+// grad_out, in the parameter dtype or in T. In place (grad_out == grad) is safe.
+template <class M>
+void materialize_group(const FastStepArgs& a) {
+    typedef typename M::T T;
+    typedef typename M::P P;
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
+    for (int64_t c = 0; c < a.n_chunks; ++c) {
+        const int64_t t = a.chunk_tensor[c];
+        if (!a.tensor_active[t]) continue;
+        alignas(64) T gb[TILE], pb[TILE];
+        for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
+            const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
+            gradient_tile<M>(a, t, i0, n, gb, pb);  // reads the whole tile first: in place is safe
+            if (a.out_param_dtype) tile_store(gb, (P*)a.grad_out[t] + i0, n);
+            else tile_store(gb, (T*)a.grad_out[t] + i0, n);
+        }
+    }
+}
+
+
+template <class M>
+int dispatch_rule(int rule, const FastStepArgs& a) {
+    switch (rule) {
+    case 0: update_group<RuleSGD, M>(a); return 0;
+    case 1: update_group<RuleMomentumSGD, M>(a); return 0;
+    case 2: update_group<RuleCorrectedMomentumSGD, M>(a); return 0;
+    case 3: update_group<RuleNesterovAG, M>(a); return 0;
+    case 4: update_group<RuleAdaGrad, M>(a); return 0;
+    case 5: update_group<RuleAdaDelta, M>(a); return 0;
+    case 6: update_group<RuleRMSprop, M>(a); return 0;
+    case 7: update_group<RuleRMSpropGraves, M>(a); return 0;
+    case 8: update_group<RuleAdam, M>(a); return 0;
+    case 9: update_group<RuleAMSGrad, M>(a); return 0;
+    case 10: update_group<RuleMSVAG, M>(a); return 0;
+    case 11: update_group<RuleSMORMS3, M>(a); return 0;
+    case 12: update_group<RuleAdaBound, M>(a); return 0;
+    case 13: update_group<RuleAMSBound, M>(a); return 0;
+    default: return -1;
+    }
+}
+
+// mode: 0 float64, 1 float32, 2 fp16 + master (chainer hooks), 3 fp16,
+//       4 fp16 + master (fixed-profile hooks in fp32)
+template <template <class> class Fn>
+int dispatch_mode(int mode, const FastStepArgs& a) {
+    switch (mode) {
+    case 0: return Fn<ModeF64>::run(a);
+    case 1: return Fn<ModeF32>::run(a);
+    case 2: return Fn<ModeF16Master>::run(a);
+    case 3: return Fn<ModeF16>::run(a);
+    case 4: return Fn<ModeF16MasterFixed>::run(a);
+    default: return -2;
+    }
+}
+
+template <class M> struct ReduceFn { static int run(const FastStepArgs& a) { reduce_group<M>(a); return 0; } };
+template <class M> struct MaterializeFn { static int run(const FastStepArgs& a) { materialize_group<M>(a); return 0; } };
+template <class M> struct CheckFn { static int run(const FastStepArgs& a) { check_group<M>(a); return 0; } };
+
+}  // namespace
+
+extern "C" {
+
+int fast_update(int rule, int mode, const FastStepArgs* a) {
+    switch (mode) {
+    case 0: return dispatch_rule<ModeF64>(rule, *a);
+    case 1: return dispatch_rule<ModeF32>(rule, *a);
+    case 2: return dispatch_rule<ModeF16Master>(rule, *a);
+    case 3: return dispatch_rule<ModeF16>(rule, *a);
+    case 4: return dispatch_rule<ModeF16MasterFixed>(rule, *a);
+    default: return -2;
+    }
+}
+
+int fast_reduce(int mode, const FastStepArgs* a) { return dispatch_mode<ReduceFn>(mode, *a); }
+
+int fast_check_finite(int mode, const FastStepArgs* a) { return dispatch_mode<CheckFn>(mode, *a); }
+
+int fast_materialize(int mode, const FastStepArgs* a) { return dispatch_mode<MaterializeFn>(mode, *a); }
+
+int fast_abi_version(void) { return 1; }
+}

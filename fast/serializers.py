@@ -1,0 +1,284 @@
+"""Optimizer snapshots in Chainer's npz layout.
+
+Keys: ``t``, ``epoch``, and per parameter ``<name>/t`` and ``<name>/<state>``
+(``<name>`` without its leading '/'). The ``fixed`` profile adds
+``<name>/fp32_param``, ``<name>/beta_power`` (MSVAG),
+``<name>/initial_alpha`` (AdaBound/AMSBound) and ``loss_scaling/scale``,
+``loss_scaling/dynamic``, ``loss_scaling/multiplier``,
+``loss_scaling/isnan_ever`` (scale and multiplier NaN when unset).
+
+``save_npz`` writes a temporary file next to the target and renames it over
+the target. ``load_npz`` first runs the whole deserialization against a
+checker that validates every key, shape and dtype without writing, and only
+then loads; a truncated or corrupt file raises ``ValueError`` and leaves the
+optimizer as it was; a missing key raises ``MissingKeyError`` (both a
+``KeyError``, as in Chainer, and a ``ValueError``). Pickled data is never
+loaded (``allow_pickle=False``): a snapshot holds numbers and booleans only.
+A snapshot written by Chainer loads as is.
+"""
+import math
+import os
+import pickle
+import tempfile
+import zipfile
+
+import numpy
+
+
+class MissingKeyError(KeyError, ValueError):
+    """A key the optimizer needs is absent from the snapshot.
+
+    A ``KeyError`` as Chainer's strict deserializer raises, and a
+    ``ValueError`` like every other problem with a snapshot's content.
+    """
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class Serializer(object):
+    """Marker base class: a saving serializer (Chainer's protocol)."""
+
+
+class Deserializer(object):
+    """Marker base class: a loading deserializer (Chainer's protocol)."""
+
+
+class DictionarySerializer(Serializer):
+    """Collects ``path/key -> array`` into a dict."""
+
+    def __init__(self, target=None, path=""):
+        self.target = {} if target is None else target
+        self.path = path
+
+    def __getitem__(self, key):
+        return DictionarySerializer(self.target, self.path + key.strip("/") + "/")
+
+    def __call__(self, key, value):
+        self.target[self.path + key.lstrip("/")] = numpy.array(value) if value is not None else numpy.asarray(None)
+        return value
+
+
+class NpzDeserializer(Deserializer):
+    """Reads values from an opened npz. With ``check_only`` it validates and writes nothing."""
+
+    def __init__(self, npz, path="", strict=True, check_only=False, problems=None):
+        self.npz, self.path, self.strict = npz, path, strict
+        self.check_only = check_only
+        self.problems = [] if problems is None else problems
+
+    def __getitem__(self, key):
+        return NpzDeserializer(self.npz, self.path + key.strip("/") + "/", self.strict, self.check_only,
+                               self.problems)
+
+    def __call__(self, key, value):
+        full = self.path + key.lstrip("/")
+        if full not in self.npz:
+            if self.strict:
+                raise MissingKeyError("missing key {!r}".format(full))
+            return value
+        try:
+            data = self.npz[full]
+        except Exception as err:  # zlib/zip/format errors of a damaged member
+            raise ValueError("cannot read key {!r}: {}".format(full, err)) from err
+        if value is None:
+            return data
+        if isinstance(value, numpy.ndarray):
+            if data.shape != value.shape:
+                self.problems.append("key {!r} has shape {}, expected {}".format(full, data.shape, value.shape))
+            elif data.dtype.kind not in "fiub":
+                self.problems.append("key {!r} has dtype {}, expected {}".format(full, data.dtype, value.dtype))
+            elif not self.check_only:
+                numpy.copyto(value, data, casting="same_kind")
+            return value
+        if data.shape != ():
+            self.problems.append("key {!r} has shape {}, expected a scalar".format(full, data.shape))
+            return value
+        if isinstance(value, bool):
+            return bool(data)
+        if isinstance(value, int):
+            if data.dtype.kind not in "iub":
+                self.problems.append("key {!r} has dtype {}, expected an integer".format(full, data.dtype))
+                return value
+            return int(data)
+        return float(data)
+
+
+def is_deserializer(s):
+    """True for fast's and Chainer's deserializers (duck-typed by class name)."""
+    return isinstance(s, Deserializer) or any(c.__name__ == "Deserializer" for c in type(s).__mro__)
+
+
+def _report(s, message):
+    problems = getattr(s, "problems", None)
+    if problems is None:
+        raise ValueError(message)
+    problems.append(message)
+
+
+def _has_key(s, key):
+    npz = getattr(s, "npz", None)
+    return npz is not None and (getattr(s, "path", "") + key) in npz
+
+
+def _rule_serialize(rule, group, index, s, fixed):
+    """One rule: ``t``, state (and, in the fixed profile, master and extras)."""
+    loading = is_deserializer(s)
+    check_only = loading and getattr(s, "check_only", False)
+    t = s("t", rule.t)
+    if not check_only:
+        rule.t = t
+    if group.initialized[index]:
+        views = group.state_views(index)
+        for name in group.state_names:
+            s(name, views[name])
+    elif loading:
+        values = {}
+        for name in group.state_names:
+            try:
+                values[name] = s(name, None)
+            except KeyError:
+                if rule.enabled:
+                    raise
+                values[name] = None
+        if group.state_names and all(v is not None for v in values.values()):
+            views = group.state_views(index)
+            mismatch = False
+            for name, v in values.items():
+                if numpy.shape(v) != views[name].shape:
+                    mismatch = True
+                    _report(s, "state {!r} of {} has shape {}, expected {}".format(
+                        name, getattr(s, "path", ""), numpy.shape(v), views[name].shape))
+            if not check_only and not mismatch:
+                for name, v in values.items():
+                    numpy.copyto(views[name], v, casting="same_kind")
+                group.initialized[index] = 1
+    if fixed and group.master is not None:
+        master = group.master_view(index)
+        if loading:
+            if not _has_key(s, "fp32_param"):
+                return
+            s("fp32_param", master)
+            if not check_only:
+                group.master_ready[index] = 1
+        elif group.master_ready[index]:
+            s("fp32_param", master)
+    if fixed:
+        _serialize_extras(rule, s, loading, check_only)
+
+
+def _serialize_extras(rule, s, loading, check_only):
+    """The fixed profile's per-rule scalars; a snapshot without them (e.g. one
+    Chainer wrote) leaves the current values."""
+    for name in rule.saved_extras():
+        if not loading:
+            s(name, rule._get_extra(name))
+        elif _has_key(s, name):
+            value = s(name, rule._get_extra(name))
+            if not check_only:
+                rule._set_extra(name, value)
+
+
+def serialize_rule(rule, s):
+    """A single rule through Chainer's serializer protocol (after setup)."""
+    if rule._group is None:
+        raise RuntimeError("the rule is not set up: call opt.setup(...) first")
+    _rule_serialize(rule, rule._group, rule._index, s, rule._profile == "fixed")
+
+
+def serialize_optimizer(opt, s):
+    """Chainer's Optimizer.serialize, plus the fixed profile's extra keys."""
+    opt._check_set_up()
+    opt._engine.sync_hyperparameters()
+    fixed = opt.profile == "fixed"
+    loading = is_deserializer(s)
+    check_only = loading and getattr(s, "check_only", False)
+    t, epoch = s("t", opt.t), s("epoch", opt.epoch)
+    if not check_only:
+        opt.t, opt.epoch = t, epoch
+    for name, p in opt._named:
+        rule = p.update_rule
+        _rule_serialize(rule, rule._group, rule._index, s[name], fixed)
+    if fixed:
+        _serialize_loss_scaling(opt, s["loss_scaling"], loading, check_only)
+
+
+def _serialize_loss_scaling(opt, s, loading, check_only):
+    ls = opt._loss
+    if loading and not all(_has_key(s, k) for k in ("scale", "dynamic", "multiplier", "isnan_ever")):
+        return
+    scale = s("scale", float("nan") if ls.scale is None else float(ls.scale))
+    dynamic = s("dynamic", bool(ls.dynamic))
+    multiplier = s("multiplier", float("nan") if ls.multiplier is None else float(ls.multiplier))
+    isnan_ever = s("isnan_ever", bool(ls.isnan_ever))
+    if loading:
+        problem = _loss_scaling_problem(scale, dynamic, multiplier)
+        if problem:
+            _report(s, problem)
+            return
+    if loading and not check_only:
+        ls.scale = None if math.isnan(scale) else scale
+        ls.dynamic = bool(dynamic)
+        ls.multiplier = None if math.isnan(multiplier) else multiplier
+        ls.isnan_ever = bool(isnan_ever)
+
+
+def _loss_scaling_problem(scale, dynamic, multiplier):
+    """Why a loaded loss-scaling state is invalid, or None.
+
+    NaN encodes "unset" (no loss scaling; no dynamic multiplier). A set scale
+    must be finite and > 0, as ``loss_scaling(scale=...)`` requires; dynamic
+    scaling needs a scale and a finite multiplier >= 1 (2**(1/interval)).
+    """
+    if not math.isnan(scale) and not (math.isfinite(scale) and scale > 0):
+        return "loss_scaling/scale must be a finite number > 0 (or NaN: off), got {}".format(scale)
+    if dynamic:
+        if math.isnan(scale):
+            return "loss_scaling/scale is NaN (off) but loss_scaling/dynamic is set"
+        if not (math.isfinite(multiplier) and multiplier >= 1):
+            return "loss_scaling/multiplier must be a finite number >= 1, got {}".format(multiplier)
+    return None
+
+
+def save_npz(file, obj, compression=True):
+    """Save ``obj`` (an optimizer) atomically to the path ``file``."""
+    s = DictionarySerializer()
+    obj.serialize(s)
+    save = numpy.savez_compressed if compression else numpy.savez
+    if not isinstance(file, (str, os.PathLike)):
+        save(file, **s.target)
+        return
+    path = os.fspath(file)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            save(f, **s.target)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_npz(file, obj, path="", strict=True):
+    """Load a snapshot into ``obj``; every key is validated before anything changes."""
+    try:
+        npz = numpy.load(file, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError("cannot read optimizer snapshot {!r}: {}".format(file, err)) from err
+    if not isinstance(npz, numpy.lib.npyio.NpzFile):
+        raise ValueError("optimizer snapshot {!r} is a single .npy array, not an npz archive".format(file))
+    with npz:
+        problems = []
+        try:
+            obj.serialize(NpzDeserializer(npz, path=path, strict=strict, check_only=True, problems=problems))
+        except MissingKeyError as err:
+            raise MissingKeyError("optimizer snapshot {!r} does not match the optimizer: {}".format(
+                file, err)) from None
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise ValueError("optimizer snapshot {!r} is corrupt: {}".format(file, err)) from err
+        if problems:
+            raise ValueError("optimizer snapshot {!r} does not match the optimizer: {}".format(
+                file, "; ".join(problems[:10])))
+        obj.serialize(NpzDeserializer(npz, path=path, strict=strict))
