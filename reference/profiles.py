@@ -57,9 +57,12 @@ QUIRKS = (
      "scaling keeps the dynamic schedule",
      "reference/loss_scaling.py LossScaling", "same"),
     ("Adam checks eps against the intermediate dtype (float32 for fp16 params); RMSprop "
-     "checks it against the gradient's dtype (fp32 copy with a master)",
-     "reference/optimizers/adam.py AdamRule.check_update; "
-     "reference/optimizers/rmsprop.py RMSpropRule.check_update", "same"),
+     "checks it against the gradient's dtype (fp32 copy with a master). The check is part "
+     "of update_core: never raised on a step skipped by dynamic loss scaling, for a "
+     "disabled rule or without a gradient",
+     "reference/optimizers/adam.py AdamRule.check_update_core; "
+     "reference/optimizers/rmsprop.py RMSpropRule.check_update_core; "
+     "reference/optimizer.py GradientMethod._check_update", "same"),
     ("MSVAG: beta_power starts at the beta seen when the rule is built; rho is clamped to "
      "0.9999; NaN factors become 0 (CPU path)",
      "reference/optimizers/msvag.py", "same"),
