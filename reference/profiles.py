@@ -42,6 +42,15 @@ QUIRKS = (
      "sqrt (overflows above 65504)",
      "reference/optimizer_hooks/gradient_lars.py",
      "fixed: the norms are kept in at least float32"),
+    ("The hooks' NumPy statements on the gradient round every operation to its dtype "
+     "(NumPy 1.x value-based casting: a scalar meeting an array takes the array's dtype "
+     "unless numpy.min_scalar_type needs wider, e.g. float32 for 1e5 with fp16): "
+     "WeightDecay g += rate * p and Lasso g += rate * sign(p) round the product before the "
+     "add; GradientLARS g += weight_decay * p likewise, then g *= rate converts the float64 "
+     "rate to the gradient's dtype; GradientClipping grad *= rate likewise. Same code at "
+     "optimizer and rule level (the fp32 master's gradient with a master at rule level)",
+     "reference/optimizer_hooks/_numpy_ops.py; weight_decay.py, lasso.py, gradient_lars.py, "
+     "gradient_clipping.py in reference/optimizer_hooks/", "same"),
     ("GradientNoise: noise_func receives the update rule as `opt`, so opt.t is the rule's t "
      "(before this step's increment)",
      "reference/optimizer_hooks/gradient_noise.py", "same"),

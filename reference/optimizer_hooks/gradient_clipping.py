@@ -2,6 +2,7 @@
 
 from reference import profiles
 from reference.optimizer_hooks._norms import dot_self, promote, reduction_dtype
+from reference.optimizer_hooks._numpy_ops import multiply_in_place
 
 
 def squared_norm(ctx, params, profile):
@@ -35,6 +36,10 @@ class GradientClipping:
     norm gives ``rate = threshold / 0``: inf (no-op) or, for ``threshold == 0``, NaN, which
     turns the gradients into NaN; the ``fixed`` profile leaves gradients unchanged when the
     norm is zero.
+
+    ``rate`` is a float64 (a Python float divided by a NumPy scalar); Chainer's ``grad *=
+    rate`` converts it to the gradient's dtype before multiplying, and stores the product in
+    that dtype (see :mod:`reference.optimizer_hooks._numpy_ops`).
     """
 
     name = "GradientClipping"
@@ -58,4 +63,4 @@ class GradientClipping:
             return
         for param in params:
             if param.grad_value is not None:
-                param.store_grad(param.grad_value * rate)
+                param.store_grad(multiply_in_place(ctx, param.grad_value, param.dtype, rate))
