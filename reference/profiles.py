@@ -27,13 +27,14 @@ QUIRKS = (
     ("With fp32 update, optimizer hooks act on the fp16 gradients (not the fp32 copy)",
      "reference/optimizer.py GradientMethod.hook_params",
      "fixed: hooks act on the fp32 master and an fp32 copy of the gradient"),
-    ("GradientClipping: per-parameter g.dot(g) is an fp16 scalar for fp16 grads, the sum over "
-     "parameters is rounded to the promoted dtype after each addition, and sqrt stays in "
-     "that dtype; a sum above 65504 overflows to inf, the rate becomes 0 and every gradient "
-     "is zeroed",
+    ("GradientClipping: per-parameter g.dot(g) is a scalar of the gradient's dtype (an fp16 "
+     "dot above 65504 is inf); Python's sum starts from the int 0 and NumPy 1.x makes "
+     "0 + dot a float64, so the sum over parameters, the sqrt and rate = threshold / norm "
+     "are float64; one parameter's fp16 dot above 65504 makes the norm inf, the rate 0, and "
+     "every gradient is zeroed",
      "reference/optimizer_hooks/gradient_clipping.py squared_norm; "
      "reference/optimizer_hooks/_norms.py reduction_dtype",
-     "fixed: the sums and the norm are kept in at least float32"),
+     "fixed: each dot, the sum and the norm are kept in at least float32"),
     ("GradientClipping with a zero norm: rate = threshold/0 (inf, >= 1: no-op) or 0/0 = NaN "
      "when threshold is 0, which turns every gradient into NaN",
      "reference/optimizer_hooks/gradient_clipping.py GradientClipping.__call__",

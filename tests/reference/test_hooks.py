@@ -478,12 +478,14 @@ def fp16(value):
     return float(np.float16(value))
 
 
-def test_gradient_clipping_sums_fp16_squared_norms_in_fp16(profile):
+def test_gradient_clipping_sums_fp16_squared_norms_in_float64(profile):
     # chainer: each g.dot(g) of an fp16 gradient is an fp16 scalar (200^2 =
-    # 40000, finite) and Python's sum of two fp16 scalars stays fp16: 80000
-    # overflows to inf, the rate threshold / inf is 0 and both gradients are
-    # zeroed. fixed (docs/reference.md): the norm is kept in at least float32,
-    # so the gradients are clipped to norm 1: 200 / sqrt(80000) each.
+    # 40000, finite), but Python's sum starts from the int 0 and NumPy 1.x
+    # makes 0 + fp16 scalar a float64, so 80000 does not overflow (Chainer
+    # 7.8.1 with NumPy 1.26.4 gives 0.707 here). fixed: float32 sum, same
+    # value. norm = sqrt(80000); rate = 1 / norm is converted to fp16 by
+    # `grad *= rate`: fp16(0.0035355) = 0.0035362; 200 * 0.0035362 = 0.70724
+    # rounds to 0.70703 (fp16 spacing 2**-11 there).
     opt = optimizers.SGD(lr=0.5, profile=profile)
     a = reference.Parameter(np.array([1.0], F16), name="a")
     b = reference.Parameter(np.array([2.0], F16), name="b")
@@ -491,13 +493,41 @@ def test_gradient_clipping_sums_fp16_squared_norms_in_fp16(profile):
     opt.add_hook(hooks.GradientClipping(1.0))
     a.grad = np.array([200.0], F16)
     b.grad = np.array([-200.0], F16)
-    with np.errstate(over="ignore"):
-        opt.update()
-    clipped = 0.0 if profile == "chainer" else fp16(200.0 / math.sqrt(80000.0))
+    opt.update()
+    clipped = fp16(200.0 * fp16(1.0 / math.sqrt(80000.0)))
+    assert clipped == 0.70703125
     assert np.array_equal(a.grad, np.array([clipped], F16))
     assert np.array_equal(b.grad, np.array([-clipped], F16))
     assert np.array_equal(a.data, np.array([fp16(1.0 - 0.5 * clipped)], F16))
     assert np.array_equal(b.data, np.array([fp16(2.0 + 0.5 * clipped)], F16))
+
+
+def test_gradient_clipping_one_fp16_squared_norm_overflows(profile):
+    # chainer: a.grad.dot(a.grad) = 300^2 = 90000 > 65504 is inf in fp16, so
+    # the norm is inf, rate = 1 / inf = 0 and both gradients are zeroed (the
+    # parameters do not move). fixed: the dot is kept in float32, the
+    # gradients are clipped to norm 1: rate = 1 / sqrt(130000) = 0.0027735,
+    # fp16(rate) = 0.0027733; 300 * that = 0.83199 -> 0.83203 and
+    # -200 * that = -0.55466 -> -0.55469 (fp16 spacing 2**-11 and 2**-12).
+    opt = optimizers.SGD(lr=0.5, profile=profile)
+    a = reference.Parameter(np.array([1.0], F16), name="a")
+    b = reference.Parameter(np.array([2.0], F16), name="b")
+    opt.setup({"a": a, "b": b})
+    opt.add_hook(hooks.GradientClipping(1.0))
+    a.grad = np.array([300.0], F16)
+    b.grad = np.array([-200.0], F16)
+    with np.errstate(over="ignore"):
+        opt.update()
+    rate = fp16(1.0 / math.sqrt(130000.0))
+    if profile == "chainer":
+        expected_a, expected_b = 0.0, -0.0
+    else:
+        expected_a, expected_b = fp16(300.0 * rate), fp16(-200.0 * rate)
+        assert (expected_a, expected_b) == (0.83203125, -0.5546875)
+    assert np.array_equal(a.grad, np.array([expected_a], F16))
+    assert np.array_equal(b.grad, np.array([expected_b], F16))
+    assert np.array_equal(a.data, np.array([fp16(1.0 - 0.5 * expected_a)], F16))
+    assert np.array_equal(b.data, np.array([fp16(2.0 - 0.5 * expected_b)], F16))
 
 
 def test_gradient_lars_fp16_norm_overflows(profile):
