@@ -154,11 +154,15 @@ class Optimizer:
 
     def check_nan_in_grads(self):
         """Dynamic scaling only: records (and warns) whether any gradient is non-finite."""
+        self._loss_scaling.check(self._grads_finite(), self._t)
+
+    def _grads_finite(self):
+        """[(name, whether its gradient is finite)]; a missing gradient counts as finite
+        (it becomes zeros before Chainer looks)."""
         ctx = self._arithmetic
-        self._loss_scaling.check(
-            ((name, param.grad_value is None or bool(numpy.all(ctx.isfinite(param.grad_value))))
-             for name, param in self.target.namedparams()),
-            self._t)
+        return [(name, param.grad_value is None
+                 or bool(numpy.all(ctx.isfinite(param.grad_value))))
+                for name, param in self.target.namedparams()]
 
     def is_safe_to_update(self):
         return self._loss_scaling.is_safe_to_update()
@@ -244,8 +248,11 @@ class GradientMethod(Optimizer):
     unscaled once into its working parameter (the fp32 master with an fp32 gradient copy
     when the master is in use), hooks act on those, and the rules do not divide again.
 
-    Everything that can be rejected (a gradient of the wrong shape, eps too small for the
-    dtype) is checked before step 2, so a failed update changes nothing.
+    Everything that can be rejected is checked before step 2, so a failed update changes
+    nothing: a gradient of the wrong shape always; what ``update_core`` rejects (eps too
+    small for the dtype, a non-number hyperparameter) only for the enabled rules of a step
+    that is not skipped (Chainer raises it inside ``update_core``, which a skipped step never
+    reaches).
     """
 
     def __init__(self, *, profile=profiles.CHAINER, arithmetic=None):
@@ -311,26 +318,33 @@ class GradientMethod(Optimizer):
             del loss
         self.target.pull()
         try:
-            self._check_update()
+            grads_finite = self._grads_finite()
+            self._check_update(rules_run=not self._loss_scaling.would_skip(grads_finite))
             with numpy.errstate(all="ignore"):
                 self.reallocate_cleared_grads()
                 for param in self.target.params():
                     param._loss_scale = self.loss_scale
                 if self._profile == profiles.FIXED:
-                    self._update_fixed()
+                    self._update_fixed(grads_finite)
                 else:
-                    self._update_chainer()
+                    self._update_chainer(grads_finite)
         finally:
             self.target.push()
 
-    def _check_update(self):
+    def _check_update(self, rules_run):
+        """Validates every enabled rule's input before anything changes; what a rule's
+        ``update_core`` would reject (eps too small, ...) only when the rules will run
+        (``rules_run``: the step is not skipped by dynamic loss scaling), as in Chainer."""
         for param in self.target.params():
             rule = param.update_rule
             if rule is not None and rule.enabled:
-                rule.check_update(param)
+                if rules_run:
+                    rule.check_update(param)
+                else:
+                    rule.check_gradient(param)
 
-    def _update_chainer(self):
-        self.check_nan_in_grads()
+    def _update_chainer(self, grads_finite):
+        self._loss_scaling.check(grads_finite, self._t)
         self._run_hooks("pre")
         self._t += 1
         if self.is_safe_to_update():
@@ -341,8 +355,8 @@ class GradientMethod(Optimizer):
         self._run_hooks("post")
         self.update_loss_scale()
 
-    def _update_fixed(self):
-        self.check_nan_in_grads()
+    def _update_fixed(self, grads_finite):
+        self._loss_scaling.check(grads_finite, self._t)
         self._working = [(param, param.update_rule.working_param(param))
                          for param in self.target.params() if param.update_rule is not None]
         self._working_rules = {id(working): param.update_rule

@@ -27,13 +27,14 @@ QUIRKS = (
     ("With fp32 update, optimizer hooks act on the fp16 gradients (not the fp32 copy)",
      "reference/optimizer.py GradientMethod.hook_params",
      "fixed: hooks act on the fp32 master and an fp32 copy of the gradient"),
-    ("GradientClipping: per-parameter g.dot(g) is an fp16 scalar for fp16 grads, the sum over "
-     "parameters is rounded to the promoted dtype after each addition, and sqrt stays in "
-     "that dtype; a sum above 65504 overflows to inf, the rate becomes 0 and every gradient "
-     "is zeroed",
+    ("GradientClipping: per-parameter g.dot(g) is a scalar of the gradient's dtype (an fp16 "
+     "dot above 65504 is inf); Python's sum starts from the int 0 and NumPy 1.x makes "
+     "0 + dot a float64, so the sum over parameters, the sqrt and rate = threshold / norm "
+     "are float64; one parameter's fp16 dot above 65504 makes the norm inf, the rate 0, and "
+     "every gradient is zeroed",
      "reference/optimizer_hooks/gradient_clipping.py squared_norm; "
      "reference/optimizer_hooks/_norms.py reduction_dtype",
-     "fixed: the sums and the norm are kept in at least float32"),
+     "fixed: each dot, the sum and the norm are kept in at least float32"),
     ("GradientClipping with a zero norm: rate = threshold/0 (inf, >= 1: no-op) or 0/0 = NaN "
      "when threshold is 0, which turns every gradient into NaN",
      "reference/optimizer_hooks/gradient_clipping.py GradientClipping.__call__",
@@ -42,6 +43,15 @@ QUIRKS = (
      "sqrt (overflows above 65504)",
      "reference/optimizer_hooks/gradient_lars.py",
      "fixed: the norms are kept in at least float32"),
+    ("The hooks' NumPy statements on the gradient round every operation to its dtype "
+     "(NumPy 1.x value-based casting: a scalar meeting an array takes the array's dtype "
+     "unless numpy.min_scalar_type needs wider, e.g. float32 for 1e5 with fp16): "
+     "WeightDecay g += rate * p and Lasso g += rate * sign(p) round the product before the "
+     "add; GradientLARS g += weight_decay * p likewise, then g *= rate converts the float64 "
+     "rate to the gradient's dtype; GradientClipping grad *= rate likewise. Same code at "
+     "optimizer and rule level (the fp32 master's gradient with a master at rule level)",
+     "reference/optimizer_hooks/_numpy_ops.py; weight_decay.py, lasso.py, gradient_lars.py, "
+     "gradient_clipping.py in reference/optimizer_hooks/", "same"),
     ("GradientNoise: noise_func receives the update rule as `opt`, so opt.t is the rule's t "
      "(before this step's increment)",
      "reference/optimizer_hooks/gradient_noise.py", "same"),
@@ -57,9 +67,12 @@ QUIRKS = (
      "scaling keeps the dynamic schedule",
      "reference/loss_scaling.py LossScaling", "same"),
     ("Adam checks eps against the intermediate dtype (float32 for fp16 params); RMSprop "
-     "checks it against the gradient's dtype (fp32 copy with a master)",
-     "reference/optimizers/adam.py AdamRule.check_update; "
-     "reference/optimizers/rmsprop.py RMSpropRule.check_update", "same"),
+     "checks it against the gradient's dtype (fp32 copy with a master). The check is part "
+     "of update_core: never raised on a step skipped by dynamic loss scaling, for a "
+     "disabled rule or without a gradient",
+     "reference/optimizers/adam.py AdamRule.check_update_core; "
+     "reference/optimizers/rmsprop.py RMSpropRule.check_update_core; "
+     "reference/optimizer.py GradientMethod._check_update", "same"),
     ("MSVAG: beta_power starts at the beta seen when the rule is built; rho is clamped to "
      "0.9999; NaN factors become 0 (CPU path)",
      "reference/optimizers/msvag.py", "same"),

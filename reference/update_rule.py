@@ -190,10 +190,25 @@ class UpdateRule:
         return numpy.dtype(numpy.float32) if self.uses_master_for(param) else param.dtype
 
     def check_update(self, param):
-        """Raises before anything changes if ``update(param)`` would fail (see subclasses)."""
+        """Raises before anything changes if ``update(param)`` would fail: the gradient's
+        shape (:meth:`check_gradient`) and, only when :meth:`update_core` will run (the
+        gradient is not None), what it would reject (:meth:`check_update_core`)."""
+        self.check_gradient(param)
+        if param.grad_value is not None:
+            self.check_update_core(param)
+
+    def check_gradient(self, param):
+        """Raises ValueError when the gradient's shape is not the parameter's (bad input,
+        rejected whether or not the rule runs)."""
         if param.grad_value is not None and numpy.shape(param.grad_value) != param.shape:
             raise ValueError("gradient of {} has shape {}, expected {}"
                              .format(param.describe(), numpy.shape(param.grad_value), param.shape))
+
+    def check_update_core(self, param):
+        """Raises what :meth:`update_core` would raise on ``param``: every hyperparameter
+        must be a real number (subclasses add their checks, e.g. eps too small). Chainer
+        checks these inside ``update_core``, so a rule that does not run (a step skipped by
+        dynamic loss scaling, a disabled rule, no gradient) never raises them."""
         for name, value in self.hyperparam.get_dict().items():
             if not isinstance(value, numbers.Real):
                 raise TypeError("hyperparameter {} of {} must be a real number, not {!r}"

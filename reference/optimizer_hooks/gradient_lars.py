@@ -1,6 +1,8 @@
 """GradientLARS: layer-wise adaptive rate scaling of the gradient."""
 
 from reference.optimizer_hooks._norms import l2_norm, reduction_dtype
+from reference.optimizer_hooks._numpy_ops import add_in_place, multiply_in_place, \
+    scalar_times
 
 
 class GradientLARS:
@@ -11,6 +13,12 @@ class GradientLARS:
         rate       = local_rate if ||p|| > threshold else 1
         g         <- g + weight_decay * p
         g         <- g * rate
+
+    ``local_rate`` is computed in float64 (NumPy 1.x: a Python float with a NumPy scalar
+    gives float64). The two gradient statements are Chainer's NumPy ones: ``weight_decay *
+    p`` is rounded to its dtype before ``g += ...``; ``g *= rate`` converts ``rate`` to the
+    gradient's dtype (unless too large for it) before multiplying; each result is stored in
+    the gradient's dtype (see :mod:`reference.optimizer_hooks._numpy_ops`).
     """
 
     name = "GradientLARS"
@@ -32,5 +40,6 @@ class GradientLARS:
         g_norm = l2_norm(ctx, param.grad_value, dtype)
         local_rate = ctx.divide(p_norm, ctx.scalar(self.eps) + g_norm + weight_decay * p_norm)
         rate = local_rate if p_norm > ctx.scalar(self.threshold) else ctx.scalar(1.0)
-        param.store_grad(param.grad_value + weight_decay * param.value)
-        param.store_grad(param.grad_value * rate)
+        decay, decay_dtype = scalar_times(ctx, weight_decay, param.value, param.dtype)
+        param.store_grad(add_in_place(ctx, param.grad_value, param.dtype, decay, decay_dtype))
+        param.store_grad(multiply_in_place(ctx, param.grad_value, param.dtype, rate))

@@ -1,5 +1,6 @@
 """WeightDecay: L2 regularisation added to the gradient."""
 
+from reference.optimizer_hooks._numpy_ops import add_in_place, scalar_times
 
 
 class WeightDecay:
@@ -7,6 +8,10 @@ class WeightDecay:
     gradient still carries a loss scale (Chainer: the hook runs on scaled gradients and is
     the only hook that compensates). In the ``fixed`` profile the gradient is already
     unscaled (``param._loss_scale`` is None) and ``rate' = rate``.
+
+    As Chainer's NumPy statement ``g += rate' * p``: ``rate' * p`` is rounded to its dtype
+    (the gradient's, unless ``rate'`` is too large for it) before the add, whose result is
+    stored in the gradient's dtype (see :mod:`reference.optimizer_hooks._numpy_ops`).
     """
 
     name = "WeightDecay"
@@ -23,6 +28,7 @@ class WeightDecay:
         rate = ctx.scalar(self.rate)
         if param._loss_scale is not None:
             rate = rate * ctx.scalar(param._loss_scale)
-        param.store_grad(param.grad_value + rate * param.value)
+        decay, decay_dtype = scalar_times(ctx, rate, param.value, param.dtype)
+        param.store_grad(add_in_place(ctx, param.grad_value, param.dtype, decay, decay_dtype))
 
 

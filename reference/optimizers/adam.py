@@ -62,8 +62,8 @@ class AdamRule(UpdateRule):
         if self.hyperparam.amsgrad:
             self.init_zeros("vhat", param)
 
-    def check_update(self, param):
-        super().check_update(param)
+    def check_update_core(self, param):
+        super().check_update_core(param)
         dtype = intermediate_dtype(self.working_dtype(param))
         eps = self.hyperparam.eps
         with numpy.errstate(under="ignore"):

@@ -20,7 +20,7 @@ class RMSpropRule(UpdateRule):
         p  <- p - lr * g / (sqrt(ms) + eps_g)      (eps_inside_sqrt: sqrt(ms + eps_g))
 
     Chainer raises ValueError when a non-zero eps becomes 0 in the gradient's dtype (the
-    fp32 copy when the master is used): checked in :meth:`check_update`.
+    fp32 copy when the master is used): checked in :meth:`check_update_core`.
     """
 
     def __init__(self, parent_hyperparam=None, lr=None, alpha=None, eps=None,
@@ -32,8 +32,8 @@ class RMSpropRule(UpdateRule):
     def init_state(self, param):
         self.init_zeros("ms", param)
 
-    def check_update(self, param):
-        super().check_update(param)
+    def check_update_core(self, param):
+        super().check_update_core(param)
         dtype = self.working_dtype(param)
         eps = self.hyperparam.eps
         with numpy.errstate(under="ignore"):

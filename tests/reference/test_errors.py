@@ -13,7 +13,7 @@ from reference import optimizer_hooks as hooks
 from reference import optimizers
 
 from .helpers import (
-    G1, G2, W0, array, assert_bitwise_equal, assert_states_bitwise_equal,
+    G1, G2, W0, array, assert_bitwise_equal, assert_states_bitwise_equal, quiet_step,
     single_param, state_copy, step,
 )
 
@@ -95,6 +95,76 @@ def test_rmsprop_with_fp32_master_checks_eps_in_float32():
     opt.use_fp32_update()
     step(opt, p, G1)
     assert p.update_rule.t == 1
+
+
+# Chainer checks eps inside update_core, so a rule that does not run never raises it.
+TOO_SMALL_FOR_FP16_UPDATES = [
+    (lambda profile: optimizers.RMSprop(eps=1e-8, profile=profile),
+     r"eps of RMSprop optimizer is too small for float16 \(1e-08\)"),
+    (lambda profile: optimizers.Adam(eps=1e-50, profile=profile),
+     r"eps of Adam optimizer is too small for float32 \(1e-50\)"),
+]
+
+
+@pytest.mark.parametrize("make, message", TOO_SMALL_FOR_FP16_UPDATES, ids=["RMSprop", "Adam"])
+def test_step_skipped_by_dynamic_scaling_does_not_check_eps(profile, make, message):
+    opt = make(profile)
+    p = single_param(opt, dtype=np.float16)
+    opt.loss_scaling(interval=1)
+    w0 = array(W0, np.float16)
+    quiet_step(opt, p, (0.5, np.inf, 2.0))        # skipped: no error
+    assert opt.t == 1
+    assert p.update_rule.t == 0
+    assert p.update_rule.state is None
+    assert_bitwise_equal(p.data, w0)
+    assert opt.loss_scale == 1.0                  # 1.0 * 0.5, clamped to 1
+    # The next (finite) step runs the rule, which rejects eps and changes nothing.
+    snapshot = Snapshot(opt, [p])
+    p.grad = array(G1, np.float16)
+    with pytest.raises(ValueError, match=message):
+        opt.update()
+    snapshot.assert_unchanged()
+    assert opt.loss_scaling_state.isnan_ever
+
+
+@pytest.mark.parametrize("make, message", TOO_SMALL_FOR_FP16_UPDATES, ids=["RMSprop", "Adam"])
+def test_eps_is_checked_on_an_unscaled_step_with_a_non_finite_gradient(make, message):
+    # Without dynamic scaling nothing is skipped: the rule runs, so eps is checked.
+    opt = make("chainer")
+    p = single_param(opt, dtype=np.float16)
+    snapshot = Snapshot(opt, [p])
+    p.grad = array((0.5, np.inf, 2.0), np.float16)
+    with pytest.raises(ValueError, match=message):
+        opt.update()
+    snapshot.assert_unchanged()
+
+
+def test_disabled_rule_with_too_small_eps_does_not_stop_the_others(profile):
+    opt = optimizers.RMSprop(lr=0.5, alpha=0.75, eps=1e-8, profile=profile)
+    frozen = reference.Parameter(array(W0, np.float16), name="frozen")
+    live = reference.Parameter(array(W0, np.float32), name="live")
+    opt.setup({"frozen": frozen, "live": live})
+    frozen.update_rule.enabled = False
+    frozen.grad = array(G1, np.float16)
+    live.grad = array((1.0, 1.0, 1.0), np.float32)
+    opt.update()
+    assert_bitwise_equal(frozen.data, array(W0, np.float16))
+    assert frozen.update_rule.t == 0
+    # ms = 0.25 * 1 * 1; w -= 0.5 * 1 / (sqrt(0.25) + eps32), eps32 = float32(1e-8),
+    # evaluated in float64 and stored once in float32
+    eps32 = float(np.float32(1e-8))
+    expected = (array(W0) - 0.5 / (0.5 + eps32)).astype(np.float32)
+    assert_bitwise_equal(live.data, expected)
+    assert live.update_rule.t == 1
+
+
+def test_rule_update_without_a_gradient_does_not_check_eps():
+    # Chainer's update_core returns before its eps check when the gradient is None.
+    opt = optimizers.RMSprop(eps=1e-8)
+    p = single_param(opt, dtype=np.float16)
+    p.update_rule.update(p)
+    assert p.update_rule.t == 1
+    assert_bitwise_equal(p.data, array(W0, np.float16))
 
 
 # ------------------------------------------------------- loss scaling

@@ -478,12 +478,14 @@ def fp16(value):
     return float(np.float16(value))
 
 
-def test_gradient_clipping_sums_fp16_squared_norms_in_fp16(profile):
+def test_gradient_clipping_sums_fp16_squared_norms_in_float64(profile):
     # chainer: each g.dot(g) of an fp16 gradient is an fp16 scalar (200^2 =
-    # 40000, finite) and Python's sum of two fp16 scalars stays fp16: 80000
-    # overflows to inf, the rate threshold / inf is 0 and both gradients are
-    # zeroed. fixed (docs/reference.md): the norm is kept in at least float32,
-    # so the gradients are clipped to norm 1: 200 / sqrt(80000) each.
+    # 40000, finite), but Python's sum starts from the int 0 and NumPy 1.x
+    # makes 0 + fp16 scalar a float64, so 80000 does not overflow (Chainer
+    # 7.8.1 with NumPy 1.26.4 gives 0.707 here). fixed: float32 sum, same
+    # value. norm = sqrt(80000); rate = 1 / norm is converted to fp16 by
+    # `grad *= rate`: fp16(0.0035355) = 0.0035362; 200 * 0.0035362 = 0.70724
+    # rounds to 0.70703 (fp16 spacing 2**-11 there).
     opt = optimizers.SGD(lr=0.5, profile=profile)
     a = reference.Parameter(np.array([1.0], F16), name="a")
     b = reference.Parameter(np.array([2.0], F16), name="b")
@@ -491,13 +493,41 @@ def test_gradient_clipping_sums_fp16_squared_norms_in_fp16(profile):
     opt.add_hook(hooks.GradientClipping(1.0))
     a.grad = np.array([200.0], F16)
     b.grad = np.array([-200.0], F16)
-    with np.errstate(over="ignore"):
-        opt.update()
-    clipped = 0.0 if profile == "chainer" else fp16(200.0 / math.sqrt(80000.0))
+    opt.update()
+    clipped = fp16(200.0 * fp16(1.0 / math.sqrt(80000.0)))
+    assert clipped == 0.70703125
     assert np.array_equal(a.grad, np.array([clipped], F16))
     assert np.array_equal(b.grad, np.array([-clipped], F16))
     assert np.array_equal(a.data, np.array([fp16(1.0 - 0.5 * clipped)], F16))
     assert np.array_equal(b.data, np.array([fp16(2.0 + 0.5 * clipped)], F16))
+
+
+def test_gradient_clipping_one_fp16_squared_norm_overflows(profile):
+    # chainer: a.grad.dot(a.grad) = 300^2 = 90000 > 65504 is inf in fp16, so
+    # the norm is inf, rate = 1 / inf = 0 and both gradients are zeroed (the
+    # parameters do not move). fixed: the dot is kept in float32, the
+    # gradients are clipped to norm 1: rate = 1 / sqrt(130000) = 0.0027735,
+    # fp16(rate) = 0.0027733; 300 * that = 0.83199 -> 0.83203 and
+    # -200 * that = -0.55466 -> -0.55469 (fp16 spacing 2**-11 and 2**-12).
+    opt = optimizers.SGD(lr=0.5, profile=profile)
+    a = reference.Parameter(np.array([1.0], F16), name="a")
+    b = reference.Parameter(np.array([2.0], F16), name="b")
+    opt.setup({"a": a, "b": b})
+    opt.add_hook(hooks.GradientClipping(1.0))
+    a.grad = np.array([300.0], F16)
+    b.grad = np.array([-200.0], F16)
+    with np.errstate(over="ignore"):
+        opt.update()
+    rate = fp16(1.0 / math.sqrt(130000.0))
+    if profile == "chainer":
+        expected_a, expected_b = 0.0, -0.0
+    else:
+        expected_a, expected_b = fp16(300.0 * rate), fp16(-200.0 * rate)
+        assert (expected_a, expected_b) == (0.83203125, -0.5546875)
+    assert np.array_equal(a.grad, np.array([expected_a], F16))
+    assert np.array_equal(b.grad, np.array([expected_b], F16))
+    assert np.array_equal(a.data, np.array([fp16(1.0 - 0.5 * expected_a)], F16))
+    assert np.array_equal(b.data, np.array([fp16(2.0 - 0.5 * expected_b)], F16))
 
 
 def test_gradient_lars_fp16_norm_overflows(profile):
@@ -520,3 +550,100 @@ def test_gradient_lars_fp16_norm_overflows(profile):
         assert 0.99 < grad < 1.0
     assert np.array_equal(p.grad, np.array([grad], F16))
     assert np.array_equal(p.data, np.array([fp16(1.0 - lr * grad)], F16))
+
+
+# ------------------------- fp16 hooks: each NumPy operation rounds (NumPy 1.x)
+#
+# Chainer's CPU hooks are NumPy statements on the fp16 gradient; every
+# temporary (`rate * p`, `rate * sign(p)`) is rounded to fp16 before the
+# in-place add, and a scalar meeting an fp16 array is first converted to fp16
+# unless it is too large for it (value-based casting: then float32). Every
+# expected value below was also checked against Chainer 7.8.1 with NumPy 1.26.4.
+
+def hooked_fp16_grad(profile, level, hook, values, grad):
+    """The gradient after `hook` ran on one fp16 parameter (SGD with lr 0, no
+    loss scaling, so the rule leaves the gradient as the hook made it)."""
+    opt = optimizers.SGD(lr=0.0, profile=profile)
+    p = single_param(opt, values=values, dtype=F16)
+    target = opt if level == "optimizer" else p.update_rule
+    target.add_hook(hook)
+    step(opt, p, grad)
+    assert np.array_equal(p.data, np.array(values, F16))
+    return p.grad
+
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+def test_fp16_weight_decay_rounds_rate_times_p_before_the_add(profile, level):
+    # fp16(0.1) = 0.0999755859375; times 7 = 0.6998291015625, rounded to fp16
+    # (spacing 2**-11): 0.69970703125. 1 + that = 1.69970703125 is a tie
+    # between 1.69921875 and 1.7001953125 (spacing 2**-10): even -> 1.69921875.
+    # Rounding only the sum, 1 + 0.1 * 7 = 1.7, would give 1.7001953125.
+    grad = hooked_fp16_grad(profile, level, hooks.WeightDecay(0.1), (7.0,), (1.0,))
+    assert grad.tolist() == [1.69921875]
+
+
+def test_fp16_weight_decay_with_the_loss_scale_rounds_the_scaled_rate():
+    # chainer: rate' = 0.05 * 2 = 0.1 on the scaled gradient 1, as above:
+    # 1.69921875; the rule then unscales it in place: 0.849609375 (exact).
+    opt = optimizers.SGD(lr=0.0)
+    p = single_param(opt, values=(7.0,), dtype=F16)
+    opt.loss_scaling(scale=2.0)
+    opt.add_hook(hooks.WeightDecay(0.05))
+    step(opt, p, (1.0,))
+    assert p.grad.tolist() == [0.849609375]
+
+
+def test_fp16_weight_decay_with_a_rate_too_large_for_fp16_computes_in_float32(profile):
+    # NumPy 1.x: 1e5 does not fit fp16 (min_scalar_type is float32), so
+    # 1e5 * p is a float32 product, 1e5 * 2**-14 = 6.103515625 exactly; the
+    # float32 sum 0 + 6.103515625 is cast into the fp16 gradient: a tie
+    # between 6.1015625 and 6.10546875 (spacing 2**-8), even -> 6.1015625.
+    # (Converting 1e5 to fp16 would make it inf.)
+    opt = optimizers.SGD(lr=0.0, profile=profile)
+    p = single_param(opt, values=(2.0 ** -14,), dtype=F16)
+    opt.add_hook(hooks.WeightDecay(1e5))
+    p.grad = np.array([0.0], F16)
+    opt.call_hooks("pre")
+    assert p.grad.tolist() == [6.1015625]
+
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+def test_fp16_lasso_rounds_the_rate_to_fp16(profile, level):
+    # rate * sign(2) = fp16(0.1) = 0.0999755859375; -0.125 + that =
+    # -0.0250244140625, exact in fp16 (1640 * 2**-16). Rounding only the sum,
+    # -0.125 + 0.1 = -0.025, would give -0.024993896484375 (1638 * 2**-16).
+    grad = hooked_fp16_grad(profile, level, hooks.Lasso(0.1), (2.0,), (-0.125,))
+    assert grad.tolist() == [-0.0250244140625]
+
+
+@pytest.mark.parametrize("level", ["optimizer", "rule"])
+@pytest.mark.parametrize("grad, expected", [
+    # ||p|| = 5, ||g|| = 2: rate = 5 / (0 + 2 + 0.1 * 5) = 2 exactly.
+    # g += fp16(0.1) * p: 3 * 0.0999755859375 = 0.2999267578125 is a tie in
+    # fp16 (spacing 2**-12) -> 0.2998046875 (sum-only rounding: 0.300048828125);
+    # 4 * 0.0999755859375 = 0.39990234375 exact, 2 + that -> 2.400390625.
+    # g *= 2: (0.599609375, 4.80078125) (sum-only: 0.60009765625 first).
+    ((0.0, 2.0), (0.599609375, 4.80078125)),
+    # ||g|| = fp16(sqrt(2)) = 1.4140625: rate = 5 / 1.9140625 = 2.61224...,
+    # converted to fp16 by `g *= rate`: 2.611328125. g = 1 + 0.2998046875 =
+    # 1.2998046875 and 1 + 0.39990234375 -> 1.400390625 (a tie, even); times
+    # 2.611328125: 3.3942... -> 3.39453125 and 3.6568... -> 3.65625 (spacing
+    # 2**-9). With the exact rate the second would be 3.658203125.
+    ((1.0, 1.0), (3.39453125, 3.65625)),
+])
+def test_fp16_gradient_lars_rounds_each_statement(profile, level, grad, expected):
+    hook = hooks.GradientLARS(threshold=0.01, weight_decay=0.1, eps=0.0)
+    result = hooked_fp16_grad(profile, level, hook, (3.0, 4.0), grad)
+    assert result.tolist() == list(expected)
+
+
+def test_fp16_gradient_clipping_converts_the_rate_to_fp16(profile):
+    # ||(3, 4)|| = 5, rate = 1 / 5 = 0.2, converted to fp16 by `grad *= rate`:
+    # 0.199951171875. 3 * that = 0.599853515625 is a tie (spacing 2**-11) ->
+    # 0.599609375 (with the exact rate: 0.60009765625); 4 * that =
+    # 0.7998046875 exactly.
+    opt = optimizers.SGD(lr=0.0, profile=profile)
+    p = single_param(opt, values=(1.0, 1.0), dtype=F16)
+    opt.add_hook(hooks.GradientClipping(1.0))
+    step(opt, p, (3.0, 4.0))
+    assert p.grad.tolist() == [0.599609375, 0.7998046875]

@@ -1,0 +1,50 @@
+"""The hooks' array statements as NumPy 1.x (Chainer 7.8.1's CPU path) evaluates them.
+
+Chainer writes its hooks as NumPy statements on the gradient array (``g += rate * p``,
+``g *= rate``). Each NumPy operation rounds its result to its own dtype, and an in-place
+statement casts the result back into the gradient's dtype, so every temporary is modelled
+with ``round_to`` here.
+
+The dtype of an operation between an array and a scalar (a Python float, a NumPy scalar or
+a 0-d array) follows NumPy 1.x's value-based casting: the scalar is converted to the
+array's dtype unless its value needs a wider one (``numpy.min_scalar_type``: float16 holds
+``|x| < 65000``, float32 ``|x| < 3.4e38``), e.g. ``1e6 * p`` is float32 for an fp16 ``p``.
+"""
+
+import numpy
+
+__all__ = ["scalar_operation_dtype", "scalar_times", "add_in_place", "multiply_in_place"]
+
+
+def scalar_operation_dtype(ctx, scalar, dtype):
+    """The dtype of ``scalar (op) array`` for an array of ``dtype`` (value-based casting)."""
+    scalar_dtype = numpy.min_scalar_type(ctx.to_python_float(scalar))
+    return numpy.result_type(numpy.dtype(dtype), scalar_dtype)
+
+
+def scalar_times(ctx, scalar, values, dtype):
+    """``scalar * array`` for an array of ``dtype``: the scalar converted to the operation's
+    dtype, the product rounded to it. Returns ``(product, operation dtype)``."""
+    operation_dtype = scalar_operation_dtype(ctx, scalar, dtype)
+    factor = _round_scalar(ctx, scalar, operation_dtype)
+    return ctx.round_to(factor * values, operation_dtype), operation_dtype
+
+
+def add_in_place(ctx, values, dtype, addend, addend_dtype):
+    """``array += addend`` for an array of ``dtype`` and an array ``addend`` of
+    ``addend_dtype``: the sum rounded to the promoted dtype, then cast back to ``dtype``."""
+    operation_dtype = numpy.promote_types(dtype, addend_dtype)
+    return ctx.round_to(ctx.round_to(values + addend, operation_dtype), dtype)
+
+
+def multiply_in_place(ctx, values, dtype, scalar):
+    """``array *= scalar`` for an array of ``dtype``: the scalar converted to the operation's
+    dtype, the product rounded to it, then cast back to ``dtype``."""
+    operation_dtype = scalar_operation_dtype(ctx, scalar, dtype)
+    factor = _round_scalar(ctx, scalar, operation_dtype)
+    return ctx.round_to(ctx.round_to(values * factor, operation_dtype), dtype)
+
+
+def _round_scalar(ctx, scalar, dtype):
+    rounded = ctx.round_to(scalar, dtype)
+    return rounded[()] if isinstance(rounded, numpy.ndarray) else rounded
