@@ -34,7 +34,7 @@ QUIRKS = (
      "every gradient is zeroed",
      "reference/optimizer_hooks/gradient_clipping.py squared_norm; "
      "reference/optimizer_hooks/_norms.py reduction_dtype",
-     "fixed: each dot, the sum and the norm are kept in at least float32"),
+     "fixed: each dot, the sum and the norm are float64"),
     ("GradientClipping with a zero norm: rate = threshold/0 (inf, >= 1: no-op) or 0/0 = NaN "
      "when threshold is 0, which turns every gradient into NaN",
      "reference/optimizer_hooks/gradient_clipping.py GradientClipping.__call__",
@@ -42,7 +42,7 @@ QUIRKS = (
     ("GradientLARS: numpy.linalg.norm of fp16 arrays is computed as an fp16 dot and an fp16 "
      "sqrt (overflows above 65504)",
      "reference/optimizer_hooks/gradient_lars.py",
-     "fixed: the norms are kept in at least float32"),
+     "fixed: the norms are float64"),
     ("The hooks' NumPy statements on the gradient round every operation to its dtype "
      "(NumPy 1.x value-based casting: a scalar meeting an array takes the array's dtype "
      "unless numpy.min_scalar_type needs wider, e.g. float32 for 1e5 with fp16): "

@@ -7,10 +7,10 @@ from reference import profiles
 
 def reduction_dtype(dtype, profile):
     """The dtype a norm is kept in: the array's own dtype in the ``chainer`` profile (NumPy's
-    behaviour, so an fp16 sum of squares above 65504 overflows to inf); at least float32 in
-    the ``fixed`` profile."""
+    behaviour, so an fp16 sum of squares above 65504 overflows to inf); float64 in the
+    ``fixed`` profile, so no gradient's norm can overflow."""
     if profile == profiles.FIXED:
-        return numpy.promote_types(dtype, numpy.float32)
+        return numpy.dtype(numpy.float64)
     return numpy.dtype(dtype)
 
 

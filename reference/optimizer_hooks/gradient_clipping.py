@@ -13,8 +13,8 @@ def squared_norm(ctx, params, profile):
     Each dot is a scalar of its gradient's dtype (an fp16 dot above 65504 is inf). Python's
     ``sum`` adds them in order, starting from the int 0; NumPy 1.x's scalar arithmetic makes
     ``0 + dot`` a float64 whatever the dot's dtype, so in the ``chainer`` profile every
-    partial sum is rounded to float64. In the ``fixed`` profile every dot is kept in at
-    least float32 and each partial sum is rounded to the promoted dtype of the dots.
+    partial sum is rounded to float64. In the ``fixed`` profile every dot and partial sum
+    is float64.
     Returns ``(sum, dtype)``, or ``(None, None)`` when no parameter has a gradient.
     """
     total, total_dtype = None, None
@@ -38,7 +38,7 @@ class GradientClipping:
     ``||g||`` is the L2 norm over all gradients, ``sqrt`` rounded to the sum's dtype (float64
     in the ``chainer`` profile; Chainer quirk: one parameter's fp16 ``g.dot(g)`` above 65504
     is inf, so ``rate = 0`` and every gradient is zeroed; the ``fixed`` profile keeps each
-    dot, the sum and the norm in at least float32). A zero
+    dot, the sum and the norm in float64). A zero
     norm gives ``rate = threshold / 0``: inf (no-op) or, for ``threshold == 0``, NaN, which
     turns the gradients into NaN; the ``fixed`` profile leaves gradients unchanged when the
     norm is zero.
