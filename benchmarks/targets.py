@@ -1,0 +1,85 @@
+"""The performance targets of issue #5, as data, and their evaluation on one run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .derive import Comparison
+
+
+@dataclass(frozen=True)
+class Target:
+    device: str
+    text: str
+    metric: str  # speedup:<peer>, copy_fraction, loss_scaling_overhead, memory, host_sync
+    threshold: float
+    at_least: bool  # the measured value must be >= threshold (else <= threshold)
+    optimizer: str = ""
+    mode: str = ""
+    param_set: str = ""
+
+
+TARGETS = (
+    Target("cpu", "AdamW fp32, flat 16M: fast >= 1.0x torch fused AdamW",
+           "speedup:torch-fused", 1.0, True, "AdamW", "fp32", "flat-16M"),
+    Target("cpu", "AdamW fp32, ResNet-50 shapes: fast >= 1.0x torch fused AdamW",
+           "speedup:torch-fused", 1.0, True, "AdamW", "fp32", "resnet50"),
+    Target("cpu", "AdamW fp32, ResNet-50 shapes: fast >= 10x the per-array NumPy baseline",
+           "speedup:per-array", 10.0, True, "AdamW", "fp32", "resnet50"),
+    Target("gpu", "Adam fp16+master, flat 100M: >= 85% of measured copy bandwidth",
+           "copy_fraction", 0.85, True, "Adam", "fp16+master", "flat-100M"),
+    Target("gpu", "AdamW fp32, ResNet-50 shapes: fast >= 5x per-array kernel launches",
+           "speedup:per-array", 5.0, True, "AdamW", "fp32", "resnet50"),
+    Target("gpu", "AdamW fp32, flat 16M: fast >= 1.0x torch fused AdamW",
+           "speedup:torch-fused", 1.0, True, "AdamW", "fp32", "flat-16M"),
+    Target("gpu", "AdamW fp32, ResNet-50 shapes: fast >= 1.0x torch fused AdamW",
+           "speedup:torch-fused", 1.0, True, "AdamW", "fp32", "resnet50"),
+    Target("gpu", "AdamW fp16+master, ResNet-50 shapes: dynamic loss scaling <= 5% overhead",
+           "loss_scaling_overhead", 0.05, False, "AdamW", "fp16+master", "resnet50"),
+    Target("gpu", "every fast step measured: peak extra memory <= 1% of parameter + state",
+           "memory", 0.01, False),
+    Target("gpu", "no host synchronisation: steps issued behind a busy GPU in < 0.5x its busy time",
+           "host_sync", 0.5, False),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    target: Target
+    measured: float | None
+
+    @property
+    def status(self) -> str:
+        if self.measured is None:
+            return "not measured"
+        met = (self.measured >= self.target.threshold if self.target.at_least
+               else self.measured <= self.target.threshold)
+        return "met" if met else "MISSED"
+
+
+def _measure(target: Target, comparisons: list[Comparison], measurements: list[dict]):
+    if target.metric == "memory":
+        fractions = [m["extra_fraction"] for m in measurements
+                     if m["kind"] == "memory" and m["impl"] == "fast"]
+        return max(fractions) if fractions else None
+    if target.metric == "host_sync":
+        ratios = [m["issue_s"] / m["spin_s"] if m["device_busy_after_issue"] else float("inf")
+                  for m in measurements if m["kind"] == "host-sync"]
+        return max(ratios) if ratios else None
+    for comparison in comparisons:
+        fast = comparison.fast
+        if (fast.optimizer, fast.mode, fast.param_set) != (
+                target.optimizer, target.mode, target.param_set):
+            continue
+        if target.metric == "copy_fraction":
+            return fast.copy_fraction
+        if target.metric == "loss_scaling_overhead":
+            return comparison.loss_scaling_overhead
+        return comparison.speedup.get(target.metric.split(":", 1)[1])
+    return None
+
+
+def evaluate(device: str, comparisons: list[Comparison],
+             measurements: list[dict]) -> list[Outcome]:
+    return [Outcome(target, _measure(target, comparisons, measurements))
+            for target in TARGETS if target.device == device]

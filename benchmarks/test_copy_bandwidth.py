@@ -1,0 +1,44 @@
+"""The copy bandwidth of the device, measured in the same run as the optimizer steps."""
+
+import pytest
+
+from .bandwidth import ThreadedCopy, copy_arrays
+
+COPY_ROUNDS = 10
+
+
+def _record(benchmark, source, variant: str, threads: int) -> None:
+    benchmark.group = "copy bandwidth"
+    benchmark.extra_info.update(kind="copy", variant=variant, threads=threads,
+                                bytes_moved=2 * source.nbytes)
+
+
+@pytest.mark.parametrize("threads", ["one", "all"])
+def test_cpu_copy(benchmark, device, threads):
+    if device.is_gpu:
+        pytest.skip("CPU copy bandwidth is measured in CPU runs")
+    n_threads = 1 if threads == "one" else device.threads
+    source, destination = copy_arrays(device)
+    copy = ThreadedCopy(source, destination, n_threads)
+    _record(benchmark, source, f"numpy, {n_threads} thread(s)", n_threads)
+    benchmark.extra_info["device"] = device.kind
+    try:
+        benchmark.pedantic(copy, rounds=COPY_ROUNDS, iterations=1, warmup_rounds=1)
+    finally:
+        copy.close()
+    assert (destination[:: 1 << 20] == 1).all()
+
+
+def test_gpu_copy(benchmark, device):
+    if not device.is_gpu:
+        pytest.skip("GPU copy bandwidth is measured in GPU runs (--device gpu)")
+    source, destination = copy_arrays(device)
+
+    def copy() -> None:
+        destination.data.copy_from_device(source.data, source.nbytes)
+        device.synchronize()
+
+    _record(benchmark, source, "cupy device-to-device", 0)
+    benchmark.extra_info["device"] = device.kind
+    benchmark.pedantic(copy, rounds=COPY_ROUNDS, iterations=1, warmup_rounds=1)
+    assert bool((destination[:: 1 << 20] == 1).all())
