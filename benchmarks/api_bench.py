@@ -45,7 +45,6 @@ def bench_api_case(benchmark, impl_name: str, case: Case, device: Device, requir
     host = host_arrays(param_set)
     opt, params = api_optimizer(impl, case.optimizer, case.mode, host, device,
                                 loss_scaling=loss_scaling)
-    del host
     before = sample(params[0].data, device)
     benchmark.group = group_name(case)
     info = describe_work(impl_name, case.optimizer, case.mode, param_set,

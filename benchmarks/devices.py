@@ -38,9 +38,9 @@ class Device:
         if self.is_gpu:
             self.xp.cuda.get_current_stream().synchronize()
 
-    def from_numpy(self, array: np.ndarray):
-        """A device copy of a host array."""
-        return self.xp.asarray(array) if self.is_gpu else np.array(array, copy=True)
+    def to_device(self, array: np.ndarray):
+        """The host array on the device: a GPU copy, or the array itself on the CPU."""
+        return self.xp.asarray(array) if self.is_gpu else array
 
 
 def gpu_available() -> bool:

@@ -4,7 +4,7 @@ import pytest
 
 from .bandwidth import ThreadedCopy, copy_arrays
 
-COPY_ROUNDS = 10
+COPY_ROUNDS = 20
 
 
 def _record(benchmark, source, variant: str, threads: int) -> None:

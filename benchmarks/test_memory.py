@@ -31,7 +31,6 @@ def test_fast_step_memory(case, loss_scaling, device, require_memory, record_mea
     host = host_arrays(PARAM_SETS[case.param_set])
     opt, params = api_optimizer(fast, case.optimizer, case.mode, host, device,
                                 loss_scaling=loss_scaling)
-    del host
     opt.update()  # allocates the state; later steps must not allocate much more
     held = parameter_and_state_bytes(params)
     extra = peak_extra_bytes(opt.update, device)
@@ -45,7 +44,6 @@ def test_per_array_step_memory(case, device, require_memory, record_measurement)
     params = device_arrays(host.params, dtype, device)
     opt = PerArrayOptimizer(case.optimizer, case.mode, params,
                             device_arrays(host.grads, dtype, device), device.xp)
-    del host
     opt.step()
     held = sum(p.nbytes for p in params) + sum(
         a.nbytes for state in opt.states for a in state.values())

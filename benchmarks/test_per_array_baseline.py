@@ -19,7 +19,6 @@ def test_per_array_step(benchmark, case, device, require_memory):
     dtype = STORAGE_DTYPE[case.mode]
     params = device_arrays(host.params, dtype, device)
     grads = device_arrays(host.grads, dtype, device)
-    del host
     opt = PerArrayOptimizer(case.optimizer, case.mode, params, grads, device.xp)
     benchmark.group = group_name(case)
     info = describe_work("per-array", case.optimizer, case.mode, param_set,

@@ -16,7 +16,6 @@ def test_torch_step(benchmark, case, device, require_memory):
     require_memory(footprint_bytes(case), case.id)
     host = host_arrays(param_set)
     opt = torch_optimizer(case.optimizer, case.variant, case.mode, host, device)
-    del host
     benchmark.group = group_name(case)
     info = describe_work("torch", case.optimizer, case.mode, param_set,
                          bytes_per_param(case.optimizer, case.mode), variant=case.variant,
