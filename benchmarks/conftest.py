@@ -46,13 +46,15 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--threads must be at least 1, got {threads}")
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     config.stash[MEASUREMENTS] = []
+    config.addinivalue_line(
+        "markers", "plan(name): parametrize `case` with plan.CASES[name] for --device")
 
 
 def pytest_generate_tests(metafunc):
-    """Parametrize `case` from the module's IMPL and the plan for the chosen device."""
-    impl = getattr(metafunc.module, "IMPL", None)
-    if impl is not None and "case" in metafunc.fixturenames:
-        cases = plan.CASES[impl](metafunc.config.getoption("--device"))
+    """Parametrize `case` from the test's `plan` marker and the chosen device."""
+    marker = metafunc.definition.get_closest_marker("plan")
+    if marker is not None and "case" in metafunc.fixturenames:
+        cases = plan.CASES[marker.args[0]](metafunc.config.getoption("--device"))
         metafunc.parametrize("case", cases, ids=[case.id for case in cases])
 
 

@@ -13,9 +13,6 @@ from .plan import PARAM_SETS
 from .workloads import (STORAGE_DTYPE, api_optimizer, device_arrays, host_arrays,
                         parameter_and_state_bytes)
 
-IMPL = "memory"
-
-
 def _record(record_measurement, impl, case, held_bytes, extra, **more):
     largest = max(value for value in extra.values() if value is not None)
     record_measurement(kind="memory", impl=impl, optimizer=case.optimizer, mode=case.mode,
@@ -24,6 +21,7 @@ def _record(record_measurement, impl, case, held_bytes, extra, **more):
                        **extra, **more)
 
 
+@pytest.mark.plan("fast-memory")
 @pytest.mark.parametrize("loss_scaling", [False, True], ids=["plain", "loss-scaling"])
 def test_fast_step_memory(case, loss_scaling, device, require_memory, record_measurement):
     fast = import_impl("fast")
@@ -37,6 +35,7 @@ def test_fast_step_memory(case, loss_scaling, device, require_memory, record_mea
     _record(record_measurement, "fast", case, held, extra, loss_scaling=loss_scaling)
 
 
+@pytest.mark.plan("per-array-memory")
 def test_per_array_step_memory(case, device, require_memory, record_measurement):
     require_memory(2 * footprint_bytes(case), case.id)
     host = host_arrays(PARAM_SETS[case.param_set])

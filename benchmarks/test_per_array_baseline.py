@@ -1,5 +1,7 @@
 """The per-array baseline (Chainer's way: one NumPy pass or one kernel per array)."""
 
+import pytest
+
 import numpy as np
 
 from .api_bench import STEP_BUDGET_S, footprint_bytes, group_name
@@ -9,9 +11,8 @@ from .plan import PARAM_SETS
 from .timing import bench_steps, describe_work
 from .workloads import STORAGE_DTYPE, device_arrays, host_arrays
 
-IMPL = "per-array"
 
-
+@pytest.mark.plan("per-array")
 def test_per_array_step(benchmark, case, device, require_memory):
     param_set = PARAM_SETS[case.param_set]
     require_memory(2 * footprint_bytes(case), case.id)  # its temporaries are full size

@@ -4,9 +4,8 @@ import pytest
 
 from .api_bench import bench_api_case
 
-IMPL = "reference"
 
-
+@pytest.mark.plan("reference")
 def test_reference_step(benchmark, case, device, require_memory):
     if device.is_gpu:
         pytest.skip("the reference runs on the CPU only")

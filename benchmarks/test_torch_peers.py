@@ -1,5 +1,7 @@
 """torch.optim peers (foreach and fused) on the same device, dtype and shapes as `fast`."""
 
+import pytest
+
 from .api_bench import STEP_BUDGET_S, footprint_bytes, group_name
 from .bytes_per_param import bytes_per_param
 from .plan import PARAM_SETS
@@ -7,9 +9,8 @@ from .timing import bench_steps, describe_work
 from .torch_peers import import_torch, torch_optimizer
 from .workloads import host_arrays
 
-IMPL = "torch"
 
-
+@pytest.mark.plan("torch")
 def test_torch_step(benchmark, case, device, require_memory):
     torch = import_torch(device)
     param_set = PARAM_SETS[case.param_set]
