@@ -21,6 +21,7 @@ from .machine import describe, machine_slug, memory_available_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MEASUREMENTS = pytest.StashKey[list]()
+DESELECTED = pytest.StashKey[int]()
 # Refuse a case whose arrays would take more than this share of the available memory.
 MEMORY_SHARE = 0.6
 
@@ -46,6 +47,7 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--threads must be at least 1, got {threads}")
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     config.stash[MEASUREMENTS] = []
+    config.stash[DESELECTED] = 0
     config.addinivalue_line(
         "markers", "plan(name): parametrize `case` with plan.CASES[name] for --device")
 
@@ -93,6 +95,12 @@ def record_measurement(pytestconfig, request):
     return record
 
 
+def pytest_deselected(items):
+    if items:
+        config = items[0].config
+        config.stash[DESELECTED] = config.stash.get(DESELECTED, 0) + len(items)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Write reports/benchmarks/<machine>.json and .md from this session's results."""
     config = session.config
@@ -105,6 +113,8 @@ def pytest_sessionfinish(session, exitstatus):
     device_kind = config.getoption("--device")
     threads = config.getoption("--threads") or cpu_core_count()
     machine = describe(make_device(device_kind, threads), REPO_ROOT)
+    machine["tests_run"] = session.testscollected - config.stash[DESELECTED]
+    machine["tests_deselected"] = config.stash[DESELECTED]
     name = config.getoption("--bench-machine") or machine_slug(machine)
     write_report(Path(target), name, config, benchmark_session, machine,
                  config.stash[MEASUREMENTS])

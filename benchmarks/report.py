@@ -90,7 +90,9 @@ def _header(name: str, machine: dict, copy: dict, best_copy) -> list[str]:
         else "- Memory: unknown",
         f"- Versions: {versions}",
         f"- Date: {machine['date_utc']}; commit {machine['commit']}; {machine['platform']}",
-        "- Command: `make bench` (`pytest -q benchmarks`)", "",
+        "- Command: `make bench` (`pytest -q benchmarks`)"
+        + (f"; PARTIAL RUN: {machine['tests_deselected']} tests deselected"
+           if machine.get("tests_deselected") else ""), "",
         "Step time is the fastest of the timed rounds (one step per round on the CPU; on "
         "the GPU enough steps per round to last 20 ms, then a synchronisation). GB/s counts "
         "the bytes of DESIGN.md's table (benchmarks/bytes_per_param.py) and is set against "
