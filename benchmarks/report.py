@@ -151,6 +151,20 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
                   "The fraction uses the largest of them.", ""]
         lines += _table(["impl", "optimizer", "mode", "params", "loss scaling",
                          "param + state MiB", "extra MiB", "fraction"], memory)
+    interleaved = [m for m in measurements if m["kind"] == "interleaved"]
+    if interleaved:
+        lines += ["## Interleaved timing (the targets' speed-ups)", "",
+                  "fast, torch fused and the per-array baseline step in turn for "
+                  f"{interleaved[0]['rounds']} rounds; best and median step per implementation.",
+                  ""]
+        lines += _table(
+            ["optimizer", "mode", "params", "fast ms", "torch fused ms", "per-array ms",
+             "x torch fused", "x per-array"],
+            [[m["optimizer"], m["mode"], m["param_set"]]
+             + [f"{1e3 * m['best_s'][k]:.1f} (median {1e3 * m['median_s'][k]:.1f})"
+                for k in ("fast", "torch-fused", "per-array")]
+             + [_x(m["speedup"].get(k)) for k in ("torch-fused", "per-array")]
+             for m in interleaved])
     syncs = [m for m in measurements if m["kind"] == "host-sync"]
     if syncs:
         lines += ["## Host synchronisation (GPU)", ""]
