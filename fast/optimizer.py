@@ -126,6 +126,8 @@ class GradientMethod(object):
         self._use_fp32_update = flag
         for _, p in self._named:
             p.update_rule.use_fp32_update(flag)
+        if self._engine is not None:
+            self._engine.sync_hyperparameters()
 
     # --- hooks ---
     def add_hook(self, hook, name=None, timing="auto"):

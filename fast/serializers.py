@@ -149,6 +149,7 @@ def _check_extras(rule, s, fixed):
 def serialize_optimizer(opt, s):
     """Chainer's Optimizer.serialize, plus the fixed profile's extra keys."""
     opt._check_set_up()
+    opt._engine.sync_hyperparameters()
     fixed = opt.profile == "fixed"
     loading = isinstance(s, Deserializer)
     check_only = loading and s.check_only

@@ -25,11 +25,23 @@ FAST_FN float fast_sqrt(float x) { return sqrtf(x); }
 FAST_FN double fast_sqrt(double x) { return sqrt(x); }
 #else
 #include <cmath>
-#define FAST_FN static inline
-#define FAST_MEMBER static inline
+#include <immintrin.h>
+#define FAST_FN static inline __attribute__((always_inline))
+#define FAST_MEMBER static inline __attribute__((always_inline))
+// _Float16 is the storage type; conversions go through F16C (round to
+// nearest even), which g++ 12 would otherwise route through libgcc calls.
 typedef _Float16 fast_half;
-FAST_FN float fast_load(fast_half x) { return (float)x; }
-FAST_FN fast_half fast_store_half(float x) { return (fast_half)x; }
+FAST_FN float fast_load(fast_half x) {
+    unsigned short bits;
+    __builtin_memcpy(&bits, &x, 2);
+    return _cvtsh_ss(bits);
+}
+FAST_FN fast_half fast_store_half(float x) {
+    unsigned short bits = _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT);
+    fast_half h;
+    __builtin_memcpy(&h, &bits, 2);
+    return h;
+}
 FAST_FN float fast_sqrt(float x) { return std::sqrt(x); }
 FAST_FN double fast_sqrt(double x) { return std::sqrt(x); }
 #endif
