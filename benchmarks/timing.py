@@ -2,8 +2,8 @@
 
 One benchmark round is `steps_per_round` steps followed by a device synchronisation, so
 GPU rounds measure completed work and are long enough to dwarf the launch of the first
-step. On the CPU a round is one step. The number of rounds is chosen from the untimed
-first step to fit a time budget, within [min_rounds, max_rounds].
+step. On the CPU a round is one step. The number of rounds is chosen from an untimed
+calibration step to fit a time budget, within [min_rounds, max_rounds].
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
     `info` names what ran (impl, variant, optimizer, mode, param_set, ...); it is stored in
     the benchmark's extra_info, from which the report derives params/s, GB/s and ratios.
     """
-    # The first step (state allocation, any compilation) also calibrates the rounds; it
-    # overestimates a step, which errs towards fewer rounds.
-    seconds = time_once(step, device)
+    first_s = time_once(step, device)  # state allocation and any compilation
+    # The first step is the calibration only when it alone exceeds the budget (then
+    # min_rounds follow anyway); otherwise it may be mostly set-up cost.
+    seconds = first_s if first_s > budget_s else time_once(step, device)
     steps_per_round = 1
     if device.is_gpu:
         steps_per_round = max(1, math.ceil(GPU_MIN_ROUND_S / max(seconds, 1e-9)))
