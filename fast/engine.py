@@ -61,6 +61,18 @@ def _chunk_table(sizes):
     return as64(tensor), as64(begin), as64(end)
 
 
+def staggered_empty(n, dtype, slot):
+    """An uninitialised 1-D array whose address sits at its own offset within
+    a 4 KiB page (slot * 576 bytes), so that the streams of one kernel pass do
+    not all share the same low address bits (4K aliasing between the loads and
+    stores of different buffers measured up to 3x slower)."""
+    dtype = numpy.dtype(dtype)
+    raw = numpy.empty(n * dtype.itemsize + 8192, dtype=numpy.uint8)
+    want = (slot * 576) % 4096
+    shift = (want - raw.ctypes.data) % 4096
+    return raw[shift:shift + n * dtype.itemsize].view(dtype)
+
+
 class Group(object):
     """Parameters of one device, dtype mode, kernel and state layout."""
 
@@ -78,10 +90,10 @@ class Group(object):
         if entries:
             self.offsets[1:] = numpy.cumsum(self.sizes)[:-1]
         total = int(sum(self.sizes))
-        self.param = numpy.empty(total, dtype=dtype)
-        self.master = numpy.empty(total, dtype=F32) if has_master(mode) else None
+        self.param = staggered_empty(total, dtype, 0)
+        self.master = staggered_empty(total, F32, 1) if has_master(mode) else None
         self.state_dtype = F32 if self.master is not None else dtype
-        self.state = [numpy.empty(total, dtype=self.state_dtype) for _ in self.state_names]
+        self.state = [staggered_empty(total, self.state_dtype, 2 + k) for k in range(len(self.state_names))]
         n = len(entries)
         self.t = numpy.zeros(n, dtype=numpy.int64)
         self.enabled = numpy.ones(n, dtype=numpy.uint8)
@@ -222,6 +234,13 @@ class Engine(object):
         for g in self.groups:
             g.refresh_hparams()
         self.seen_generation = hyperparameter.generation()
+
+    def prepare_masters(self):
+        """Create missing fp32 masters now (the fixed profile's hooks read them)."""
+        for g in self.groups:
+            if g.master is not None:
+                for i in numpy.flatnonzero(g.master_ready == 0):
+                    g.prepare_master(i)
 
     # --- gradients ---
     def collect_grads(self):

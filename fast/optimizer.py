@@ -198,6 +198,8 @@ class GradientMethod(object):
             self._check_rules()
         pre = self._hookable.get("pre")
         scale = self._loss.scale
+        if self._profile == "fixed" and pre:
+            engine.prepare_masters()
         if all(hasattr(h, "plan") for h in pre):
             ctx = PlanContext(self, engine, scale)
             for hook in pre:

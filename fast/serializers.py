@@ -146,6 +146,15 @@ def _check_extras(rule, s, fixed):
             s.problems.append("key {!r} must be a scalar".format(key))
 
 
+def serialize_rule(rule, s):
+    """A single rule through Chainer's serializer protocol (after setup)."""
+    if rule._group is None:
+        raise RuntimeError("the rule is not set up: call opt.setup(...) first")
+    if isinstance(s, Deserializer) and not hasattr(s, "check_only"):
+        raise TypeError("fast rules load through fast.serializers.NpzDeserializer")
+    _rule_serialize(rule, rule._group, rule._index, s, rule._profile == "fixed")
+
+
 def serialize_optimizer(opt, s):
     """Chainer's Optimizer.serialize, plus the fixed profile's extra keys."""
     opt._check_set_up()

@@ -125,6 +125,12 @@ class UpdateRule(object):
     def remove_hook(self, name):
         self._hookable.remove(name)
 
+    def serialize(self, serializer):
+        """Chainer's UpdateRule.serialize: ``t`` and the state (and, in the
+        fixed profile, the master and the family's extra scalars)."""
+        from fast.serializers import serialize_rule
+        serialize_rule(self, serializer)
+
     # --- family interface ---
     @classmethod
     def state_names(cls, hp):

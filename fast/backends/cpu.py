@@ -16,7 +16,7 @@ import threading
 import numpy
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
-SOURCES = ("update_math.h", "step_args.h", "cpu_driver.cpp")
+SOURCES = ("update_math.h", "step_args.h", "element_pipeline.h", "cpu_driver.cpp")
 # -ffp-contract=off: no fused multiply-add, so every operation rounds as
 # NumPy's does and results do not depend on whether the CPU has FMA.
 FLAGS = ("-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off",

@@ -4,7 +4,13 @@
 // the same way whatever the thread count.
 #ifndef FAST_STEP_ARGS_H
 #define FAST_STEP_ARGS_H
+#if defined(__CUDACC_RTC__)
+typedef long long int64_t;
+typedef int int32_t;
+typedef unsigned char uint8_t;
+#else
 #include <stdint.h>
+#endif
 
 #define FAST_MAX_STATE 3
 #define FAST_N_HPARAMS 12

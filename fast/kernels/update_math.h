@@ -193,8 +193,8 @@ struct RuleRMSpropGraves {
 //   vhat <- max(vhat, v) (AMSGrad) or v
 //   step <- alpha_t / (sqrt(vhat) + eps), clipped to [lower, upper] (AdaBound)
 //   p <- a p - eta (step m), a = 1 - eta * weight_decay_rate
-//   hp: 1-beta1, 1-beta2, alpha_t, eps, adabound, lower, upper, a, -eta, a_is_one
-template <bool AMSGRAD> struct RuleAdamT {
+//   hp: 1-beta1, 1-beta2, alpha_t, eps, (unused), lower, upper, a, -eta, a_is_one
+template <bool AMSGRAD, bool ADABOUND> struct RuleAdamT {
     static const int n_state = AMSGRAD ? 3 : 2;
     template <class T, class S, class P>
     FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
@@ -208,13 +208,15 @@ template <bool AMSGRAD> struct RuleAdamT {
         s[0] = m;
         s[1] = v;
         T step = hp[2] / (fast_sqrt(vhat) + hp[3]);
-        if (hp[4] != T(0)) step = nan_clip(step, hp[5], hp[6]);
+        if (ADABOUND) step = nan_clip(step, hp[5], hp[6]);
         T delta = hp[8] * (step * m);
         p = hp[9] != T(0) ? p + delta : hp[7] * p + delta;
     }
 };
-typedef RuleAdamT<false> RuleAdam;
-typedef RuleAdamT<true> RuleAMSGrad;
+typedef RuleAdamT<false, false> RuleAdam;
+typedef RuleAdamT<true, false> RuleAMSGrad;
+typedef RuleAdamT<false, true> RuleAdaBound;
+typedef RuleAdamT<true, true> RuleAMSBound;
 
 // MSVAG:  m <- m + (1 - beta) (g - m);  v <- v + (1 - beta) (g^2 - v)
 //         mt = m / (1 - beta^t);  vt = v / (1 - beta^t);  s = (vt - mt^2) / (1 - rho)

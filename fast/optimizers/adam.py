@@ -1,4 +1,4 @@
-"""The Adam family: Adam, AdamW, AMSGrad, AdaBound, AMSBound (kernels 8, 9).
+"""The Adam family: Adam, AdamW, AMSGrad, AdaBound, AMSBound (kernels 8, 9, 12, 13).
 
     m <- m + (1 - beta1) (g - m);   v <- v + (1 - beta2) (g^2 - v)
     vhat <- max(vhat, v) (amsgrad) or v
@@ -68,6 +68,9 @@ class AdamRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
+        """8 Adam, 9 AMSGrad, 12 AdaBound, 13 AMSBound (compile-time variants)."""
+        if hp.adabound:
+            return 13 if hp.amsgrad else 12
         return 9 if hp.amsgrad else 8
 
     def check_hyperparameters(self, param_dtype, update_dtype):
