@@ -17,11 +17,12 @@ import pytest
 
 from . import plan
 from .devices import cpu_core_count, make_device
-from .machine import describe, machine_slug, memory_available_bytes
+from .machine import describe, load_average, machine_slug, memory_available_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MEASUREMENTS = pytest.StashKey[list]()
 DESELECTED = pytest.StashKey[int]()
+LOAD_AT_START = pytest.StashKey[list]()
 # Refuse a case whose arrays would take more than this share of the available memory.
 MEMORY_SHARE = 0.6
 
@@ -47,9 +48,11 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--threads must be at least 1, got {threads}")
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     config.stash[MEASUREMENTS] = []
+    config.stash[LOAD_AT_START] = load_average()
     config.stash[DESELECTED] = 0
     config.addinivalue_line(
         "markers", "plan(name): parametrize `case` with plan.CASES[name] for --device")
+    config.addinivalue_line("markers", "at_session_end: run after every other test")
 
 
 def pytest_generate_tests(metafunc):
@@ -95,6 +98,11 @@ def record_measurement(pytestconfig, request):
     return record
 
 
+def pytest_collection_modifyitems(config, items):
+    """Move tests marked `at_session_end` (the second copy-bandwidth sample) last."""
+    items.sort(key=lambda item: item.get_closest_marker("at_session_end") is not None)
+
+
 def pytest_deselected(items):
     if items:
         config = items[0].config
@@ -113,6 +121,7 @@ def pytest_sessionfinish(session, exitstatus):
     device_kind = config.getoption("--device")
     threads = config.getoption("--threads") or cpu_core_count()
     machine = describe(make_device(device_kind, threads), REPO_ROOT)
+    machine["load_average_start"] = config.stash[LOAD_AT_START]
     machine["tests_run"] = session.testscollected - config.stash[DESELECTED]
     machine["tests_deselected"] = config.stash[DESELECTED]
     name = config.getoption("--bench-machine") or machine_slug(machine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import re
 import subprocess
@@ -72,9 +73,18 @@ def git_commit(repo: Path) -> str | None:
     return result.stdout.strip()
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (runnable processes), where the OS tells."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def describe(device: Device, repo: Path) -> dict:
     """What the report states about the run: machine, cores, versions, date, commit."""
     return {
+        "load_average_end": load_average(),
         "device": device.kind,
         "cpu": cpu_model(),
         "cpu_cores": cpu_core_count(),

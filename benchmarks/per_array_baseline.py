@@ -37,8 +37,8 @@ STATE_NAMES = {
 _DEFAULTS = {
     "SGD": {"lr": 1e-2},
     "MomentumSGD": {"lr": 1e-2, "momentum": 0.9},
-    "AdaGrad": {"lr": 1e-3, "eps": 1e-8},
-    "RMSprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8},
+    "AdaGrad": {"lr": 1e-3, "eps": 1e-6},
+    "RMSprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-6},
     "Adam": {"alpha": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "eta": 1.0,
              "weight_decay_rate": 0.0},
 }

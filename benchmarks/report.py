@@ -28,7 +28,7 @@ def write_report(directory: Path, name: str, config, benchmark_session, machine:
     copy = copy_bandwidth_gbps(output["benchmarks"])
     best_copy = max(copy.values()) if copy else None
     comparisons = compare(step_figures(output["benchmarks"], best_copy))
-    outcomes = evaluate(machine["device"], comparisons, measurements)
+    outcomes = evaluate(machine["device"], comparisons, measurements, best_copy)
     output["machine"] = machine
     output["measurements"] = measurements
     output["derived"] = {
@@ -37,7 +37,8 @@ def write_report(directory: Path, name: str, config, benchmark_session, machine:
         "fast": [comparison_dict(c) for c in comparisons],
         "targets": [{"target": o.target.text, "measured": o.measured,
                      "threshold": o.target.threshold, "at_least": o.target.at_least,
-                     "status": o.status} for o in outcomes],
+                     "bandwidth_bound": o.bandwidth_bound, "status": o.status}
+                    for o in outcomes],
     }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.json").write_text(
@@ -79,6 +80,14 @@ def _measured(outcome) -> str:
     return _pct(value)
 
 
+def _load_line(machine: dict) -> str:
+    start, end = machine.get("load_average_start"), machine.get("load_average_end")
+    if not end:
+        return "- Load average: unknown"
+    return (f"- Load average (1, 5, 15 min): {start} at start, {end} at end, on "
+            f"{machine['cpu_cores']} cores; the run itself adds up to {machine['threads']}")
+
+
 def _header(name: str, machine: dict, copy: dict, best_copy) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
     lines = [
@@ -90,6 +99,7 @@ def _header(name: str, machine: dict, copy: dict, best_copy) -> list[str]:
         else "- Memory: unknown",
         f"- Versions: {versions}",
         f"- Date: {machine['date_utc']}; commit {machine['commit']}; {machine['platform']}",
+        _load_line(machine),
         "- Command: `make bench` (`pytest -q benchmarks`)"
         + (f"; PARTIAL RUN: {machine['tests_deselected']} tests deselected"
            if machine.get("tests_deselected") else ""), "",
@@ -112,7 +122,7 @@ def _memory_rows(measurements: list[dict]) -> list[list[str]]:
     for m in measurements:
         if m["kind"] != "memory":
             continue
-        parts = [f"{key.split('_peak')[0]} {m[key] / 2**20:.1f}"
+        parts = [f"{key.split('_peak')[0]} {m[key] / 2**20:.2f}"
                  for key in ("traced_peak_extra", "rss_peak_extra", "gpu_pool_peak_extra")
                  if m.get(key) is not None]
         rows.append([m["impl"], m["optimizer"], m["mode"], m["param_set"],
@@ -123,9 +133,13 @@ def _memory_rows(measurements: list[dict]) -> list[list[str]]:
 
 def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) -> str:
     lines = _header(name, machine, copy, best_copy)
-    lines += ["## Targets", ""]
-    lines += _table(["target", "measured", "status"],
-                    [[o.target.text, _measured(o), o.status] for o in outcomes])
+    lines += ["## Targets", "",
+              "\"bandwidth bound\": the speed-up fast would show if its step ran at the "
+              "measured copy bandwidth, the most any implementation moving DESIGN.md's "
+              "bytes can reach against that peer.", ""]
+    lines += _table(["target", "measured", "bandwidth bound", "status"],
+                    [[o.target.text, _measured(o), _x(o.bandwidth_bound), o.status]
+                     for o in outcomes])
     with_peers = [c for c in comparisons if c.speedup]
     alone = [c for c in comparisons if not c.speedup]
     base = ["optimizer", "mode", "params", "arrays", "fast ms", "M params/s", "GB/s", "% copy"]

@@ -52,6 +52,9 @@ TARGETS = (
 class Outcome:
     target: Target
     measured: float | None
+    # For speed-up targets: the speed-up fast would have if it ran at the measured copy
+    # bandwidth (bytes per parameter / copy bandwidth per step), the most it can reach.
+    bandwidth_bound: float | None = None
 
     @property
     def status(self) -> str:
@@ -90,7 +93,32 @@ def _measure(target: Target, comparisons: list[Comparison], measurements: list[d
     return None
 
 
-def evaluate(device: str, comparisons: list[Comparison],
-             measurements: list[dict]) -> list[Outcome]:
-    return [Outcome(target, _measure(target, comparisons, measurements))
+def _peer_step_s(target: Target, comparison: Comparison, measurements: list[dict]):
+    peer = target.metric.split(":", 1)[1]
+    for m in measurements:
+        if m["kind"] == "interleaved" and (m["optimizer"], m["mode"], m["param_set"]) == (
+                target.optimizer, target.mode, target.param_set) and peer in m["best_s"]:
+            return m["best_s"][peer]
+    speedup = comparison.speedup.get(peer)
+    return None if speedup is None else speedup * comparison.fast.step_s
+
+
+def _bandwidth_bound(target: Target, comparisons: list[Comparison], measurements: list[dict],
+                     copy_gbps: float | None):
+    if not target.metric.startswith("speedup:") or not copy_gbps:
+        return None
+    for comparison in comparisons:
+        fast = comparison.fast
+        if (fast.optimizer, fast.mode, fast.param_set) == (
+                target.optimizer, target.mode, target.param_set):
+            peer_s = _peer_step_s(target, comparison, measurements)
+            ceiling_s = fast.n_params * fast.bytes_per_param / (copy_gbps * 1e9)
+            return None if peer_s is None else peer_s / ceiling_s
+    return None
+
+
+def evaluate(device: str, comparisons: list[Comparison], measurements: list[dict],
+             copy_gbps: float | None) -> list[Outcome]:
+    return [Outcome(target, _measure(target, comparisons, measurements),
+                    _bandwidth_bound(target, comparisons, measurements, copy_gbps))
             for target in TARGETS if target.device == device]

@@ -20,8 +20,8 @@ PEERS = {
     "Adam": ("Adam", {"lr": 1e-3}),
     "SGD": ("SGD", {"lr": 1e-2}),
     "MomentumSGD": ("SGD", {"lr": 1e-2, "momentum": 0.9}),
-    "AdaGrad": ("Adagrad", {"lr": 1e-3, "eps": 1e-8}),
-    "RMSprop": ("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8}),
+    "AdaGrad": ("Adagrad", {"lr": 1e-3, "eps": 1e-6}),
+    "RMSprop": ("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-6}),
 }
 
 _TORCH_DTYPE_NAME = {"fp32": "float32", "fp16": "float16"}

@@ -22,13 +22,15 @@ STORAGE_DTYPE = {"fp32": np.float32, "fp16+master": np.float16, "fp16": np.float
 
 # Hyperparameters given to the Chainer-API optimizers; the rest keep Chainer's defaults.
 # AdamW's decoupled decay is weight_decay_rate per step (lr * weight_decay in torch).
+# AdaGrad and RMSprop use eps = 1e-6: their default 1e-8 is zero in float16 (Chainer
+# refuses it for RMSprop; AdaGrad would divide 0 by 0 where a gradient underflows).
 CHAINER_HYPERPARAMS = {
     "AdamW": {"alpha": 1e-3, "weight_decay_rate": 1e-5},
     "Adam": {"alpha": 1e-3},
     "SGD": {"lr": 1e-2},
     "MomentumSGD": {"lr": 1e-2, "momentum": 0.9},
-    "AdaGrad": {"lr": 1e-3, "eps": 1e-8},
-    "RMSprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8},
+    "AdaGrad": {"lr": 1e-3, "eps": 1e-6},
+    "RMSprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-6},
 }
 
 PARAM_SCALE = 0.02  # typical initialisation scale
