@@ -195,9 +195,9 @@ class Engine(object):
         """Take the (name, param, rule) triples of a new setup."""
         self.entries = [Entry(i, n, p, r) for i, (n, p, r) in enumerate(named_params)]
         for e in self.entries:
-            if getattr(e.param, "device", "cpu") not in ("cpu", None) and not isinstance(e.param.data, numpy.ndarray):
-                raise ValueError("parameter {!r} is not on the CPU; the CUDA backend is selected per group "
-                                 "and is unverified (see docs/fast.md)".format(e.name))
+            if not isinstance(e.param.data, numpy.ndarray):
+                raise ValueError("parameter {!r} is not a NumPy array: GPU parameters are not supported yet "
+                                 "(the CUDA backend is not wired into the engine; see docs/fast.md)".format(e.name))
         self._regroup()
 
     def _layout_key(self, entry):

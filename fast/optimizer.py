@@ -174,11 +174,17 @@ class GradientMethod(object):
                 p.grad = numpy.zeros_like(p.data)
 
     def _check_rules(self):
+        """Hyperparameter checks Chainer makes during the update, done up front;
+        repeated only after a hyperparameter, the fp32 update or ``enabled`` changed."""
+        key = hyperparameter.generation()
+        if key == getattr(self, "_checked", None):
+            return
         for name, p in self._named:
             rule = p.update_rule
             if rule.enabled:
                 master = rule._use_fp32_update and p.data.dtype == F16
                 rule.check_hyperparameters(p.data.dtype, F32 if master else p.data.dtype)
+        self._checked = key
 
     def update(self, lossfun=None, *args, **kwds):
         """One optimization step from the current (loss-scaled) gradients."""

@@ -79,7 +79,7 @@ class NpzDeserializer(Deserializer):
         if isinstance(value, numpy.ndarray):
             if data.shape != value.shape:
                 self.problems.append("key {!r} has shape {}, expected {}".format(full, data.shape, value.shape))
-            elif data.dtype.kind not in "fiu" or not numpy.all(numpy.isfinite(data)) and value.dtype.kind != "f":
+            elif data.dtype.kind not in "fiub":
                 self.problems.append("key {!r} has dtype {}, expected {}".format(full, data.dtype, value.dtype))
             elif not self.check_only:
                 numpy.copyto(value, data, casting="same_kind")
@@ -97,11 +97,29 @@ class NpzDeserializer(Deserializer):
         return float(data)
 
 
+def is_deserializer(s):
+    """True for fast's and Chainer's deserializers (duck-typed by class name)."""
+    return isinstance(s, Deserializer) or any(c.__name__ == "Deserializer" for c in type(s).__mro__)
+
+
+def _report(s, message):
+    problems = getattr(s, "problems", None)
+    if problems is None:
+        raise ValueError(message)
+    problems.append(message)
+
+
+def _has_key(s, key):
+    npz = getattr(s, "npz", None)
+    return npz is not None and (getattr(s, "path", "") + key) in npz
+
+
 def _rule_serialize(rule, group, index, s, fixed):
     """One rule: ``t``, state (and, in the fixed profile, master and extras)."""
-    loading = isinstance(s, Deserializer)
+    loading = is_deserializer(s)
+    check_only = loading and getattr(s, "check_only", False)
     t = s("t", rule.t)
-    if not loading or not getattr(s, "check_only", False):
+    if not check_only:
         rule.t = t
     if group.initialized[index]:
         views = group.state_views(index)
@@ -118,40 +136,42 @@ def _rule_serialize(rule, group, index, s, fixed):
                 values[name] = None
         if group.state_names and all(v is not None for v in values.values()):
             views = group.state_views(index)
+            mismatch = False
             for name, v in values.items():
                 if numpy.shape(v) != views[name].shape:
-                    s.problems.append("state {!r} of {} has shape {}, expected {}".format(
-                        name, s.path, numpy.shape(v), views[name].shape))
-            if not s.check_only and not s.problems:
+                    mismatch = True
+                    _report(s, "state {!r} of {} has shape {}, expected {}".format(
+                        name, getattr(s, "path", ""), numpy.shape(v), views[name].shape))
+            if not check_only and not mismatch:
                 for name, v in values.items():
                     numpy.copyto(views[name], v, casting="same_kind")
                 group.initialized[index] = 1
     if fixed and group.master is not None:
         master = group.master_view(index)
         if loading:
-            if not (s.path + "fp32_param") in s.npz:
+            if not _has_key(s, "fp32_param"):
                 return
             s("fp32_param", master)
-            if not s.check_only:
+            if not check_only:
                 group.master_ready[index] = 1
         elif group.master_ready[index]:
             s("fp32_param", master)
-    rule.serialize_extras(s, fixed) if not (loading and s.check_only) else _check_extras(rule, s, fixed)
+    if check_only:
+        _check_extras(rule, s, fixed)
+    else:
+        rule.serialize_extras(s, fixed)
 
 
 def _check_extras(rule, s, fixed):
     for name in rule.extras:
-        key = s.path + name
-        if fixed and key in s.npz and numpy.asarray(s.npz[key]).shape != ():
-            s.problems.append("key {!r} must be a scalar".format(key))
+        if fixed and _has_key(s, name) and numpy.asarray(s.npz[s.path + name]).shape != ():
+            _report(s, "key {!r} must be a scalar".format(s.path + name))
 
 
 def serialize_rule(rule, s):
     """A single rule through Chainer's serializer protocol (after setup)."""
     if rule._group is None:
         raise RuntimeError("the rule is not set up: call opt.setup(...) first")
-    if isinstance(s, Deserializer) and not hasattr(s, "check_only"):
-        raise TypeError("fast rules load through fast.serializers.NpzDeserializer")
     _rule_serialize(rule, rule._group, rule._index, s, rule._profile == "fixed")
 
 
@@ -160,8 +180,8 @@ def serialize_optimizer(opt, s):
     opt._check_set_up()
     opt._engine.sync_hyperparameters()
     fixed = opt.profile == "fixed"
-    loading = isinstance(s, Deserializer)
-    check_only = loading and s.check_only
+    loading = is_deserializer(s)
+    check_only = loading and getattr(s, "check_only", False)
     t, epoch = s("t", opt.t), s("epoch", opt.epoch)
     if not check_only:
         opt.t, opt.epoch = t, epoch
@@ -174,7 +194,7 @@ def serialize_optimizer(opt, s):
 
 def _serialize_loss_scaling(opt, s, loading, check_only):
     ls = opt._loss
-    if loading and not all((s.path + k) in s.npz for k in ("scale", "dynamic", "multiplier", "isnan_ever")):
+    if loading and not all(_has_key(s, k) for k in ("scale", "dynamic", "multiplier", "isnan_ever")):
         return
     scale = s("scale", float("nan") if ls.scale is None else float(ls.scale))
     dynamic = s("dynamic", bool(ls.dynamic))

@@ -84,6 +84,7 @@ class UpdateRule(object):
     @enabled.setter
     def enabled(self, value):
         self._set("enabled", bool(value))
+        hyperparameter._bump()  # an enabled rule's hyperparameters must be checked again
 
     def _get_extra(self, name):
         if self._group is None:

@@ -52,4 +52,5 @@ class GradientClipping(object):
             return self.threshold / norm
 
     def __call__(self, opt):
-        raise TypeError("fast's GradientClipping runs inside the optimizer's fused pass; add it with opt.add_hook")
+        raise TypeError("GradientClipping is an optimizer-level hook: add it with opt.add_hook, "
+                        "which runs it inside the fused pass")

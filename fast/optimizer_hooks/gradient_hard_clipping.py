@@ -1,3 +1,5 @@
+import numpy
+
 from fast import hook_ops
 
 
@@ -15,4 +17,7 @@ class GradientHardClipping(object):
         ctx.ops.append(hook_ops.ConstOp(hook_ops.CLIP, self.lower_bound, self.upper_bound))
 
     def __call__(self, rule, param):
-        raise TypeError("fast's GradientHardClipping runs inside the optimizer's fused pass; add it with opt.add_hook")
+        """As a rule hook: clip the gradient in place, in NumPy."""
+        if param.grad is None:
+            return
+        numpy.clip(param.grad, self.lower_bound, self.upper_bound, out=param.grad)

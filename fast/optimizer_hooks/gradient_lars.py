@@ -36,4 +36,12 @@ class GradientLARS(object):
         ctx.ops.append(hook_ops.TensorScaleOp(rates))
 
     def __call__(self, rule, param):
-        raise TypeError("fast's GradientLARS runs inside the optimizer's fused pass; add it with opt.add_hook")
+        """As a rule hook: the same formula on one parameter, in NumPy."""
+        p, g = param.data, param.grad
+        if p is None or g is None:
+            return
+        p_norm, g_norm = numpy.linalg.norm(p), numpy.linalg.norm(g)
+        local_rate = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
+        rate = numpy.where(p_norm > self.threshold, local_rate, 1.0)
+        g += self.weight_decay * p
+        g *= rate

@@ -1,3 +1,5 @@
+import numpy
+
 from fast import hook_ops
 
 
@@ -14,4 +16,7 @@ class Lasso(object):
         ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_SIGN, self.rate))
 
     def __call__(self, rule, param):
-        raise TypeError("fast's Lasso runs inside the optimizer's fused pass; add it with opt.add_hook")
+        """As a rule hook: g <- g + rate * sign(p), in NumPy."""
+        if param.data is None or param.grad is None:
+            return
+        param.grad += self.rate * numpy.sign(param.data)

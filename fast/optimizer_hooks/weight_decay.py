@@ -22,4 +22,8 @@ class WeightDecay(object):
         ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_PARAM, rate))
 
     def __call__(self, rule, param):
-        raise TypeError("fast's WeightDecay runs inside the optimizer's fused pass; add it with opt.add_hook")
+        """As a rule hook (``rule.add_hook``): g <- g + rate * p on the
+        (unscaled) gradient the rule sees, in NumPy."""
+        if param.data is None or param.grad is None:
+            return
+        param.grad += self.rate * param.data
