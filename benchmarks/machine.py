@@ -90,6 +90,7 @@ def describe(device: Device, repo: Path) -> dict:
         "cpu_cores": cpu_core_count(),
         "threads": device.threads,
         "memory_bytes": memory_total_bytes(),
+        "omp_env": {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
         "gpu": gpu_name(device),
         "platform": platform.platform(),
         "versions": package_versions(),

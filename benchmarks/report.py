@@ -94,7 +94,8 @@ def _header(name: str, machine: dict, copy: dict, best_copy) -> list[str]:
         f"# Optimizer benchmarks: {name}", "",
         f"- Device: {machine['device']}" + (f" ({machine['gpu']})" if machine["gpu"] else ""),
         f"- CPU: {machine['cpu']}, {machine['cpu_cores']} usable cores; every implementation "
-        f"ran with {machine['threads']} threads (torch.set_num_threads, OMP_NUM_THREADS)",
+        f"ran with {machine['threads']} threads (torch.set_num_threads, OMP_NUM_THREADS); "
+        f"OMP_WAIT_POLICY={machine.get('omp_env', {}).get('OMP_WAIT_POLICY')}",
         f"- Memory: {machine['memory_bytes'] / 2**30:.0f} GiB" if machine["memory_bytes"]
         else "- Memory: unknown",
         f"- Versions: {versions}",

@@ -40,7 +40,7 @@ def test_interleaved_ratios(case, device, require_memory, record_measurement):
                                  device_arrays(host.grads, dtype, device), device.xp)
     steps["per-array"] = baseline.step
     times = {name: [] for name in steps}
-    for name, step in steps.items():
+    for step in steps.values():
         _time_step(step, device)  # warm-up: state allocation
     for _ in range(ROUNDS):
         for name, step in steps.items():
