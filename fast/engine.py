@@ -181,6 +181,13 @@ def _restore(group, i, entry, snap):
     entry.rule._group, entry.rule._index = group, i
 
 
+def _set_grad_unchecked(param, grad):
+    if hasattr(param, "_grad"):
+        param._grad = grad
+    else:
+        param.grad = grad
+
+
 class Engine(object):
     """Owns the groups of one optimizer and runs their kernels."""
 
@@ -189,6 +196,16 @@ class Engine(object):
         self.entries = []
         self.groups = []
         self.seen_generation = None
+        # fixed profile with a custom optimizer hook: fp16-master groups expose
+        # unscaled fp32 gradients, and their kernels run on the master as fp32.
+        self.fp32_view = False
+
+    def _viewed_as_fp32(self, g):
+        return self.fp32_view and g.master is not None
+
+    def kernel_mode(self, g):
+        """The mode a pass over ``g`` runs in (fp32 on the master in the fp32 view)."""
+        return cpu_backend.MODE_FLOAT32 if self._viewed_as_fp32(g) else g.mode
 
     # --- layout ---
     def bind(self, named_params):
@@ -245,12 +262,19 @@ class Engine(object):
     # --- gradients ---
     def collect_grads(self):
         """Validate every gradient and gather per-group pointer tables."""
+        ndarray = numpy.ndarray
         for g in self.groups:
             ptrs = numpy.empty(len(g.entries), dtype=numpy.uint64)
             keep = []
+            fp32_view = self._viewed_as_fp32(g)
+            expected_dtype = F32 if fp32_view else g.dtype
             for i, e in enumerate(g.entries):
                 grad = e.param.grad
-                check_grad(e.param, grad, e.name)
+                if type(grad) is not ndarray or grad.dtype != expected_dtype or grad.shape != g.shapes[i]:
+                    if fp32_view:
+                        raise TypeError("gradient of parameter {!r} must stay a float32 array of shape {} "
+                                        "while the hooks run".format(e.name, g.shapes[i]))
+                    check_grad(e.param, grad, e.name)
                 if not grad.flags.c_contiguous:
                     grad = numpy.ascontiguousarray(grad)
                 keep.append(grad)
@@ -265,7 +289,8 @@ class Engine(object):
         if active is None:
             active = numpy.ones(n, dtype=numpy.uint8)
         grad_ptrs = g.grad_ptrs if grad_ptrs is None else grad_ptrs
-        param = g.param if param is None else param
+        if param is None:
+            param = g.master if self._viewed_as_fp32(g) else g.param
         keep += [active, grad_ptrs, param]
         a.n_tensors, a.n_chunks = n, len(g.chunk_tensor)
         a.chunk_tensor, a.chunk_begin, a.chunk_end = (x.ctypes.data for x in keep[:3])
@@ -277,6 +302,8 @@ class Engine(object):
         for k, buf in enumerate(g.state):
             a.state[k] = buf.ctypes.data
         a.hooks_read_master = int(g.master is not None and self.profile == "fixed")
+        if self._viewed_as_fp32(g):
+            a.master, a.hooks_read_master = None, 0
         kinds, ha, hb, noise = self._hook_tables(g, hooks, param)
         keep += [kinds, ha, hb, noise]
         a.n_hooks = len(hooks)
@@ -319,20 +346,23 @@ class Engine(object):
             out_g = numpy.zeros(len(g.entries))
             out_p = numpy.zeros(len(g.entries))
             a.tensor_gsq, a.tensor_psq = out_g.ctypes.data, out_p.ctypes.data
-            cpu_backend.reduce(g.mode, a)
+            cpu_backend.reduce(self.kernel_mode(g), a)
             gsq[g.global_index] = out_g
             psq[g.global_index] = out_p
         return gsq, psq
 
     def materialize_in_place(self, hooks, loss_scale=None):
         """Apply ``hooks`` to every ``p.grad`` in place (used around custom hooks);
-        in the fixed profile a loss scale given here is divided out first."""
+        in the fixed profile a loss scale given here is divided out first (not
+        for gradients in the fp32 view, which are unscaled already)."""
         for g in self.groups:
+            if loss_scale is not None and self._viewed_as_fp32(g):
+                continue
             a = self.args(g, hooks=hooks)
             self._set_unscale(a, g, loss_scale, hooks_only=True)
             a.grad_out = a.grad
             a.out_param_dtype = 1
-            cpu_backend.materialize(g.mode, a)
+            cpu_backend.materialize(self.kernel_mode(g), a)
 
     def _set_unscale(self, a, g, loss_scale, hooks_only=False):
         """Loss-scale division: before the hooks (fixed) or after them (chainer)."""
@@ -359,7 +389,8 @@ class Engine(object):
         """One fused step of every group. Returns the entries stepped."""
         for g in self.groups:
             active = g.enabled.copy()
-            slow = [i for i, e in enumerate(g.entries) if active[i] and e.rule._hookable]
+            slow = [i for i, e in enumerate(g.entries)
+                    if active[i] and (e.rule._hookable or self._viewed_as_fp32(g))]
             active[slow] = 0
             stepped = numpy.flatnonzero(active)
             if len(stepped):
@@ -403,6 +434,28 @@ class Engine(object):
         if g.master is not None:
             g.param_view(i)[...] = g.master_view(i)
         g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
+
+    def enter_fp32_view(self, loss_scale):
+        """Fixed profile, custom optimizer hooks: give every fp16-master parameter an
+        unscaled fp32 gradient (returned: the original gradients, to restore)."""
+        originals = []
+        for g in self.groups:
+            if g.master is None:
+                continue
+            self.prepare_masters()
+            for i, e in enumerate(g.entries):
+                grad32 = self.gradient_for_rule(g, i, (), loss_scale)
+                originals.append((e.param, e.param.grad))
+                _set_grad_unchecked(e.param, grad32)
+        self.fp32_view = bool(originals)
+        if self.fp32_view:
+            self.collect_grads()
+        return originals
+
+    def leave_fp32_view(self, originals):
+        self.fp32_view = False
+        for param, grad in originals:
+            _set_grad_unchecked(param, grad)
 
     def gradient_for_rule(self, g, i, hooks, loss_scale):
         """Tensor ``i``'s gradient as its rule sees it: hooked, unscaled, fp32 with a master."""

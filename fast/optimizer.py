@@ -202,31 +202,47 @@ class GradientMethod(object):
         self.check_nan_in_grads()
         if self.is_safe_to_update():
             self._check_rules()
-        pre = self._hookable.get("pre")
-        scale = self._loss.scale
+        ops, scale, originals = self._pre_hooks()
+        try:
+            self.t += 1
+            if self.is_safe_to_update():
+                engine.update(ops, scale, self._hooked_rule_step)
+            self._reallocate_cleared_grads()
+            post = self._hookable.get("post")
+            if post:
+                engine.collect_grads()
+                self._run_hooks_in_place(post, unscaled=originals is not None)
+        finally:
+            if originals is not None:
+                engine.leave_fp32_view(originals)
+        self.update_loss_scale()
+
+    def _pre_hooks(self):
+        """Run or plan the 'pre' optimizer hooks.
+
+        Returns (ops for the fused pass, the loss scale the update still has to
+        divide out, the gradients to restore after the step or None). All
+        built-in: nothing is run, the hooks become ops. Otherwise the hooks run
+        one by one on the gradients, as in Chainer; in the fixed profile the
+        gradients are unscaled first (fp32 copies for fp16-master parameters).
+        """
+        engine, pre, scale = self._engine, self._hookable.get("pre"), self._loss.scale
         if self._profile == "fixed" and pre:
             engine.prepare_masters()
         if all(hasattr(h, "plan") for h in pre):
             ctx = PlanContext(self, engine, scale)
             for hook in pre:
                 hook.plan(ctx)
-            ops = ctx.ops
-        else:
-            if self._profile == "fixed" and scale is not None:
-                engine.materialize_in_place([], scale)  # unscale in place: hooks see unscaled grads
+            return ctx.ops, scale, None
+        originals = None
+        if self._profile == "fixed":
+            originals = engine.enter_fp32_view(scale)
+            if scale is not None:
+                engine.materialize_in_place([], scale)
                 engine.collect_grads()
-                scale = None
-            self._run_hooks_in_place(pre, unscaled=scale is None)
-            ops = []
-        self.t += 1
-        if self.is_safe_to_update():
-            engine.update(ops, scale, self._hooked_rule_step)
-        self._reallocate_cleared_grads()
-        post = self._hookable.get("post")
-        if post:
-            engine.collect_grads()
-            self._run_hooks_in_place(post)
-        self.update_loss_scale()
+            scale = None
+        self._run_hooks_in_place(pre, unscaled=scale is None)
+        return [], scale, originals
 
     @staticmethod
     def _hooked_rule_step(engine, group, i, ops, scale):
@@ -237,7 +253,10 @@ class GradientMethod(object):
             group.initialize(i)
         group.prepare_master(i)
         group.t[i] += 1
-        grad = engine.gradient_for_rule(group, i, ops, scale)
+        if engine.fp32_view and group.master is not None:
+            grad = entry.param.grad  # already unscaled fp32 and hooked
+        else:
+            grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
         view = _RuleParam(entry.name, data, grad, rule)
         for hook in rule._hookable.get("pre"):

@@ -44,6 +44,7 @@ class Parameter(object):
 
     @data.setter
     def data(self, value):
+        """Copy ``value`` into the parameter (same shape; cast to its dtype)."""
         shape = tuple(numpy.shape(value))
         if shape != self.shape:
             raise ValueError("cannot assign an array of shape {} to parameter {!r} of shape {}".format(

@@ -156,16 +156,20 @@ def _rule_serialize(rule, group, index, s, fixed):
                 group.master_ready[index] = 1
         elif group.master_ready[index]:
             s("fp32_param", master)
-    if check_only:
-        _check_extras(rule, s, fixed)
-    else:
-        rule.serialize_extras(s, fixed)
+    if fixed:
+        _serialize_extras(rule, s, loading, check_only)
 
 
-def _check_extras(rule, s, fixed):
-    for name in rule.extras:
-        if fixed and _has_key(s, name) and numpy.asarray(s.npz[s.path + name]).shape != ():
-            _report(s, "key {!r} must be a scalar".format(s.path + name))
+def _serialize_extras(rule, s, loading, check_only):
+    """The fixed profile's per-rule scalars; a snapshot without them (e.g. one
+    Chainer wrote) leaves the current values."""
+    for name in rule.saved_extras():
+        if not loading:
+            s(name, rule._get_extra(name))
+        elif _has_key(s, name):
+            value = s(name, rule._get_extra(name))
+            if not check_only:
+                rule._set_extra(name, value)
 
 
 def serialize_rule(rule, s):

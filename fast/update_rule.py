@@ -146,5 +146,6 @@ class UpdateRule(object):
     def before_first_update(self):
         """Family hook run when the rule's state is created."""
 
-    def serialize_extras(self, serializer, fixed):
-        """Family hook: (de)serialize extra per-rule scalars."""
+    def saved_extras(self):
+        """Names of the per-rule scalars the fixed profile saves (Chainer saves none)."""
+        return ()

@@ -1,7 +1,8 @@
 """CPU backend: builds the shared kernel library on first use and calls it.
 
 The library is compiled from fast/kernels/ into a cache directory keyed by a
-hash of the kernel sources, the compiler flags and the compiler's version. It
+hash of the kernel sources, the compiler flags, the compiler's version and the
+CPU's features (the build uses -march=native). It
 is built under a temporary name and renamed into place, so concurrent first
 uses never load a half-written file.
 """
@@ -83,6 +84,18 @@ def _compiler_version(cxx):
     return out.stdout
 
 
+def _cpu_identity():
+    """The host CPU's model and feature flags: -march=native output is only
+    valid on a CPU with the same features."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [l for l in f if l.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        import platform
+        return platform.processor() + platform.machine()
+
+
 def _cache_dir():
     root = os.environ.get("FAST_KERNEL_CACHE")
     if root is None:
@@ -94,7 +107,7 @@ def _cache_dir():
 
 
 def library_path():
-    """The cache path of the library for the current sources, flags and compiler."""
+    """The cache path of the library for the current sources, flags, compiler and CPU."""
     cxx = _compiler()
     digest = hashlib.sha256()
     for name in SOURCES:
@@ -102,6 +115,7 @@ def library_path():
             digest.update(name.encode() + b"\0" + f.read())
     digest.update(" ".join(FLAGS).encode())
     digest.update(_compiler_version(cxx).encode())
+    digest.update(_cpu_identity().encode())
     return cxx, os.path.join(_cache_dir(), "fastkernels-{}.so".format(digest.hexdigest()[:20]))
 
 
@@ -162,6 +176,3 @@ def materialize(mode, args):
 def check_finite(mode, args):
     _check(library().fast_check_finite(mode, ctypes.byref(args)), "check_finite")
 
-
-xp = numpy
-name = "cpu"

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 
 from fast.backends.cpu import KERNEL_DIR, MODE_FLOAT32, MODE_FLOAT64, MODE_FP16, MODE_FP16_MASTER, \
-    MODE_FP16_MASTER_FIXED, StepArgs, _compiler
+    MODE_FP16_MASTER_FIXED, _compiler
 
 RULES = {0: "RuleSGD", 1: "RuleMomentumSGD", 2: "RuleCorrectedMomentumSGD", 3: "RuleNesterovAG",
          4: "RuleAdaGrad", 5: "RuleAdaDelta", 6: "RuleRMSprop", 7: "RuleRMSpropGraves", 8: "RuleAdam",
@@ -85,7 +85,8 @@ class CudaKernels(object):
         self.never = cupy.zeros(1, dtype=cupy.int32)  # skip flag of steps without dynamic scaling
 
     def _device_args(self, args):
-        raw = bytes(memoryview(args).cast("B")) if not isinstance(args, (bytes, bytearray)) else args
+        """Upload a ``fast.backends.cpu.StepArgs`` (holding device pointers) to the device."""
+        raw = bytes(memoryview(args).cast("B"))
         return self.cupy.asarray(bytearray(raw), dtype=self.cupy.uint8)
 
     def _grid(self, args):
@@ -106,5 +107,3 @@ class CudaKernels(object):
         kernel = self.module.get_function(reduce_name(mode))
         kernel(self._grid(args), (BLOCK,), (self._device_args(args), chunk_gsq, chunk_psq))
 
-
-assert StepArgs  # the argument block is shared with the CPU backend

@@ -15,22 +15,32 @@ namespace {
 static const int TILE = 512;
 
 template <class A, class B> inline void tile_load(const A* src, B* dst, int n) {
-    for (int j = 0; j < n; ++j) dst[j] = (B)src[j];
-}
-inline void tile_load(const fast_half* src, float* dst, int n) {
     int j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + j))));
-    for (; j < n; ++j) dst[j] = fast_load(src[j]);
+    if constexpr (std::is_same<A, fast_half>::value && std::is_same<B, float>::value)
+        for (; j + 8 <= n; j += 8)
+            _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + j))));
+    for (; j < n; ++j) dst[j] = (B)fast_load(src[j]);
 }
 template <class A, class B> inline void tile_store(const A* src, B* dst, int n) {
-    for (int j = 0; j < n; ++j) dst[j] = (B)src[j];
-}
-inline void tile_store(const float* src, fast_half* dst, int n) {
     int j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm_storeu_si128((__m128i*)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
-    for (; j < n; ++j) dst[j] = fast_store_half(src[j]);
+    if constexpr (std::is_same<A, float>::value && std::is_same<B, fast_half>::value) {
+        for (; j + 8 <= n; j += 8)
+            _mm_storeu_si128((__m128i*)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
+        for (; j < n; ++j) dst[j] = fast_store_half(src[j]);
+    } else {
+        for (; j < n; ++j) dst[j] = (B)src[j];
+    }
+}
+
+// Waking the OpenMP team costs microseconds on an idle machine and up to a
+// scheduler slice on a loaded one: small groups run on the calling thread.
+static const int64_t PARALLEL_MIN_ELEMENTS = 1 << 16;
+
+inline bool worth_parallel(const FastStepArgs& a) {
+    int64_t total = 0;
+    for (int64_t c = 0; c < a.n_chunks && total < PARALLEL_MIN_ELEMENTS; ++c)
+        total += a.chunk_end[c] - a.chunk_begin[c];
+    return total >= PARALLEL_MIN_ELEMENTS;
 }
 
 // One chunk of one tensor, in tiles. Arrays stored in the compute type are
@@ -120,7 +130,7 @@ void update_chunk(const FastStepArgs& a, int64_t c) {
 
 template <class Rule, class M>
 void update_group(const FastStepArgs& a) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) update_chunk<Rule, M>(a, c);
 }
 
@@ -130,7 +140,7 @@ template <class M>
 void reduce_group(const FastStepArgs& a) {
     typedef typename M::T T;
     std::vector<double> gsq(a.n_chunks, 0.0), psq(a.n_chunks, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const int64_t t = a.chunk_tensor[c];
         if (!a.tensor_active[t]) continue;
@@ -157,7 +167,7 @@ void check_group(const FastStepArgs& a) {
     typedef typename M::T T;
     typedef typename M::P P;
     std::vector<uint8_t> bad(a.n_chunks, 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const P* g = (const P*)a.grad[a.chunk_tensor[c]];
         int found = 0;
@@ -177,7 +187,7 @@ template <class M>
 void materialize_group(const FastStepArgs& a) {
     typedef typename M::T T;
     typedef typename M::P P;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const int64_t t = a.chunk_tensor[c];
         if (!a.tensor_active[t]) continue;

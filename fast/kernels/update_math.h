@@ -66,22 +66,15 @@ template <class S, class T> struct FastRound {
 // to the F16C conversion for all 2^32 float inputs (checked exhaustively).
 template <> struct FastRound<fast_half, float> {
     FAST_MEMBER float run(float x) {
-        unsigned int bits;
-        __builtin_memcpy(&bits, &x, 4);
+        const unsigned int bits = __builtin_bit_cast(unsigned int, x);
         const unsigned int sign = bits & 0x80000000u, mag = bits & 0x7fffffffu;
         const unsigned int normal_bits = (mag + 0xFFFu + ((mag >> 13) & 1u)) & 0xFFFFE000u;
-        float ax;
-        __builtin_memcpy(&ax, &mag, 4);
-        unsigned int subnormal_bits;
-        const float subnormal = (ax + 0.5f) - 0.5f;  // multiples of 2^-24
-        __builtin_memcpy(&subnormal_bits, &subnormal, 4);
+        const float ax = __builtin_bit_cast(float, mag);
+        const unsigned int subnormal_bits = __builtin_bit_cast(unsigned int, (ax + 0.5f) - 0.5f);  // k * 2^-24
         unsigned int r_bits = mag < 0x38800000u ? subnormal_bits : normal_bits;  // below 2^-14
         r_bits = r_bits >= 0x477FF000u ? 0x7f800000u : r_bits;  // from 65520 on: inf
         r_bits = mag > 0x7f800000u ? mag : r_bits;             // NaN stays NaN
-        r_bits |= sign;
-        float r;
-        __builtin_memcpy(&r, &r_bits, 4);
-        return r;
+        return __builtin_bit_cast(float, r_bits | sign);
     }
 };
 #endif

@@ -93,9 +93,8 @@ class AdamRule(FamilyRule):
         final_lr = hp.final_lr * hp.alpha / self.initial_alpha
         return final_lr * (1.0 - 1.0 / (hp.gamma * self.t + 1)), final_lr * (1.0 + 1.0 / (hp.gamma * self.t))
 
-    def serialize_extras(self, serializer, fixed):
-        if fixed and self.hyperparam.adabound:
-            self.initial_alpha = serializer("initial_alpha", self.initial_alpha)
+    def saved_extras(self):
+        return ("initial_alpha",) if self.hyperparam.adabound else ()
 
     @classmethod
     def kernel_table(cls, raw, t, extras, update_dtype):

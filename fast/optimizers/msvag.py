@@ -46,9 +46,8 @@ class MSVAGRule(FamilyRule):
     def kernel_id(hp):
         return 10
 
-    def serialize_extras(self, serializer, fixed):
-        if fixed:
-            self.beta_power = serializer("beta_power", self.beta_power)
+    def saved_extras(self):
+        return ("beta_power",)
 
     @classmethod
     def kernel_table(cls, raw, t, extras, update_dtype):
