@@ -180,6 +180,13 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
                 for k in ("fast", "torch-fused", "per-array")]
              + [_x(m["speedup"].get(k)) for k in ("torch-fused", "per-array")]
              for m in interleaved])
+    scaling = [m for m in measurements if m["kind"] == "interleaved-loss-scaling"]
+    if scaling:
+        lines += ["### Interleaved: fast with and without dynamic loss scaling", ""]
+        lines += _table(
+            ["optimizer", "mode", "params", "without, ms", "with, ms", "overhead"],
+            [[m["optimizer"], m["mode"], m["param_set"], f"{1e3 * m['without_s']:.2f}",
+              f"{1e3 * m['with_s']:.2f}", _pct(m["overhead"])] for m in scaling])
     syncs = [m for m in measurements if m["kind"] == "host-sync"]
     if syncs:
         lines += ["## Host synchronisation (GPU)", ""]

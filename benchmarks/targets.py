@@ -1,8 +1,8 @@
 """The performance targets of issue #5, as data, and their evaluation on one run.
 
-Speed-up targets use the interleaved measurement (test_interleaved.py) where there is
-one, since it shares out the load of other work fairly; otherwise the separate
-benchmarks of the same run.
+Speed-up and loss-scaling targets use the interleaved measurements (test_interleaved.py)
+where there are some, since they share out the load of other work fairly; otherwise the
+separate benchmarks of the same run.
 """
 
 from __future__ import annotations
@@ -74,6 +74,12 @@ def _measure(target: Target, comparisons: list[Comparison], measurements: list[d
         ratios = [m["issue_s"] / m["spin_s"] if m["device_busy_after_issue"] else float("inf")
                   for m in measurements if m["kind"] == "host-sync"]
         return max(ratios) if ratios else None
+    if target.metric == "loss_scaling_overhead":
+        for m in measurements:
+            if m["kind"] == "interleaved-loss-scaling" and (
+                    m["optimizer"], m["mode"], m["param_set"]) == (
+                    target.optimizer, target.mode, target.param_set):
+                return m["overhead"]
     if target.metric.startswith("speedup:"):
         peer = target.metric.split(":", 1)[1]
         for m in measurements:

@@ -1,6 +1,7 @@
 """Interleaved timing of the target comparisons: fast, torch fused and the per-array baseline
 step in turn, round after round, so load from other work on a shared machine falls on all
-of them alike. The report's targets use these ratios where they were measured.
+of them alike; likewise fast with and without dynamic loss scaling. The report's targets
+use these ratios where they were measured.
 """
 
 import time
@@ -51,3 +52,25 @@ def test_interleaved_ratios(case, device, require_memory, record_measurement):
                        param_set=case.param_set, rounds=ROUNDS, best_s=best, median_s=median,
                        speedup={name: best[name] / best["fast"] for name in best
                                 if name != "fast"})
+
+
+@pytest.mark.plan("fast+loss-scaling")
+def test_interleaved_loss_scaling(case, device, require_memory, record_measurement):
+    """fast with and without dynamic loss scaling, stepping in turn."""
+    fast = import_impl("fast")
+    require_memory(2 * footprint_bytes(case), case.id)
+    host = host_arrays(PARAM_SETS[case.param_set])
+    steps = {scaled: api_optimizer(fast, case.optimizer, case.mode, host, device,
+                                   loss_scaling=scaled)[0].update
+             for scaled in (False, True)}
+    times = {scaled: [] for scaled in steps}
+    for step in steps.values():
+        _time_step(step, device)
+    for _ in range(ROUNDS):
+        for scaled, step in steps.items():
+            times[scaled].append(_time_step(step, device))
+    without, with_scaling = min(times[False]), min(times[True])
+    record_measurement(kind="interleaved-loss-scaling", optimizer=case.optimizer,
+                       mode=case.mode, param_set=case.param_set, rounds=ROUNDS,
+                       without_s=without, with_s=with_scaling,
+                       overhead=with_scaling / without - 1)
