@@ -32,6 +32,57 @@ template <class A, class B> inline void tile_store(const A* src, B* dst, int n) 
     }
 }
 
+// The gradient pipeline of element_pipeline.h (load, unscale, hooks, unscale),
+// applied a tile at a time: each hook op runs as its own loop over the tile,
+// so the loops vectorise. The per-element arithmetic is apply_hook of
+// update_math.h, as on the device. pb receives the hook operand (parameter or
+// master), which the reduction also needs.
+template <class M, int KIND>
+inline void hook_tile(typename M::T* gb, const typename M::T* pb, const void* noise, int64_t i0, int n,
+                      typename M::T av, typename M::T bv) {
+    typedef typename M::T T;
+    typedef typename M::H H;
+    if (KIND == HOOK_ADD_NOISE) {
+        alignas(64) T nb[TILE];
+        tile_load((const H*)noise + i0, nb, n);
+        for (int j = 0; j < n; ++j) gb[j] = apply_hook<T, H>(KIND, gb[j], pb[j], av, bv, nb[j]);
+    } else {
+        for (int j = 0; j < n; ++j) gb[j] = apply_hook<T, H>(KIND, gb[j], pb[j], av, bv, T(0));
+    }
+}
+
+template <class M>
+void gradient_tile(const FastStepArgs& a, int64_t t, int64_t i0, int n, typename M::T* gb, typename M::T* pb) {
+    typedef typename M::T T;
+    typedef typename M::P P;
+    typedef typename M::H H;
+    const int64_t base = a.tensor_offset[t];
+    tile_load((const P*)a.grad[t] + i0, gb, n);
+    const T divisor = (T)a.unscale_divisor;
+    if (a.unscale && a.unscale_first)
+        for (int j = 0; j < n; ++j) gb[j] = round_to<H>(gb[j] / divisor);
+    if (M::MASTER && a.hooks_read_master) tile_load(a.master + base + i0, pb, n);
+    else tile_load((const P*)a.param + base + i0, pb, n);
+    for (int k = 0; k < a.n_hooks; ++k) {
+        const int64_t idx = (int64_t)k * a.n_tensors + t;
+        const T av = (T)a.hook_a[idx], bv = (T)a.hook_b[idx];
+        const void* noise = a.hook_noise[idx];
+        switch (a.hook_kind[k]) {
+        case HOOK_ADD_PARAM: hook_tile<M, HOOK_ADD_PARAM>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_ADD_SIGN: hook_tile<M, HOOK_ADD_SIGN>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_CLIP: hook_tile<M, HOOK_CLIP>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_SCALE: hook_tile<M, HOOK_SCALE>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_SCALE_TENSOR: hook_tile<M, HOOK_SCALE_TENSOR>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_ADD_NOISE: hook_tile<M, HOOK_ADD_NOISE>(gb, pb, noise, i0, n, av, bv); break;
+        default: break;
+        }
+    }
+    if (a.unscale && !a.unscale_first) {
+        if (M::MASTER) for (int j = 0; j < n; ++j) gb[j] = gb[j] / divisor;
+        else for (int j = 0; j < n; ++j) gb[j] = round_to<P>(gb[j] / divisor);
+    }
+}
+
 // Waking the OpenMP team costs microseconds on an idle machine and up to a
 // scheduler slice on a loaded one: small groups run on the calling thread.
 static const int64_t PARALLEL_MIN_ELEMENTS = 1 << 16;
@@ -47,7 +98,7 @@ inline bool worth_parallel(const FastStepArgs& a) {
 // updated in place; fp16 arrays are converted into local tiles of T first and
 // back afterwards. The update loop then runs over plain T pointers, a loop GCC
 // vectorises. With hooks or unscale-first, the gradient goes through
-// load_gradient element by element.
+// gradient_tile.
 template <class Rule, class M, bool HOOKS, bool UNSCALE>
 void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const typename M::T* hp_in) {
     typedef typename M::T T;
@@ -77,7 +128,7 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
             gp = (const T*)(grad + i0);
         } else {
             if (HOOKS) {
-                for (int j = 0; j < n; ++j) gb[j] = load_gradient<M>(a, t, i0 + j, base + i0 + j);
+                gradient_tile<M>(a, t, i0, n, gb, pb);  // pb (hook operand) is reloaded below if needed
             } else {
                 tile_load(grad + i0, gb, n);
                 if (UNSCALE)
@@ -144,13 +195,28 @@ void reduce_group(const FastStepArgs& a) {
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const int64_t t = a.chunk_tensor[c];
         if (!a.tensor_active[t]) continue;
-        const int64_t base = a.tensor_offset[t];
         double gs = 0.0, ps = 0.0;
-        for (int64_t i = a.chunk_begin[c]; i < a.chunk_end[c]; ++i) {
-            const double g = (double)load_gradient<M>(a, t, i, base + i);
-            const double p = (double)hook_operand<M>(a, base + i);
-            gs += g * g;
-            ps += p * p;
+        alignas(64) T gb[TILE], pb[TILE];
+        for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
+            const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
+            gradient_tile<M>(a, t, i0, n, gb, pb);
+            // eight interleaved partial sums (element j goes to lane j % 8), combined
+            // in lane order: a fixed order, whatever the vector width or thread count
+            double gl[8] = {0, 0, 0, 0, 0, 0, 0, 0}, pl[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int j = 0;
+            for (; j + 8 <= n; j += 8)
+                for (int l = 0; l < 8; ++l) {
+                    gl[l] += (double)gb[j + l] * (double)gb[j + l];
+                    pl[l] += (double)pb[j + l] * (double)pb[j + l];
+                }
+            for (; j < n; ++j) {
+                gl[j % 8] += (double)gb[j] * (double)gb[j];
+                pl[j % 8] += (double)pb[j] * (double)pb[j];
+            }
+            for (int l = 0; l < 8; ++l) {
+                gs += gl[l];
+                ps += pl[l];
+            }
         }
         gsq[c] = gs;
         psq[c] = ps;
@@ -171,9 +237,11 @@ void check_group(const FastStepArgs& a) {
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const P* g = (const P*)a.grad[a.chunk_tensor[c]];
         int found = 0;
-        for (int64_t i = a.chunk_begin[c]; i < a.chunk_end[c]; ++i) {
-            const T x = (T)fast_load(g[i]);
-            found |= !(x - x == T(0));  // false for inf and NaN
+        alignas(64) T gb[TILE];
+        for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
+            const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
+            tile_load(g + i0, gb, n);
+            for (int j = 0; j < n; ++j) found |= !(gb[j] - gb[j] == T(0));  // false for inf and NaN
         }
         bad[c] = (uint8_t)found;
     }
@@ -191,11 +259,12 @@ void materialize_group(const FastStepArgs& a) {
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const int64_t t = a.chunk_tensor[c];
         if (!a.tensor_active[t]) continue;
-        const int64_t base = a.tensor_offset[t];
-        for (int64_t i = a.chunk_begin[c]; i < a.chunk_end[c]; ++i) {
-            const T g = load_gradient<M>(a, t, i, base + i);
-            if (a.out_param_dtype) ((P*)a.grad_out[t])[i] = store_as<P>(g);
-            else ((T*)a.grad_out[t])[i] = g;
+        alignas(64) T gb[TILE], pb[TILE];
+        for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
+            const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
+            gradient_tile<M>(a, t, i0, n, gb, pb);  // reads the whole tile first: in place is safe
+            if (a.out_param_dtype) tile_store(gb, (P*)a.grad_out[t] + i0, n);
+            else tile_store(gb, (T*)a.grad_out[t] + i0, n);
         }
     }
 }

@@ -1,6 +1,8 @@
-// What happens to one element before and around the update, shared by the
-// CPU and CUDA drivers: the dtype modes, the hook operand and the gradient
-// pipeline (load, unscale, hooks) in the order of the profile.
+// The dtype modes (both drivers) and what happens to one gradient element
+// before the update, in the order of the profile: load, unscale (fixed),
+// hooks, unscale (chainer). The CUDA driver runs it per element; the CPU
+// driver runs the same steps per tile (gradient_tile in cpu_driver.cpp).
+// Both use apply_hook and round_to of update_math.h.
 #ifndef FAST_ELEMENT_PIPELINE_H
 #define FAST_ELEMENT_PIPELINE_H
 #include "update_math.h"
