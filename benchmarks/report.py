@@ -15,6 +15,9 @@ from .derive import (Comparison, compare, comparison_dict, copy_bandwidth_gbps,
                      step_figures)
 from .targets import evaluate
 
+PEERS_NOTE = ("Separate benchmarks, one implementation at a time; the targets use the"
+              " interleaved timing further down where it exists.")
+SCALING_NOTE = "Separate benchmarks; the interleaved comparison is further down."
 PEER_COLUMNS = (("torch-fused", "x torch fused"), ("torch-foreach", "x torch foreach"),
                 ("per-array", "x per-array"), ("reference", "x reference"))
 
@@ -145,7 +148,7 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
     alone = [c for c in comparisons if not c.speedup]
     base = ["optimizer", "mode", "params", "arrays", "fast ms", "M params/s", "GB/s", "% copy"]
     if with_peers:
-        lines += ["## fast against its peers", ""]
+        lines += ["## fast against its peers", "", PEERS_NOTE, ""]
         lines += _table(base + [title for _, title in PEER_COLUMNS],
                         [_fast_row(c, True) for c in with_peers])
     if alone:
@@ -153,7 +156,7 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
         lines += _table(base, [_fast_row(c, False) for c in alone])
     scaled = [c for c in comparisons if c.loss_scaling_overhead is not None]
     if scaled:
-        lines += ["## Dynamic loss scaling", ""]
+        lines += ["## Dynamic loss scaling", "", SCALING_NOTE, ""]
         lines += _table(
             ["optimizer", "mode", "params", "without, ms", "overhead"],
             [[c.fast.optimizer, c.fast.mode, c.fast.param_set, f"{1e3 * c.fast.step_s:.2f}",
