@@ -260,8 +260,12 @@ class Engine(object):
                     g.prepare_master(i)
 
     # --- gradients ---
-    def collect_grads(self):
-        """Validate every gradient and gather per-group pointer tables."""
+    def collect_grads(self, missing_as_zero=False):
+        """Validate every gradient and gather per-group pointer tables.
+
+        With ``missing_as_zero`` a ``None`` gradient reads as zeros (a shared
+        zero buffer) instead of being an error; ``p.grad`` stays None.
+        """
         ndarray = numpy.ndarray
         for g in self.groups:
             ptrs = numpy.empty(len(g.entries), dtype=numpy.uint64)
@@ -270,6 +274,8 @@ class Engine(object):
             expected_dtype = F32 if fp32_view else g.dtype
             for i, e in enumerate(g.entries):
                 grad = e.param.grad
+                if grad is None and missing_as_zero:
+                    grad = numpy.zeros(g.shapes[i], dtype=expected_dtype)
                 if type(grad) is not ndarray or grad.dtype != expected_dtype or grad.shape != g.shapes[i]:
                     if fp32_view:
                         raise TypeError("gradient of parameter {!r} must stay a float32 array of shape {} "

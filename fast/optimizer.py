@@ -52,10 +52,14 @@ def named_parameters(target):
 
 
 class _RuleParam(object):
-    """What a rule's own hooks see: ``data`` (master or parameter) and ``grad``."""
+    """What a rule's own hooks see: ``data`` (master or parameter), ``grad``
+    (unscaled) and ``_loss_scale``, the scale Chainer's parameter would carry
+    (set by ``backward``; None on an fp32 master, which Chainer creates
+    untagged, and always None in the ``fixed`` profile)."""
 
-    def __init__(self, name, data, grad, rule):
+    def __init__(self, name, data, grad, rule, loss_scale=None):
         self.name, self.data, self.grad, self.update_rule = name, data, grad, rule
+        self._loss_scale = loss_scale
 
     @property
     def array(self):
@@ -199,7 +203,7 @@ class GradientMethod(object):
         engine.sync_hyperparameters()
         self._reallocate_cleared_grads()
         engine.collect_grads()
-        self.check_nan_in_grads()
+        self._flag_nonfinite_grads()
         if self.is_safe_to_update():
             self._check_rules()
         ops, scale, originals = self._pre_hooks()
@@ -258,7 +262,8 @@ class GradientMethod(object):
         else:
             grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
-        view = _RuleParam(entry.name, data, grad, rule)
+        tagged_scale = scale if engine.profile == "chainer" and group.master is None else None
+        view = _RuleParam(entry.name, data, grad, rule, tagged_scale)
         for hook in rule._hookable.get("pre"):
             hook(rule, view)
         engine.update_one_from_gradient(group, i, view.grad)
@@ -279,11 +284,23 @@ class GradientMethod(object):
         return self._loss.scale
 
     def check_nan_in_grads(self):
-        """Dynamic loss scaling: look for inf/NaN in every gradient."""
+        """Dynamic loss scaling: look for inf/NaN in every gradient.
+
+        Callable on its own: it reads the current ``p.grad`` arrays (a
+        gradient that is None counts as zeros and is left None).
+        """
         self._loss.isnan = False
         if not self._loss.dynamic:
             return
         self._check_set_up()
+        self._engine.collect_grads(missing_as_zero=True)
+        self._flag_nonfinite_grads()
+
+    def _flag_nonfinite_grads(self):
+        """check_nan_in_grads on the gradient tables ``update`` has just collected."""
+        self._loss.isnan = False
+        if not self._loss.dynamic:
+            return
         for name in self._engine.nonfinite_names():
             self._loss.isnan = True
             self._loss.isnan_ever = True

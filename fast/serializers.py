@@ -11,14 +11,29 @@ Keys: ``t``, ``epoch``, and per parameter ``<name>/t`` and ``<name>/<state>``
 the target. ``load_npz`` first runs the whole deserialization against a
 checker that validates every key, shape and dtype without writing, and only
 then loads; a truncated or corrupt file raises ``ValueError`` and leaves the
-optimizer as it was. A snapshot written by Chainer loads as is.
+optimizer as it was; a missing key raises ``MissingKeyError`` (both a
+``KeyError``, as in Chainer, and a ``ValueError``). Pickled data is never
+loaded (``allow_pickle=False``): a snapshot holds numbers and booleans only.
+A snapshot written by Chainer loads as is.
 """
 import math
 import os
+import pickle
 import tempfile
 import zipfile
 
 import numpy
+
+
+class MissingKeyError(KeyError, ValueError):
+    """A key the optimizer needs is absent from the snapshot.
+
+    A ``KeyError`` as Chainer's strict deserializer raises, and a
+    ``ValueError`` like every other problem with a snapshot's content.
+    """
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 
 class Serializer(object):
@@ -60,20 +75,12 @@ class NpzDeserializer(Deserializer):
         full = self.path + key.lstrip("/")
         if full not in self.npz:
             if self.strict:
-                if self.check_only:
-                    self.problems.append("missing key {!r}".format(full))
-                    return value
-                raise KeyError(full)
+                raise MissingKeyError("missing key {!r}".format(full))
             return value
         try:
             data = self.npz[full]
         except Exception as err:  # zlib/zip/format errors of a damaged member
             raise ValueError("cannot read key {!r}: {}".format(full, err)) from err
-        if data.dtype == object:
-            if data.shape == () and data[()] is None:
-                return None
-            self.problems.append("key {!r} holds Python objects".format(full))
-            return value
         if value is None:
             return data
         if isinstance(value, numpy.ndarray):
@@ -204,11 +211,33 @@ def _serialize_loss_scaling(opt, s, loading, check_only):
     dynamic = s("dynamic", bool(ls.dynamic))
     multiplier = s("multiplier", float("nan") if ls.multiplier is None else float(ls.multiplier))
     isnan_ever = s("isnan_ever", bool(ls.isnan_ever))
+    if loading:
+        problem = _loss_scaling_problem(scale, dynamic, multiplier)
+        if problem:
+            _report(s, problem)
+            return
     if loading and not check_only:
         ls.scale = None if math.isnan(scale) else scale
         ls.dynamic = bool(dynamic)
         ls.multiplier = None if math.isnan(multiplier) else multiplier
         ls.isnan_ever = bool(isnan_ever)
+
+
+def _loss_scaling_problem(scale, dynamic, multiplier):
+    """Why a loaded loss-scaling state is invalid, or None.
+
+    NaN encodes "unset" (no loss scaling; no dynamic multiplier). A set scale
+    must be finite and > 0, as ``loss_scaling(scale=...)`` requires; dynamic
+    scaling needs a scale and a finite multiplier >= 1 (2**(1/interval)).
+    """
+    if not math.isnan(scale) and not (math.isfinite(scale) and scale > 0):
+        return "loss_scaling/scale must be a finite number > 0 (or NaN: off), got {}".format(scale)
+    if dynamic:
+        if math.isnan(scale):
+            return "loss_scaling/scale is NaN (off) but loss_scaling/dynamic is set"
+        if not (math.isfinite(multiplier) and multiplier >= 1):
+            return "loss_scaling/multiplier must be a finite number >= 1, got {}".format(multiplier)
+    return None
 
 
 def save_npz(file, obj, compression=True):
@@ -235,13 +264,18 @@ def save_npz(file, obj, compression=True):
 def load_npz(file, obj, path="", strict=True):
     """Load a snapshot into ``obj``; every key is validated before anything changes."""
     try:
-        npz = numpy.load(file, allow_pickle=True)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        npz = numpy.load(file, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as err:
         raise ValueError("cannot read optimizer snapshot {!r}: {}".format(file, err)) from err
+    if not isinstance(npz, numpy.lib.npyio.NpzFile):
+        raise ValueError("optimizer snapshot {!r} is a single .npy array, not an npz archive".format(file))
     with npz:
         problems = []
         try:
             obj.serialize(NpzDeserializer(npz, path=path, strict=strict, check_only=True, problems=problems))
+        except MissingKeyError as err:
+            raise MissingKeyError("optimizer snapshot {!r} does not match the optimizer: {}".format(
+                file, err)) from None
         except (zipfile.BadZipFile, EOFError, OSError) as err:
             raise ValueError("optimizer snapshot {!r} is corrupt: {}".format(file, err)) from err
         if problems:

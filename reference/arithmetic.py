@@ -126,7 +126,8 @@ class Float64(Arithmetic):
         values = numpy.asarray(values, dtype=numpy.float64)
         if dtype == numpy.float64:
             return values.copy()
-        return values.astype(dtype).astype(numpy.float64)
+        with numpy.errstate(over="ignore"):  # overflow to inf is the intended cast result
+            return values.astype(dtype).astype(numpy.float64)
 
 
 class ObjectArithmetic(Arithmetic):
@@ -170,41 +171,32 @@ class ObjectArithmetic(Arithmetic):
 
     # --- helpers -------------------------------------------------------------------------
     def _map(self, function, *arrays):
-        arrays = numpy.broadcast_arrays(*[self._as_object(a) for a in arrays])
-        out = numpy.empty(arrays[0].shape, dtype=object)
-        for index in numpy.ndindex(out.shape):
-            out[index] = function(*[a[index] for a in arrays])
-        return out
+        """Applies ``function`` elementwise (broadcasting); returns an object array."""
+        arrays = [self._as_object(a) for a in arrays]
+        result = numpy.frompyfunc(function, len(arrays), 1)(*arrays)
+        return _object_array(result)
 
     def _map_bool(self, function, values):
         values = self._as_object(values)
-        out = numpy.empty(values.shape, dtype=bool)
-        for index in numpy.ndindex(values.shape):
-            out[index] = bool(function(values[index]))
-        return out
+        result = numpy.frompyfunc(lambda x: bool(function(x)), 1, 1)(values)
+        return numpy.asarray(result, dtype=bool).reshape(values.shape)
 
     def _as_object(self, values):
         if isinstance(values, numpy.ndarray):
             if values.dtype == object:
                 return values
             return self.array(values)
-        if isinstance(values, (bool, numpy.bool_)):
-            return numpy.asarray(values)
         out = numpy.empty((), dtype=object)
-        out[()] = self.number(values) if isinstance(values, (int, float, numpy.floating)) \
-            else values
+        is_host_number = isinstance(values, (int, float, numpy.floating, numpy.integer))
+        out[()] = self.scalar(values) if is_host_number else values
         return out
 
     # --- protocol ------------------------------------------------------------------------
     def array(self, values):
         values = numpy.asarray(values)
-        out = numpy.empty(values.shape, dtype=object)
-        for index in numpy.ndindex(values.shape):
-            element = values[index]
-            if isinstance(element, (numpy.floating, numpy.integer)):
-                element = element.item()
-            out[index] = self.number(element)
-        return out
+        if values.dtype != object:
+            values = values.astype(numpy.float64).astype(object)  # exact, Python floats
+        return _object_array(numpy.frompyfunc(self.number, 1, 1)(values))
 
     def scalar(self, number):
         if isinstance(number, (numpy.floating, numpy.integer)):
@@ -213,15 +205,12 @@ class ObjectArithmetic(Arithmetic):
 
     def to_float64(self, values):
         values = self._as_object(values)
-        out = numpy.empty(values.shape, dtype=numpy.float64)
-        for index in numpy.ndindex(values.shape):
-            out[index] = self.number_to_float(values[index])
-        return out
+        result = numpy.frompyfunc(self.number_to_float, 1, 1)(values)
+        return numpy.asarray(result, dtype=numpy.float64).reshape(values.shape)
 
     def sqrt(self, values):
-        nan = self.number_nan()
         return self._unwrap(self._map(
-            lambda x: nan if x < 0 else self.number_sqrt(x), values))
+            lambda x: self.number_nan() if x < 0 else self.number_sqrt(x), values))
 
     def abs(self, values):
         return self._unwrap(self._map(abs, values))
@@ -276,14 +265,12 @@ class ObjectArithmetic(Arithmetic):
 
     def divide(self, numerator, denominator):
         """IEEE division: x/0 is +-inf (NaN for 0/0 and NaN/0) instead of raising."""
-        nan, inf = self.number_nan(), self.number_inf()
-
         def divide(x, y):
             if y != 0 or self.number_isnan(y):
                 return x / y
             if x == 0 or self.number_isnan(x):
-                return nan
-            return inf if x > 0 else -inf
+                return self.number_nan()
+            return self.number_inf() if x > 0 else -self.number_inf()
         return self._unwrap(self._map(divide, numerator, denominator))
 
     def round_to(self, values, dtype):
@@ -342,6 +329,15 @@ class Mpmath(ObjectArithmetic):
         if abs(rounded) > self.mp.mpf(float(finfo.max)):
             return self.mp.mpf("inf") if rounded > 0 else self.mp.mpf("-inf")
         return rounded
+
+
+def _object_array(result):
+    """frompyfunc returns a bare element for 0-d input: wrap it back into a 0-d array."""
+    if isinstance(result, numpy.ndarray):
+        return result
+    out = numpy.empty((), dtype=object)
+    out[()] = result
+    return out
 
 
 def _round_half_even_shift(mantissa, shift):

@@ -22,7 +22,7 @@ class Hookable:
         self._invalid_timing_fallback = invalid_timing_fallback
 
     def add_hook(self, hook, name=None, timing="auto"):
-        """Registers ``hook``; raises TypeError, ValueError or KeyError before changing anything."""
+        """Registers ``hook``; raises TypeError, ValueError or KeyError before any change."""
         if not callable(hook):
             raise TypeError("hook function must be callable, got {!r}".format(hook))
         if timing not in ("pre", "post", "auto"):

@@ -9,7 +9,7 @@ from reference.arithmetic import Float64, check_arithmetic
 from reference.hookable import Hookable
 from reference.hyperparameter import Hyperparameter
 from reference.loss_scaling import LossScaling, LossScalingState
-from reference.serializers import Deserializer, MissingKeyError
+from reference.serializers import ABSENT, MissingKeyError, serialize_optional
 from reference.targets import Target
 from reference.update_rule import _check_counter, _counter_from_file, \
     divide_grad_by_loss_scale
@@ -102,7 +102,15 @@ class Optimizer:
         self._hookable.remove_hook(name)
 
     def call_hooks(self, timing="pre"):
+        """Runs the optimizer hooks registered for ``timing`` now."""
         self._check_set_up()
+        self.target.pull()
+        try:
+            self._run_hooks(timing)
+        finally:
+            self.target.push()
+
+    def _run_hooks(self, timing):
         for hook in self._hookable.hooks(timing):
             self.call_hook(hook)
 
@@ -160,13 +168,23 @@ class Optimizer:
 
     # --- serialization ------------------------------------------------------------------------
     def serialize(self, serializer):
-        """Chainer's keys ``t``, ``epoch``, ``<name>/...``; ``fixed`` adds ``loss_scaling/*``."""
+        """Chainer's keys ``t``, ``epoch``, ``<name>/...``; ``fixed`` adds ``loss_scaling/*``.
+
+        Chainer's protocol: every value is replaced by what ``serializer(key, value)``
+        returns, whatever the serializer's class. If anything fails (a missing key, a bad
+        shape, dtype or counter), everything is restored as it was before the call.
+        """
         self._check_set_up()
-        t = serializer("t", self._t)
-        epoch = serializer("epoch", self._epoch)
-        if isinstance(serializer, Deserializer):
-            self._t = _counter_from_file(t, "t")
-            self._epoch = _counter_from_file(epoch, "epoch")
+        snapshot = self.snapshot()
+        try:
+            self._serialize(serializer)
+        except BaseException:
+            self.restore(snapshot)
+            raise
+
+    def _serialize(self, serializer):
+        self._t = _counter_from_file(serializer("t", self._t), "t")
+        self._epoch = _counter_from_file(serializer("epoch", self._epoch), "epoch")
         for name, param in self.target.namedparams():
             rule = getattr(param, "update_rule", None)
             if rule is not None:
@@ -175,31 +193,26 @@ class Optimizer:
             self._serialize_loss_scaling(serializer["loss_scaling"])
 
     def _serialize_loss_scaling(self, serializer):
-        state = self._loss_scaling.state
-        if not isinstance(serializer, Deserializer):
-            if state.scale is not None:
-                serializer("scale", numpy.float64(state.scale))
-                serializer("dynamic", numpy.bool_(state.dynamic))
-                serializer("multiplier", numpy.float64(
-                    numpy.nan if state.multiplier is None else state.multiplier))
-                serializer("isnan_ever", numpy.bool_(state.isnan_ever))
+        """``fixed`` only: ``loss_scaling/{scale,dynamic,multiplier,isnan_ever}``.
+
+        The keys are always written; "off" is ``scale`` NaN with ``dynamic`` False, and a
+        multiplier never set is NaN. A checkpoint with none of the keys (one written in the
+        ``chainer`` profile) says nothing about loss scaling: the optimizer keeps its own
+        configuration. One with only some of them is damaged (MissingKeyError).
+        """
+        encoded = _encode_loss_scaling(self._loss_scaling.state)
+        answers = {key: serialize_optional(serializer, key, encoded[key])
+                   for key in LOSS_SCALING_KEYS}
+        missing = [key for key in LOSS_SCALING_KEYS if answers[key] is ABSENT]
+        if len(missing) == len(LOSS_SCALING_KEYS):
             return
-        if not serializer.has("scale"):
-            self._loss_scaling.state = LossScalingState(None, False, None, False)
-            return
-        values = {}
-        for key in ("scale", "dynamic", "multiplier", "isnan_ever"):
-            if not serializer.has(key):
-                raise MissingKeyError("{}: key 'loss_scaling/{}' is missing".format(
-                    serializer.source, key))
-            values[key] = numpy.asarray(serializer(key, None))
-        multiplier = float(values["multiplier"])
-        self._loss_scaling.state = LossScalingState(
-            float(values["scale"]), bool(values["dynamic"]),
-            None if numpy.isnan(multiplier) else multiplier, bool(values["isnan_ever"]))
+        if missing:
+            raise MissingKeyError("{}: key 'loss_scaling/{}' is missing".format(
+                getattr(serializer, "source", "checkpoint"), missing[0]))
+        self._loss_scaling.state = _decode_loss_scaling(answers)
 
     def snapshot(self):
-        """Everything serialization can change, for :meth:`restore` (used by load_npz)."""
+        """Everything serialization can change, for :meth:`restore` (used by serialize)."""
         rules = [_snapshot_rule(param.update_rule) for param in self.target.params()]
         return (self._t, self._epoch, self._loss_scaling.state, rules)
 
@@ -296,15 +309,19 @@ class GradientMethod(Optimizer):
             self.target.cleargrads()
             loss.backward(loss_scale=self.loss_scale)
             del loss
-        self._check_update()
-        with numpy.errstate(all="ignore"):
-            self.reallocate_cleared_grads()
-            for param in self.target.params():
-                param._loss_scale = self.loss_scale
-            if self._profile == profiles.FIXED:
-                self._update_fixed()
-            else:
-                self._update_chainer()
+        self.target.pull()
+        try:
+            self._check_update()
+            with numpy.errstate(all="ignore"):
+                self.reallocate_cleared_grads()
+                for param in self.target.params():
+                    param._loss_scale = self.loss_scale
+                if self._profile == profiles.FIXED:
+                    self._update_fixed()
+                else:
+                    self._update_chainer()
+        finally:
+            self.target.push()
 
     def _check_update(self):
         for param in self.target.params():
@@ -314,14 +331,14 @@ class GradientMethod(Optimizer):
 
     def _update_chainer(self):
         self.check_nan_in_grads()
-        self.call_hooks("pre")
+        self._run_hooks("pre")
         self._t += 1
         if self.is_safe_to_update():
             for param in self.target.params():
                 if param.update_rule is not None:
                     param.update_rule.update(param)
         self.reallocate_cleared_grads()
-        self.call_hooks("post")
+        self._run_hooks("post")
         self.update_loss_scale()
 
     def _update_fixed(self):
@@ -336,13 +353,13 @@ class GradientMethod(Optimizer):
                     divide_grad_by_loss_scale(working, param._loss_scale)
                 param._loss_scale = None
                 working._loss_scale = None
-            self.call_hooks("pre")
+            self._run_hooks("pre")
             self._t += 1
             if self.is_safe_to_update():
                 for param, working in self._working:
                     param.update_rule.update(param, working=working)
             self.reallocate_cleared_grads()
-            self.call_hooks("post")
+            self._run_hooks("post")
         finally:
             for param, working in self._working:
                 if working is not param:
@@ -350,6 +367,33 @@ class GradientMethod(Optimizer):
             self._working = None
             self._working_rules = None
         self.update_loss_scale()
+
+
+LOSS_SCALING_KEYS = ("scale", "dynamic", "multiplier", "isnan_ever")
+
+
+def _encode_loss_scaling(state):
+    """The ``fixed`` checkpoint's loss-scaling values (None written as NaN)."""
+    return {"scale": numpy.float64(numpy.nan if state.scale is None else state.scale),
+            "dynamic": numpy.bool_(state.dynamic),
+            "multiplier": numpy.float64(
+                numpy.nan if state.multiplier is None else state.multiplier),
+            "isnan_ever": numpy.bool_(state.isnan_ever)}
+
+
+def _decode_loss_scaling(values):
+    """Inverse of :func:`_encode_loss_scaling` (the state setter checks the values)."""
+    numbers = {}
+    for key in LOSS_SCALING_KEYS:
+        array = numpy.asarray(values[key])
+        if array.shape != () or array.dtype.kind not in "biuf":
+            raise ValueError("key 'loss_scaling/{}': expected a scalar number, found {!r}"
+                             .format(key, values[key]))
+        numbers[key] = array.item()
+    scale, multiplier = float(numbers["scale"]), float(numbers["multiplier"])
+    return LossScalingState(None if numpy.isnan(scale) else scale, bool(numbers["dynamic"]),
+                            None if numpy.isnan(multiplier) else multiplier,
+                            bool(numbers["isnan_ever"]))
 
 
 def _snapshot_rule(rule):

@@ -4,7 +4,19 @@ import numpy
 
 from reference.arithmetic import FLOAT_DTYPES, Float64, ObjectArithmetic
 
-__all__ = ["Parameter"]
+__all__ = ["Parameter", "read_only_storage_array"]
+
+
+def read_only_storage_array(arithmetic, values, dtype):
+    """``values`` as a new numpy array of ``dtype``, marked read-only.
+
+    The public views are copies (the values live in the arithmetic's representation), so an
+    in-place write into one could only be lost; marking it read-only turns that into an error.
+    """
+    with numpy.errstate(over="ignore"):
+        array = arithmetic.to_float64(values).astype(dtype)
+    array.flags.writeable = False
+    return array
 
 
 class Parameter:
@@ -15,8 +27,10 @@ class Parameter:
     to the storage dtype, so the values always lie on the storage grid unless a caller
     writes off-grid values through :attr:`value` on purpose.
 
-    Public views (numpy arrays of the storage dtype, fresh copies: modify them by
-    assignment, never in place): :attr:`data` / :attr:`array`, :attr:`grad`.
+    Public views (read-only numpy arrays of the storage dtype, copies of the values: modify
+    them by assignment, ``p.data = a``; an in-place write such as ``p.data[...] = a`` raises
+    ``ValueError: assignment destination is read-only`` instead of being lost):
+    :attr:`data` / :attr:`array`, :attr:`grad`.
     Reference-only accessors: :attr:`value`, :attr:`grad_value` (arithmetic values).
     """
 
@@ -26,6 +40,8 @@ class Parameter:
             raise TypeError("Parameter array must be float16, float32 or float64, not {}"
                             .format(array.dtype))
         self.name = name
+        # The name the last optimizer set-up gave it ('/w', '/0', ...), for error messages.
+        self.name_in_optimizer = None
         self.update_rule = None
         self._dtype = array.dtype
         self._shape = array.shape
@@ -58,10 +74,21 @@ class Parameter:
         """The arithmetic context the values are held in."""
         return self._ctx
 
+    @property
+    def label(self):
+        """How error messages name it: ``name``, else its name in the optimizer it was last
+        set up with (``'/w'``), else None."""
+        return self.name if self.name is not None else self.name_in_optimizer
+
+    def describe(self):
+        """``"parameter '/w'"`` (see :attr:`label`), or ``"unnamed parameter"``."""
+        label = self.label
+        return "unnamed parameter" if label is None else "parameter {!r}".format(label)
+
     # --- public views -----------------------------------------------------------------
     @property
     def data(self):
-        """The parameter as a numpy array of its storage dtype (a copy)."""
+        """The parameter as a read-only numpy array of its storage dtype (a copy)."""
         return self._to_storage_array(self._value)
 
     @data.setter
@@ -72,7 +99,7 @@ class Parameter:
 
     @property
     def grad(self):
-        """The gradient as a numpy array of the storage dtype (a copy), or None."""
+        """The gradient as a read-only numpy array of the storage dtype (a copy), or None."""
         if self._grad_value is None:
             return None
         return self._to_storage_array(self._grad_value)
@@ -129,29 +156,28 @@ class Parameter:
 
     # --- helpers ----------------------------------------------------------------------
     def _to_storage_array(self, values):
-        with numpy.errstate(over="ignore"):
-            return self._ctx.to_float64(values).astype(self._dtype)
+        return read_only_storage_array(self._ctx, values, self._dtype)
 
     def _checked_array(self, array, what):
         if not isinstance(array, numpy.ndarray):
-            raise TypeError("{} of parameter {!r} must be a numpy array, not {}"
-                            .format(what, self.name, type(array).__name__))
+            raise TypeError("{} of {} must be a numpy array, not {}"
+                            .format(what, self.describe(), type(array).__name__))
         if array.dtype != self._dtype:
-            raise TypeError("{} of parameter {!r} must have dtype {}, not {}"
-                            .format(what, self.name, self._dtype, array.dtype))
+            raise TypeError("{} of {} must have dtype {}, not {}"
+                            .format(what, self.describe(), self._dtype, array.dtype))
         if array.shape != self._shape:
-            raise ValueError("{} of parameter {!r} must have shape {}, not {}"
-                             .format(what, self.name, self._shape, array.shape))
+            raise ValueError("{} of {} must have shape {}, not {}"
+                             .format(what, self.describe(), self._shape, array.shape))
         return array
 
     def _coerce_values(self, values, what):
         values = numpy.asarray(values)
         if values.shape != self._shape:
-            raise ValueError("{} of parameter {!r} must have shape {}, not {}"
-                             .format(what, self.name, self._shape, values.shape))
+            raise ValueError("{} of {} must have shape {}, not {}"
+                             .format(what, self.describe(), self._shape, values.shape))
         if isinstance(self._ctx, ObjectArithmetic) and values.dtype == object:
             return values.copy()
         if values.dtype.kind != "f" and values.dtype != object:
-            raise TypeError("{} of parameter {!r} must hold floating-point values, not {}"
-                            .format(what, self.name, values.dtype))
+            raise TypeError("{} of {} must hold floating-point values, not {}"
+                            .format(what, self.describe(), values.dtype))
         return self._ctx.array(values)

@@ -31,22 +31,24 @@ QUIRKS = (
      "parameters is rounded to the promoted dtype after each addition, and sqrt stays in "
      "that dtype; a sum above 65504 overflows to inf, the rate becomes 0 and every gradient "
      "is zeroed",
-     "reference/optimizer_hooks/gradient_clipping.py squared_norm",
-     "same rounding (the grads are fp32 when the master is used)"),
+     "reference/optimizer_hooks/gradient_clipping.py squared_norm; "
+     "reference/optimizer_hooks/_norms.py reduction_dtype",
+     "fixed: the sums and the norm are kept in at least float32"),
     ("GradientClipping with a zero norm: rate = threshold/0 (inf, >= 1: no-op) or 0/0 = NaN "
      "when threshold is 0, which turns every gradient into NaN",
      "reference/optimizer_hooks/gradient_clipping.py GradientClipping.__call__",
      "fixed: a zero norm leaves the gradients unchanged"),
     ("GradientLARS: numpy.linalg.norm of fp16 arrays is computed as an fp16 dot and an fp16 "
      "sqrt (overflows above 65504)",
-     "reference/optimizer_hooks/gradient_lars.py", "same"),
+     "reference/optimizer_hooks/gradient_lars.py",
+     "fixed: the norms are kept in at least float32"),
     ("GradientNoise: noise_func receives the update rule as `opt`, so opt.t is the rule's t "
      "(before this step's increment)",
      "reference/optimizer_hooks/gradient_noise.py", "same"),
     ("optimizer.t advances on a skipped (non-finite) step; rule.t does not",
      "reference/optimizer.py GradientMethod.update", "same"),
-    ("The rule divides the gradient by the loss scale in place, in the gradient's dtype, after "
-     "the scale is converted to that dtype; without a master the parameter's own grad is "
+    ("The rule divides the gradient by the loss scale in place, storing the quotient in the "
+     "gradient's dtype; without a master the parameter's own grad is "
      "left unscaled after the step (optimizer 'post' hooks see it unscaled), with a master "
      "the fp16 grad stays scaled",
      "reference/update_rule.py divide_grad_by_loss_scale", "same (done once, before hooks)"),
@@ -71,7 +73,8 @@ QUIRKS = (
      "reference/update_rule.py UpdateRule.serialize; reference/optimizer.py "
      "Optimizer.serialize",
      "fixed: keys <name>/fp32_param, <name>/beta_power, <name>/initial_alpha, "
-     "loss_scaling/{scale,dynamic,multiplier,isnan_ever}"),
+     "loss_scaling/{scale,dynamic,multiplier,isnan_ever} (always written; a file without "
+     "them keeps the optimizer's loss scaling)"),
     ("Loading into a rule whose state is None takes the state keys from init_state on a "
      "dummy float32 (1,) parameter and keeps the file's dtypes; a missing key leaves the "
      "state None for a disabled rule and raises KeyError for an enabled one",

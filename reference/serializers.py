@@ -4,8 +4,8 @@
 ``value = serializer(key, value)`` for leaves, ``serializer[name]`` for sub-paths. A
 :class:`DictionarySerializer` collects ``{path: array}``; an :class:`NpzDeserializer` answers
 from a loaded checkpoint. :func:`load_npz` reads and checks the whole file first, then
-deserializes into the optimizer and restores the optimizer's previous state if any key,
-shape, dtype or counter is wrong, so a failed load changes nothing.
+deserializes into the optimizer; ``Optimizer.serialize`` restores the optimizer's previous
+state if any key, shape, dtype or counter is wrong, so a failed load changes nothing.
 """
 
 import io
@@ -16,7 +16,8 @@ import zipfile
 import numpy
 
 __all__ = ["Serializer", "Deserializer", "DictionarySerializer", "NpzDeserializer",
-           "CheckpointError", "MissingKeyError", "save_npz", "load_npz"]
+           "CheckpointError", "MissingKeyError", "save_npz", "load_npz", "is_deserializer",
+           "serialize_optional", "ABSENT", "same_bits"]
 
 
 class CheckpointError(ValueError):
@@ -39,6 +40,56 @@ class Deserializer:
 
     def has(self, key):
         raise NotImplementedError
+
+
+def is_deserializer(serializer):
+    """Whether ``serializer`` is the reading side of the protocol.
+
+    True for a :class:`Deserializer` and for any object whose class derives from a class
+    named ``Deserializer`` (Chainer's ``chainer.serializer.Deserializer``, so Chainer's own
+    ``NpzDeserializer`` and ``HDF5Deserializer`` count), without importing Chainer. Only the
+    decisions Chainer makes with ``isinstance(serializer, Deserializer)`` depend on it: every
+    value a serializer returns is used whatever its class.
+    """
+    if isinstance(serializer, Deserializer):
+        return True
+    return any(cls.__name__ == "Deserializer" for cls in type(serializer).__mro__)
+
+
+#: What :func:`serialize_optional` answers when there is nothing to read or to write.
+ABSENT = object()
+
+
+def serialize_optional(serializer, key, value):
+    """``serializer(key, value)`` for a key a checkpoint may lack (the ``fixed`` extras).
+
+    Returns :data:`ABSENT` when a :class:`Deserializer` has no ``key``, when another
+    deserializer raises KeyError or answers None for it, or when a writer would be given
+    ``value`` None (nothing to write); otherwise the serializer's answer.
+    """
+    if isinstance(serializer, Deserializer):
+        return serializer(key, value) if serializer.has(key) else ABSENT
+    if is_deserializer(serializer):
+        try:
+            answer = serializer(key, value)
+        except KeyError:
+            return ABSENT
+        return ABSENT if answer is None else answer
+    if value is None:
+        return ABSENT
+    return serializer(key, value)
+
+
+def same_bits(answer, value):
+    """Whether a serializer's ``answer`` is ``value`` bit for bit (same dtype and shape).
+
+    Such an answer (a writer's echo, or a reader whose file holds what the optimizer has)
+    is not assigned back, so values the arithmetic holds more precisely than their storage
+    dtype (mpmath's ``beta_power``, a teacher-forced master) survive a save.
+    """
+    answer, value = numpy.asarray(answer), numpy.asarray(value)
+    return (answer.dtype == value.dtype and answer.dtype != object
+            and answer.shape == value.shape and answer.tobytes() == value.tobytes())
 
 
 class DictionarySerializer(Serializer):
@@ -132,14 +183,12 @@ def read_npz(path):
 
 
 def load_npz(path, optimizer):
-    """Loads a checkpoint into ``optimizer``; on any error the optimizer is left unchanged."""
+    """Loads a checkpoint into ``optimizer``; on any error the optimizer is left unchanged
+    (``optimizer.serialize`` restores what it had)."""
     arrays = read_npz(path)
-    snapshot = optimizer.snapshot()
     try:
         optimizer.serialize(NpzDeserializer(arrays, source=str(path)))
     except CheckpointError:
-        optimizer.restore(snapshot)
         raise
     except (TypeError, ValueError, KeyError) as error:
-        optimizer.restore(snapshot)
         raise CheckpointError("{}: {}".format(path, error)) from error

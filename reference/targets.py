@@ -3,6 +3,7 @@ Link-like object with ``namedparams()``."""
 
 import collections.abc
 
+from reference.external import ExternalParameter, is_foreign_parameter
 from reference.parameter import Parameter
 
 __all__ = ["Target"]
@@ -14,6 +15,10 @@ class Target:
     * a mapping: ``"/" + key`` (``{"w": p}`` -> ``"/w"``);
     * an object with ``namedparams()`` (e.g. a Chainer Link): the names it yields;
     * any other iterable: ``"/0"``, ``"/1"``, ... by position.
+
+    Each parameter is a :class:`reference.Parameter` or a foreign object with ``array`` and
+    ``grad`` (e.g. a ``chainer.Parameter``), mirrored by an
+    :class:`reference.external.ExternalParameter`.
 
     Offers the part of Chainer's Link interface that optimizers and hooks use:
     :meth:`params`, :meth:`namedparams`, :meth:`cleargrads`, :meth:`zerograds`.
@@ -41,6 +46,18 @@ class Target:
     def __len__(self):
         return len(self._named)
 
+    def pull(self):
+        """Refreshes mirrors of foreign parameters from their objects (see reference.external)."""
+        for _, param in self._named:
+            if isinstance(param, ExternalParameter):
+                param.pull()
+
+    def push(self):
+        """Writes mirrors of foreign parameters back into their objects."""
+        for _, param in self._named:
+            if isinstance(param, ExternalParameter):
+                param.push()
+
 
 def _collect(source):
     if isinstance(source, Parameter):
@@ -56,7 +73,11 @@ def _collect(source):
     else:
         raise TypeError("optimization target must be a mapping, an iterable of Parameters or "
                         "an object with namedparams(), not {}".format(type(source).__name__))
+    named = [(name, ExternalParameter(param, name) if is_foreign_parameter(param) else param)
+             for name, param in named]
     _check_named(named)
+    for name, param in named:
+        param.name_in_optimizer = name
     return named
 
 
@@ -64,9 +85,9 @@ def _check_named(named):
     seen_names, seen_ids = set(), set()
     for name, param in named:
         if not isinstance(param, Parameter):
-            raise TypeError("parameter {!r} is a {}, not a reference.Parameter (the reference "
-                            "holds its own values; build reference.Parameter objects from "
-                            "your arrays)".format(name, type(param).__name__))
+            raise TypeError("parameter {!r} is a {}: expected a reference.Parameter or an "
+                            "object with 'array' and 'grad' attributes (e.g. a "
+                            "chainer.Parameter)".format(name, type(param).__name__))
         if name in seen_names:
             raise ValueError("two parameters are named {!r}".format(name))
         if id(param) in seen_ids:

@@ -1,6 +1,7 @@
 """UpdateRule: one parameter's update, its state, hooks and fp32 master weights."""
 
 import collections.abc
+import numbers
 
 import numpy
 
@@ -8,14 +9,15 @@ from reference import profiles
 from reference.arithmetic import FLOAT_DTYPES, Float64
 from reference.hookable import Hookable
 from reference.hyperparameter import Hyperparameter
-from reference.parameter import Parameter
-from reference.serializers import Deserializer
+from reference.parameter import Parameter, read_only_storage_array
+from reference.serializers import ABSENT, is_deserializer, same_bits, serialize_optional
 
 __all__ = ["UpdateRule", "StateView"]
 
 
 class StateView(collections.abc.MutableMapping):
-    """``rule.state``: state name -> numpy array of the state's storage dtype (copies).
+    """``rule.state``: state name -> read-only numpy array of the state's storage dtype (a
+    copy; an in-place write raises ValueError instead of being lost).
 
     Assigning a numpy array converts it into the rule's arithmetic, keeping the state's
     storage dtype (Chainer copies into the existing array).
@@ -26,9 +28,8 @@ class StateView(collections.abc.MutableMapping):
 
     def __getitem__(self, name):
         rule = self._rule
-        with numpy.errstate(over="ignore"):
-            return rule.arithmetic.to_float64(rule.state_values[name]).astype(
-                rule.state_dtypes[name])
+        return read_only_storage_array(rule.arithmetic, rule.state_values[name],
+                                       rule.state_dtypes[name])
 
     def __setitem__(self, name, array):
         rule = self._rule
@@ -134,7 +135,7 @@ class UpdateRule:
 
     @property
     def fp32_param(self):
-        """The fp32 master as a float32 numpy array, or None when no master exists."""
+        """The fp32 master as a read-only float32 numpy array, or None when there is none."""
         return None if self._fp32_param is None else self._fp32_param.data
 
     @property
@@ -154,6 +155,16 @@ class UpdateRule:
             self._fp32_param = master
         else:
             self._fp32_param.value = values
+
+    def initialize_state(self, param):
+        """Creates the state for ``param`` now if there is none (as the first update would,
+        on the working parameter); for teacher forcing before the first step."""
+        if self.state_values is None:
+            self.state_values, self.state_dtypes = {}, {}
+            dtype = self.working_dtype(param)
+            shaped = Parameter(numpy.zeros(param.shape, dtype), name=param.label)
+            shaped.bind(self.arithmetic)
+            self.init_state(shaped)
 
     def init_state(self, param):
         """Creates the state arrays for ``param`` (none by default)."""
@@ -181,8 +192,12 @@ class UpdateRule:
     def check_update(self, param):
         """Raises before anything changes if ``update(param)`` would fail (see subclasses)."""
         if param.grad_value is not None and numpy.shape(param.grad_value) != param.shape:
-            raise ValueError("gradient of parameter {!r} has shape {}, expected {}"
-                             .format(param.name, numpy.shape(param.grad_value), param.shape))
+            raise ValueError("gradient of {} has shape {}, expected {}"
+                             .format(param.describe(), numpy.shape(param.grad_value), param.shape))
+        for name, value in self.hyperparam.get_dict().items():
+            if not isinstance(value, numbers.Real):
+                raise TypeError("hyperparameter {} of {} must be a real number, not {!r}"
+                                .format(name, param.describe(), value))
 
     def working_param(self, param):
         """The parameter the update math acts on: the fp32 master (existing, or a fresh
@@ -192,7 +207,7 @@ class UpdateRule:
         if self._fp32_param is not None:
             master = self._fp32_param
         else:
-            master = Parameter(numpy.zeros(param.shape, numpy.float32), name=param.name)
+            master = Parameter(numpy.zeros(param.shape, numpy.float32), name=param.label)
             master.bind(self.arithmetic)
             master.store(param.value)
         if param.grad_value is not None:
@@ -243,58 +258,68 @@ class UpdateRule:
 
     # --- serialization ---------------------------------------------------------------------
     def serialize(self, serializer):
-        """Chainer's protocol: ``t`` and every state key; ``fixed`` adds ``fp32_param``."""
-        t = serializer("t", self.t)
-        if isinstance(serializer, Deserializer):
-            self.t = _counter_from_file(t, "t")
-            self._deserialize_state(serializer)
-        elif self.state_values is not None:
+        """Chainer's protocol: ``t`` and every state key; ``fixed`` adds ``fp32_param``.
+
+        Every value is replaced by what ``serializer(key, value)`` returns, whatever the
+        serializer's class (an answer identical bit for bit to the value passed is not stored
+        back, see :func:`reference.serializers.same_bits`). State arrays are passed as
+        writable copies, since Chainer's NpzDeserializer copies into the array it is given.
+        """
+        self.t = _counter_from_file(serializer("t", self.t), _key(serializer, "t"))
+        if self.state_values is None:
+            if is_deserializer(serializer):
+                self._deserialize_missing_state(serializer)
+        else:
             for name in list(self.state_values):
-                serializer(name, self.state[name])
+                current = self.state[name]
+                answer = serializer(name, numpy.array(current))
+                if not same_bits(answer, current):
+                    array = self._checked_loaded_array(_key(serializer, name), answer)
+                    self.store_state(name, self.arithmetic.array(array))
         if self._profile == profiles.FIXED:
             self.serialize_fixed_extras(serializer)
 
     def serialize_fixed_extras(self, serializer):
-        """The ``fixed`` profile's extra keys (the fp32 master; subclasses add theirs)."""
-        if isinstance(serializer, Deserializer):
-            master = serializer("fp32_param", None) if serializer.has("fp32_param") else None
-            if master is not None:
-                master = self._checked_loaded_array("fp32_param", master)
-                if master.dtype != numpy.float32:
-                    raise ValueError("fp32_param must be float32, not {}".format(master.dtype))
-                self.fp32_value = self.arithmetic.array(master)
-            else:
-                self._fp32_param = None
-        elif self._fp32_param is not None:
-            serializer("fp32_param", self._fp32_param.data)
+        """The ``fixed`` profile's extra keys (the fp32 master; subclasses add theirs).
 
-    def _deserialize_state(self, serializer):
-        if self.state_values is None:
-            # Chainer quirk (UpdateRule.serialize): the keys to load come from init_state on
-            # a dummy float32 parameter of shape (1,); the loaded arrays keep the file's
-            # dtype; any key missing (or saved as None) leaves the state None.
-            names = self._state_names_of_dummy()
-            loaded = {}
-            for name in names:
-                if not serializer.has(name) and not self.enabled:
-                    loaded = None
-                    break
+        A reader whose file has no ``fp32_param`` leaves the rule without a master.
+        """
+        current = self.fp32_param
+        answer = serialize_optional(serializer, "fp32_param",
+                                    None if current is None else numpy.array(current))
+        if answer is ABSENT:
+            if is_deserializer(serializer):
+                self._fp32_param = None
+        elif not same_bits(answer, current):
+            master = self._checked_loaded_array(_key(serializer, "fp32_param"), answer)
+            if master.dtype != numpy.float32:
+                raise ValueError("key {!r}: the fp32 master must be float32, not {}".format(
+                    _key(serializer, "fp32_param"), master.dtype))
+            self.fp32_value = self.arithmetic.array(master)
+
+    def _deserialize_missing_state(self, serializer):
+        """Chainer quirk (UpdateRule.serialize): a rule whose state is None takes the keys to
+        load from init_state on a dummy float32 parameter of shape (1,); the loaded arrays
+        keep the file's dtype; a key missing (KeyError) for a disabled rule, or saved as
+        None, leaves the state None; a key missing for an enabled rule raises."""
+        loaded = {}
+        for name in self._state_names_of_dummy():
+            try:
                 value = serializer(name, None)
-                if value is None:
-                    loaded = None
-                    break
-                loaded[name] = self._checked_loaded_array(name, value)
-            if loaded is None:
-                self.state_values, self.state_dtypes = None, {}
-            else:
-                self.state_values = {name: self.arithmetic.array(array)
-                                     for name, array in loaded.items()}
-                self.state_dtypes = {name: array.dtype for name, array in loaded.items()}
+            except KeyError:
+                if self.enabled:
+                    raise
+                value = None
+            if value is None:
+                loaded = None
+                break
+            loaded[name] = self._checked_loaded_array(_key(serializer, name), value)
+        if loaded is None:
+            self.state_values, self.state_dtypes = None, {}
         else:
-            for name in list(self.state_values):
-                value = serializer(name, self.state[name])
-                array = self._checked_loaded_array(name, value)
-                self.store_state(name, self.arithmetic.array(array))
+            self.state_values = {name: self.arithmetic.array(array)
+                                 for name, array in loaded.items()}
+            self.state_dtypes = {name: array.dtype for name, array in loaded.items()}
 
     def _state_names_of_dummy(self):
         saved = self.state_values, self.state_dtypes
@@ -310,24 +335,22 @@ class UpdateRule:
     def _checked_loaded_array(self, name, value):
         array = numpy.asarray(value)
         if array.dtype not in FLOAT_DTYPES:
-            raise ValueError("state {!r}: expected a float16/32/64 array, found dtype {}"
+            raise ValueError("key {!r}: expected a float16/32/64 array, found dtype {}"
                              .format(name, array.dtype))
         if self._param_shape is not None and array.shape != self._param_shape:
-            raise ValueError("state {!r}: expected shape {}, found {}"
+            raise ValueError("key {!r}: expected shape {}, found {}"
                              .format(name, self._param_shape, array.shape))
         return array
 
 
 def divide_grad_by_loss_scale(param, loss_scale):
-    """``grad /= loss_scale`` in the gradient's dtype, as NumPy does it in place: the Python
-    float scale is first converted to the gradient's dtype, the quotient stored there."""
+    """``grad /= loss_scale``, the quotient stored in the gradient's dtype.
+
+    (NumPy also converts the float64 scale to the gradient's dtype before dividing; like
+    every scalar-to-compute-dtype conversion, that is left to the conformance error model.)
+    """
     ctx = param.arithmetic
-    scale = ctx.round_to(ctx.scalar(loss_scale), param.dtype)
-    param.store_grad(param.grad_value / _unwrap_scalar(scale))
-
-
-def _unwrap_scalar(values):
-    return values[()] if isinstance(values, numpy.ndarray) and values.shape == () else values
+    param.store_grad(ctx.divide(param.grad_value, ctx.scalar(loss_scale)))
 
 
 def _check_counter(value, what):
@@ -336,6 +359,11 @@ def _check_counter(value, what):
     if value < 0:
         raise ValueError("{} must be non-negative, not {}".format(what, value))
     return int(value)
+
+
+def _key(serializer, name):
+    """The full checkpoint key of ``name`` under ``serializer`` (for error messages)."""
+    return getattr(serializer, "path", "") + name
 
 
 def _counter_from_file(value, what):

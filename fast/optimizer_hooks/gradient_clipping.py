@@ -26,6 +26,7 @@ from fast import hook_ops
 class GradientClipping(object):
     name = "GradientClipping"
     timing = "pre"
+    call_for_each_param = False
 
     def __init__(self, threshold):
         self.threshold = threshold

@@ -4,9 +4,10 @@ from fast import hook_ops
 class WeightDecay(object):
     """g <- g + rate * p.
 
-    ``chainer`` profile: the gradient is still loss-scaled, so the rate is
-    multiplied by the loss scale (Chainer's rule); ``fixed``: the gradient is
-    already unscaled and the rate is used as given.
+    As an optimizer hook, ``chainer`` profile: the gradient is still
+    loss-scaled, so the rate is multiplied by the loss scale (Chainer's rule);
+    ``fixed``: the gradient is already unscaled and the rate is used as given.
+    As a rule hook see ``__call__``.
     """
     name = "WeightDecay"
     call_for_each_param = True
@@ -22,8 +23,17 @@ class WeightDecay(object):
         ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_PARAM, rate))
 
     def __call__(self, rule, param):
-        """As a rule hook (``rule.add_hook``): g <- g + rate * p on the
-        (unscaled) gradient the rule sees, in NumPy."""
+        """As a rule hook (``rule.add_hook``): g <- g + rate * p in NumPy, on the
+        gradient the rule sees, which is already unscaled. Like Chainer, the
+        rate is still multiplied by ``param._loss_scale`` (the scale backward
+        tags the parameter with): the ``chainer`` profile sets it whenever loss
+        scaling is on and the rule updates the parameter itself (not an fp32
+        master, which Chainer leaves untagged); the ``fixed`` profile never
+        sets it, so the rate is used as given."""
         if param.data is None or param.grad is None:
             return
-        param.grad += self.rate * param.data
+        rate = self.rate
+        loss_scale = getattr(param, "_loss_scale", None)
+        if loss_scale is not None:
+            rate = rate * loss_scale
+        param.grad += rate * param.data

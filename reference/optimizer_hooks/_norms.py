@@ -2,6 +2,17 @@
 
 import numpy
 
+from reference import profiles
+
+
+def reduction_dtype(dtype, profile):
+    """The dtype a norm is kept in: the array's own dtype in the ``chainer`` profile (NumPy's
+    behaviour, so an fp16 sum of squares above 65504 overflows to inf); at least float32 in
+    the ``fixed`` profile."""
+    if profile == profiles.FIXED:
+        return numpy.promote_types(dtype, numpy.float32)
+    return numpy.dtype(dtype)
+
 
 def dot_self(ctx, values, dtype):
     """``x.ravel().dot(x.ravel())`` for an array of ``dtype``: the sum of squares, returned as

@@ -1,25 +1,27 @@
 """GradientClipping: rescale all gradients to a maximum global L2 norm."""
 
 from reference import profiles
-from reference.optimizer_hooks._norms import dot_self, promote
+from reference.optimizer_hooks._norms import dot_self, promote, reduction_dtype
 
 
-def squared_norm(ctx, params):
+def squared_norm(ctx, params, profile):
     """Chainer's ``_sum_sqnorm_grads`` on one device: ``sum(g.dot(g) for each param)``.
 
     Each dot is a scalar of its gradient's dtype; Python's ``sum`` adds them in order and
-    every partial sum is rounded to the promoted dtype (fp16 + fp16 stays fp16). Returns
-    ``(sum, dtype)``, or ``(None, None)`` when no parameter has a gradient.
+    every partial sum is rounded to the promoted dtype (fp16 + fp16 stays fp16). In the
+    ``fixed`` profile every dtype here is at least float32. Returns ``(sum, dtype)``, or
+    ``(None, None)`` when no parameter has a gradient.
     """
     total, total_dtype = None, None
     for param in params:
         if param.grad_value is None:
             continue
-        dot = dot_self(ctx, param.grad_value, param.dtype)
+        dtype = reduction_dtype(param.dtype, profile)
+        dot = dot_self(ctx, param.grad_value, dtype)
         if total is None:
-            total, total_dtype = dot, param.dtype
+            total, total_dtype = dot, dtype
         else:
-            total_dtype = promote(total_dtype, param.dtype)
+            total_dtype = promote(total_dtype, dtype)
             total = ctx.round_to(total + dot, total_dtype)[()]
     return total, total_dtype
 
@@ -29,9 +31,10 @@ class GradientClipping:
 
     ``||g||`` is the L2 norm over all gradients, ``sqrt`` rounded to the sum's dtype
     (Chainer quirk: an fp16 sum of squares above 65504 is inf, so ``rate = 0`` and every
-    gradient is zeroed). A zero norm gives ``rate = threshold / 0``: inf (no-op) or, for
-    ``threshold == 0``, NaN, which turns the gradients into NaN; the ``fixed`` profile leaves
-    gradients unchanged when the norm is zero.
+    gradient is zeroed; the ``fixed`` profile keeps the norm in at least float32). A zero
+    norm gives ``rate = threshold / 0``: inf (no-op) or, for ``threshold == 0``, NaN, which
+    turns the gradients into NaN; the ``fixed`` profile leaves gradients unchanged when the
+    norm is zero.
     """
 
     name = "GradientClipping"
@@ -44,7 +47,7 @@ class GradientClipping:
     def __call__(self, opt):
         ctx = opt.arithmetic
         params = opt.hook_params()
-        sqnorm, dtype = squared_norm(ctx, params)
+        sqnorm, dtype = squared_norm(ctx, params, opt.profile)
         if sqnorm is None:
             return
         norm = ctx.round_to(ctx.sqrt(sqnorm), dtype)[()]

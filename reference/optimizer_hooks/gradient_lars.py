@@ -1,10 +1,11 @@
 """GradientLARS: layer-wise adaptive rate scaling of the gradient."""
 
-from reference.optimizer_hooks._norms import l2_norm
+from reference.optimizer_hooks._norms import l2_norm, reduction_dtype
 
 
 class GradientLARS:
-    """Per parameter, with ``||.||`` NumPy's ``linalg.norm`` in the parameter's dtype::
+    """Per parameter, with ``||.||`` NumPy's ``linalg.norm`` in the parameter's dtype (at
+    least float32 in the ``fixed`` profile)::
 
         local_rate = ||p|| / (eps + ||g|| + weight_decay * ||p||)
         rate       = local_rate if ||p|| > threshold else 1
@@ -26,8 +27,9 @@ class GradientLARS:
             return
         ctx = param.arithmetic
         weight_decay = ctx.scalar(self.weight_decay)
-        p_norm = l2_norm(ctx, param.value, param.dtype)
-        g_norm = l2_norm(ctx, param.grad_value, param.dtype)
+        dtype = reduction_dtype(param.dtype, rule.profile)
+        p_norm = l2_norm(ctx, param.value, dtype)
+        g_norm = l2_norm(ctx, param.grad_value, dtype)
         local_rate = ctx.divide(p_norm, ctx.scalar(self.eps) + g_norm + weight_decay * p_norm)
         rate = local_rate if p_norm > ctx.scalar(self.threshold) else ctx.scalar(1.0)
         param.store_grad(param.grad_value + weight_decay * param.value)

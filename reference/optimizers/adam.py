@@ -6,7 +6,7 @@ from reference import profiles
 from reference.hyperparameter import HyperparameterProxy
 from reference.optimizer import GradientMethod
 from reference.optimizers._family import default_hyperparam, set_all, set_overrides
-from reference.serializers import Deserializer
+from reference.serializers import ABSENT, same_bits, serialize_optional
 from reference.update_rule import UpdateRule
 
 _default_hyperparam = default_hyperparam(
@@ -114,15 +114,14 @@ class AdamRule(UpdateRule):
         super().serialize_fixed_extras(serializer)
         if not hasattr(self, "initial_alpha"):
             return
-        if isinstance(serializer, Deserializer):
-            if serializer.has("initial_alpha"):
-                value = numpy.asarray(serializer("initial_alpha", None))
-                if value.shape != () or value.dtype.kind != "f" or not numpy.isfinite(value):
-                    raise ValueError("initial_alpha must be a finite float scalar, found {!r}"
-                                     .format(value))
-                self.initial_alpha = float(value)
-        else:
-            serializer("initial_alpha", numpy.float64(self.initial_alpha))
+        current = numpy.float64(self.initial_alpha)
+        answer = serialize_optional(serializer, "initial_alpha", current)
+        if answer is not ABSENT and not same_bits(answer, current):
+            value = numpy.asarray(answer)
+            if value.shape != () or value.dtype.kind != "f" or not numpy.isfinite(value):
+                raise ValueError("initial_alpha must be a finite float scalar, found {!r}"
+                                 .format(answer))
+            self.initial_alpha = float(value)
 
 
 class Adam(GradientMethod):

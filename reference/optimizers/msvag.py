@@ -6,7 +6,7 @@ from reference import profiles
 from reference.hyperparameter import HyperparameterProxy
 from reference.optimizer import GradientMethod
 from reference.optimizers._family import default_hyperparam, set_all, set_overrides
-from reference.serializers import Deserializer
+from reference.serializers import ABSENT, same_bits, serialize_optional
 from reference.update_rule import UpdateRule
 
 _default_hyperparam = default_hyperparam(lr=0.1, beta=0.9, eta=1.0, weight_decay_rate=0)
@@ -77,16 +77,14 @@ class MSVAGRule(UpdateRule):
     def serialize_fixed_extras(self, serializer):
         """``fixed`` also keeps ``beta_power``."""
         super().serialize_fixed_extras(serializer)
-        if isinstance(serializer, Deserializer):
-            if serializer.has("beta_power"):
-                value = numpy.asarray(serializer("beta_power", None))
-                if value.shape != () or value.dtype.kind != "f" or not numpy.isfinite(value):
-                    raise ValueError("beta_power must be a finite float scalar, found {!r}"
-                                     .format(value))
-                self._beta_power = self.arithmetic.scalar(float(value))
-        else:
-            serializer("beta_power",
-                       numpy.float64(self.arithmetic.to_python_float(self.beta_power)))
+        current = numpy.float64(self.arithmetic.to_python_float(self.beta_power))
+        answer = serialize_optional(serializer, "beta_power", current)
+        if answer is not ABSENT and not same_bits(answer, current):
+            value = numpy.asarray(answer)
+            if value.shape != () or value.dtype.kind != "f" or not numpy.isfinite(value):
+                raise ValueError("beta_power must be a finite float scalar, found {!r}"
+                                 .format(answer))
+            self._beta_power = self.arithmetic.scalar(float(value))
 
 
 class MSVAG(GradientMethod):

@@ -1,0 +1,107 @@
+"""The CuPy path: the same math as the CPU path, and skipped steps that change nothing.
+Skipped cleanly where CuPy or a CUDA device is missing. That a step makes no host
+synchronisation is not observable from a test; the benchmarks measure it."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fast
+from fast_testkit import OPTIMIZER_NAMES, gradients, make_params, ulp_distance
+
+pytestmark = pytest.mark.gpu
+
+
+def cuda_or_skip():
+    cupy = pytest.importorskip("cupy")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # no driver, no device: nothing to test here
+        pytest.skip(f"no usable CUDA device: {error}")
+    if count == 0:
+        pytest.skip("no CUDA device")
+    return cupy
+
+
+def to_host(array):
+    return None if array is None else (array.get() if hasattr(array, "get") else array)
+
+
+def run(name, dtype, master, on_gpu, steps=3, loss_scaling=False, bad_step=None):
+    """`steps` updates on CPU or GPU from the same values and gradients; returns the
+    optimizer and the parameters."""
+    xp = cuda_or_skip() if on_gpu else np
+    host_params = make_params({"w": (33, 17), "b": (5,)}, dtype)
+    params = {k: fast.Parameter(xp.asarray(p.data), name=k) for k, p in host_params.items()}
+    opt = getattr(fast.optimizers, name)().setup(params)
+    if master:
+        opt.use_fp32_update()
+    if loss_scaling:
+        opt.loss_scaling()
+    for step in range(steps):
+        scale = 1.0 if opt.loss_scale is None else opt.loss_scale
+        grads = gradients(host_params, step, scale=scale)
+        if step == bad_step:
+            grads["w"][3, 4] = np.nan
+        for k, g in grads.items():
+            params[k].grad = xp.asarray(g)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.update()
+    return opt, params
+
+
+def host_state(params):
+    out = {}
+    for k, p in params.items():
+        rule = p.update_rule
+        out[k + ".data"] = to_host(p.data)
+        out[k + ".fp32_param"] = to_host(rule.fp32_param)
+        for s, v in (rule.state or {}).items():
+            out[f"{k}.state.{s}"] = to_host(v)
+    return out
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "AMSBound"])
+def test_fp16_master_adam_matches_the_cpu_path_within_fp32_rounding(name):
+    _, gpu = run(name, np.float16, True, on_gpu=True)
+    _, cpu = run(name, np.float16, True, on_gpu=False)
+    gpu_state, cpu_state = host_state(gpu), host_state(cpu)
+    for key, value in cpu_state.items():
+        if value is None:
+            assert gpu_state[key] is None
+            continue
+        if value.dtype == np.float16:
+            assert ulp_distance(gpu_state[key], value).max() <= 1, key
+        else:
+            assert ulp_distance(gpu_state[key], value).max() <= 4, key
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_float32_step_matches_the_cpu_path(name):
+    _, gpu = run(name, np.float32, False, on_gpu=True)
+    _, cpu = run(name, np.float32, False, on_gpu=False)
+    for key in cpu:
+        assert ulp_distance(to_host(gpu[key].data), cpu[key].data).max() <= 8, key
+
+
+def test_skipped_step_changes_nothing_on_the_gpu():
+    opt_before, before = run("Adam", np.float16, True, on_gpu=True, steps=2, loss_scaling=True)
+    opt_after, after = run("Adam", np.float16, True, on_gpu=True, steps=3, loss_scaling=True,
+                           bad_step=2)
+    state_before, state_after = host_state(before), host_state(after)
+    for key, value in state_before.items():
+        assert value.tobytes() == state_after[key].tobytes(), key
+    assert opt_after.t == opt_before.t + 1
+    assert opt_after.loss_scale == opt_before.loss_scale / 2
+    assert after["w"].update_rule.t == 2
+
+
+def test_loss_scale_sequence_matches_the_cpu_path():
+    def scales(on_gpu):
+        opt, _ = run("MomentumSGD", np.float16, True, on_gpu, steps=5, loss_scaling=True,
+                     bad_step=3)
+        return opt.loss_scale, opt.t
+    assert scales(True) == scales(False)
+

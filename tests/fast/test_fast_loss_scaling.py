@@ -1,0 +1,205 @@
+"""Loss scaling: the dynamic scale sequence, skipped non-finite steps, unscaling, and
+what optimizer hooks see in each profile."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fast
+from fast_testkit import (
+    DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, assert_same_snapshot, gradients, make_optimizer,
+    run_steps, set_grads, snapshot,
+)
+
+
+def step_with_non_finite_grad(opt, params, bad_value):
+    """One update whose gradients carry `bad_value` in one element of one parameter."""
+    grads = gradients(params, 99, scale=opt.loss_scale)
+    grads["b"][2] = bad_value
+    set_grads(params, grads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Chainer warns about the non-finite gradient
+        opt.update()
+
+
+def assert_skipped_step_changed_only_counters(before, after):
+    """A skipped step: opt.t advanced by one, the loss scale halved, all else bitwise."""
+    assert after["opt.t"] == before["opt.t"] + 1
+    assert after["opt.loss_scale"] == before["opt.loss_scale"] / 2
+    after = dict(after, **{"opt.t": before["opt.t"], "opt.loss_scale": before["opt.loss_scale"]})
+    assert_same_snapshot(before, after)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_non_finite_step_is_skipped_bitwise_fp16_master(name, profile):
+    opt, params = make_optimizer(name, "fp16_master", profile)
+    opt.loss_scaling()
+    run_steps(opt, params, 2)
+    assert opt.loss_scale == 4.0
+    before = snapshot(opt, params)
+    step_with_non_finite_grad(opt, params, np.inf)
+    assert_skipped_step_changed_only_counters(before, snapshot(opt, params))
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, -np.inf])
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("mode", list(DTYPE_MODES))
+def test_non_finite_step_is_skipped_bitwise_in_every_mode(mode, profile, bad_value):
+    opt, params = make_optimizer("AMSGrad", mode, profile)
+    opt.loss_scaling()
+    run_steps(opt, params, 3)
+    before = snapshot(opt, params)
+    step_with_non_finite_grad(opt, params, bad_value)
+    assert_skipped_step_changed_only_counters(before, snapshot(opt, params))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_training_resumes_normally_after_a_skipped_step(profile):
+    opt, params = make_optimizer("Adam", "fp16_master", profile)
+    opt.loss_scaling()
+    run_steps(opt, params, 2)
+    step_with_non_finite_grad(opt, params, np.inf)
+    before = snapshot(opt, params)
+    run_steps(opt, params, 1, first_step=3)
+    for key, p in params.items():
+        assert p.update_rule.t == 3
+        assert np.any(p.update_rule.fp32_param != before[key + ".fp32_param"])
+    assert opt.t == 4
+
+
+def expected_dynamic_scales(events, interval):
+    """Chainer's loss-scale sequence after each step; events: True for a non-finite step."""
+    scale, multiplier, seen_non_finite, sequence = 1.0, 2.0 ** (1.0 / interval), False, []
+    for non_finite in events:
+        if non_finite:
+            factor, seen_non_finite = 0.5, True
+        else:
+            factor = multiplier if seen_non_finite else 2.0
+        scale = max(1, min(65504, scale * factor))
+        sequence.append(scale)
+    return sequence
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_dynamic_scale_sequence_matches_chainer_exactly(profile):
+    events = [False] * 3 + [True] + [False] * 5 + [True, True] + [False] * 2
+    opt, params = make_optimizer("MomentumSGD", "fp16_master", profile)
+    opt.loss_scaling(interval=3)
+    observed = []
+    for step, non_finite in enumerate(events):
+        if non_finite:
+            step_with_non_finite_grad(opt, params, np.nan)
+        else:
+            run_steps(opt, params, 1, first_step=step)
+        observed.append(opt.loss_scale)
+    assert observed == expected_dynamic_scales(events, 3)
+
+
+def test_dynamic_scale_is_clamped_to_fp16_max_and_to_one():
+    opt, params = make_optimizer("SGD", "fp16_master", lr=1e-6)
+    opt.loss_scaling()
+    grads = {key: np.full(p.shape, 1e-3, np.float16) for key, p in params.items()}
+    for _ in range(20):
+        set_grads(params, grads)
+        opt.update()
+    assert opt.loss_scale == 65504
+    for _ in range(17):
+        step_with_non_finite_grad(opt, params, np.inf)
+    assert opt.loss_scale == 1.0
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_power_of_two_loss_scale_is_divided_out_exactly(name):
+    """Scaling a float64 gradient by 2**k and dividing it out is exact, so a run with
+    static loss scaling matches the unscaled run bitwise."""
+    scaled, p_scaled = make_optimizer(name, "float64")
+    scaled.set_loss_scale(1024.0)
+    plain, p_plain = make_optimizer(name, "float64")
+    run_steps(scaled, p_scaled, 3)
+    run_steps(plain, p_plain, 3)
+    for key in p_plain:
+        np.testing.assert_array_equal(p_scaled[key].data, p_plain[key].data, err_msg=key)
+
+
+def test_static_loss_scaling_does_not_skip_non_finite_steps():
+    """Chainer checks gradients only under dynamic scaling: a static scale applies the
+    step whatever the gradients hold."""
+    opt, params = make_optimizer("SGD", "float32")
+    opt.set_loss_scale(8.0)
+    step_with_non_finite_grad(opt, params, np.inf)
+    assert params["b"].update_rule.t == 1
+    assert np.isinf(params["b"].data[2])
+    assert opt.loss_scale == 8.0
+
+
+def test_check_nan_in_grads_and_is_safe_to_update():
+    opt, params = make_optimizer("SGD", "float32")
+    opt.loss_scaling()
+    set_grads(params, gradients(params, 0))
+    opt.check_nan_in_grads()
+    assert opt.is_safe_to_update()
+    params["w"].grad[0, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt.check_nan_in_grads()
+    assert not opt.is_safe_to_update()
+    opt.update_loss_scale()
+    assert opt.loss_scale == 1.0
+
+
+def clipped_sgd_run(profile, scale, threshold):
+    opt, params = make_optimizer("SGD", "float64", profile, lr=0.1)
+    opt.add_hook(fast.optimizer_hooks.GradientClipping(threshold))
+    if scale is not None:
+        opt.set_loss_scale(scale)
+    run_steps(opt, params, 2)
+    return params
+
+
+def test_fixed_profile_clips_the_unscaled_gradient():
+    scaled = clipped_sgd_run("fixed", 256.0, threshold=0.5)
+    unscaled = clipped_sgd_run("fixed", None, threshold=0.5)
+    for key in unscaled:
+        np.testing.assert_allclose(scaled[key].data, unscaled[key].data, rtol=1e-14)
+
+
+def test_chainer_profile_clips_the_scaled_gradient():
+    """Chainer's quirk: the hook sees S * g, so the effective threshold is threshold / S."""
+    scaled = clipped_sgd_run("chainer", 256.0, threshold=0.5)
+    unscaled = clipped_sgd_run("chainer", None, threshold=0.5 / 256.0)
+    plain = clipped_sgd_run("chainer", None, threshold=0.5)
+    for key in unscaled:
+        np.testing.assert_allclose(scaled[key].data, unscaled[key].data, rtol=1e-14)
+        assert not np.allclose(scaled[key].data, plain[key].data, rtol=1e-6)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_weight_decay_is_independent_of_the_loss_scale(profile):
+    def run(scale):
+        opt, params = make_optimizer("SGD", "float64", profile, lr=0.1)
+        opt.add_hook(fast.optimizer_hooks.WeightDecay(0.01))
+        if scale is not None:
+            opt.set_loss_scale(scale)
+        run_steps(opt, params, 2)
+        return params
+    scaled, unscaled = run(64.0), run(None)
+    for key in unscaled:
+        np.testing.assert_allclose(scaled[key].data, unscaled[key].data, rtol=1e-14)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_gradient_clipping_of_zero_gradients_stays_finite(profile):
+    opt, params = make_optimizer("Adam", "fp16_master", profile)
+    opt.add_hook(fast.optimizer_hooks.GradientClipping(1.0))
+    opt.loss_scaling()
+    before = {key: p.data.copy() for key, p in params.items()}
+    for _ in range(2):
+        set_grads(params, {key: np.zeros(p.shape, p.dtype) for key, p in params.items()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.update()
+    for key, p in params.items():
+        np.testing.assert_array_equal(p.data, before[key], err_msg=key)
+        assert all(np.all(np.isfinite(v)) for v in p.update_rule.state.values())
