@@ -1,0 +1,1 @@
+"""Throughput benchmarks of the optimizers (pytest-benchmark); run with `make bench`."""

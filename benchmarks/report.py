@@ -1,0 +1,202 @@
+"""Writes reports/benchmarks/<machine>.json and .md at the end of a benchmark session.
+
+The JSON is pytest-benchmark's own format (so it can serve as the baseline of
+`--benchmark-compare`), plus `machine`, `derived` (throughput, ratios, target outcomes)
+and `measurements` (memory and host-synchronisation evidence). The Markdown is the same
+content as tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .derive import (Comparison, compare, comparison_dict, copy_bandwidth_gbps,
+                     step_figures)
+from .targets import evaluate
+
+PEERS_NOTE = ("Separate benchmarks, one implementation at a time; the targets use the"
+              " interleaved timing further down where it exists.")
+SCALING_NOTE = "Separate benchmarks; the interleaved comparison is further down."
+PEER_COLUMNS = (("torch-fused", "x torch fused"), ("torch-foreach", "x torch foreach"),
+                ("per-array", "x per-array"), ("reference", "x reference"))
+
+
+def write_report(directory: Path, name: str, config, benchmark_session, machine: dict,
+                 measurements: list[dict]) -> None:
+    output = config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=benchmark_session.benchmarks, include_data=False,
+        machine_info=benchmark_session.get_machine_info(),
+        commit_info=config.hook.pytest_benchmark_generate_commit_info(config=config))
+    copy = copy_bandwidth_gbps(output["benchmarks"])
+    best_copy = max(copy.values()) if copy else None
+    comparisons = compare(step_figures(output["benchmarks"], best_copy))
+    outcomes = evaluate(machine["device"], comparisons, measurements, best_copy)
+    output["machine"] = machine
+    output["measurements"] = measurements
+    output["derived"] = {
+        "copy_bandwidth_gbps": copy,
+        "copy_bandwidth_best_gbps": best_copy,
+        "fast": [comparison_dict(c) for c in comparisons],
+        "targets": [{"target": o.target.text, "measured": o.measured,
+                     "threshold": o.target.threshold, "at_least": o.target.at_least,
+                     "bandwidth_bound": o.bandwidth_bound, "status": o.status}
+                    for o in outcomes],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(
+        json.dumps(output, indent=1, default=str, sort_keys=False) + "\n")
+    (directory / f"{name}.md").write_text(
+        render(name, machine, copy, best_copy, comparisons, outcomes, measurements))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _x(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _fast_row(c: Comparison, with_peers: bool) -> list[str]:
+    f = c.fast
+    row = [f.optimizer, f.mode, f.param_set, str(f.n_arrays), f"{1e3 * f.step_s:.2f}",
+           f"{f.params_per_s / 1e6:.0f}", f"{f.gb_per_s:.1f}", _pct(f.copy_fraction)]
+    if with_peers:
+        row += [_x(c.speedup.get(key)) for key, _ in PEER_COLUMNS]
+    return row
+
+
+def _measured(outcome) -> str:
+    value = outcome.measured
+    if value is None:
+        return "—"
+    metric = outcome.target.metric
+    if metric.startswith("speedup") or metric == "host_sync":
+        return f"{value:.2f}x"
+    return _pct(value)
+
+
+def _load_line(machine: dict) -> str:
+    start, end = machine.get("load_average_start"), machine.get("load_average_end")
+    if not end:
+        return "- Load average: unknown"
+    return (f"- Load average (1, 5, 15 min): {start} at start, {end} at end, on "
+            f"{machine['cpu_cores']} cores; the run itself adds up to {machine['threads']}")
+
+
+def _header(name: str, machine: dict, copy: dict, best_copy) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    lines = [
+        f"# Optimizer benchmarks: {name}", "",
+        f"- Device: {machine['device']}" + (f" ({machine['gpu']})" if machine["gpu"] else ""),
+        f"- CPU: {machine['cpu']}, {machine['cpu_cores']} usable cores; every implementation "
+        f"ran with {machine['threads']} threads (torch.set_num_threads, OMP_NUM_THREADS); "
+        f"OMP_WAIT_POLICY={machine.get('omp_env', {}).get('OMP_WAIT_POLICY')}",
+        f"- Memory: {machine['memory_bytes'] / 2**30:.0f} GiB" if machine["memory_bytes"]
+        else "- Memory: unknown",
+        f"- Versions: {versions}",
+        f"- Date: {machine['date_utc']}; commit {machine['commit']}; {machine['platform']}",
+        _load_line(machine),
+        "- Command: `make bench` (`pytest -q benchmarks`)"
+        + (f"; PARTIAL RUN: {machine['tests_deselected']} tests deselected"
+           if machine.get("tests_deselected") else ""), "",
+        "Step time is the fastest of the timed rounds (one step per round on the CPU; on "
+        "the GPU enough steps per round to last 20 ms, then a synchronisation). GB/s counts "
+        "the bytes of DESIGN.md's table (benchmarks/bytes_per_param.py) and is set against "
+        "the copy bandwidth measured in this run. \"x peer\" is the peer's step time over "
+        "fast's: above 1 means fast is faster. The machine is shared, so figures can be "
+        "disturbed by other work; ratios come from one run, side by side.", "",
+    ]
+    if copy:
+        measured = "; ".join(f"{variant}: {gbps:.1f} GB/s" for variant, gbps in copy.items())
+        lines += [f"Copy bandwidth (2 x bytes / time): **{best_copy:.1f} GB/s** "
+                  f"(best of {measured}).", ""]
+    return lines
+
+
+def _memory_rows(measurements: list[dict]) -> list[list[str]]:
+    rows = []
+    for m in measurements:
+        if m["kind"] != "memory":
+            continue
+        parts = [f"{key.split('_peak')[0]} {m[key] / 2**20:.2f}"
+                 for key in ("traced_peak_extra", "rss_peak_extra", "gpu_pool_peak_extra")
+                 if m.get(key) is not None]
+        rows.append([m["impl"], m["optimizer"], m["mode"], m["param_set"],
+                     "on" if m["loss_scaling"] else "off", f"{m['held_bytes'] / 2**20:.0f}",
+                     ", ".join(parts), _pct(m["extra_fraction"])])
+    return rows
+
+
+def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) -> str:
+    lines = _header(name, machine, copy, best_copy)
+    lines += ["## Targets", "",
+              "\"bandwidth bound\": the speed-up fast would show if its step ran at the "
+              "measured copy bandwidth, the most any implementation moving DESIGN.md's "
+              "bytes can reach against that peer.", ""]
+    lines += _table(["target", "measured", "bandwidth bound", "status"],
+                    [[o.target.text, _measured(o), _x(o.bandwidth_bound), o.status]
+                     for o in outcomes])
+    with_peers = [c for c in comparisons if c.speedup]
+    alone = [c for c in comparisons if not c.speedup]
+    base = ["optimizer", "mode", "params", "arrays", "fast ms", "M params/s", "GB/s", "% copy"]
+    if with_peers:
+        lines += ["## fast against its peers", "", PEERS_NOTE, ""]
+        lines += _table(base + [title for _, title in PEER_COLUMNS],
+                        [_fast_row(c, True) for c in with_peers])
+    if alone:
+        lines += ["## Every optimizer family and dtype mode (fast)", ""]
+        lines += _table(base, [_fast_row(c, False) for c in alone])
+    scaled = [c for c in comparisons if c.loss_scaling_overhead is not None]
+    if scaled:
+        lines += ["## Dynamic loss scaling", "", SCALING_NOTE, ""]
+        lines += _table(
+            ["optimizer", "mode", "params", "without, ms", "overhead"],
+            [[c.fast.optimizer, c.fast.mode, c.fast.param_set, f"{1e3 * c.fast.step_s:.2f}",
+              _pct(c.loss_scaling_overhead)] for c in scaled])
+    memory = _memory_rows(measurements)
+    if memory:
+        lines += ["## Peak extra memory of one step", "",
+                  "traced: tracemalloc peak (every NumPy allocation); rss: growth of the "
+                  "resident-set high-water mark; gpu_pool: CuPy pool high-water mark. "
+                  "The fraction uses the largest of them.", ""]
+        lines += _table(["impl", "optimizer", "mode", "params", "loss scaling",
+                         "param + state MiB", "extra MiB", "fraction"], memory)
+    interleaved = [m for m in measurements if m["kind"] == "interleaved"]
+    if interleaved:
+        lines += ["## Interleaved timing (the targets' speed-ups)", "",
+                  "fast, torch fused and the per-array baseline step in turn for "
+                  f"{interleaved[0]['rounds']} rounds; best and median step per implementation.",
+                  ""]
+        lines += _table(
+            ["optimizer", "mode", "params", "fast ms", "torch fused ms", "per-array ms",
+             "x torch fused", "x per-array"],
+            [[m["optimizer"], m["mode"], m["param_set"]]
+             + [f"{1e3 * m['best_s'][k]:.1f} (median {1e3 * m['median_s'][k]:.1f})"
+                for k in ("fast", "torch-fused", "per-array")]
+             + [_x(m["speedup"].get(k)) for k in ("torch-fused", "per-array")]
+             for m in interleaved])
+    scaling = [m for m in measurements if m["kind"] == "interleaved-loss-scaling"]
+    if scaling:
+        lines += ["### Interleaved: fast with and without dynamic loss scaling", ""]
+        lines += _table(
+            ["optimizer", "mode", "params", "without, ms", "with, ms", "overhead"],
+            [[m["optimizer"], m["mode"], m["param_set"], f"{1e3 * m['without_s']:.2f}",
+              f"{1e3 * m['with_s']:.2f}", _pct(m["overhead"])] for m in scaling])
+    syncs = [m for m in measurements if m["kind"] == "host-sync"]
+    if syncs:
+        lines += ["## Host synchronisation (GPU)", ""]
+        lines += _table(
+            ["optimizer", "mode", "params", "GPU busy for", "steps issued in",
+             "host us/step", "GPU still busy after"],
+            [[m["optimizer"], m["mode"], m["param_set"], f"{m['spin_s']:.2f} s",
+              f"{m['issue_s']:.3f} s", f"{1e6 * m['host_s_per_step']:.0f}",
+              str(m["device_busy_after_issue"])] for m in syncs])
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""Timing optimizer steps with pytest-benchmark.
+
+One benchmark round is `steps_per_round` steps followed by a device synchronisation, so
+GPU rounds measure completed work and are long enough to dwarf the launch of the first
+step. On the CPU a round is one step. The number of rounds is chosen from an untimed
+calibration step to fit a time budget, within [min_rounds, max_rounds].
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from .devices import Device
+from .param_sets import ParamSet
+
+GPU_MIN_ROUND_S = 0.02
+
+
+def time_once(step: Callable[[], None], device: Device) -> float:
+    start = time.perf_counter()
+    step()
+    device.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s: float,
+                min_rounds: int = 3, max_rounds: int = 30, info: dict) -> None:
+    """Benchmark `step` (one optimizer step) after a warm-up step; record `info`.
+
+    `info` names what ran (impl, variant, optimizer, mode, param_set, ...); it is stored in
+    the benchmark's extra_info, from which the report derives params/s, GB/s and ratios.
+    """
+    first_s = time_once(step, device)  # state allocation and any compilation
+    # The first step is the calibration only when it alone exceeds the budget (then
+    # min_rounds follow anyway); otherwise it may be mostly set-up cost.
+    seconds = first_s if first_s > budget_s else time_once(step, device)
+    steps_per_round = 1
+    if device.is_gpu:
+        steps_per_round = max(1, math.ceil(GPU_MIN_ROUND_S / max(seconds, 1e-9)))
+
+    def one_round() -> None:
+        for _ in range(steps_per_round):
+            step()
+        device.synchronize()
+
+    rounds = int(min(max_rounds, max(min_rounds, budget_s / (seconds * steps_per_round))))
+    benchmark.extra_info.update(info, steps_per_round=steps_per_round, device=device.kind,
+                                threads=device.threads)
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+def describe_work(impl: str, optimizer: str, mode: str, param_set: ParamSet,
+                  bytes_per_param: int, variant: str = "", **more) -> dict:
+    """The extra_info of an optimizer-step benchmark."""
+    return {
+        "kind": "step",
+        "impl": impl,
+        "variant": variant,
+        "optimizer": optimizer,
+        "mode": mode,
+        "param_set": param_set.name,
+        "n_params": param_set.n_params,
+        "n_arrays": param_set.n_arrays,
+        "bytes_per_param": bytes_per_param,
+        **more,
+    }
