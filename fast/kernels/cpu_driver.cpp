@@ -228,23 +228,51 @@ void reduce_group(const FastStepArgs& a) {
     }
 }
 
+// The bits of a stored value, as a signed integer of the same width. With the
+// sign bit cleared, a value is inf or NaN exactly when these bits reach the
+// all-ones exponent (inf's bits), so the check is an integer max.
+template <class P> struct StoredBits;
+template <> struct StoredBits<float> {
+    typedef int32_t I;
+    static const I MAGNITUDE = 0x7fffffff, INF = 0x7f800000;
+};
+template <> struct StoredBits<double> {
+    typedef int64_t I;
+    static const I MAGNITUDE = 0x7fffffffffffffffLL, INF = 0x7ff0000000000000LL;
+};
+template <> struct StoredBits<fast_half> {
+    typedef int16_t I;
+    static const I MAGNITUDE = 0x7fff, INF = 0x7c00;
+};
+
+// Elements per early-exit test: the loop within stays branch-free (it
+// vectorises to loads, ands and maxes); a chunk stops at its first tile that
+// holds a non-finite value, which decides its flag either way.
+static const int CHECK_TILE = 4096;
+
+template <class P>
+bool chunk_has_nonfinite(const P* g, int64_t begin, int64_t end) {
+    typedef typename StoredBits<P>::I I;
+    const I* bits = (const I*)g;
+    for (int64_t i0 = begin; i0 < end; i0 += CHECK_TILE) {
+        const int64_t i1 = (end - i0) < CHECK_TILE ? end : i0 + CHECK_TILE;
+        I largest = 0;
+        for (int64_t i = i0; i < i1; ++i) {
+            const I b = (I)(bits[i] & StoredBits<P>::MAGNITUDE);
+            largest = b > largest ? b : largest;
+        }
+        if (largest >= StoredBits<P>::INF) return true;
+    }
+    return false;
+}
+
 template <class M>
 void check_group(const FastStepArgs& a) {
-    typedef typename M::T T;
     typedef typename M::P P;
     std::vector<uint8_t> bad(a.n_chunks, 0);
 #pragma omp parallel for schedule(static) if (worth_parallel(a))
-    for (int64_t c = 0; c < a.n_chunks; ++c) {
-        const P* g = (const P*)a.grad[a.chunk_tensor[c]];
-        int found = 0;
-        alignas(64) T gb[TILE];
-        for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
-            const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
-            tile_load(g + i0, gb, n);
-            for (int j = 0; j < n; ++j) found |= !(gb[j] - gb[j] == T(0));  // false for inf and NaN
-        }
-        bad[c] = (uint8_t)found;
-    }
+    for (int64_t c = 0; c < a.n_chunks; ++c)
+        bad[c] = chunk_has_nonfinite((const P*)a.grad[a.chunk_tensor[c]], a.chunk_begin[c], a.chunk_end[c]);
     for (int64_t t = 0; t < a.n_tensors; ++t) a.tensor_nonfinite[t] = 0;
     for (int64_t c = 0; c < a.n_chunks; ++c) a.tensor_nonfinite[a.chunk_tensor[c]] |= bad[c];
 }
