@@ -76,11 +76,11 @@ template <> struct FastRound<fast_half, float> {
         const float ax = __builtin_bit_cast(float, mag);
         unsigned int exp_bits = mag & 0x7f800000u;
         exp_bits = exp_bits < 0x38800000u ? 0x38800000u : exp_bits;  // 2^-14
-        exp_bits = exp_bits > 0x47000000u ? 0x47000000u : exp_bits;  // 2^15: the constant stays finite
         const float magic = __builtin_bit_cast(float, exp_bits + (13u << 23));
         unsigned int r_bits = __builtin_bit_cast(unsigned int, (ax + magic) - magic);
-        r_bits = ax >= 65520.0f ? 0x7f800000u : r_bits;  // from 65520 on: inf
-        r_bits = mag > 0x7f800000u ? mag : r_bits;        // NaN stays NaN
+        // from 65520 on (where magic may be garbage): inf, and NaN stays NaN
+        const unsigned int huge_bits = mag > 0x7f800000u ? mag : 0x7f800000u;
+        r_bits = (int)mag >= 0x477FF000 ? huge_bits : r_bits;
         return __builtin_bit_cast(float, r_bits | sign);
     }
 };
