@@ -1,0 +1,366 @@
+"""The one error model of the conformance gate, the same for every optimizer.
+
+An implementation's stored value x is accepted against the reference's exact-input value v
+when
+
+    |x - v| <= B
+
+where B is a running error bound the reference computes alongside v. B is built by running
+the reference's own teacher-forced step under `Tracked`, a third arithmetic next to the
+reference's Float64 and Mpmath contexts. Every number carries (value, bound):
+
+    inputs read from storage         bound 0 (they are exact)
+    constants entering the kernel    u * |c| unless exactly representable in the compute dtype
+    c = a + b, a - b                 ea + eb                         + u * |c|
+    c = a * b                        |a| eb + |b| ea + ea eb         + u * |c|
+    c = a / b                        (ea + |c| eb) / (|b| - eb)      + u * |c|   (inf if |b| <= eb)
+    c = sqrt(a)                      min(ea / sqrt(a), sqrt(ea))     + u * |c|
+    c = a ** b                       |c| (|b| ea / |a| + |ln a| eb)  + POW_ULPS * u * |c|
+    max, min, clip, abs, neg         the largest input bound (1-Lipschitz; no rounding)
+    s = sum(a_1..a_n)                sum ea_i + (n - 1) u sum |a_i|  (any summation order)
+    round_to(c, storage dtype)       keeps the exact value, adds half an ULP of the storage
+                                     dtype at round(c) (it overflows to inf as a cast does)
+
+with u = u_compute + u_float64: the unit roundoff of the dtype the implementation computes in
+(float32 for fp16 and fp32 storage, float64 for float64) plus that of the reference's own
+float64 evaluation of v. The bound is first order in u only through the stated `POW_ULPS`
+allowance for a non-correctly-rounded pow; every other rule is a rigorous interval rule.
+There is no per-optimizer constant.
+
+Discrete decisions: a comparison whose operands lie within their bounds of each other is
+*ambiguous* (`Decision.ambiguous`). The comparison loop runs the step once with every
+decision taken nominally and, when a decision was ambiguous, once more with every ambiguous
+decision flipped; an element is accepted if it matches either run (compare.py).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+
+POW_ULPS = 4.0
+UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
+
+
+class DecisionLog:
+    """Records ambiguous comparisons of one tracked run and optionally flips them."""
+
+    def __init__(self, flip: bool = False):
+        self.flip = flip
+        self.ambiguous = 0
+
+    def decide(self, nominal: bool, ambiguous: bool) -> bool:
+        if not ambiguous:
+            return nominal
+        self.ambiguous += 1
+        return (not nominal) if self.flip else nominal
+
+
+_NO_LOG = DecisionLog()
+_log = _NO_LOG
+
+
+@contextmanager
+def decisions(flip: bool = False):
+    """Collect (and with flip=True, invert) the ambiguous decisions made inside the block."""
+    global _log
+    saved, _log = _log, DecisionLog(flip)
+    try:
+        yield _log
+    finally:
+        _log = saved
+
+
+def _bound(x) -> float:
+    return x.bound if isinstance(x, Tracked) else 0.0
+
+
+def _value(x) -> float:
+    return x.value if isinstance(x, Tracked) else float(x)
+
+
+class Tracked:
+    """A float64 value and a bound on its distance from the exact-input result."""
+
+    __slots__ = ("value", "bound", "u")
+
+    def __init__(self, value: float, bound: float, u: float):
+        self.value = float(value)
+        bound = float(bound)
+        self.bound = math.inf if math.isnan(bound) else bound
+        self.u = u
+
+    def __repr__(self):
+        return f"Tracked({self.value!r} ± {self.bound:.3g})"
+
+    def _unit(self, other):
+        return self.u if not isinstance(other, Tracked) else max(self.u, other.u)
+
+    def _make(self, value, bound, other=None, ulps=1.0):
+        u = self._unit(other)
+        return Tracked(value, bound + ulps * u * abs(value) if math.isfinite(value) else bound, u)
+
+    # -- arithmetic ----------------------------------------------------------------------
+    def __add__(self, other):
+        return self._make(self.value + _value(other), self.bound + _bound(other), other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._make(self.value - _value(other), self.bound + _bound(other), other)
+
+    def __rsub__(self, other):
+        return self._make(_value(other) - self.value, self.bound + _bound(other), other)
+
+    def __mul__(self, other):
+        a, b, ea, eb = self.value, _value(other), self.bound, _bound(other)
+        return self._make(a * b, _mul_bound(a, b, ea, eb), other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return _divide(self, other, self)
+
+    def __rtruediv__(self, other):
+        return _divide(other, self, self)
+
+    def __pow__(self, other):
+        return _power(self, other, self)
+
+    def __rpow__(self, other):
+        return _power(other, self, self)
+
+    def __neg__(self):
+        return Tracked(-self.value, self.bound, self.u)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return Tracked(abs(self.value), self.bound, self.u)
+
+    def __float__(self):
+        return self.value
+
+    # -- comparisons: nominal answers, ambiguity recorded ----------------------------------
+    def _compare(self, other, op):
+        a, b = self.value, _value(other)
+        ambiguous = abs(a - b) <= self.bound + _bound(other) and (self.bound + _bound(other)) > 0
+        return _log.decide(op(a, b), ambiguous)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    __hash__ = None
+
+
+def _mul_bound(a, b, ea, eb):
+    terms = (abs(a) * eb if eb else 0.0) + (abs(b) * ea if ea else 0.0) + ea * eb
+    return terms
+
+
+def _divide(num, den, like):
+    a, b, ea, eb = _value(num), _value(den), _bound(num), _bound(den)
+    with np.errstate(all="ignore"):
+        c = float(np.float64(a) / np.float64(b))
+    if eb == 0 and ea == 0:
+        bound = 0.0
+    elif abs(b) <= eb:
+        bound = math.inf
+    else:
+        bound = (ea + abs(c) * eb) / (abs(b) - eb) if math.isfinite(c) else math.inf
+    u = max(like.u, num.u if isinstance(num, Tracked) else 0.0, den.u if isinstance(den, Tracked) else 0.0)
+    return Tracked(c, bound + (u * abs(c) if math.isfinite(c) else 0.0), u)
+
+
+def _power(base, exponent, like):
+    a, b, ea, eb = _value(base), _value(exponent), _bound(base), _bound(exponent)
+    with np.errstate(all="ignore"):
+        c = float(np.power(np.float64(a), np.float64(b)))
+    if not math.isfinite(c):
+        return Tracked(c, 0.0, like.u)
+    if ea == 0 and eb == 0:
+        bound = 0.0
+    elif a == 0 or abs(a) <= ea:
+        bound = math.inf
+    else:
+        bound = abs(c) * (abs(b) * ea / abs(a) + (abs(math.log(abs(a))) * eb if eb else 0.0))
+    exact = float(b).is_integer() and abs(b) <= 1 and ea == 0
+    ulps = 0.0 if exact else POW_ULPS
+    return Tracked(c, bound + ulps * like.u * abs(c), like.u)
+
+
+def _elementwise(fn, *arrays):
+    """Apply fn elementwise over object arrays or scalars, returning an object array."""
+    return np.frompyfunc(fn, len(arrays), 1)(*arrays)
+
+
+def half_ulp(value: float, dtype) -> float:
+    """Half the spacing of `dtype` at `value` (at the smallest subnormal for 0)."""
+    dtype = np.dtype(dtype)
+    return float(np.spacing(np.abs(dtype.type(value)), dtype=dtype)) / 2.0
+
+
+class TrackedArithmetic:
+    """The reference's arithmetic protocol over `Tracked` numbers (see docs/reference.md).
+
+    `compute_dtype` is the dtype the implementation under test computes in.
+    """
+
+    name = "tracked"
+
+    def __init__(self, compute_dtype="float32"):
+        self.compute_dtype = np.dtype(compute_dtype)
+        self.u = UNIT_ROUNDOFF[self.compute_dtype.name] + UNIT_ROUNDOFF["float64"]
+
+    def __repr__(self):
+        return f"TrackedArithmetic({self.compute_dtype.name!r})"
+
+    # -- conversion ----------------------------------------------------------------------
+    def exact(self, value) -> Tracked:
+        return Tracked(float(value), 0.0, self.u)
+
+    def array(self, values):
+        if isinstance(values, np.ndarray) and values.dtype == object:
+            return _elementwise(lambda v: v if isinstance(v, Tracked) else self.exact(v), values)
+        values = np.asarray(values, dtype=np.float64)
+        out = np.empty(values.shape, dtype=object)
+        flat = out.reshape(-1)
+        for i, v in enumerate(values.reshape(-1)):
+            flat[i] = self.exact(v)
+        return out
+
+    def scalar(self, number):
+        if isinstance(number, Tracked):
+            return number
+        number = float(number)
+        representable = (not math.isfinite(number)
+                         or float(self.compute_dtype.type(number)) == number)
+        return Tracked(number, 0.0 if representable else self.u * abs(number), self.u)
+
+    def to_float64(self, values):
+        return np.asarray(_elementwise(_value, values), dtype=np.float64) if _is_array(values) \
+            else _value(values)
+
+    def bounds(self, values):
+        """The float64 array of bounds that travel with `values`."""
+        return np.asarray(_elementwise(_bound, values), dtype=np.float64) if _is_array(values) \
+            else _bound(values)
+
+    def zeros_like(self, values):
+        return self.array(np.zeros(np.shape(values)))
+
+    # -- elementwise functions -----------------------------------------------------------
+    def sqrt(self, values):
+        return self._map(self._sqrt, values)
+
+    def _sqrt(self, x):
+        x = self.scalar(x)
+        with np.errstate(all="ignore"):
+            c = float(np.sqrt(np.float64(x.value)))
+        if x.bound == 0 or not math.isfinite(c):
+            bound = 0.0
+        elif x.value > 0:
+            bound = min(x.bound / math.sqrt(x.value), math.sqrt(x.bound))
+        else:
+            bound = math.sqrt(x.bound)
+        return Tracked(c, bound + (self.u * c if math.isfinite(c) else 0.0), self.u)
+
+    def abs(self, values):
+        return self._map(abs, values)
+
+    def sign(self, values):
+        return self._map(self._sign, values)
+
+    def _sign(self, x):
+        x = self.scalar(x)
+        s = float(np.sign(x.value))
+        return Tracked(s, 2.0 if abs(x.value) <= x.bound and x.bound > 0 else 0.0, self.u)
+
+    def maximum(self, a, b):
+        return self._map2(lambda x, y: self._pick(x, y, max), a, b)
+
+    def minimum(self, a, b):
+        return self._map2(lambda x, y: self._pick(x, y, min), a, b)
+
+    def _pick(self, x, y, choose):
+        x, y = self.scalar(x), self.scalar(y)
+        if math.isnan(x.value) or math.isnan(y.value):
+            return Tracked(math.nan, 0.0, self.u)
+        return Tracked(choose(x.value, y.value), max(x.bound, y.bound), self.u)
+
+    def clip(self, values, lo, hi):
+        return self.minimum(self.maximum(values, lo), hi)
+
+    def where(self, cond, a, b):
+        shape = np.broadcast_shapes(np.shape(cond), np.shape(a), np.shape(b))
+        if shape == ():
+            return a if bool(cond) else b
+        return np.where(np.asarray(cond, dtype=bool), a, b).astype(object)
+
+    def isnan(self, values):
+        return self._predicate(math.isnan, values)
+
+    def isfinite(self, values):
+        return self._predicate(math.isfinite, values)
+
+    def _predicate(self, test, values):
+        if _is_array(values):
+            return np.asarray(_elementwise(lambda v: test(_value(v)), values), dtype=bool)
+        return test(_value(values))
+
+    def pow(self, a, b):
+        return self._map2(lambda x, y: self.scalar(x) ** y, a, b)
+
+    def sum(self, values):
+        flat = list(np.asarray(values, dtype=object).reshape(-1))
+        if not flat:
+            return self.exact(0.0)
+        vals = [_value(v) for v in flat]
+        if not all(math.isfinite(v) for v in vals):
+            return Tracked(float(np.sum(np.asarray(vals))), 0.0, self.u)
+        total = math.fsum(vals)
+        bound = math.fsum(_bound(v) for v in flat) \
+            + (len(flat) - 1) * self.u * math.fsum(abs(v) for v in vals)
+        return Tracked(total, bound, self.u)
+
+    def round_to(self, values, dtype):
+        dtype = np.dtype(dtype)
+        return self._map(lambda x: self._round(self.scalar(x), dtype), values)
+
+    def _round(self, x, dtype):
+        with np.errstate(over="ignore"):
+            rounded = float(dtype.type(x.value))
+        if not math.isfinite(rounded):
+            return Tracked(rounded, 0.0, self.u)
+        extra = 0.0 if dtype == np.float64 else half_ulp(rounded, dtype)
+        return Tracked(x.value, x.bound + extra, self.u)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _map(self, fn, values):
+        return _elementwise(fn, values) if _is_array(values) else fn(values)
+
+    def _map2(self, fn, a, b):
+        if _is_array(a) or _is_array(b):
+            return _elementwise(fn, a, b)
+        return fn(a, b)
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, np.ndarray)
