@@ -63,8 +63,9 @@ class Snapshot:
 class Driver:
     """One optimizer built from a case, on one implementation module."""
 
-    def __init__(self, impl, case: Case, xp=np):
+    def __init__(self, impl, case: Case, xp=np, optimizer_kwargs=None):
         self.impl = impl
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.case = case
         self.xp = xp
         self.params = {
@@ -77,7 +78,7 @@ class Driver:
     def _build_optimizer(self):
         case, impl = self.case, self.impl
         cls = getattr(impl.optimizers, case.optimizer)
-        opt = cls(**dict(case.hyperparams), profile=case.profile)
+        opt = cls(**dict(case.hyperparams), profile=case.profile, **self.optimizer_kwargs)
         opt.setup(self.params)
         if case.uses_master:
             opt.use_fp32_update()

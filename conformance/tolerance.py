@@ -38,6 +38,7 @@ import math
 from contextlib import contextmanager
 
 import numpy as np
+from reference.arithmetic import ObjectArithmetic
 
 POW_ULPS = 4.0
 UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
@@ -206,145 +207,56 @@ def _power(base, exponent, like):
     return Tracked(c, bound + ulps * like.u * abs(c), like.u)
 
 
-def _elementwise(fn, *arrays):
-    """Apply fn elementwise over object arrays or scalars, returning an object array."""
-    return np.frompyfunc(fn, len(arrays), 1)(*arrays)
-
-
 def half_ulp(value: float, dtype) -> float:
     """Half the spacing of `dtype` at `value` (at the smallest subnormal for 0)."""
     dtype = np.dtype(dtype)
     return float(np.spacing(np.abs(dtype.type(value)), dtype=dtype)) / 2.0
 
 
-class TrackedArithmetic:
-    """The reference's arithmetic protocol over `Tracked` numbers (see docs/reference.md).
+class TrackedArithmetic(ObjectArithmetic):
+    """The reference's arithmetic protocol (reference.arithmetic) over `Tracked` numbers.
 
-    `compute_dtype` is the dtype the implementation under test computes in.
+    `compute_dtype` is the dtype the implementation under test computes in. A number
+    entering the arithmetic (a stored array element, a hyperparameter, a literal) is exact
+    when the compute dtype represents it, else it carries u * |x| (it is rounded on entry).
     """
-
-    name = "tracked"
 
     def __init__(self, compute_dtype="float32"):
         self.compute_dtype = np.dtype(compute_dtype)
         self.u = UNIT_ROUNDOFF[self.compute_dtype.name] + UNIT_ROUNDOFF["float64"]
+        self.name = f"tracked({self.compute_dtype.name})"
 
-    def __repr__(self):
-        return f"TrackedArithmetic({self.compute_dtype.name!r})"
+    # -- element operations of ObjectArithmetic ------------------------------------------
+    def number(self, x):
+        if isinstance(x, Tracked):
+            return x
+        x = float(x)
+        representable = not math.isfinite(x) or float(self.compute_dtype.type(x)) == x
+        return Tracked(x, 0.0 if representable else self.u * abs(x), self.u)
 
-    # -- conversion ----------------------------------------------------------------------
-    def exact(self, value) -> Tracked:
-        return Tracked(float(value), 0.0, self.u)
+    def number_to_float(self, x):
+        return _value(x)
 
-    def array(self, values):
-        if isinstance(values, np.ndarray) and values.dtype == object:
-            return _elementwise(lambda v: v if isinstance(v, Tracked) else self.exact(v), values)
-        values = np.asarray(values, dtype=np.float64)
-        out = np.empty(values.shape, dtype=object)
-        flat = out.reshape(-1)
-        for i, v in enumerate(values.reshape(-1)):
-            flat[i] = self.exact(v)
-        return out
-
-    def scalar(self, number):
-        if isinstance(number, Tracked):
-            return number
-        number = float(number)
-        representable = (not math.isfinite(number)
-                         or float(self.compute_dtype.type(number)) == number)
-        return Tracked(number, 0.0 if representable else self.u * abs(number), self.u)
-
-    def to_float64(self, values):
-        return np.asarray(_elementwise(_value, values), dtype=np.float64) if _is_array(values) \
-            else _value(values)
-
-    def bounds(self, values):
-        """The float64 array of bounds that travel with `values`."""
-        return np.asarray(_elementwise(_bound, values), dtype=np.float64) if _is_array(values) \
-            else _bound(values)
-
-    def zeros_like(self, values):
-        return self.array(np.zeros(np.shape(values)))
-
-    # -- elementwise functions -----------------------------------------------------------
-    def sqrt(self, values):
-        return self._map(self._sqrt, values)
-
-    def _sqrt(self, x):
-        x = self.scalar(x)
-        with np.errstate(all="ignore"):
-            c = float(np.sqrt(np.float64(x.value)))
+    def number_sqrt(self, x):
+        x = self.number(x)
+        c = math.sqrt(x.value) if x.value >= 0 else math.nan
         if x.bound == 0 or not math.isfinite(c):
             bound = 0.0
         elif x.value > 0:
-            bound = min(x.bound / math.sqrt(x.value), math.sqrt(x.bound))
+            bound = min(x.bound / c, math.sqrt(x.bound))
         else:
             bound = math.sqrt(x.bound)
         return Tracked(c, bound + (self.u * c if math.isfinite(c) else 0.0), self.u)
 
-    def abs(self, values):
-        return self._map(abs, values)
+    def number_isnan(self, x):
+        return math.isnan(_value(x))
 
-    def sign(self, values):
-        return self._map(self._sign, values)
+    def number_isinf(self, x):
+        return math.isinf(_value(x))
 
-    def _sign(self, x):
-        x = self.scalar(x)
-        s = float(np.sign(x.value))
-        return Tracked(s, 2.0 if abs(x.value) <= x.bound and x.bound > 0 else 0.0, self.u)
-
-    def maximum(self, a, b):
-        return self._map2(lambda x, y: self._pick(x, y, max), a, b)
-
-    def minimum(self, a, b):
-        return self._map2(lambda x, y: self._pick(x, y, min), a, b)
-
-    def _pick(self, x, y, choose):
-        x, y = self.scalar(x), self.scalar(y)
-        if math.isnan(x.value) or math.isnan(y.value):
-            return Tracked(math.nan, 0.0, self.u)
-        return Tracked(choose(x.value, y.value), max(x.bound, y.bound), self.u)
-
-    def clip(self, values, lo, hi):
-        return self.minimum(self.maximum(values, lo), hi)
-
-    def where(self, cond, a, b):
-        shape = np.broadcast_shapes(np.shape(cond), np.shape(a), np.shape(b))
-        if shape == ():
-            return a if bool(cond) else b
-        return np.where(np.asarray(cond, dtype=bool), a, b).astype(object)
-
-    def isnan(self, values):
-        return self._predicate(math.isnan, values)
-
-    def isfinite(self, values):
-        return self._predicate(math.isfinite, values)
-
-    def _predicate(self, test, values):
-        if _is_array(values):
-            return np.asarray(_elementwise(lambda v: test(_value(v)), values), dtype=bool)
-        return test(_value(values))
-
-    def pow(self, a, b):
-        return self._map2(lambda x, y: self.scalar(x) ** y, a, b)
-
-    def sum(self, values):
-        flat = list(np.asarray(values, dtype=object).reshape(-1))
-        if not flat:
-            return self.exact(0.0)
-        vals = [_value(v) for v in flat]
-        if not all(math.isfinite(v) for v in vals):
-            return Tracked(float(np.sum(np.asarray(vals))), 0.0, self.u)
-        total = math.fsum(vals)
-        bound = math.fsum(_bound(v) for v in flat) \
-            + (len(flat) - 1) * self.u * math.fsum(abs(v) for v in vals)
-        return Tracked(total, bound, self.u)
-
-    def round_to(self, values, dtype):
-        dtype = np.dtype(dtype)
-        return self._map(lambda x: self._round(self.scalar(x), dtype), values)
-
-    def _round(self, x, dtype):
+    def number_round_to(self, x, finfo):
+        x = self.number(x)
+        dtype = np.dtype(finfo.dtype)
         with np.errstate(over="ignore"):
             rounded = float(dtype.type(x.value))
         if not math.isfinite(rounded):
@@ -352,15 +264,47 @@ class TrackedArithmetic:
         extra = 0.0 if dtype == np.float64 else half_ulp(rounded, dtype)
         return Tracked(x.value, x.bound + extra, self.u)
 
-    # -- helpers ---------------------------------------------------------------------------
-    def _map(self, fn, values):
-        return _elementwise(fn, values) if _is_array(values) else fn(values)
+    # -- operations whose bound rule differs from the generic one ------------------------
+    def bounds(self, values):
+        """The float64 array of bounds that travel with `values`."""
+        values = self._as_object(values)
+        return np.vectorize(_bound, otypes=[np.float64])(values) if values.size else \
+            np.zeros(values.shape)
 
-    def _map2(self, fn, a, b):
-        if _is_array(a) or _is_array(b):
-            return _elementwise(fn, a, b)
-        return fn(a, b)
+    def sign(self, values):
+        def sign(x):
+            x = self.number(x)
+            s = float(np.sign(x.value))
+            return Tracked(s, 2.0 if abs(x.value) <= x.bound and x.bound > 0 else 0.0, self.u)
+        return self._unwrap(self._map(sign, values))
 
+    def maximum(self, a, b):
+        return self._unwrap(self._map(lambda x, y: self._pick(x, y, max), a, b))
 
-def _is_array(x) -> bool:
-    return isinstance(x, np.ndarray)
+    def minimum(self, a, b):
+        return self._unwrap(self._map(lambda x, y: self._pick(x, y, min), a, b))
+
+    def _pick(self, x, y, choose):
+        x, y = self.number(x), self.number(y)
+        if math.isnan(x.value) or math.isnan(y.value):
+            return Tracked(math.nan, 0.0, self.u)
+        return Tracked(choose(x.value, y.value), max(x.bound, y.bound), self.u)
+
+    def divide(self, numerator, denominator):
+        return self._unwrap(self._map(lambda x, y: _divide(self.number(x), self.number(y), self.number(x)),
+                                      numerator, denominator))
+
+    def pow(self, base, exponent):
+        return _power(self.number(base), self.number(exponent), self.number(base))
+
+    def sum(self, values):
+        flat = list(self._as_object(values).ravel())
+        if not flat:
+            return self.number(0.0)
+        vals = [_value(v) for v in flat]
+        if not all(math.isfinite(v) for v in vals):
+            with np.errstate(invalid="ignore"):
+                return Tracked(float(np.sum(np.asarray(vals))), 0.0, self.u)
+        bound = math.fsum(_bound(v) for v in flat) \
+            + (len(flat) - 1) * self.u * math.fsum(abs(v) for v in vals)
+        return Tracked(math.fsum(vals), bound, self.u)
