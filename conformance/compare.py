@@ -89,8 +89,8 @@ def check_array(impl: np.ndarray, value: np.ndarray, bound: np.ndarray) -> Array
 class ReferenceSide:
     """The reference built from the case, under the tracked arithmetic."""
 
-    def __init__(self, case: Case):
-        self.ctx = tolerance.TrackedArithmetic(case.compute_dtype)
+    def __init__(self, case: Case, ctx=None):
+        self.ctx = ctx if ctx is not None else tolerance.TrackedArithmetic(case.compute_dtype)
         self.driver = Driver(reference, case, optimizer_kwargs={"arithmetic": self.ctx})
 
     def force(self, snap: Snapshot) -> None:
@@ -119,6 +119,10 @@ class ReferenceSide:
 
     def tracked_arrays(self):
         """name -> (value, bound) for every continuous array, keyed like the impl's."""
+        return {k: (self.ctx.to_float64(v), self.ctx.bounds(v)) for k, v in self.raw().items()}
+
+    def raw(self):
+        """name -> the arithmetic's values for every continuous array."""
         out = {}
         for name, p in self.driver.params.items():
             rule = p.update_rule
@@ -127,7 +131,7 @@ class ReferenceSide:
                 out[f"/{name} fp32_param"] = rule.fp32_value
             for key, value in (rule.state_values or {}).items():
                 out[f"/{name} state {key}"] = value
-        return {k: (self.ctx.to_float64(v), self.ctx.bounds(v)) for k, v in out.items()}
+        return out
 
 
 def impl_arrays(snap: Snapshot) -> dict:
@@ -300,3 +304,82 @@ def _recheck_with_alternative(case, step, failures, alternative, worst):
         if again:
             remaining.append(again)
     return worst, remaining
+
+
+# -- free-running drift ----------------------------------------------------------------------
+def free_running_drift(impl, case: Case, xp=np) -> dict:
+    """Both sides run on their own; the largest relative drift per array after the last step.
+
+    Reported, not gated: no bound on accumulated drift is justified in general (an unstable
+    recurrence amplifies one ulp). Relative to the array's largest reference magnitude.
+    """
+    impl_driver = Driver(impl, case, xp=xp)
+    ref_driver = Driver(reference, case, optimizer_kwargs={"arithmetic": Float64()})
+    for step in range(1, case.steps + 1):
+        if _run(lambda: impl_driver.step(step)) or _run(lambda: ref_driver.step(step)):
+            break
+    actual, expected = impl_arrays(impl_driver.snapshot()), impl_arrays(ref_driver.snapshot())
+    drift = {}
+    for name, ref_value in expected.items():
+        if name not in actual or actual[name].shape != ref_value.shape or not ref_value.size:
+            continue
+        a, r = actual[name].astype(np.float64), ref_value.astype(np.float64)
+        finite = np.isfinite(a) & np.isfinite(r)
+        if finite.any():
+            scale = max(float(np.abs(r[finite]).max()), np.finfo(np.float64).tiny)
+            drift[name] = float(np.abs(a[finite] - r[finite]).max()) / scale
+    return drift
+
+
+# -- the precision ladder --------------------------------------------------------------------
+LADDER_RTOL = 1e-13
+LADDER_DPS = 50
+
+
+@dataclass
+class LadderResult:
+    case: Case
+    worst: float = 0.0          # largest |f64 - mp| / (rtol * (|mp| + floor))
+    failure: str | None = None
+
+
+def ladder(case: Case) -> LadderResult:
+    """The float64 reference against Mpmath(dps=50), teacher-forced, per step.
+
+    Run in the float64 dtype mode only (there round_to is the identity; in narrower modes a
+    value near a rounding boundary legitimately rounds to either neighbour). Accepts
+    |f64 - mp| <= 1e-13 * (|mp| + floor), floor = the largest |mp| of that array (so values
+    produced by cancellation are judged against the array's scale, not their own).
+    """
+    result = LadderResult(case)
+    f64 = ReferenceSide(case, Float64())
+    mp = ReferenceSide(case, Mpmath(dps=LADDER_DPS))
+    for step in range(1, case.steps + 1):
+        mp.force(f64.driver.snapshot())
+        errors = (_run(lambda: f64.driver.step(step)), _run(lambda: mp.driver.step(step)))
+        if errors[0] != errors[1]:
+            result.failure = f"step {step}: exceptions differ: {errors}"
+            return result
+        if errors[0]:
+            return result
+        lo = {k: f64.ctx.to_float64(v) for k, v in f64.raw().items()}
+        hi = {k: mp.ctx.to_float64(v) for k, v in mp.raw().items()}
+        for name, exact in hi.items():
+            value = lo[name]
+            finite = np.isfinite(exact)
+            if not np.array_equal(np.isfinite(value), finite) or \
+                    not np.array_equal(value[~finite], exact[~finite], equal_nan=True):
+                result.failure = f"step {step}: {name}: non-finite values differ"
+                return result
+            if not finite.any():
+                continue
+            floor = float(np.abs(exact[finite]).max())
+            scale = LADDER_RTOL * (np.abs(exact[finite]) + floor)
+            err = np.abs(value[finite] - exact[finite])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                normalized = np.where(err == 0, 0.0, np.where(scale == 0, np.inf, err / scale))
+            result.worst = max(result.worst, float(normalized.max()))
+            if normalized.max() > 1.0:
+                result.failure = f"step {step}: {name}: normalized error {normalized.max():.3g}"
+                return result
+    return result
