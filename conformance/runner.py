@@ -1,0 +1,47 @@
+"""Run a list of cases against an implementation, with an optional progress bar."""
+from __future__ import annotations
+
+import sys
+import time
+
+from . import cases as case_model
+from .compare import check_case
+
+
+def progress_bar(done: int, total: int, failed: int, started: float, stream=sys.stderr) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    elapsed = time.monotonic() - started
+    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                 f"failed {failed}  {elapsed:5.0f}s")
+    if done == total:
+        stream.write("\n")
+    stream.flush()
+
+
+def run_cases(impl, cases: list, xp=None, progress=False, fail_fast=False) -> list:
+    """check_case over `cases`; stops at the first failure when fail_fast."""
+    import numpy
+    xp = numpy if xp is None else xp
+    results, failed, started = [], 0, time.monotonic()
+    for i, case in enumerate(cases, 1):
+        result = check_case(impl, case, xp=xp)
+        results.append(result)
+        failed += 0 if result.passed else 1
+        if progress and (i == len(cases) or i % 10 == 0):
+            progress_bar(i, len(cases), failed, started)
+        if fail_fast and not result.passed:
+            if progress:
+                sys.stderr.write("\n")
+            break
+    return results
+
+
+def case_from_repr(text: str) -> case_model.Case:
+    """Rebuild a case from its repr (as printed in a reproduce command)."""
+    namespace = {name: getattr(case_model, name) for name in
+                 ("Case", "HookSpec", "LossScaling", "Injection", "ParamSpec")}
+    case = eval(text, {"__builtins__": {}}, namespace)  # only the case classes are reachable
+    if not isinstance(case, case_model.Case):
+        raise ValueError("--case-repr must be the repr of a conformance Case")
+    return case
