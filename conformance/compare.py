@@ -72,17 +72,18 @@ def check_array(impl: np.ndarray, value: np.ndarray, bound: np.ndarray) -> Array
     an infinite bound accepts any value and is counted as unbounded.
     """
     impl = np.asarray(impl, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        error = np.abs(impl - value)
-        normalized = np.where(error == 0, 0.0, error / bound)
-    both_nan = np.isnan(impl) & np.isnan(value)
-    same_inf = np.isinf(value) & (impl == value)
+    value = np.asarray(value, dtype=np.float64)
+    bound = np.asarray(bound, dtype=np.float64)
     finite_ref = np.isfinite(value)
     unbounded = finite_ref & np.isinf(bound)
-    normalized = np.where(both_nan | same_inf | unbounded, 0.0, normalized)
-    normalized = np.where(~finite_ref & ~(both_nan | same_inf), np.inf, normalized)
-    normalized = np.where(finite_ref & ~np.isfinite(impl) & ~unbounded, np.inf, normalized)
-    return ArrayCheck(np.nan_to_num(normalized, nan=np.inf), int(unbounded.sum()))
+    same_class = (np.isnan(value) & np.isnan(impl)) | (np.isinf(value) & (impl == value))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        error = np.abs(impl - value)
+        ratio = np.where(error == 0, 0.0, np.where(bound == 0, np.inf, error / bound))
+    bounded = finite_ref & ~unbounded
+    normalized = np.where(bounded & np.isfinite(impl), ratio, np.inf)
+    normalized = np.where(unbounded | same_class, 0.0, normalized)
+    return ArrayCheck(normalized, int(unbounded.sum()))
 
 
 # -- the reference side ----------------------------------------------------------------------

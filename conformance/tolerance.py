@@ -104,32 +104,48 @@ class Tracked:
 
     # -- arithmetic ----------------------------------------------------------------------
     def __add__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         return self._make(self.value + _value(other), self.bound + _bound(other), other)
 
     __radd__ = __add__
 
     def __sub__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         return self._make(self.value - _value(other), self.bound + _bound(other), other)
 
     def __rsub__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         return self._make(_value(other) - self.value, self.bound + _bound(other), other)
 
     def __mul__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         a, b, ea, eb = self.value, _value(other), self.bound, _bound(other)
         return self._make(a * b, _mul_bound(a, b, ea, eb), other)
 
     __rmul__ = __mul__
 
     def __truediv__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         return _divide(self, other, self)
 
     def __rtruediv__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         return _divide(other, self, self)
 
     def __pow__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         return _power(self, other, self)
 
     def __rpow__(self, other):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         return _power(other, self, self)
 
     def __neg__(self):
@@ -146,6 +162,8 @@ class Tracked:
 
     # -- comparisons: nominal answers, ambiguity recorded ----------------------------------
     def _compare(self, other, op):
+        if isinstance(other, np.ndarray):
+            return NotImplemented
         a, b = self.value, _value(other)
         ambiguous = abs(a - b) <= self.bound + _bound(other) and (self.bound + _bound(other)) > 0
         return _log.decide(op(a, b), ambiguous)
