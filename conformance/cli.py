@@ -54,6 +54,8 @@ def _suite_options(p) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--level", default="ci", choices=sorted(generators.LEVELS))
     p.add_argument("--filter", default=None, help="only cases whose name contains this")
+    p.add_argument("--profile", default=None, choices=("chainer", "fixed"),
+                   help="only cases of this semantics profile")
     p.add_argument("--case", default=None, help="exactly one case of the suite, by name")
     p.add_argument("--case-repr", default=None, help="one case given by its repr")
     p.add_argument("--fail-fast", action="store_true")
@@ -81,8 +83,10 @@ def select_cases(args) -> list:
             raise UsageError(f"no case named {args.case!r} at level {args.level!r}")
     if args.filter:
         cases = [c for c in cases if args.filter in c.name]
-        if not cases:
-            raise UsageError(f"no case matches --filter {args.filter!r}")
+    if args.profile:
+        cases = [c for c in cases if c.profile == args.profile]
+    if not cases:
+        raise UsageError("no case matches the selection (--filter / --profile)")
     return cases
 
 
@@ -108,29 +112,43 @@ def cmd_run(args, gate=False) -> int:
     xp = _array_module(args.device)
     cases = select_cases(args)
     results = run_cases(impl, cases, xp=xp, progress=True, fail_fast=args.fail_fast)
-    print(report.summary_table(results))
+    records = [report.result_record(r) for r in results]
+    print(report.summary_table(records))
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results)} cases, {len(failed)} failed")
-    _cache(args, results)
+    _cache(args, records)
     if failed:
         print_failure(args, failed[0])
     return 1 if failed else 0
 
 
-def _cache(args, results) -> None:
+def _meta(args) -> dict:
+    return {"impl": args.impl, "device": args.device, "level": args.level,
+            "filter": args.filter, "profile": args.profile}
+
+
+def _cache(args, records) -> None:
     os.makedirs("reports", exist_ok=True)
     with open(RESULTS_CACHE, "w") as f:
-        json.dump({"impl": args.impl, "device": args.device, "level": args.level,
-                   "results": [report.result_record(r) for r in results]}, f, default=str)
+        json.dump({"meta": _meta(args), "results": records}, f, default=str)
 
 
 def cmd_report(args) -> int:
-    impl = load_impl(args.impl)
-    results = run_cases(impl, select_cases(args), xp=_array_module(args.device), progress=True)
-    meta = {"impl": args.impl, "device": args.device, "level": args.level}
-    for path in report.write_reports(results, meta):
+    """Write the reports from the last `run` with the same selection, else run first."""
+    records = None
+    if os.path.exists(RESULTS_CACHE) and not (args.case or args.case_repr):
+        with open(RESULTS_CACHE) as f:
+            cached = json.load(f)
+        if cached.get("meta") == _meta(args):
+            records = cached["results"]
+    if records is None:
+        impl = load_impl(args.impl)
+        results = run_cases(impl, select_cases(args), xp=_array_module(args.device),
+                            progress=True)
+        records = [report.result_record(r) for r in results]
+    for path in report.write_reports(records, _meta(args)):
         print("wrote", path)
-    return 0 if all(r.passed for r in results) else 1
+    return 0 if all(r["passed"] for r in records) else 1
 
 
 def cmd_mutants(args) -> int:

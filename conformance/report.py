@@ -9,19 +9,21 @@ from collections import defaultdict
 from .compare import CaseResult
 
 
-def summary_rows(results: list) -> list:
+def _errors(record) -> list:
+    return [math.inf if e == "inf" else e for e in record["step_errors"]]
+
+
+def summary_rows(records: list) -> list:
     """One row per optimizer: cases, failures, elements checked, worst normalized error."""
     rows = defaultdict(lambda: {"cases": 0, "failed": 0, "elements": 0, "unbounded": 0,
                                 "ambiguous_steps": 0, "worst": 0.0})
-    for r in results:
-        row = rows[r.case.optimizer]
+    for r in records:
+        row = rows[r["optimizer"]]
         row["cases"] += 1
-        row["failed"] += 0 if r.passed else 1
-        row["elements"] += r.elements
-        row["unbounded"] += r.unbounded
-        row["ambiguous_steps"] += r.ambiguous_steps
-        if r.step_errors:
-            row["worst"] = max(row["worst"], max(r.step_errors))
+        row["failed"] += 0 if r["passed"] else 1
+        for key in ("elements", "unbounded", "ambiguous_steps"):
+            row[key] += r[key]
+        row["worst"] = max([row["worst"]] + _errors(r))
     return [{"optimizer": name, **row} for name, row in sorted(rows.items())]
 
 
@@ -45,8 +47,8 @@ SUMMARY_COLUMNS = ["optimizer", "cases", "failed", "elements", "unbounded", "amb
                    "worst"]
 
 
-def summary_table(results: list) -> str:
-    return format_table(summary_rows(results), SUMMARY_COLUMNS)
+def summary_table(records: list) -> str:
+    return format_table(summary_rows(records), SUMMARY_COLUMNS)
 
 
 def result_record(r: CaseResult) -> dict:
@@ -61,20 +63,20 @@ def result_record(r: CaseResult) -> dict:
     }
 
 
-def write_reports(results: list, meta: dict, directory="reports") -> list:
+def write_reports(records: list, meta: dict, directory="reports") -> list:
     """Write conformance.json, conformance.md and the per-optimizer plots; return the paths."""
     os.makedirs(directory, exist_ok=True)
-    rows = summary_rows(results)
-    failed = [r for r in results if not r.passed]
-    payload = {"meta": meta, "summary": rows, "cases": len(results), "failed": len(failed),
-               "results": [result_record(r) for r in results]}
+    rows = summary_rows(records)
+    failed = [r for r in records if not r["passed"]]
+    payload = {"meta": meta, "summary": rows, "cases": len(records), "failed": len(failed),
+               "results": records}
     json_path = os.path.join(directory, "conformance.json")
     with open(json_path, "w") as f:
         json.dump(payload, f, indent=1, default=str)
     md_path = os.path.join(directory, "conformance.md")
     with open(md_path, "w") as f:
-        f.write(markdown(rows, failed, meta, len(results)))
-    return [json_path, md_path] + write_plots(results, directory)
+        f.write(markdown(rows, failed, meta, len(records)))
+    return [json_path, md_path] + write_plots(records, directory)
 
 
 def markdown(rows, failed, meta, total) -> str:
@@ -91,11 +93,11 @@ def markdown(rows, failed, meta, total) -> str:
             for c in SUMMARY_COLUMNS) + " |")
     if failed:
         lines += ["", "## Failures", ""]
-        lines += [f"- `{r.case.name}`: {r.divergences[0].describe()}" for r in failed[:200]]
+        lines += [f"- `{r['case']}`: {r['divergence']}" for r in failed[:200]]
     return "\n".join(lines) + "\n"
 
 
-def write_plots(results: list, directory: str) -> list:
+def write_plots(records: list, directory: str) -> list:
     """PNG plots of the worst normalized error per step for each optimizer (needs matplotlib)."""
     try:
         import matplotlib
@@ -104,17 +106,17 @@ def write_plots(results: list, directory: str) -> list:
     except ImportError:
         return []
     by_optimizer = defaultdict(list)
-    for r in results:
-        if r.step_errors:
-            by_optimizer[r.case.optimizer].append(r)
+    for r in records:
+        if r["step_errors"]:
+            by_optimizer[r["optimizer"]].append(r)
     paths = []
     for name, group in sorted(by_optimizer.items()):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for mode in sorted({r.case.dtype_mode for r in group}):
+        for mode in sorted({r["dtype_mode"] for r in group}):
             steps = defaultdict(float)
             for r in group:
-                if r.case.dtype_mode == mode:
-                    for i, e in enumerate(r.step_errors, 1):
+                if r["dtype_mode"] == mode:
+                    for i, e in enumerate(_errors(r), 1):
                         steps[i] = max(steps[i], min(e, 1e3))
             xs = sorted(steps)
             ax.plot(xs, [max(steps[x], 1e-6) for x in xs], marker="o", label=mode)
