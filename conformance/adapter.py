@@ -138,7 +138,7 @@ class Driver:
         params = {}
         for name, p in self.params.items():
             rule = p.update_rule
-            state = None if rule.state is None else {k: to_host(v) for k, v in rule.state.items()}
+            state = None if rule.state is None else {k: to_host(rule.state[k]) for k in rule.state}
             params[name] = ParamState(param=to_host(p.data), master=to_host(rule.fp32_param),
                                       state=state, t=int(rule.t), grad=to_host(p.grad))
         opt = self.optimizer

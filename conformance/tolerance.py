@@ -225,6 +225,12 @@ def _power(base, exponent, like):
     return Tracked(c, bound + ulps * like.u * abs(c), like.u)
 
 
+def _cast(value: float, dtype) -> float:
+    """value rounded to dtype (to nearest, ties to even; overflowing to inf as a cast does)."""
+    with np.errstate(over="ignore"):
+        return float(dtype.type(value))
+
+
 def half_ulp(value: float, dtype) -> float:
     """Half the spacing of `dtype` at `value` (at the smallest subnormal for 0)."""
     dtype = np.dtype(dtype)
@@ -273,14 +279,30 @@ class TrackedArithmetic(ObjectArithmetic):
         return math.isinf(_value(x))
 
     def number_round_to(self, x, finfo):
+        """Round to storage: the stored value, bounded by rounding the whole interval.
+
+        An implementation whose result lies in [v - B, v + B] stores a value in
+        [round(v - B), round(v + B)]; the bound is the distance from round(v) to the ends
+        (0 when the interval rounds to one value; at most B plus one storage ULP). Where the
+        interval straddles the overflow threshold, overflowing is an ambiguous decision.
+        """
         x = self.number(x)
         dtype = np.dtype(finfo.dtype)
-        with np.errstate(over="ignore"):
-            rounded = float(dtype.type(x.value))
-        if not math.isfinite(rounded):
-            return Tracked(rounded, 0.0, self.u)
-        extra = 0.0 if dtype == np.float64 else half_ulp(rounded, dtype)
-        return Tracked(x.value, x.bound + extra, self.u)
+        if dtype == np.float64 or not math.isfinite(x.value):
+            return x
+        rounded = _cast(x.value, dtype)
+        lo, hi = _cast(x.value - x.bound, dtype), _cast(x.value + x.bound, dtype)
+        if math.isfinite(rounded) and math.isfinite(lo) and math.isfinite(hi):
+            return Tracked(rounded, max(hi - rounded, rounded - lo), self.u)
+        if not math.isfinite(x.bound):
+            return Tracked(rounded, math.inf, self.u)
+        largest = float(finfo.max)
+        overflows = not math.isfinite(rounded)
+        if _log.decide(overflows, ambiguous=True):
+            return Tracked(math.copysign(math.inf, x.value), 0.0, self.u)
+        finite_end = min(abs(lo), abs(hi), largest) if overflows else abs(rounded)
+        return Tracked(math.copysign(finite_end, x.value),
+                       largest - min(abs(lo), abs(hi), largest), self.u)
 
     # -- operations whose bound rule differs from the generic one ------------------------
     def bounds(self, values):

@@ -58,12 +58,28 @@ def test_constants_are_exact_in_float64_compute_but_not_in_float32():
     assert TrackedArithmetic("float32").scalar(0.1).bound > 0.0
 
 
-def test_round_to_keeps_the_value_and_adds_half_an_ulp():
+def test_round_to_stores_the_rounded_value_and_bounds_the_whole_interval():
     ctx = TrackedArithmetic("float32")
-    x = ctx.scalar(1.0) / 3
-    r = ctx.round_to(ctx.array(np.array([x.value])), "float16")[0]
-    assert r.value == x.value
-    assert r.bound == pytest.approx(x.bound + 2.0 ** -13)   # ulp(1/3) in fp16 is 2**-12
+    third = ctx.scalar(1.0) / 3
+    r = ctx.round_to(third, "float16")[()]
+    assert r.value == float(np.float16(1 / 3))
+    assert r.bound == 0.0          # every value within the bound rounds to the same fp16
+    ulp = 2.0 ** -12               # fp16 spacing at 1/3
+    boundary = float(np.float16(1 / 3)) + ulp / 2
+    straddling = ctx.round_to(Tracked(boundary, 1e-6, ctx.u), "float16")[()]
+    assert straddling.bound == ulp
+
+
+def test_round_to_bound_holds_for_double_rounding():
+    """fp16(fp32 result) against round(reference) for values near fp16 rounding boundaries."""
+    ctx = TrackedArithmetic("float32")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(2000)
+    y = ctx.array(x.astype(np.float32)) * ctx.scalar(1.1) + ctx.scalar(0.3)
+    stored = ctx.round_to(y, "float16")
+    fp32 = (x.astype(np.float32) * np.float32(1.1) + np.float32(0.3)).astype(np.float16)
+    err = np.abs(fp32.astype(np.float64) - ctx.to_float64(stored))
+    assert np.all(err <= ctx.bounds(stored))
 
 
 def test_round_to_overflows_like_a_cast():
