@@ -45,8 +45,10 @@ VARIANTS = {
 }
 LOSS_SCALINGS = (LossScaling(), LossScaling("static", 64.0), LossScaling("dynamic", None, 2))
 SMALL_SHAPES = ((), (0,), (1,), (7,), (2, 3))
-ODD_SIZES = (15, 16, 17, 31, 33, 63, 65, 127, 129, 255, 257, 1023, 1025)
-LARGE_SHAPE = (67, 61)  # 4087 elements: not a multiple of any vector width or chunk
+ODD_SIZES = (15, 16, 17, 31, 33, 63, 65, 129, 257)
+MORE_ODD_SIZES = ODD_SIZES + (127, 255, 1023, 1025)
+LARGE_SHAPE = (43, 47)       # 2021 elements: not a multiple of any vector width
+LARGER_SHAPE = (67, 61)      # 4087 elements
 
 
 def _params(shapes, **kwargs):
@@ -74,13 +76,14 @@ def matrix_cases(steps=3, shapes=SMALL_SHAPES):
             loss_scaling=ls, injections=_skip_injection(ls, params), seed=len(opt))
 
 
-def feature_cases(steps=3):
+def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
     """Cases aimed at one feature each, over every optimizer and the four dtype modes."""
     for opt, mode in itertools.product(OPTIMIZERS, DTYPE_MODES):
         tag = f"{opt}/{mode}"
         base = dict(optimizer=opt, dtype_mode=mode, steps=steps)
-        yield Case(name=f"odd-sizes/{tag}", params=_params([(n,) for n in ODD_SIZES]), **base)
-        yield Case(name=f"large/{tag}", params=_params([LARGE_SHAPE]), **base)
+        yield Case(name=f"odd-sizes/{tag}", params=_params([(n,) for n in odd_sizes]), **base)
+        yield Case(name=f"large/{tag}", params=_params([large_shape]),
+                   optimizer=opt, dtype_mode=mode, steps=2)
         for variant in VARIANTS.get(opt, ()):
             key = ",".join(f"{k}={v}" for k, v in variant.items())
             yield Case(name=f"variant/{tag}/{key}", params=_params([(9,), (33,)]),
@@ -123,7 +126,9 @@ def feature_cases(steps=3):
 LEVELS = {
     "smoke": lambda: itertools.islice(matrix_cases(steps=2), 0, None, 17),
     "ci": lambda: itertools.chain(matrix_cases(), feature_cases()),
-    "full": lambda: itertools.chain(matrix_cases(steps=6), feature_cases(steps=8)),
+    "full": lambda: itertools.chain(matrix_cases(steps=6),
+                                    feature_cases(steps=8, odd_sizes=MORE_ODD_SIZES,
+                                                  large_shape=LARGER_SHAPE)),
 }
 
 

@@ -89,18 +89,18 @@ class Tracked:
     def __init__(self, value: float, bound: float, u: float):
         self.value = float(value)
         bound = float(bound)
-        self.bound = math.inf if math.isnan(bound) else bound
+        self.bound = bound if bound == bound else math.inf
         self.u = u
 
     def __repr__(self):
         return f"Tracked({self.value!r} ± {self.bound:.3g})"
 
-    def _unit(self, other):
-        return self.u if not isinstance(other, Tracked) else max(self.u, other.u)
-
-    def _make(self, value, bound, other=None, ulps=1.0):
-        u = self._unit(other)
-        return Tracked(value, bound + ulps * u * abs(value) if math.isfinite(value) else bound, u)
+    def _make(self, value, bound, other=None):
+        """A result: the propagated bound plus one rounding, u |value| (when finite)."""
+        u = self.u
+        if value - value == 0:
+            bound += u * abs(value)
+        return Tracked(value, bound, u)
 
     # -- arithmetic ----------------------------------------------------------------------
     def __add__(self, other):
@@ -303,6 +303,59 @@ class TrackedArithmetic(ObjectArithmetic):
         finite_end = min(abs(lo), abs(hi), largest) if overflows else abs(rounded)
         return Tracked(math.copysign(finite_end, x.value),
                        largest - min(abs(lo), abs(hi), largest), self.u)
+
+    # -- array-level conversions, vectorized (same results as the element operations) ----
+    def _split(self, values):
+        """(values, bounds) of an object array as two float64 arrays of its shape."""
+        values = self._as_object(values)
+        flat = values.ravel()
+        v = np.fromiter((_value(x) for x in flat), dtype=np.float64, count=flat.size)
+        b = np.fromiter((_bound(x) for x in flat), dtype=np.float64, count=flat.size)
+        return v.reshape(values.shape), b.reshape(values.shape)
+
+    def _join(self, values, bounds):
+        out = np.empty(np.shape(values), dtype=object)
+        u = self.u
+        out.ravel()[:] = [Tracked(v, b, u) for v, b in zip(np.ravel(values).tolist(),
+                                                            np.ravel(bounds).tolist())]
+        return out
+
+    def array(self, values):
+        values = np.asarray(values)
+        if values.dtype == object:
+            return super().array(values)
+        exact = values.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            representable = ~np.isfinite(exact) | (exact.astype(self.compute_dtype) == exact)
+        return self._join(exact, np.where(representable, 0.0, self.u * np.abs(exact)))
+
+    def to_float64(self, values):
+        return self._split(values)[0]
+
+    def _map(self, function, *arrays):
+        arrays = [self._as_object(a) for a in arrays]
+        out = np.frompyfunc(function, len(arrays), 1)(*arrays)
+        return out if isinstance(out, np.ndarray) else np.asarray(out, dtype=object)
+
+    def round_to(self, values, dtype):
+        """Vectorized `number_round_to` for the common, finite case."""
+        dtype = np.dtype(dtype)
+        value, bound = self._split(values)
+        if dtype == np.float64:
+            return self._as_object(values).copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            rounded = value.astype(dtype).astype(np.float64)
+            lo = (value - bound).astype(dtype).astype(np.float64)
+            hi = (value + bound).astype(dtype).astype(np.float64)
+            simple = np.isfinite(rounded) & np.isfinite(lo) & np.isfinite(hi)
+            out_bound = np.where(simple, np.maximum(hi - rounded, rounded - lo), 0.0)
+        out = self._join(np.where(simple, rounded, 0.0), out_bound)
+        if not simple.all():
+            finfo = np.finfo(dtype)
+            source = self._as_object(values)
+            for index in zip(*np.nonzero(~simple)):
+                out[index] = self.number_round_to(source[index], finfo)
+        return out
 
     # -- operations whose bound rule differs from the generic one ------------------------
     def bounds(self, values):
