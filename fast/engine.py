@@ -1,0 +1,403 @@
+"""The multi-tensor engine: groups, flat buffers, views and kernel dispatch.
+
+At setup the parameters are grouped by (device, dtype mode, kernel, state
+layout). Each group keeps its parameters, fp32 masters and optimizer state in
+flat contiguous buffers; ``p.data``, ``rule.state[...]`` and
+``rule.fp32_param`` are views into them. Numeric hyperparameters do not split
+groups: they travel to the kernel in a per-tensor scalar table, re-read only
+when a hyperparameter changed (see fast.hyperparameter.generation). A change
+that alters the layout (fp32 update switched, AMSGrad switched) regroups, and
+regrouping carries every value over.
+
+One step of a group is one kernel call over its chunk table. Gradients are
+read in place through a per-tensor pointer table.
+"""
+import numpy
+
+from fast import hyperparameter
+from fast.backends import cpu as cpu_backend
+from fast.parameter import check_grad
+
+CHUNK = 1 << 15
+F16, F32, F64 = numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)
+
+
+def dtype_mode(dtype, use_master, profile):
+    """Kernel mode for a parameter dtype (see cpu_driver.cpp)."""
+    if dtype == F64:
+        return cpu_backend.MODE_FLOAT64
+    if dtype == F32:
+        return cpu_backend.MODE_FLOAT32
+    if use_master:
+        return cpu_backend.MODE_FP16_MASTER_FIXED if profile == "fixed" else cpu_backend.MODE_FP16_MASTER
+    return cpu_backend.MODE_FP16
+
+
+def has_master(mode):
+    return mode in (cpu_backend.MODE_FP16_MASTER, cpu_backend.MODE_FP16_MASTER_FIXED)
+
+
+def hook_dtype(mode, dtype):
+    """The dtype optimizer hooks see the gradient in (the dtype noise is drawn in)."""
+    return F32 if mode == cpu_backend.MODE_FP16_MASTER_FIXED else dtype
+
+
+class Entry(object):
+    """One parameter known to the engine, with its global position."""
+    __slots__ = ("index", "name", "param", "rule")
+
+    def __init__(self, index, name, param, rule):
+        self.index, self.name, self.param, self.rule = index, name, param, rule
+
+
+def _chunk_table(sizes):
+    tensor, begin, end = [], [], []
+    for t, n in enumerate(sizes):
+        for b in range(0, n, CHUNK):
+            tensor.append(t)
+            begin.append(b)
+            end.append(min(b + CHUNK, n))
+    as64 = lambda x: numpy.asarray(x, dtype=numpy.int64)
+    return as64(tensor), as64(begin), as64(end)
+
+
+class Group(object):
+    """Parameters of one device, dtype mode, kernel and state layout."""
+
+    def __init__(self, rule_cls, kernel_id, mode, dtype, state_names, entries):
+        self.rule_cls = rule_cls
+        self.kernel_id = kernel_id
+        self.mode = mode
+        self.dtype = dtype
+        self.state_names = tuple(state_names)
+        self.entries = entries
+        self.global_index = numpy.asarray([e.index for e in entries], dtype=numpy.int64)
+        self.shapes = [tuple(e.param.data.shape) for e in entries]
+        self.sizes = [int(numpy.prod(s, dtype=numpy.int64)) for s in self.shapes]
+        self.offsets = numpy.zeros(len(entries), dtype=numpy.int64)
+        if entries:
+            self.offsets[1:] = numpy.cumsum(self.sizes)[:-1]
+        total = int(sum(self.sizes))
+        self.param = numpy.empty(total, dtype=dtype)
+        self.master = numpy.empty(total, dtype=F32) if has_master(mode) else None
+        self.state_dtype = F32 if self.master is not None else dtype
+        self.state = [numpy.empty(total, dtype=self.state_dtype) for _ in self.state_names]
+        n = len(entries)
+        self.t = numpy.zeros(n, dtype=numpy.int64)
+        self.enabled = numpy.ones(n, dtype=numpy.uint8)
+        self.initialized = numpy.zeros(n, dtype=numpy.uint8)
+        self.master_ready = numpy.zeros(n, dtype=numpy.uint8)
+        self.extras = {name: numpy.zeros(n, dtype=numpy.float64) for name in rule_cls.extras}
+        self.chunk_tensor, self.chunk_begin, self.chunk_end = _chunk_table(self.sizes)
+        self.raw = None
+
+    # --- views ---
+    def _slice(self, buf, i):
+        o = int(self.offsets[i])
+        return buf[o:o + self.sizes[i]].reshape(self.shapes[i])
+
+    def param_view(self, i):
+        return self._slice(self.param, i)
+
+    def master_view(self, i):
+        return self._slice(self.master, i)
+
+    def state_views(self, i):
+        return {name: self._slice(buf, i) for name, buf in zip(self.state_names, self.state)}
+
+    # --- per-tensor scalars ---
+    def refresh_hparams(self):
+        """Re-read the rules' hyperparameters into the raw table."""
+        self.raw = numpy.asarray([e.rule.raw_hparams() for e in self.entries], dtype=numpy.float64)
+        self.raw = self.raw.reshape(len(self.entries), -1)
+
+    def initialize(self, i):
+        """Create rule ``i``'s state (and master) at its first update, as Chainer does."""
+        for name, view in self.state_views(i).items():
+            view[...] = self.rule_cls.state_fill.get(name, 0)
+        self.entries[i].rule.before_first_update()
+        self.initialized[i] = 1
+        self.prepare_master(i)
+
+    def prepare_master(self, i):
+        """Create the fp32 master from the parameter if it does not exist yet."""
+        if self.master is not None and not self.master_ready[i]:
+            self.master_view(i)[...] = self.param_view(i)
+            self.master_ready[i] = 1
+
+
+def _snapshot(entry):
+    """Everything the engine holds for one rule, as copies."""
+    rule = entry.rule
+    snap = {"t": rule.t, "enabled": rule.enabled, "extras": {}}
+    group = rule._group
+    if group is not None:
+        i = rule._index
+        snap["initialized"] = bool(group.initialized[i])
+        snap["state"] = {k: v.copy() for k, v in group.state_views(i).items()}
+        ready = group.master is not None and group.master_ready[i]
+        snap["master"] = group.master_view(i).copy() if ready else None
+        snap["extras"] = {k: float(v[i]) for k, v in group.extras.items()}
+    else:
+        snap["initialized"] = False
+        snap["extras"] = dict(rule._unbound_extras)
+    snap["data"] = numpy.array(entry.param.data, copy=True)
+    return snap
+
+
+def _restore(group, i, entry, snap):
+    view = group.param_view(i)
+    view[...] = snap["data"]
+    param = entry.param
+    if hasattr(param, "_adopt_storage"):
+        param._adopt_storage(view)
+    else:
+        param.array = view
+    group.t[i] = snap["t"]
+    group.enabled[i] = snap["enabled"]
+    for k, v in snap["extras"].items():
+        if k in group.extras:
+            group.extras[k][i] = v
+    if snap["initialized"]:
+        for k, v in group.state_views(i).items():
+            old = snap["state"].get(k)
+            v[...] = old if old is not None else group.rule_cls.state_fill.get(k, 0)
+        if group.master is not None and snap["master"] is not None:
+            group.master_view(i)[...] = snap["master"]
+            group.master_ready[i] = 1
+        group.initialized[i] = 1
+    entry.rule._group, entry.rule._index = group, i
+
+
+class Engine(object):
+    """Owns the groups of one optimizer and runs their kernels."""
+
+    def __init__(self, profile):
+        self.profile = profile
+        self.entries = []
+        self.groups = []
+        self.seen_generation = None
+
+    # --- layout ---
+    def bind(self, named_params):
+        """Take the (name, param, rule) triples of a new setup."""
+        self.entries = [Entry(i, n, p, r) for i, (n, p, r) in enumerate(named_params)]
+        for e in self.entries:
+            if getattr(e.param, "device", "cpu") not in ("cpu", None) and not isinstance(e.param.data, numpy.ndarray):
+                raise ValueError("parameter {!r} is not on the CPU; the CUDA backend is selected per group "
+                                 "and is unverified (see docs/fast.md)".format(e.name))
+        self._regroup()
+
+    def _layout_key(self, entry):
+        rule, dtype = entry.rule, entry.param.data.dtype
+        use_master = rule._use_fp32_update and dtype == F16
+        hp = rule.hyperparam
+        return (dtype_mode(dtype, use_master, self.profile), str(dtype), type(rule),
+                rule.kernel_id(hp), tuple(rule.state_names(hp)))
+
+    def _regroup(self):
+        snaps = [_snapshot(e) for e in self.entries]
+        buckets = {}
+        for e in self.entries:
+            buckets.setdefault(self._layout_key(e), []).append(e)
+        groups = []
+        for (mode, dtype, rule_cls, kernel_id, names), members in buckets.items():
+            g = Group(rule_cls, kernel_id, mode, numpy.dtype(dtype), names, members)
+            for i, e in enumerate(members):
+                _restore(g, i, e, snaps[e.index])
+            groups.append(g)
+        self.groups = groups
+        self.keys = [self._layout_key(e) for e in self.entries]
+        for g in groups:
+            g.refresh_hparams()
+        self.seen_generation = hyperparameter.generation()
+
+    def sync_hyperparameters(self):
+        """Regroup or re-read hyperparameters if any changed since the last step."""
+        if self.seen_generation == hyperparameter.generation():
+            return
+        if [self._layout_key(e) for e in self.entries] != self.keys:
+            self._regroup()
+            return
+        for g in self.groups:
+            g.refresh_hparams()
+        self.seen_generation = hyperparameter.generation()
+
+    # --- gradients ---
+    def collect_grads(self):
+        """Validate every gradient and gather per-group pointer tables."""
+        for g in self.groups:
+            ptrs = numpy.empty(len(g.entries), dtype=numpy.uint64)
+            keep = []
+            for i, e in enumerate(g.entries):
+                grad = e.param.grad
+                check_grad(e.param, grad, e.name)
+                if not grad.flags.c_contiguous:
+                    grad = numpy.ascontiguousarray(grad)
+                keep.append(grad)
+                ptrs[i] = grad.ctypes.data
+            g.grad_ptrs, g.grad_keep = ptrs, keep
+
+    def args(self, g, active=None, hooks=(), grad_ptrs=None, param=None, mode=None):
+        """A filled StepArgs for group ``g`` (with the arrays it points at kept alive)."""
+        a = cpu_backend.StepArgs()
+        keep = [g.chunk_tensor, g.chunk_begin, g.chunk_end, g.offsets]
+        n = len(g.entries)
+        if active is None:
+            active = numpy.ones(n, dtype=numpy.uint8)
+        grad_ptrs = g.grad_ptrs if grad_ptrs is None else grad_ptrs
+        param = g.param if param is None else param
+        keep += [active, grad_ptrs, param]
+        a.n_tensors, a.n_chunks = n, len(g.chunk_tensor)
+        a.chunk_tensor, a.chunk_begin, a.chunk_end = (x.ctypes.data for x in keep[:3])
+        a.tensor_offset = g.offsets.ctypes.data
+        a.tensor_active = active.ctypes.data
+        a.grad = grad_ptrs.ctypes.data
+        a.param = param.ctypes.data
+        a.master = g.master.ctypes.data if g.master is not None else None
+        for k, buf in enumerate(g.state):
+            a.state[k] = buf.ctypes.data
+        a.hooks_read_master = int(g.master is not None and self.profile == "fixed")
+        kinds, ha, hb, noise = self._hook_tables(g, hooks, param)
+        keep += [kinds, ha, hb, noise]
+        a.n_hooks = len(hooks)
+        a.hook_kind, a.hook_a, a.hook_b, a.hook_noise = (x.ctypes.data for x in (kinds, ha, hb, noise))
+        a._keep = keep
+        return a
+
+    def _hook_tables(self, g, hooks, param):
+        n = len(g.entries)
+        kinds = numpy.zeros(max(len(hooks), 1), dtype=numpy.int32)
+        ha = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.float64)
+        hb = numpy.zeros_like(ha)
+        noise = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.uint64)
+        for k, op in enumerate(hooks):
+            kinds[k] = op.kind
+            ha[k], hb[k], ptrs = op.tables(g)
+            if ptrs is not None:
+                noise[k] = ptrs
+        return kinds, ha, hb, noise
+
+    # --- passes ---
+    def nonfinite_names(self):
+        """Names of the parameters whose gradient holds inf or NaN."""
+        bad = numpy.zeros(len(self.entries), dtype=bool)
+        for g in self.groups:
+            a = self.args(g)
+            flags = numpy.zeros(len(g.entries), dtype=numpy.uint8)
+            a.tensor_nonfinite = flags.ctypes.data
+            cpu_backend.check_finite(g.mode, a)
+            bad[g.global_index] = flags.astype(bool)
+        return [e.name for e in self.entries if bad[e.index]]
+
+    def sums_of_squares(self, hooks, unscale):
+        """Per-parameter (sum g^2, sum p^2) of the gradient after ``hooks``, in entry order."""
+        gsq = numpy.zeros(len(self.entries))
+        psq = numpy.zeros(len(self.entries))
+        for g in self.groups:
+            a = self.args(g, hooks=hooks)
+            self._set_unscale(a, g, unscale, hooks_only=True)
+            out_g = numpy.zeros(len(g.entries))
+            out_p = numpy.zeros(len(g.entries))
+            a.tensor_gsq, a.tensor_psq = out_g.ctypes.data, out_p.ctypes.data
+            cpu_backend.reduce(g.mode, a)
+            gsq[g.global_index] = out_g
+            psq[g.global_index] = out_p
+        return gsq, psq
+
+    def materialize_in_place(self, hooks, loss_scale=None):
+        """Apply ``hooks`` to every ``p.grad`` in place (used around custom hooks);
+        in the fixed profile a loss scale given here is divided out first."""
+        for g in self.groups:
+            a = self.args(g, hooks=hooks)
+            self._set_unscale(a, g, loss_scale, hooks_only=True)
+            a.grad_out = a.grad
+            a.out_param_dtype = 1
+            cpu_backend.materialize(g.mode, a)
+
+    def _set_unscale(self, a, g, loss_scale, hooks_only=False):
+        """Loss-scale division: before the hooks (fixed) or after them (chainer)."""
+        a.unscale = 0
+        if loss_scale is None:
+            return
+        fixed = self.profile == "fixed"
+        if hooks_only and not fixed:
+            return
+        a.unscale = 1
+        a.unscale_first = int(fixed)
+        divide_dtype = F32 if g.master is not None else g.dtype
+        if fixed:
+            divide_dtype = hook_dtype(g.mode, g.dtype)
+        a.unscale_divisor = float(divide_dtype.type(loss_scale))
+
+    @staticmethod
+    def _kernel_table(g):
+        update_dtype = F32 if g.master is not None else g.dtype
+        table = g.rule_cls.kernel_table(g.raw, g.t.astype(numpy.float64), g.extras, update_dtype)
+        return numpy.ascontiguousarray(table, dtype=numpy.float64)
+
+    def update(self, hooks, loss_scale, hooked_rules_path):
+        """One fused step of every group. Returns the entries stepped."""
+        for g in self.groups:
+            active = g.enabled.copy()
+            slow = [i for i, e in enumerate(g.entries) if active[i] and e.rule._hookable]
+            active[slow] = 0
+            stepped = numpy.flatnonzero(active)
+            if len(stepped):
+                for i in stepped:
+                    if not g.initialized[i]:
+                        g.initialize(i)
+                    elif g.master is not None and not g.master_ready[i]:
+                        g.prepare_master(i)
+                g.t[stepped] += 1
+                a = self.args(g, active=active, hooks=hooks)
+                self._set_unscale(a, g, loss_scale)
+                table = self._kernel_table(g)
+                a.hparams = table.ctypes.data
+                a._keep.append(table)
+                cpu_backend.update(g.kernel_id, g.mode, a)
+                g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
+            for i in slow:
+                hooked_rules_path(self, g, i, hooks, loss_scale)
+
+    def update_one_from_gradient(self, g, i, grad):
+        """Step tensor ``i`` of ``g`` from a ready gradient (hooked, unscaled, in
+        the update's dtype: fp32 with a master, else the parameter dtype)."""
+        n = len(g.entries)
+        active = numpy.zeros(n, dtype=numpy.uint8)
+        active[i] = 1
+        grad = numpy.ascontiguousarray(grad)
+        ptrs = numpy.zeros(n, dtype=numpy.uint64)
+        ptrs[i] = grad.ctypes.data
+        if g.master is not None:
+            a = self.args(g, active=active, grad_ptrs=ptrs, param=g.master)
+            a.master = None
+            mode = cpu_backend.MODE_FLOAT32
+        else:
+            a = self.args(g, active=active, grad_ptrs=ptrs)
+            mode = g.mode
+        a.unscale = 0
+        table = self._kernel_table(g)
+        a.hparams = table.ctypes.data
+        a._keep += [table, grad]
+        cpu_backend.update(g.kernel_id, mode, a)
+        if g.master is not None:
+            g.param_view(i)[...] = g.master_view(i)
+        g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
+
+    def gradient_for_rule(self, g, i, hooks, loss_scale):
+        """Tensor ``i``'s gradient as its rule sees it: hooked, unscaled, fp32 with a master."""
+        n = len(g.entries)
+        active = numpy.zeros(n, dtype=numpy.uint8)
+        active[i] = 1
+        out_dtype = F32 if g.master is not None else g.dtype
+        out = numpy.empty(g.shapes[i], dtype=out_dtype)
+        outs = numpy.zeros(n, dtype=numpy.uint64)
+        outs[i] = out.ctypes.data
+        a = self.args(g, active=active, hooks=hooks)
+        self._set_unscale(a, g, loss_scale)
+        a.grad_out = outs.ctypes.data
+        a.out_param_dtype = int(g.master is None)
+        a._keep += [outs, out]
+        cpu_backend.materialize(g.mode, a)
+        return out

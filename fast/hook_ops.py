@@ -1,0 +1,79 @@
+"""Elementwise hook operations the kernels apply to a gradient as they load it.
+
+An optimizer-level hook is planned into one or more ops (the kinds of
+update_math.h's FastHookKind); reductions the hook needs (global norm, per
+parameter norms) are taken over the gradient as transformed by the ops
+planned before it. Scalars are rounded to the dtype the hook sees the
+gradient in, as NumPy rounds a Python float operand to the array's dtype.
+"""
+import numpy
+
+from fast import engine as engine_module
+
+ADD_PARAM, ADD_SIGN, CLIP, SCALE, SCALE_TENSOR, ADD_NOISE = 1, 2, 3, 4, 5, 6
+
+
+class ConstOp(object):
+    """An op with the same scalars for every tensor."""
+
+    def __init__(self, kind, a, b=0.0, round_to_grad_dtype=True):
+        self.kind, self.a, self.b = kind, float(a), float(b)
+        self.round = round_to_grad_dtype
+
+    def tables(self, group):
+        n = len(group.entries)
+        a, b = self.a, self.b
+        if self.round:
+            dtype = engine_module.hook_dtype(group.mode, group.dtype)
+            with numpy.errstate(over="ignore"):
+                a, b = float(dtype.type(a)), float(dtype.type(b))
+        return numpy.full(n, a), numpy.full(n, b), None
+
+
+class TensorScaleOp(object):
+    """g <- g * rate[parameter] (GradientLARS)."""
+    kind = SCALE_TENSOR
+
+    def __init__(self, rates):
+        self.rates = numpy.asarray(rates, dtype=numpy.float64)
+
+    def tables(self, group):
+        a = self.rates[group.global_index]
+        return a, numpy.zeros_like(a), None
+
+
+class NoiseOp(object):
+    """g <- g + noise[parameter] (GradientNoise); arrays in entry order."""
+    kind = ADD_NOISE
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def tables(self, group):
+        n = len(group.entries)
+        ptrs = numpy.asarray([self.arrays[k].ctypes.data for k in group.global_index], dtype=numpy.uint64)
+        return numpy.zeros(n), numpy.zeros(n), ptrs
+
+
+class PlanContext(object):
+    """What a hook needs to plan itself: the profile, the ops so far, reductions."""
+
+    def __init__(self, optimizer, engine, loss_scale):
+        self.optimizer = optimizer
+        self.profile = optimizer.profile
+        self.engine = engine
+        self.loss_scale = loss_scale
+        self.ops = []
+
+    @property
+    def entries(self):
+        return self.engine.entries
+
+    def hook_dtype(self, entry):
+        """The dtype this profile shows the entry's gradient in to hooks."""
+        group = entry.rule._group
+        return engine_module.hook_dtype(group.mode, group.dtype) if self.profile == "fixed" else group.dtype
+
+    def sums_of_squares(self):
+        """Per-entry sums of g^2 and p^2 (g after the ops so far), in double."""
+        return self.engine.sums_of_squares(list(self.ops), self.loss_scale)

@@ -1,0 +1,274 @@
+// One source of every optimizer's per-element update, shared by the CPU
+// driver (cpu_driver.cpp, g++ -> ctypes) and the CUDA driver (cuda_driver.cu,
+// NVRTC through cupy.RawModule).
+//
+// T is the compute type (float for fp16/fp32 storage, double for float64).
+// S is the state storage type, P the storage type the parameter value is
+// rounded to between two in-place operations (float when the fp32 master is
+// used). round_to<S>(x) reproduces the rounding Chainer's NumPy code applies
+// when it stores an intermediate into an array of dtype S and reads it back.
+//
+// hp[] holds per-tensor scalars prepared on the host in double precision
+// (derived constants such as 1 - beta1 are formed in double, as Python does,
+// and are rounded to T here, as NumPy rounds a Python float to the array dtype).
+#ifndef FAST_UPDATE_MATH_H
+#define FAST_UPDATE_MATH_H
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define FAST_FN __device__ __forceinline__
+#define FAST_MEMBER __device__ __forceinline__ static
+#include <cuda_fp16.h>
+typedef __half fast_half;
+FAST_FN float fast_load(fast_half x) { return __half2float(x); }
+FAST_FN fast_half fast_store_half(float x) { return __float2half_rn(x); }
+FAST_FN float fast_sqrt(float x) { return sqrtf(x); }
+FAST_FN double fast_sqrt(double x) { return sqrt(x); }
+#else
+#include <cmath>
+#define FAST_FN static inline
+#define FAST_MEMBER static inline
+typedef _Float16 fast_half;
+FAST_FN float fast_load(fast_half x) { return (float)x; }
+FAST_FN fast_half fast_store_half(float x) { return (fast_half)x; }
+FAST_FN float fast_sqrt(float x) { return std::sqrt(x); }
+FAST_FN double fast_sqrt(double x) { return std::sqrt(x); }
+#endif
+
+// ---- load/store layer: the only place that knows how fp16 is spelled ----
+FAST_FN float fast_load(float x) { return x; }
+FAST_FN double fast_load(double x) { return x; }
+
+template <class S, class T> struct FastStore {
+    FAST_MEMBER S to(T x) { return (S)x; }
+};
+template <class T> struct FastStore<fast_half, T> {
+    FAST_MEMBER fast_half to(T x) { return fast_store_half((float)x); }
+};
+template <class S, class T> FAST_FN S store_as(T x) { return FastStore<S, T>::to(x); }
+template <class S, class T> FAST_FN T round_to(T x) { return (T)fast_load(store_as<S>(x)); }
+
+// NumPy's maximum/minimum/clip propagate NaN from either operand.
+template <class T> FAST_FN T nan_max(T a, T b) { return (a != a || a >= b) ? a : b; }
+template <class T> FAST_FN T nan_min(T a, T b) { return (a != a || a <= b) ? a : b; }
+template <class T> FAST_FN T nan_clip(T x, T lo, T hi) {
+    if (lo != lo) return lo;
+    if (hi != hi) return hi;
+    return nan_min(nan_max(x, lo), hi);
+}
+template <class T> FAST_FN T sign_of(T x) {
+    return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);  // NaN and +-0 map to themselves
+}
+
+// ---- optimizers: one struct per update rule ----
+// update(p, g, s, hp): p is the parameter value (master or parameter), g the
+// unscaled, hooked gradient, s[] the state values; all in T.
+
+// SGD:            p <- p - lr * g                                  hp: lr
+struct RuleSGD {
+    static const int n_state = 0;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) { p = p - hp[0] * g; }
+};
+
+// MomentumSGD:    v <- momentum * v - lr * g;  p <- p + v          hp: momentum, lr
+struct RuleMomentumSGD {
+    static const int n_state = 1;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T v = round_to<S>(s[0] * hp[0]);
+        v = round_to<S>(v - hp[1] * g);
+        s[0] = v;
+        p = p + v;
+    }
+};
+
+// CorrectedMomentumSGD: v <- momentum * v - g;  p <- p + lr * v    hp: momentum, lr
+struct RuleCorrectedMomentumSGD {
+    static const int n_state = 1;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T v = round_to<S>(s[0] * hp[0]);
+        v = round_to<S>(v - g);
+        s[0] = v;
+        p = p + hp[1] * v;
+    }
+};
+
+// NesterovAG:     v <- momentum * v - lr * g
+//                 p <- p + momentum^2 * v - (1 + momentum) * lr * g
+//                 hp: momentum, lr, momentum^2, (1 + momentum) * lr
+struct RuleNesterovAG {
+    static const int n_state = 1;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T v = round_to<S>(s[0] * hp[0]);
+        v = round_to<S>(v - hp[1] * g);
+        s[0] = v;
+        p = round_to<P>(p + hp[2] * v);
+        p = p - hp[3] * g;
+    }
+};
+
+// AdaGrad:        h <- h + g^2;  p <- p - lr * g / (sqrt(h) + eps) hp: lr, eps
+struct RuleAdaGrad {
+    static const int n_state = 1;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T h = round_to<S>(s[0] + g * g);
+        s[0] = h;
+        p = p - hp[0] * g / (fast_sqrt(h) + hp[1]);
+    }
+};
+
+// AdaDelta:       msg  <- rho * msg + (1 - rho) * g^2
+//                 dx   <- sqrt((msdx + eps) / (msg + eps)) * g
+//                 msdx <- rho * msdx + (1 - rho) * dx^2;  p <- p - dx
+//                 hp: rho, 1 - rho, eps
+struct RuleAdaDelta {
+    static const int n_state = 2;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T msg = round_to<S>(s[0] * hp[0]);
+        msg = round_to<S>(msg + hp[1] * g * g);
+        T dx = fast_sqrt((s[1] + hp[2]) / (msg + hp[2])) * g;
+        T msdx = round_to<S>(s[1] * hp[0]);
+        msdx = round_to<S>(msdx + hp[1] * dx * dx);
+        s[0] = msg;
+        s[1] = msdx;
+        p = p - dx;
+    }
+};
+
+// RMSprop:        ms <- alpha * ms + (1 - alpha) * g^2
+//                 p  <- p - lr * g / (sqrt(ms) + eps)   (or sqrt(ms + eps))
+//                 hp: alpha, 1 - alpha, eps, lr, eps_inside_sqrt (0/1)
+struct RuleRMSprop {
+    static const int n_state = 1;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T ms = round_to<S>(s[0] * hp[0]);
+        ms = round_to<S>(ms + hp[1] * g * g);
+        s[0] = ms;
+        T denom = hp[4] != T(0) ? fast_sqrt(ms + hp[2]) : fast_sqrt(ms) + hp[2];
+        p = p - hp[3] * g / denom;
+    }
+};
+
+// RMSpropGraves:  n <- alpha * n + (1 - alpha) * g^2
+//                 a <- alpha * a + (1 - alpha) * g
+//                 delta <- momentum * delta - lr * g / sqrt(n - a^2 + eps)
+//                 p <- p + delta
+//                 hp: alpha, 1 - alpha, momentum, lr, eps
+struct RuleRMSpropGraves {
+    static const int n_state = 3;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T n = round_to<S>(s[0] * hp[0]);
+        n = round_to<S>(n + hp[1] * g * g);
+        T a = round_to<S>(s[1] * hp[0]);
+        a = round_to<S>(a + hp[1] * g);
+        T delta = round_to<S>(s[2] * hp[2]);
+        delta = round_to<S>(delta - hp[3] * g / fast_sqrt(n - a * a + hp[4]));
+        s[0] = n;
+        s[1] = a;
+        s[2] = delta;
+        p = p + delta;
+    }
+};
+
+// Adam family (Adam, AdamW, AMSGrad, AdaBound, AMSBound):
+//   m <- m + (1 - beta1) (g - m);  v <- v + (1 - beta2) (g^2 - v)
+//   vhat <- max(vhat, v) (AMSGrad) or v
+//   step <- alpha_t / (sqrt(vhat) + eps), clipped to [lower, upper] (AdaBound)
+//   p <- a p - eta (step m), a = 1 - eta * weight_decay_rate
+//   hp: 1-beta1, 1-beta2, alpha_t, eps, adabound, lower, upper, a, -eta, a_is_one
+template <bool AMSGRAD> struct RuleAdamT {
+    static const int n_state = AMSGRAD ? 3 : 2;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T m = round_to<S>(s[0] + hp[0] * (g - s[0]));
+        T v = round_to<S>(s[1] + hp[1] * (g * g - s[1]));
+        T vhat = v;
+        if (AMSGRAD) {
+            vhat = nan_max(s[2], v);
+            s[2] = vhat;
+        }
+        s[0] = m;
+        s[1] = v;
+        T step = hp[2] / (fast_sqrt(vhat) + hp[3]);
+        if (hp[4] != T(0)) step = nan_clip(step, hp[5], hp[6]);
+        T delta = hp[8] * (step * m);
+        p = hp[9] != T(0) ? p + delta : hp[7] * p + delta;
+    }
+};
+typedef RuleAdamT<false> RuleAdam;
+typedef RuleAdamT<true> RuleAMSGrad;
+
+// MSVAG:  m <- m + (1 - beta) (g - m);  v <- v + (1 - beta) (g^2 - v)
+//         mt = m / (1 - beta^t);  vt = v / (1 - beta^t);  s = (vt - mt^2) / (1 - rho)
+//         factor = clip(mt^2 / (mt^2 + rho s), 0, 1), NaN -> 0 (Chainer's CPU rule)
+//         p <- p - eta (lr mt factor + weight_decay_rate p)
+//         hp: 1-beta, 1-beta_power, 1-rho, rho, eta, lr, weight_decay_rate
+struct RuleMSVAG {
+    static const int n_state = 2;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T m = round_to<S>(s[0] + hp[0] * (g - s[0]));
+        T v = round_to<S>(s[1] + hp[0] * (g * g - s[1]));
+        s[0] = m;
+        s[1] = v;
+        T mt = m / hp[1];
+        T vt = v / hp[1];
+        T mt2 = mt * mt;
+        T sv = (vt - mt2) / hp[2];
+        T factor = mt2 / (mt2 + hp[3] * sv);
+        factor = nan_clip(factor, T(0), T(1));
+        if (factor != factor) factor = T(0);
+        p = p - hp[4] * (hp[5] * mt * factor + hp[6] * p);
+    }
+};
+
+// SMORMS3: r = 1 / (mem + 1);  a <- (1 - r) a + r g;  a2 <- (1 - r) a2 + r g^2
+//          x = a^2 / (a2 + eps);  p <- p - g min(x, lr) / (sqrt(a2) + eps)
+//          mem <- 1 + mem (1 - x)          hp: lr, eps
+struct RuleSMORMS3 {
+    static const int n_state = 3;
+    template <class T, class S, class P>
+    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+        T r = T(1) / (s[0] + T(1));
+        T a = round_to<S>((T(1) - r) * s[1] + r * g);
+        T a2 = round_to<S>((T(1) - r) * s[2] + r * g * g);
+        T x = a * a / (a2 + hp[1]);
+        p = p - g * nan_min(x, hp[0]) / (fast_sqrt(a2) + hp[1]);
+        s[0] = round_to<S>(T(1) + s[0] * (T(1) - x));
+        s[1] = a;
+        s[2] = a2;
+    }
+};
+
+// ---- elementwise optimizer hooks, applied to the gradient on load ----
+// Each op acts on g in the hook domain and rounds its result to the grad
+// dtype H, as Chainer's in-place NumPy update of param.grad does.
+enum FastHookKind {
+    HOOK_ADD_PARAM = 1,   // WeightDecay, LARS decay:  g <- g + a * p
+    HOOK_ADD_SIGN = 2,    // Lasso:                    g <- g + a * sign(p)
+    HOOK_CLIP = 3,        // GradientHardClipping:     g <- clip(g, a, b)
+    HOOK_SCALE = 4,       // GradientClipping:         g <- g * a
+    HOOK_SCALE_TENSOR = 5,// GradientLARS:             g <- g * rate[tensor]
+    HOOK_ADD_NOISE = 6    // GradientNoise:            g <- g + noise[tensor][i]
+};
+
+template <class T, class H>
+FAST_FN T apply_hook(int kind, T g, T p, T a, T b, T noise) {
+    switch (kind) {
+    case HOOK_ADD_PARAM: return round_to<H>(g + round_to<H>(a * p));
+    case HOOK_ADD_SIGN: return round_to<H>(g + round_to<H>(a * sign_of(p)));
+    case HOOK_CLIP: return round_to<H>(nan_clip(g, a, b));
+    case HOOK_SCALE: return round_to<H>(g * a);
+    case HOOK_SCALE_TENSOR: return round_to<H>(g * a);
+    case HOOK_ADD_NOISE: return round_to<H>(g + noise);
+    default: return g;
+    }
+}
+
+#endif  // FAST_UPDATE_MATH_H

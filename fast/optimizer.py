@@ -1,0 +1,285 @@
+"""``GradientMethod``: Chainer's optimizer control flow over the fused engine.
+
+One ``update()`` does, in Chainer's order (DESIGN.md):
+ 1. (lossfun given) compute the loss, clear the grads, backward with the scale;
+ 2. fill missing grads with zeros; validate every grad (shape, dtype, device);
+ 3. dynamic loss scaling: one compiled pass flags non-finite gradients;
+ 4. 'pre' optimizer hooks: built-in hooks are planned into ops the update
+    kernel applies as it loads each gradient (their reductions run first, one
+    pass each); any other hook is called as Chainer calls it, on the grads;
+ 5. ``t += 1`` (also on a skipped step);
+ 6. unless skipped: one fused kernel call per group (unscale, hooks, update,
+    master -> fp16 cast); rules with their own hooks take a per-parameter path;
+ 7. 'post' hooks; 8. the loss-scale schedule.
+Everything that can be rejected is checked before anything changes.
+"""
+import warnings
+
+import numpy
+
+from fast import hyperparameter
+from fast.engine import Engine, F16, F32
+from fast.hook_ops import PlanContext
+from fast.hookable import Hookable
+from fast.loss_scaling import LossScaling
+from fast.parameter import array_device
+
+PROFILES = ("chainer", "fixed")
+
+
+def named_parameters(target):
+    """(name, parameter) pairs of a mapping, a Link-like object or an iterable."""
+    if hasattr(target, "namedparams"):
+        pairs = list(target.namedparams())
+    elif hasattr(target, "items"):
+        pairs = [("/" + str(k).lstrip("/"), p) for k, p in target.items()]
+    else:
+        try:
+            pairs = [("/{}".format(i), p) for i, p in enumerate(target)]
+        except TypeError:
+            raise TypeError("optimization target must be a mapping of Parameters, an iterable of "
+                            "Parameters or an object with namedparams(); got {}".format(type(target).__name__))
+    names = set()
+    for name, p in pairs:
+        if not hasattr(p, "data") or array_device(getattr(p, "data", None)) is None:
+            raise TypeError("target entry {!r} is not a Parameter (got {})".format(name, type(p).__name__))
+        if name in names:
+            raise ValueError("duplicate parameter name {!r}".format(name))
+        names.add(name)
+    if len({id(p) for _, p in pairs}) != len(pairs):
+        raise ValueError("the same Parameter appears twice in the target")
+    return pairs
+
+
+class _RuleParam(object):
+    """What a rule's own hooks see: ``data`` (master or parameter) and ``grad``."""
+
+    def __init__(self, name, data, grad, rule):
+        self.name, self.data, self.grad, self.update_rule = name, data, grad, rule
+
+    @property
+    def array(self):
+        return self.data
+
+
+class GradientMethod(object):
+    """Base class of the optimizers (Chainer's GradientMethod)."""
+
+    rule_class = None
+
+    def __init__(self, profile="chainer"):
+        if profile not in PROFILES:
+            raise ValueError("profile must be 'chainer' or 'fixed', got {!r}".format(profile))
+        self._profile = profile
+        self.hyperparam = hyperparameter.Hyperparameter()
+        self.target = None
+        self.t = 0
+        self.epoch = 0
+        self.use_auto_new_epoch = False
+        self._hookable = None
+        self._use_fp32_update = False
+        self._loss = LossScaling()
+        self._engine = None
+        self._named = []
+
+    @property
+    def profile(self):
+        """'chainer' (Chainer 7.8.1, quirks included) or 'fixed' (read-only)."""
+        return self._profile
+
+    def _set_hyperparameters(self, **values):
+        for name, value in values.items():
+            if isinstance(value, float) and not numpy.isfinite(value):
+                raise ValueError("{} must be finite, got {}".format(name, value))
+        for name, value in values.items():
+            setattr(self.hyperparam, name, value)
+
+    # --- set-up ---
+    def create_update_rule(self):
+        return self.rule_class(self.hyperparam, profile=self._profile)
+
+    def setup(self, target):
+        """Create a rule per parameter and move the parameters into flat buffers."""
+        pairs = named_parameters(target)
+        triples = []
+        for name, p in pairs:
+            rule = self.create_update_rule()
+            if self._use_fp32_update:
+                rule.use_fp32_update()
+            triples.append((name, p, rule))
+        engine = Engine(self._profile)
+        engine.bind(triples)
+        for name, p, rule in triples:
+            p.update_rule = rule
+        self._engine, self._named, self.target = engine, [(n, p) for n, p, _ in triples], target
+        self.t = 0
+        self.epoch = 0
+        self._hookable = Hookable(invalid_timing_fallback=True)
+        return self
+
+    def _check_set_up(self):
+        if self._hookable is None:
+            raise RuntimeError("Optimizer is not set up. Call `setup` method.")
+
+    def use_fp32_update(self, flag=True):
+        """Use fp32 masters for fp16 parameters (from the next step)."""
+        self._use_fp32_update = flag
+        for _, p in self._named:
+            p.update_rule.use_fp32_update(flag)
+
+    # --- hooks ---
+    def add_hook(self, hook, name=None, timing="auto"):
+        self._check_set_up()
+        self._hookable.add(hook, name, timing)
+
+    def remove_hook(self, name):
+        self._check_set_up()
+        self._hookable.remove(name)
+
+    def call_hooks(self, timing="pre"):
+        """Run the hooks of ``timing`` on the current gradients (in place)."""
+        self._check_set_up()
+        self._engine.sync_hyperparameters()
+        self._reallocate_cleared_grads()
+        self._engine.collect_grads()
+        self._run_hooks_in_place(self._hookable.get(timing))
+
+    def _call_custom_hook(self, hook):
+        if getattr(hook, "call_for_each_param", False):
+            for _, p in self._named:
+                hook(p.update_rule, p)
+        else:
+            hook(self)
+
+    def _run_hooks_in_place(self, hooks, unscaled=False):
+        """Hooks one at a time on the gradients themselves (Chainer's way)."""
+        scale = None if unscaled else self._loss.scale
+        for hook in hooks:
+            if hasattr(hook, "plan"):
+                ctx = PlanContext(self, self._engine, scale)
+                hook.plan(ctx)
+                if ctx.ops:
+                    self._engine.materialize_in_place(ctx.ops)
+            else:
+                self._call_custom_hook(hook)
+            self._reallocate_cleared_grads()
+            self._engine.collect_grads()
+
+    # --- the step ---
+    def _reallocate_cleared_grads(self):
+        for _, p in self._named:
+            if p.grad is None:
+                p.grad = numpy.zeros_like(p.data)
+
+    def _check_rules(self):
+        for name, p in self._named:
+            rule = p.update_rule
+            if rule.enabled:
+                master = rule._use_fp32_update and p.data.dtype == F16
+                rule.check_hyperparameters(p.data.dtype, F32 if master else p.data.dtype)
+
+    def update(self, lossfun=None, *args, **kwds):
+        """One optimization step from the current (loss-scaled) gradients."""
+        self._check_set_up()
+        if lossfun is not None:
+            loss = lossfun(*args, **kwds)
+            for _, p in self._named:
+                p.grad = None
+            loss.backward(loss_scale=self._loss.scale)
+            del loss
+        engine = self._engine
+        engine.sync_hyperparameters()
+        self._reallocate_cleared_grads()
+        engine.collect_grads()
+        self.check_nan_in_grads()
+        if self.is_safe_to_update():
+            self._check_rules()
+        pre = self._hookable.get("pre")
+        scale = self._loss.scale
+        if all(hasattr(h, "plan") for h in pre):
+            ctx = PlanContext(self, engine, scale)
+            for hook in pre:
+                hook.plan(ctx)
+            ops = ctx.ops
+        else:
+            if self._profile == "fixed" and scale is not None:
+                engine.materialize_in_place([], scale)  # unscale in place: hooks see unscaled grads
+                engine.collect_grads()
+                scale = None
+            self._run_hooks_in_place(pre, unscaled=scale is None)
+            ops = []
+        self.t += 1
+        if self.is_safe_to_update():
+            engine.update(ops, scale, self._hooked_rule_step)
+        self._reallocate_cleared_grads()
+        post = self._hookable.get("post")
+        if post:
+            engine.collect_grads()
+            self._run_hooks_in_place(post)
+        self.update_loss_scale()
+
+    @staticmethod
+    def _hooked_rule_step(engine, group, i, ops, scale):
+        """A parameter whose rule has hooks: Chainer's per-rule sequence."""
+        entry = group.entries[i]
+        rule = entry.rule
+        if not group.initialized[i]:
+            group.initialize(i)
+        group.prepare_master(i)
+        group.t[i] += 1
+        grad = engine.gradient_for_rule(group, i, ops, scale)
+        data = group.master_view(i) if group.master is not None else group.param_view(i)
+        view = _RuleParam(entry.name, data, grad, rule)
+        for hook in rule._hookable.get("pre"):
+            hook(rule, view)
+        engine.update_one_from_gradient(group, i, view.grad)
+        for hook in rule._hookable.get("post"):
+            hook(rule, view)
+
+    # --- loss scaling ---
+    def loss_scaling(self, interval=1000, scale=None):
+        """Dynamic (scale=None) or static loss scaling."""
+        self._loss.configure(interval, scale)
+
+    def set_loss_scale(self, loss_scale):
+        self.loss_scaling(scale=loss_scale)
+
+    @property
+    def loss_scale(self):
+        """The current loss scale, or None when loss scaling is off."""
+        return self._loss.scale
+
+    def check_nan_in_grads(self):
+        """Dynamic loss scaling: look for inf/NaN in every gradient."""
+        self._loss.isnan = False
+        if not self._loss.dynamic:
+            return
+        self._check_set_up()
+        for name in self._engine.nonfinite_names():
+            self._loss.isnan = True
+            self._loss.isnan_ever = True
+            warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})".format(
+                name, self.t, self._loss.scale))
+
+    def is_safe_to_update(self):
+        return not self._loss.isnan
+
+    def update_loss_scale(self):
+        self._loss.next_scale()
+
+    # --- epochs ---
+    def new_epoch(self, auto=False):
+        if auto:
+            if not self.use_auto_new_epoch:
+                raise RuntimeError("invalid new_epoch call with auto=True.\nFix the updater to set "
+                                   "optimizer.use_auto_new_epoch = True.")
+        elif self.use_auto_new_epoch:
+            raise RuntimeError("duplicated new_epoch with the updater.\nPass auto_new_epoch=False to the "
+                               "updater or stop calling new_epoch outside the updater.")
+        self.epoch += 1
+
+    # --- serialization ---
+    def serialize(self, serializer):
+        """Chainer's protocol: ``t``, ``epoch`` and every rule under its name."""
+        from fast.serializers import serialize_optimizer
+        serialize_optimizer(self, serializer)

@@ -1,0 +1,9 @@
+"""Chainer's optimizer hooks. Each plans itself into the fused kernel pass
+(``plan(ctx)``); any other callable added with ``opt.add_hook`` is called as
+Chainer calls it."""
+from fast.optimizer_hooks.gradient_clipping import GradientClipping  # NOQA
+from fast.optimizer_hooks.gradient_hard_clipping import GradientHardClipping  # NOQA
+from fast.optimizer_hooks.gradient_lars import GradientLARS  # NOQA
+from fast.optimizer_hooks.gradient_noise import GradientNoise, exponential_decay_noise  # NOQA
+from fast.optimizer_hooks.lasso import Lasso  # NOQA
+from fast.optimizer_hooks.weight_decay import WeightDecay  # NOQA

@@ -1,0 +1,39 @@
+"""GradientLARS: g <- (g + weight_decay * p) * rate, per parameter,
+
+    rate = ||p|| / (eps + ||g|| + weight_decay * ||p||)  if ||p|| > threshold else 1.
+
+Both norms of every parameter come from one segmented reduction pass.
+``chainer`` profile: each norm is ``sqrt`` of the sum of squares rounded to
+the parameter's dtype (NumPy's ``linalg.norm`` returns that dtype) and the
+rate is formed with NumPy scalars of that dtype; ``fixed``: all in double.
+"""
+import numpy
+
+from fast import hook_ops
+
+
+class GradientLARS(object):
+    name = "GradientLARS"
+    call_for_each_param = True
+    timing = "pre"
+
+    def __init__(self, threshold=1e-2, weight_decay=0.0, eps=1e-9):
+        self.threshold = threshold
+        self.weight_decay = weight_decay
+        self.eps = eps
+
+    def plan(self, ctx):
+        gsq, psq = ctx.sums_of_squares()
+        rates = numpy.ones(len(ctx.entries))
+        with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            for e in ctx.entries:
+                dtype = ctx.hook_dtype(e) if ctx.profile == "chainer" else numpy.dtype(numpy.float64)
+                p_norm = numpy.sqrt(dtype.type(psq[e.index]))
+                g_norm = numpy.sqrt(dtype.type(gsq[e.index]))
+                local = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
+                rates[e.index] = numpy.where(p_norm > self.threshold, local, 1.0)
+        ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_PARAM, self.weight_decay))
+        ctx.ops.append(hook_ops.TensorScaleOp(rates))
+
+    def __call__(self, rule, param):
+        raise TypeError("fast's GradientLARS runs inside the optimizer's fused pass; add it with opt.add_hook")
