@@ -9,6 +9,8 @@ discrete state (counters, loss scale, skip decisions) is never copied, and must 
 from __future__ import annotations
 
 import math
+import os
+import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +21,8 @@ from reference.arithmetic import Float64, Mpmath
 from . import tolerance
 from .adapter import Driver, Snapshot
 from .cases import Case
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,23 @@ def impl_arrays(snap: Snapshot) -> dict:
     return out
 
 
+class HarnessError(RuntimeError):
+    """An exception raised inside the harness's own code: never a verdict on an implementation."""
+
+
 def _run(fn):
-    """Run fn(); return the exception type name it raised, or None."""
+    """Run fn(); return the exception type name it raised, or None.
+
+    An exception whose innermost frame is in conformance's own modules is a bug of the harness
+    and is re-raised as HarnessError (exit 2), never reported as the reference's behaviour.
+    """
     try:
         fn()
     except Exception as exc:  # the type is the discrete event being compared
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames and os.path.dirname(os.path.abspath(frames[-1].filename)) == _HERE:
+            raise HarnessError(f"internal error in {os.path.basename(frames[-1].filename)}:"
+                               f"{frames[-1].lineno}: {type(exc).__name__}: {exc}") from exc
         return type(exc).__name__
     return None
 

@@ -42,6 +42,16 @@ from reference.arithmetic import ObjectArithmetic
 
 POW_ULPS = 4.0
 UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
+#: Half the smallest subnormal of each compute dtype: the absolute rounding error of a result
+#: in the subnormal range (fl(x op y) = (x op y)(1 + d) + e, |d| <= u, |e| <= eta).
+UNDERFLOW = {"float16": 2.0 ** -25, "float32": 2.0 ** -150, "float64": 2.0 ** -1075}
+_ETA = {UNIT_ROUNDOFF[k] + UNIT_ROUNDOFF["float64"]: UNDERFLOW[k] + UNDERFLOW["float64"]
+        for k in UNIT_ROUNDOFF}
+
+
+def _rounding(u: float, value: float) -> float:
+    """The error of rounding one finite result: u |value| + eta."""
+    return u * abs(value) + _ETA.get(u, 0.0)
 
 
 class DecisionLog:
@@ -99,7 +109,7 @@ class Tracked:
         """A result: the propagated bound plus one rounding, u |value| (when finite)."""
         u = self.u
         if value - value == 0:
-            bound += u * abs(value)
+            bound += _rounding(u, value)
         return Tracked(value, bound, u)
 
     # -- arithmetic ----------------------------------------------------------------------
@@ -205,7 +215,7 @@ def _divide(num, den, like):
     else:
         bound = (ea + abs(c) * eb) / (abs(b) - eb) if math.isfinite(c) else math.inf
     u = max(like.u, num.u if isinstance(num, Tracked) else 0.0, den.u if isinstance(den, Tracked) else 0.0)
-    return Tracked(c, bound + (u * abs(c) if math.isfinite(c) else 0.0), u)
+    return Tracked(c, bound + (_rounding(u, c) if math.isfinite(c) else 0.0), u)
 
 
 def _power(base, exponent, like):
@@ -222,7 +232,7 @@ def _power(base, exponent, like):
         bound = abs(c) * (abs(b) * ea / abs(a) + (abs(math.log(abs(a))) * eb if eb else 0.0))
     exact = float(b).is_integer() and abs(b) <= 1 and ea == 0
     ulps = 0.0 if exact else POW_ULPS
-    return Tracked(c, bound + ulps * like.u * abs(c), like.u)
+    return Tracked(c, bound + (ulps * _rounding(like.u, c) if ulps else 0.0), like.u)
 
 
 def _cast(value: float, dtype) -> float:
@@ -270,7 +280,7 @@ class TrackedArithmetic(ObjectArithmetic):
             bound = min(x.bound / c, math.sqrt(x.bound))
         else:
             bound = math.sqrt(x.bound)
-        return Tracked(c, bound + (self.u * c if math.isfinite(c) else 0.0), self.u)
+        return Tracked(c, bound + (_rounding(self.u, c) if math.isfinite(c) else 0.0), self.u)
 
     def number_isnan(self, x):
         return math.isnan(_value(x))
@@ -353,8 +363,9 @@ class TrackedArithmetic(ObjectArithmetic):
         if not simple.all():
             finfo = np.finfo(dtype)
             source = self._as_object(values)
-            for index in zip(*np.nonzero(~simple)):
-                out[index] = self.number_round_to(source[index], finfo)
+            for index in np.ndindex(simple.shape):
+                if not simple[index]:
+                    out[index] = self.number_round_to(source[index], finfo)
         return out
 
     # -- operations whose bound rule differs from the generic one ------------------------
@@ -399,5 +410,5 @@ class TrackedArithmetic(ObjectArithmetic):
             with np.errstate(invalid="ignore"):
                 return Tracked(float(np.sum(np.asarray(vals))), 0.0, self.u)
         bound = math.fsum(_bound(v) for v in flat) \
-            + (len(flat) - 1) * self.u * math.fsum(abs(v) for v in vals)
+            + (len(flat) - 1) * _rounding(self.u, math.fsum(abs(v) for v in vals))
         return Tracked(math.fsum(vals), bound, self.u)
