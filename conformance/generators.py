@@ -102,7 +102,18 @@ def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
         yield Case(name=f"long/{tag}", params=_params([(3,), (11,)]), steps=12,
                    optimizer=opt, dtype_mode=mode,
                    loss_scaling=LossScaling("dynamic", None, 3),
-                   injections=(Injection(4, "p1", "nan", 5), Injection(9, "p0", "-inf", 2)))
+                   injections=(Injection(1, "p0", "inf", 0), Injection(4, "p1", "nan", 5),
+                               Injection(9, "p0", "-inf", 2)))
+        order = (HookSpec("WeightDecay", (0.5,)), HookSpec("GradientHardClipping", (-0.05, 0.05)))
+        for label, chain in (("decay-then-clip", order), ("clip-then-decay", order[::-1])):
+            yield Case(name=f"hook-order/{tag}/{label}", params=_params([(5,), ()]),
+                       hooks=chain, **base)
+        for profile in PROFILES:
+            clip = (HookSpec("GradientClipping", (1.0,)),)
+            yield Case(name=f"clip-small-norm/{tag}/{profile}", profile=profile, hooks=clip,
+                       params=_params([(6,)], grad_scale=1e-3), **base)
+            yield Case(name=f"clip-zero-norm/{tag}/{profile}", profile=profile, hooks=clip,
+                       params=_params([(6,)], grad_kind="zeros"), **base)
         for profile in PROFILES:
             ls = LossScaling("dynamic", None, 2) if mode.startswith("float16") else LossScaling()
             yield Case(name=f"checkpoint/{tag}/{profile}", params=_params([(6,), (13,)]),

@@ -45,8 +45,8 @@ def gradient(case: Case, position: int, spec: ParamSpec, step: int,
     if loss_scale is not None:
         grad = grad * loss_scale
     with np.errstate(over="ignore"):
-        grad = grad.astype(case.storage_dtype)
-    flat = grad.reshape(-1)
+        grad = np.array(grad, dtype=case.storage_dtype)  # an ndarray even for shape ()
+    flat = grad.reshape(-1)  # a view: writes below land in grad
     for inj in injections:
         if flat.size:
             flat[inj.index % flat.size] = {"inf": np.inf, "-inf": -np.inf, "nan": np.nan}[inj.kind]
@@ -56,7 +56,7 @@ def gradient(case: Case, position: int, spec: ParamSpec, step: int,
 def initial_value(case: Case, position: int, spec: ParamSpec) -> np.ndarray:
     """The parameter's initial value, in its storage dtype."""
     rng = np.random.default_rng([case.seed, position, 0, 7])
-    return (rng.standard_normal(spec.shape) * spec.init_scale).astype(case.storage_dtype)
+    return np.array(rng.standard_normal(spec.shape) * spec.init_scale, dtype=case.storage_dtype)
 
 
 def deterministic_noise(xp, shape, dtype, hook, opt):

@@ -30,7 +30,8 @@ There is no per-optimizer constant.
 Discrete decisions: a comparison whose operands lie within their bounds of each other is
 *ambiguous* (`Decision.ambiguous`). The comparison loop runs the step once with every
 decision taken nominally and, when a decision was ambiguous, once more with every ambiguous
-decision flipped; an element is accepted if it matches either run (compare.py).
+decision flipped, and once per ambiguous decision flipped alone (up to MAX_SINGLE_FLIPS);
+an element is accepted if it matches any of these runs (compare.py).
 """
 from __future__ import annotations
 
@@ -50,22 +51,29 @@ _ETA = {UNIT_ROUNDOFF[k] + UNIT_ROUNDOFF["float64"]: UNDERFLOW[k] + UNDERFLOW["f
 
 
 def _rounding(u: float, value: float) -> float:
-    """The error of rounding one finite result: u |value| + eta."""
-    return u * abs(value) + _ETA.get(u, 0.0)
+    """The error of rounding one finite result: u |value| + eta (0 for an exact zero)."""
+    return u * abs(value) + _ETA.get(u, 0.0) if value else 0.0
 
 
 class DecisionLog:
-    """Records ambiguous comparisons of one tracked run and optionally flips them."""
+    """Records the ambiguous comparisons of one tracked run and optionally flips them.
 
-    def __init__(self, flip: bool = False):
+    flip=None takes every decision nominally; flip="all" inverts every ambiguous one;
+    flip=k (an int) inverts only the k-th ambiguous decision of the run.
+    """
+
+    def __init__(self, flip=None):
         self.flip = flip
         self.ambiguous = 0
 
     def decide(self, nominal: bool, ambiguous: bool) -> bool:
         if not ambiguous:
             return nominal
+        index = self.ambiguous
         self.ambiguous += 1
-        return (not nominal) if self.flip else nominal
+        if self.flip == "all" or self.flip == index:
+            return not nominal
+        return nominal
 
 
 _NO_LOG = DecisionLog()
@@ -73,8 +81,8 @@ _log = _NO_LOG
 
 
 @contextmanager
-def decisions(flip: bool = False):
-    """Collect (and with flip=True, invert) the ambiguous decisions made inside the block."""
+def decisions(flip=None):
+    """Collect (and with `flip`, invert) the ambiguous decisions made inside the block."""
     global _log
     saved, _log = _log, DecisionLog(flip)
     try:

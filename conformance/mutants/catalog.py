@@ -31,6 +31,13 @@ def _python(name, models, visible, owner, attribute, make):
 
 
 # -- Python patch factories ---------------------------------------------------------------------
+def _msvag_beta_power_ahead(original):
+    def make_table(cls, raw, t, extras, dtype):
+        ahead = dict(extras, beta_power=extras["beta_power"] * raw[:, 1])
+        return original.__func__(cls, raw, t, ahead, dtype)
+    return classmethod(make_table)
+
+
 def _shift_t(delta):
     def make(original):
         return classmethod(lambda cls, raw, t, extras, dtype:
@@ -160,26 +167,25 @@ def _disabled_rules_still_step(original):
 
 
 def _state_through_fp16_on_load(original):
-    def load_npz(file, obj, *args, **kwargs):
+    """The npz reader rounds every float array it loads (except the master) through fp16."""
+    def read(self, key, value):
         import numpy
-        result = original(file, obj, *args, **kwargs)
-        for _, param in obj._named:
-            state = param.update_rule.state
-            for key in list(state or {}):
-                state[key][...] = numpy.asarray(state[key]).astype(numpy.float16)
+        result = original(self, key, value)
+        if (isinstance(result, numpy.ndarray) and result.dtype.kind == "f"
+                and result.dtype != numpy.float16 and not self.check_only
+                and key != "fp32_param" and result.size):
+            result[...] = result.astype(numpy.float16)
         return result
-    return load_npz
+    return read
 
 
-def _master_dropped_on_load(original):
-    def load_npz(file, obj, *args, **kwargs):
-        result = original(file, obj, *args, **kwargs)
-        for _, param in obj._named:
-            master = param.update_rule.fp32_param
-            if master is not None:
-                master[...] = param.data.astype(master.dtype)
-        return result
-    return load_npz
+def _master_not_read_on_load(original):
+    """The npz reader ignores the saved fp32 master (it is rebuilt from the fp16 values)."""
+    def read(self, key, value):
+        if key == "fp32_param":
+            return value
+        return original(self, key, value)
+    return read
 
 
 def _loss_scale_reset_on_load(original):
@@ -345,8 +351,8 @@ CATALOG = (
     _python("adam-eps-cast-to-fp16", "eps rounded to float16 (1e-8 -> 0) for fp16 parameters",
             "Adam family with sqrt(v) ~ 0: zero gradients", ADAM, "kernel_table",
             _table_edit(_fp16_eps(3))),
-    _python("msvag-step-count-off-by-one", "MSVAG's bias correction one step ahead",
-            "MSVAG", MSVAG, "kernel_table", _shift_t(1)),
+    _python("msvag-step-count-off-by-one", "MSVAG's bias correction uses beta^(t+1)",
+            "MSVAG", MSVAG, "kernel_table", _msvag_beta_power_ahead),
     _python("eps-check-missing", "no error for an eps that underflows in the update dtype",
             "the tiny-eps error cases", "fast.optimizers.adam", "check_eps_for", _no_eps_check),
     _python("per-rule-overrides-ignored", "per-parameter hyperparameter overrides ignored by grouping",
@@ -386,11 +392,11 @@ CATALOG = (
             "fast.optimizer_hooks.gradient_clipping:GradientClipping", "plan", _zero_norm_nan_in_fixed),
     # --- serialization ------------------------------------------------------------------------
     _python("state-through-fp16-on-load", "state cast to fp16 on load",
-            "checkpoints with fp32/float64 state", "fast.serializers", "load_npz",
+            "checkpoints with fp32/float64 state", "fast.serializers:NpzDeserializer", "__call__",
             _state_through_fp16_on_load),
-    _python("master-rebuilt-on-load-fixed", "fixed profile: master rebuilt from fp16 on load",
-            "checkpoints, float16 + master, fixed profile", "fast.serializers", "load_npz",
-            _master_dropped_on_load),
+    _python("master-rebuilt-on-load-fixed", "fixed profile: saved master ignored on load",
+            "checkpoints, float16 + master, fixed profile", "fast.serializers:NpzDeserializer",
+            "__call__", _master_not_read_on_load),
     _python("loss-scale-reset-on-load-fixed", "dynamic loss scale reset to 1 on load",
             "checkpoints with dynamic scaling, fixed profile", "fast.serializers", "load_npz",
             _loss_scale_reset_on_load),

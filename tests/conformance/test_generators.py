@@ -88,6 +88,13 @@ def test_gradients_are_scaled_then_cast_and_injected():
     assert streams.gradient(case, 0, case.params[0], 2, None) is None
 
 
+def test_injection_reaches_scalar_parameters():
+    case = Case(name="g", optimizer="SGD", params=(ParamSpec("a", ()),),
+                injections=(Injection(1, "a", "inf"),))
+    g = streams.gradient(case, 0, case.params[0], 1, 4.0)
+    assert isinstance(g, np.ndarray) and g.shape == () and np.isinf(g)
+
+
 def test_overflow_stream_overflows_float16():
     case = Case(name="g", optimizer="SGD", dtype_mode="float16",
                 params=(ParamSpec("a", (64,), grad_kind="fp16_overflow"),))

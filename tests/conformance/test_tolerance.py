@@ -129,16 +129,21 @@ def test_ambiguous_comparisons_are_recorded_and_can_be_flipped():
         assert close > 0.9999
         assert not (close > 1.5)
     assert log.ambiguous == 1
-    with tolerance.decisions(flip=True) as log:
+    with tolerance.decisions(flip="all") as log:
         assert not (close > 0.9999)
         assert not (close > 1.5)
     assert log.ambiguous == 1
+    with tolerance.decisions(flip=1) as log:
+        assert close > 0.9999        # decision 0 kept
+        assert not (close < 1.0001)  # decision 1 flipped
+    assert log.ambiguous == 2
 
 
 def test_exact_comparisons_are_never_ambiguous():
     ctx = TrackedArithmetic("float32")
-    with tolerance.decisions(flip=True) as log:
+    with tolerance.decisions(flip="all") as log:
         assert ctx.scalar(0.5) > 0.25
+        assert ctx.sum(ctx.array(np.zeros(5))) == 0
     assert log.ambiguous == 0
 
 
