@@ -59,6 +59,9 @@ def _suite_options(p) -> None:
     p.add_argument("--case", default=None, help="exactly one case of the suite, by name")
     p.add_argument("--case-repr", default=None, help="one case given by its repr")
     p.add_argument("--fail-fast", action="store_true")
+    p.add_argument("--fp16-compute", default="float32", choices=("float32", "float16"),
+                   help="the dtype the implementation computes in for float16 storage without a "
+                        "master (float32: fast; float16: Chainer's NumPy float16 arithmetic)")
 
 
 def _array_module(device: str):
@@ -92,6 +95,8 @@ def select_cases(args) -> list:
 
 def reproduce_command(args, case) -> str:
     base = f"python -m conformance gate --impl {args.impl} --device {args.device}"
+    if getattr(args, "fp16_compute", "float32") != "float32":
+        base += f" --fp16-compute {args.fp16_compute}"
     if getattr(args, "case_repr", None) or case.name == "hypothesis":
         return f"{base} --case-repr {shlex.quote(repr(case))}"
     return f"{base} --level {args.level} --case {shlex.quote(case.name)}"
@@ -111,7 +116,8 @@ def cmd_run(args, gate=False) -> int:
     impl = load_impl(args.impl)
     xp = _array_module(args.device)
     cases = select_cases(args)
-    results = run_cases(impl, cases, xp=xp, progress=True, fail_fast=args.fail_fast)
+    results = run_cases(impl, cases, xp=xp, progress=True, fail_fast=args.fail_fast,
+                        fp16_compute=args.fp16_compute)
     records = [report.result_record(r) for r in results]
     print(report.summary_table(records))
     failed = [r for r in results if not r.passed]
@@ -124,7 +130,7 @@ def cmd_run(args, gate=False) -> int:
 
 def _meta(args) -> dict:
     return {"impl": args.impl, "device": args.device, "level": args.level,
-            "filter": args.filter, "profile": args.profile}
+            "filter": args.filter, "profile": args.profile, "fp16_compute": args.fp16_compute}
 
 
 def _cache(args, records) -> None:
@@ -144,7 +150,7 @@ def cmd_report(args) -> int:
     if records is None:
         impl = load_impl(args.impl)
         results = run_cases(impl, select_cases(args), xp=_array_module(args.device),
-                            progress=True)
+                            progress=True, fp16_compute=args.fp16_compute)
         records = [report.result_record(r) for r in results]
     for path in report.write_reports(records, _meta(args)):
         print("wrote", path)

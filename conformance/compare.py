@@ -174,12 +174,19 @@ def _run(fn):
 
 
 # -- the teacher-forced loop -----------------------------------------------------------------
-def check_case(impl, case: Case, xp=np) -> CaseResult:
+def compute_dtype(case: Case, fp16_compute: str = "float32") -> str:
+    """The dtype the implementation computes in: the case's, or `fp16_compute` for float16
+    storage without a master (fast: float32 in the kernel; Chainer: NumPy float16 ops)."""
+    return fp16_compute if case.dtype_mode == "float16" else case.compute_dtype
+
+
+def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32") -> CaseResult:
     """Teacher-forced comparison of `impl` against the reference over the case's steps."""
     result = CaseResult(case)
     impl_side, ref_side = [], []
     impl_error = _run(lambda: impl_side.append(Driver(impl, case, xp=xp)))
-    ref_error = _run(lambda: ref_side.append(ReferenceSide(case)))
+    ctx = tolerance.TrackedArithmetic(compute_dtype(case, fp16_compute))
+    ref_error = _run(lambda: ref_side.append(ReferenceSide(case, ctx)))
     if impl_error or ref_error:
         if impl_error != ref_error:
             result.divergences.append(Divergence(case.name, 0, "construction", "exception",
