@@ -196,16 +196,40 @@ def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32") -> CaseRe
     for step in range(1, case.steps + 1):
         if not _check_step(impl_driver, ref, case, step, result):
             break
-        if step in case.checkpoints:
-            impl_error = _run(impl_driver.checkpoint)
-            ref_error = _run(ref.driver.checkpoint)
-            if impl_error != ref_error:
-                result.divergences.append(Divergence(case.name, step, "checkpoint", "exception",
-                                                     impl_value=impl_error, ref_value=ref_error))
-                break
-            if impl_error:
-                break
+        if step in case.checkpoints and not _check_checkpoint(impl_driver, ref, case, step, result):
+            break
     return result
+
+
+def _check_checkpoint(impl_driver, ref, case, step, result) -> bool:
+    """Save and load on both sides from the same state; what is loaded must agree exactly.
+
+    The reference is forced to the implementation's state first, so both save the same
+    values; after loading, every array, counter and the loss scale must be equal (bound 0),
+    and the same arrays (state, masters) must exist.
+    """
+    ref.force(impl_driver.snapshot())
+    impl_error = _run(impl_driver.checkpoint)
+    ref_error = _run(ref.driver.checkpoint)
+    if impl_error or ref_error:
+        if impl_error != ref_error:
+            result.divergences.append(Divergence(case.name, step, "checkpoint", "exception",
+                                                 impl_value=impl_error, ref_value=ref_error))
+        return False
+    loaded, ref_loaded = impl_driver.snapshot(), ref.driver.snapshot()
+    if not _same_discrete(case, step, None, None, loaded, ref_loaded, result):
+        return False
+    actual, expected = impl_arrays(loaded), impl_arrays(ref_loaded)
+    for name, value in expected.items():
+        if not np.array_equal(actual[name], value, equal_nan=True):
+            bad = np.argwhere(~((actual[name] == value) | (np.isnan(actual[name]) & np.isnan(value))))
+            index = tuple(int(i) for i in bad[0]) if len(bad) else ()
+            result.divergences.append(Divergence(
+                case.name, step, f"{name} after load", "value", index=index,
+                impl_value=float(actual[name][index]), ref_value=float(value[index]),
+                bound=0.0, normalized=math.inf))
+            return False
+    return True
 
 
 def _check_step(impl_driver, ref, case, step, result) -> bool:
@@ -251,11 +275,9 @@ def _same_discrete(case, step, impl_error, ref_error, after, ref_after, result) 
               ("loss_scale", after.loss_scale, ref_after.loss_scale)]
     for name in after.params:
         events.append((f"/{name} rule.t", after.params[name].t, ref_after.params[name].t))
-        events.append((f"/{name} state present", after.params[name].state is not None,
-                       ref_after.params[name].state is not None))
-        if after.params[name].state is not None and ref_after.params[name].state is not None:
-            events.append((f"/{name} state keys", sorted(after.params[name].state),
-                           sorted(ref_after.params[name].state)))
+        # Which state arrays exist (None and an empty mapping both hold none).
+        events.append((f"/{name} state keys", sorted(after.params[name].state or ()),
+                       sorted(ref_after.params[name].state or ())))
         events.append((f"/{name} fp32_param present", after.params[name].master is not None,
                        ref_after.params[name].master is not None))
     for name, impl_value, ref_value in events:

@@ -33,7 +33,6 @@ TARGETS = {
     "clipping-always-rescales": "clip-small-norm/SGD/float32/chainer",
     "clipping-zero-norm-nan-fixed": "clip-zero-norm/SGD/float32/fixed",
     "state-through-fp16-on-load": "checkpoint/Adam/float32/chainer",
-    "master-rebuilt-on-load-fixed": "checkpoint/Adam/float16_master/fixed",
     "loss-scale-reset-on-load-fixed": "checkpoint/SGD/float16/fixed",
     "t-not-restored-on-load": "checkpoint/SGD/float32/chainer",
     "adam-swapped-betas": "matrix/Adam/float32/nohook/none/chainer",
