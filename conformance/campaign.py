@@ -11,6 +11,8 @@ import math
 import os
 import time
 
+import warnings
+
 from hypothesis import given, target
 
 from . import generators
@@ -33,17 +35,23 @@ class CampaignStats:
         return worst
 
 
-def campaign(impl, profile: str, xp, examples: int | None = None) -> CampaignStats:
+def campaign(impl, profile: str, xp, examples: int | None = None, modes=None,
+             per_rule_hooks=True, checkpoints=True) -> CampaignStats:
     """Run the campaign; stats.failure holds the (shrunk) failing case and divergence."""
     stats = CampaignStats()
     settings = generators.settings_profile(profile)
     if examples is not None:
         settings = type(settings)(settings, max_examples=examples)
 
+    strategy = generators.cases(modes=tuple(modes or generators.DTYPE_MODES),
+                                per_rule_hooks=per_rule_hooks, checkpoints=checkpoints)
+
     @settings
-    @given(generators.cases())
+    @given(strategy)
     def conforms(case):
-        result = check_case(impl, case, xp=xp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = check_case(impl, case, xp=xp)
         worst = stats.record(case, result)
         target(min(worst, 1e6) if math.isfinite(worst) else 1e6, label="worst normalized error")
         if not result.passed:
@@ -61,7 +69,9 @@ def run_campaign(args) -> int:
     from .cli import _array_module, reproduce_command
     impl = load_impl(args.impl)
     started = time.monotonic()
-    stats = campaign(impl, args.profile, _array_module(args.device), args.examples)
+    modes = args.modes.split(",") if args.modes else None
+    stats = campaign(impl, args.profile, _array_module(args.device), args.examples, modes,
+                     not args.no_per_rule_hooks, not args.no_checkpoints)
     elapsed = time.monotonic() - started
     print(f"hypothesis profile {args.profile}: {stats.examples} examples in {elapsed:.0f}s, "
           f"worst normalized error {stats.worst:.3g}, "
@@ -71,8 +81,10 @@ def run_campaign(args) -> int:
         print(f"  {divergence.describe()}\n  reproduce: {reproduce_command(args, case)}")
     if args.write:
         os.makedirs("reports", exist_ok=True)
-        with open(os.path.join("reports", f"deep-{args.profile}.json"), "w") as f:
+        with open(os.path.join("reports", f"deep-{args.profile}-{args.impl}.json"), "w") as f:
             json.dump({"impl": args.impl, "profile": args.profile, "examples": stats.examples,
+                       "modes": modes or "all", "per_rule_hooks": not args.no_per_rule_hooks,
+                       "checkpoints": not args.no_checkpoints,
                        "seconds": round(elapsed), "worst_normalized_error": stats.worst,
                        "worst_case": repr(stats.worst_case),
                        "failure": None if not stats.failure else stats.failure[1].describe()},

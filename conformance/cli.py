@@ -41,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--profile", default="ci", choices=sorted(generators.PROFILE_SETTINGS))
     p.add_argument("--examples", type=int, default=None, help="override max_examples")
-    p.add_argument("--write", action="store_true", help="also write reports/deep-<profile>.json")
+    p.add_argument("--modes", default=None, help="comma-separated dtype modes (default: all)")
+    p.add_argument("--no-per-rule-hooks", action="store_true",
+                   help="only optimizer-level hooks")
+    p.add_argument("--no-checkpoints", action="store_true", help="no save/load points")
+    p.add_argument("--write", action="store_true",
+                   help="also write reports/deep-<profile>-<impl>.json")
     p = sub.add_parser("ladder", help="float64 reference against mpmath, per step")
     p.add_argument("--filter", default=None)
     p.add_argument("--write", action="store_true")

@@ -181,10 +181,11 @@ def hyperparams(draw, optimizer: str):
 
 
 @st.composite
-def cases(draw) -> Case:
-    """A random case over the whole case model."""
+def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True) -> Case:
+    """A random case over the whole case model (optionally fewer dtype modes, only
+    optimizer-level hooks, or no checkpoints)."""
     optimizer = draw(st.sampled_from(OPTIMIZERS))
-    mode = draw(st.sampled_from(DTYPE_MODES))
+    mode = draw(st.sampled_from(modes))
     profile = draw(st.sampled_from(PROFILES))
     n = draw(st.integers(1, 3))
     params = tuple(
@@ -196,7 +197,7 @@ def cases(draw) -> Case:
         for i in range(n))
     steps = draw(st.integers(1, 6))
     names = [p.name for p in params]
-    hooks = tuple(draw(st.lists(_hooks(names), max_size=2)))
+    hooks = tuple(draw(st.lists(_hooks(names, per_rule_hooks), max_size=2)))
     ls = draw(st.sampled_from(LOSS_SCALINGS + (LossScaling("static", 1024.0),
                                                LossScaling("dynamic", None, 1))))
     injections = tuple(draw(st.lists(st.builds(
@@ -207,7 +208,8 @@ def cases(draw) -> Case:
     if draw(st.booleans()):
         lr_name = LEARNING_RATE[optimizer]
         overrides = ((draw(st.sampled_from(names)), lr_name, 0.9 if lr_name == "rho" else 0.05),)
-    checkpoints = tuple(draw(st.lists(st.integers(1, steps), max_size=1, unique=True)))
+    checkpoint_steps = st.lists(st.integers(1, steps), max_size=1 if checkpoints else 0)
+    checkpoints = tuple(draw(checkpoint_steps))
     return Case(name="hypothesis", optimizer=optimizer, params=params, steps=steps,
                 hyperparams=draw(hyperparams(optimizer)), dtype_mode=mode, profile=profile,
                 hooks=hooks, loss_scaling=ls, injections=injections, disabled=disabled,
@@ -215,10 +217,10 @@ def cases(draw) -> Case:
 
 
 @st.composite
-def _hooks(draw, names):
+def _hooks(draw, names, per_rule=True):
     kind = draw(st.sampled_from(HOOK_KINDS))
     param = None
-    if kind in PER_RULE_HOOKS and draw(st.booleans()):
+    if per_rule and kind in PER_RULE_HOOKS and draw(st.booleans()):
         param = draw(st.sampled_from(names))
     timing = draw(st.sampled_from(("auto", "pre", "post")))
     return HookSpec(kind, HOOK_ARGS[kind], timing=timing, param=param)
