@@ -400,12 +400,18 @@ def ladder(case: Case) -> LadderResult:
     """The float64 reference against Mpmath(dps=50), teacher-forced, per step.
 
     Run in the float64 dtype mode only (there round_to is the identity; in narrower modes a
-    value near a rounding boundary legitimately rounds to either neighbour). Accepts
-    |f64 - mp| <= 1e-13 * (|mp| + floor), floor = the largest |mp| of that array (so values
-    produced by cancellation are judged against the array's scale, not their own).
+    value near a rounding boundary legitimately rounds to either neighbour). The float64 side
+    runs under TrackedArithmetic("float64"), whose values are the float64 evaluation and whose
+    bound B64 is its running error bound. Accepts
+
+        |f64 - mp| <= max(1e-13 (|mp| + floor), B64),   floor = the largest |mp| of the array
+
+    so a step whose cancellation makes float64 itself lose digits (MSVAG's vt - mt^2) is judged
+    by its own error bound, and values produced by cancellation are judged against the
+    array's scale, not their own.
     """
     result = LadderResult(case)
-    f64 = ReferenceSide(case, Float64())
+    f64 = ReferenceSide(case, tolerance.TrackedArithmetic("float64"))
     mp = ReferenceSide(case, Mpmath(dps=LADDER_DPS))
     for step in range(1, case.steps + 1):
         mp.force(f64.driver.snapshot())
@@ -415,10 +421,10 @@ def ladder(case: Case) -> LadderResult:
             return result
         if errors[0]:
             return result
-        lo = {k: f64.ctx.to_float64(v) for k, v in f64.raw().items()}
+        lo = f64.tracked_arrays()
         hi = {k: mp.ctx.to_float64(v) for k, v in mp.raw().items()}
         for name, exact in hi.items():
-            value = lo[name]
+            value, own_bound = lo[name]
             finite = np.isfinite(exact)
             if not np.array_equal(np.isfinite(value), finite) or \
                     not np.array_equal(value[~finite], exact[~finite], equal_nan=True):
@@ -427,7 +433,7 @@ def ladder(case: Case) -> LadderResult:
             if not finite.any():
                 continue
             floor = float(np.abs(exact[finite]).max())
-            scale = LADDER_RTOL * (np.abs(exact[finite]) + floor)
+            scale = np.maximum(LADDER_RTOL * (np.abs(exact[finite]) + floor), own_bound[finite])
             err = np.abs(value[finite] - exact[finite])
             with np.errstate(divide="ignore", invalid="ignore"):
                 normalized = np.where(err == 0, 0.0, np.where(scale == 0, np.inf, err / scale))
