@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--level", default="ci", choices=sorted(generators.LEVELS))
     p.add_argument("--only", default=None, help="comma-separated mutant names")
     p.add_argument("--write", action="store_true", help="also write reports/mutants.md/json")
+    p.add_argument("--reuse-baseline", action="store_true",
+                   help="reuse the correct fast's passing cases from the last run (same level)")
     p = sub.add_parser("deep", help="hypothesis campaign against an implementation")
     p.add_argument("--impl", default="fast")
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
@@ -164,7 +166,8 @@ def cmd_report(args) -> int:
 
 def cmd_mutants(args) -> int:
     from .mutants import run_catalog
-    return run_catalog(level=args.level, only=args.only, write=args.write)
+    return run_catalog(level=args.level, only=args.only, write=args.write,
+                       reuse_baseline=args.reuse_baseline)
 
 
 def cmd_deep(args) -> int:

@@ -21,12 +21,14 @@ from .catalog import CATALOG, by_name
 
 
 def interleaved(cases: list) -> list:
-    """Round-robin over optimizers, keeping each optimizer's own order."""
+    """Round-robin over (case family, optimizer), keeping each pair's own order, so every
+    feature of every optimizer comes up within the first few hundred cases."""
     rank = defaultdict(int)
     keyed = []
     for case in cases:
-        keyed.append((rank[case.optimizer], case.optimizer, case))
-        rank[case.optimizer] += 1
+        key = (case.name.split("/")[0], case.optimizer)
+        keyed.append((rank[key], key, case))
+        rank[key] += 1
     return [case for _, _, case in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
@@ -55,9 +57,27 @@ def run_mutant(name: str, cases: list, timeout: float = 900) -> dict:
     return outcome
 
 
-def run_catalog(level="ci", only=None, write=False) -> int:
+BASELINE_CACHE = os.path.join("reports", "mutants-baseline.json")
+
+
+def cached_baseline(level: str, reuse: bool) -> tuple:
+    """baseline_cases, or the cached one from the last run at this level when `reuse`."""
+    if reuse and os.path.exists(BASELINE_CACHE):
+        with open(BASELINE_CACHE) as f:
+            cached = json.load(f)
+        if cached["level"] == level:
+            names = set(cached["passing"])
+            return [c for c in generators.ci_suite(level) if c.name in names], cached["excluded"]
+    passing, excluded = baseline_cases(level)
+    os.makedirs("reports", exist_ok=True)
+    with open(BASELINE_CACHE, "w") as f:
+        json.dump({"level": level, "excluded": excluded, "passing": [c.name for c in passing]}, f)
+    return passing, excluded
+
+
+def run_catalog(level="ci", only=None, write=False, reuse_baseline=False) -> int:
     mutants = CATALOG if not only else tuple(by_name(n.strip()) for n in only.split(","))
-    passing, fast_failures = baseline_cases(level)
+    passing, fast_failures = cached_baseline(level, reuse_baseline)
     order = interleaved(passing)
     print(f"baseline: correct fast passes {len(passing)} cases at level {level!r} "
           f"({fast_failures} excluded)")
