@@ -124,7 +124,7 @@ def cmd_run(args, gate=False) -> int:
     xp = _array_module(args.device)
     cases = select_cases(args)
     results = run_cases(impl, cases, xp=xp, progress=True, fail_fast=args.fail_fast,
-                        fp16_compute=args.fp16_compute)
+                        fp16_compute=args.fp16_compute, drift=not gate)
     records = [report.result_record(r) for r in results]
     print(report.summary_table(records))
     failed = [r for r in results if not r.passed]
@@ -157,7 +157,7 @@ def cmd_report(args) -> int:
     if records is None:
         impl = load_impl(args.impl)
         results = run_cases(impl, select_cases(args), xp=_array_module(args.device),
-                            progress=True, fp16_compute=args.fp16_compute)
+                            progress=True, fp16_compute=args.fp16_compute, drift=True)
         records = [report.result_record(r) for r in results]
     for path in report.write_reports(records, _meta(args)):
         print("wrote", path)

@@ -16,7 +16,7 @@ def _errors(record) -> list:
 def summary_rows(records: list) -> list:
     """One row per optimizer: cases, failures, elements checked, worst normalized error."""
     rows = defaultdict(lambda: {"cases": 0, "failed": 0, "elements": 0, "unbounded": 0,
-                                "ambiguous_steps": 0, "worst": 0.0})
+                                "ambiguous_steps": 0, "worst": 0.0, "drift": 0.0})
     for r in records:
         row = rows[r["optimizer"]]
         row["cases"] += 1
@@ -24,6 +24,7 @@ def summary_rows(records: list) -> list:
         for key in ("elements", "unbounded", "ambiguous_steps"):
             row[key] += r[key]
         row["worst"] = max([row["worst"]] + _errors(r))
+        row["drift"] = max(row["drift"], r.get("drift", 0.0))
     return [{"optimizer": name, **row} for name, row in sorted(rows.items())]
 
 
@@ -44,7 +45,7 @@ def format_table(rows: list, columns: list) -> str:
 
 
 SUMMARY_COLUMNS = ["optimizer", "cases", "failed", "elements", "unbounded", "ambiguous_steps",
-                   "worst"]
+                   "worst", "drift"]
 
 
 def summary_table(records: list) -> str:
@@ -59,6 +60,7 @@ def result_record(r: CaseResult) -> dict:
         "profile": r.case.profile, "passed": r.passed, "elements": r.elements,
         "unbounded": r.unbounded, "ambiguous_steps": r.ambiguous_steps,
         "step_errors": [e if math.isfinite(e) else "inf" for e in r.step_errors],
+        "drift": r.drift,
         "divergence": None if first is None else first.describe(),
     }
 
@@ -84,7 +86,9 @@ def markdown(rows, failed, meta, total) -> str:
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += [f"- cases: {total}, failed: {len(failed)}", "",
               "Normalized error = |impl - reference| / bound; a value above 1 is a failure "
-              "(docs/conformance.md).", "",
+              "(docs/conformance.md). `worst` is the largest normalized error of any teacher-"
+              "forced step; `drift` the largest relative distance between the free-running "
+              "trajectories after the last step (reported, not gated).", "",
               "| " + " | ".join(SUMMARY_COLUMNS) + " |",
               "|" + "---|" * len(SUMMARY_COLUMNS)]
     for row in rows:

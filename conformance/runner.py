@@ -6,7 +6,7 @@ import time
 import warnings
 
 from . import cases as case_model
-from .compare import check_case
+from .compare import check_case, free_running_drift
 
 
 def progress_bar(done: int, total: int, failed: int, started: float, stream=sys.stderr) -> None:
@@ -21,8 +21,9 @@ def progress_bar(done: int, total: int, failed: int, started: float, stream=sys.
 
 
 def run_cases(impl, cases: list, xp=None, progress=False, fail_fast=False,
-              fp16_compute="float32") -> list:
-    """check_case over `cases`; stops at the first failure when fail_fast."""
+              fp16_compute="float32", drift=False) -> list:
+    """check_case over `cases` (and, with drift, the free-running drift of each);
+    stops at the first failure when fail_fast."""
     import numpy
     xp = numpy if xp is None else xp
     results, failed, started = [], 0, time.monotonic()
@@ -30,6 +31,8 @@ def run_cases(impl, cases: list, xp=None, progress=False, fail_fast=False,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # implementations warn on non-finite gradients
             result = check_case(impl, case, xp=xp, fp16_compute=fp16_compute)
+            if drift:
+                result.drift = max(free_running_drift(impl, case, xp=xp).values(), default=0.0)
         results.append(result)
         failed += 0 if result.passed else 1
         if progress and (i == len(cases) or i % 10 == 0):
