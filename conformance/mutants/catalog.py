@@ -305,7 +305,7 @@ CATALOG = (
             "SMORMS3 from step 1 (mem state)", MATH,
             "s[0] = round_to<S>(T(1) + s[0] * (T(1) - x));", "s[0] = round_to<S>(T(1) + s[0] * (T(1) - r));"),
     _kernel("fp16-state-not-rounded", "fp16 state kept at fp32 precision between in-place steps",
-            "float16 without master (RMSprop)", MATH,
+            "float16 without master (RMSprop with an eps float16 can hold)", MATH,
             "        T ms = round_to<S>(s[0] * hp[0]);\n        ms = round_to<S>(ms + hp[1] * g * g);\n        s[0] = ms;",
             "        T ms = s[0] * hp[0];\n        ms = round_to<S>(ms + hp[1] * g * g);\n        s[0] = ms;"),
     _kernel("lasso-sign-of-grad", "Lasso uses sign(grad) instead of sign(param)",
