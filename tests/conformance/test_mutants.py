@@ -37,6 +37,7 @@ TARGETS = {
     "t-not-restored-on-load": "checkpoint/SGD/float32/chainer",
     "adam-swapped-betas": "matrix/Adam/float32/nohook/none/chainer",
     "vector-tail-dropped": "odd-sizes/SGD/float32",
+    "fp16-state-not-rounded": "matrix/RMSprop/float16/nohook/none/chainer",
     "master-not-copied-back": "matrix/SGD/float16_master/nohook/none/chainer",
 }
 
