@@ -49,22 +49,24 @@ def _table_edit(edit):
     """Wrap a rule family's kernel_table and edit the table it returns."""
     def make(original):
         def kernel_table(cls, raw, t, extras, dtype):
-            return edit(original.__func__(cls, raw, t, extras, dtype), raw, t)
+            return edit(original.__func__(cls, raw, t, extras, dtype), dtype)
         return classmethod(kernel_table)
     return make
 
 
 def _swap_columns(i, j):
-    def edit(table, raw, t):
+    def edit(table, dtype):
         table[:, [i, j]] = table[:, [j, i]]
         return table
     return edit
 
 
 def _fp16_eps(column):
-    def edit(table, raw, t):
+    """eps rounded to the update dtype when that is float16 (no master): 1e-8 becomes 0."""
+    def edit(table, dtype):
         import numpy
-        table[:, column] = table[:, column].astype(numpy.float16)
+        if numpy.dtype(dtype) == numpy.float16:
+            table[:, column] = table[:, column].astype(numpy.float16)
         return table
     return edit
 
