@@ -181,10 +181,10 @@ def _state_through_fp16_on_load(original):
     return read
 
 
-def _master_not_read_on_load(original):
-    """The npz reader ignores the saved fp32 master (it is rebuilt from the fp16 values)."""
+def _rule_t_not_read_on_load(original):
+    """The npz reader ignores each rule's saved step count (only the optimizer's is read)."""
     def read(self, key, value):
-        if key == "fp32_param":
+        if key == "t" and self.path:
             return value
         return original(self, key, value)
     return read
@@ -396,9 +396,9 @@ CATALOG = (
     _python("state-through-fp16-on-load", "state cast to fp16 on load",
             "checkpoints with fp32/float64 state", "fast.serializers:NpzDeserializer", "__call__",
             _state_through_fp16_on_load),
-    _python("master-rebuilt-on-load-fixed", "fixed profile: saved master ignored on load",
-            "checkpoints, float16 + master, fixed profile", "fast.serializers:NpzDeserializer",
-            "__call__", _master_not_read_on_load),
+    _python("rule-t-not-restored-on-load", "each rule's step count not restored on load",
+            "checkpoints (bias corrections restart)", "fast.serializers:NpzDeserializer",
+            "__call__", _rule_t_not_read_on_load),
     _python("loss-scale-reset-on-load-fixed", "dynamic loss scale reset to 1 on load",
             "checkpoints with dynamic scaling, fixed profile", "fast.serializers", "load_npz",
             _loss_scale_reset_on_load),

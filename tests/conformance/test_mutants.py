@@ -35,6 +35,7 @@ TARGETS = {
     "state-through-fp16-on-load": "checkpoint/Adam/float32/chainer",
     "loss-scale-reset-on-load-fixed": "checkpoint/SGD/float16/fixed",
     "t-not-restored-on-load": "checkpoint/SGD/float32/chainer",
+    "rule-t-not-restored-on-load": "checkpoint/Adam/float32/chainer",
     "adam-swapped-betas": "matrix/Adam/float32/nohook/none/chainer",
     "vector-tail-dropped": "odd-sizes/SGD/float32",
     "fp16-state-not-rounded": "matrix/RMSprop/float16/nohook/none/chainer",
