@@ -129,7 +129,8 @@ def cmd_run(args, gate=False) -> int:
     print(report.summary_table(records))
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results)} cases, {len(failed)} failed")
-    _cache(args, records)
+    if not gate:
+        _cache(args, records)
     if failed:
         print_failure(args, failed[0])
     return 1 if failed else 0
