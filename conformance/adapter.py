@@ -1,0 +1,163 @@
+"""Drive any implementation module through the public API (README.md) from a `Case`.
+
+The adapter knows nothing about a particular implementation: it builds parameters, the
+optimizer, hooks and loss scaling; hands gradients (already multiplied by the loss scale);
+steps; saves and loads checkpoints; and reads or writes the full state as float64 arrays.
+The same code drives the implementation under test and the reference.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import streams
+from .cases import Case
+
+
+def load_impl(name: str):
+    """Import the implementation module named on the command line.
+
+    'chainer' selects the adapter over real Chainer (conformance.adapters.chainer).
+    """
+    if name == "chainer":
+        name = "conformance.adapters.chainer"
+    module = importlib.import_module(name)
+    missing = [a for a in ("Parameter", "optimizers", "optimizer_hooks") if not hasattr(module, a)]
+    if missing:
+        raise ImportError(f"module {name!r} does not expose the public API: missing {missing}")
+    return module
+
+
+def to_host(array) -> np.ndarray | None:
+    """A NumPy copy of an array that may live on a GPU (CuPy's `.get()`)."""
+    if array is None:
+        return None
+    if hasattr(array, "get") and not isinstance(array, np.ndarray):
+        array = array.get()
+    return np.array(array, copy=True)
+
+
+@dataclass
+class ParamState:
+    """One parameter's full state after a step, on the host, in its own dtypes."""
+    param: np.ndarray
+    master: np.ndarray | None
+    state: dict | None
+    t: int
+    grad: np.ndarray | None
+
+
+@dataclass
+class Snapshot:
+    """The full observable state of one optimizer."""
+    params: dict
+    t: int
+    epoch: int
+    loss_scale: float | None
+
+
+class Driver:
+    """One optimizer built from a case, on one implementation module."""
+
+    def __init__(self, impl, case: Case, xp=np, optimizer_kwargs=None):
+        self.impl = impl
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.case = case
+        self.xp = xp
+        self.params = {
+            spec.name: impl.Parameter(xp.asarray(streams.initial_value(case, i, spec)), name=spec.name)
+            for i, spec in enumerate(case.params)
+        }
+        self.optimizer = self._build_optimizer()
+
+    # -- construction -------------------------------------------------------------------
+    def _build_optimizer(self):
+        case, impl = self.case, self.impl
+        cls = getattr(impl.optimizers, case.optimizer)
+        opt = cls(**dict(case.hyperparams), profile=case.profile, **self.optimizer_kwargs)
+        opt.setup(self.params)
+        if case.uses_master:
+            opt.use_fp32_update()
+        ls = case.loss_scaling
+        if ls.mode == "static":
+            opt.loss_scaling(scale=ls.scale)
+        elif ls.mode == "dynamic":
+            opt.loss_scaling(interval=ls.interval, scale=None)
+        for name, hp, value in case.overrides:
+            setattr(self.params[name].update_rule.hyperparam, hp, value)
+        for name in case.disabled:
+            self.params[name].update_rule.enabled = False
+        for position, spec in enumerate(case.hooks):
+            hook = self._build_hook(spec)
+            hook_name = f"{spec.kind}_{position}"
+            if spec.param is None:
+                opt.add_hook(hook, name=hook_name, timing=spec.timing)
+            else:
+                self.params[spec.param].update_rule.add_hook(hook, name=hook_name, timing=spec.timing)
+        return opt
+
+    def _build_hook(self, spec):
+        cls = getattr(self.impl.optimizer_hooks, spec.kind)
+        if spec.kind == "GradientNoise":
+            return cls(*spec.args, noise_func=streams.deterministic_noise)
+        return cls(*spec.args)
+
+    # -- stepping -----------------------------------------------------------------------
+    def set_grads(self, step: int) -> None:
+        scale = self.optimizer.loss_scale
+        for i, spec in enumerate(self.case.params):
+            grad = streams.gradient(self.case, i, spec, step, scale)
+            self.params[spec.name].grad = None if grad is None else self.xp.asarray(grad)
+
+    def step(self, step: int) -> None:
+        self.set_grads(step)
+        self.optimizer.update()
+
+    def checkpoint(self) -> None:
+        """Save the optimizer to npz and load it into a freshly built optimizer.
+
+        The parameters (the model) keep their arrays, as a model checkpoint would restore them.
+        """
+        handle, path = tempfile.mkstemp(suffix=".npz")
+        os.close(handle)
+        try:
+            self.impl.serializers.save_npz(path, self.optimizer)
+            for name, p in self.params.items():
+                self.params[name] = self.impl.Parameter(p.data, name=name)
+            self.optimizer = self._build_optimizer()
+            self.impl.serializers.load_npz(path, self.optimizer)
+        finally:
+            os.unlink(path)
+
+    # -- state --------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        params = {}
+        for name, p in self.params.items():
+            rule = p.update_rule
+            state = None if rule.state is None else {k: to_host(rule.state[k]) for k in rule.state}
+            params[name] = ParamState(param=to_host(p.data), master=to_host(rule.fp32_param),
+                                      state=state, t=int(rule.t), grad=to_host(p.grad))
+        opt = self.optimizer
+        return Snapshot(params=params, t=int(opt.t), epoch=int(opt.epoch),
+                        loss_scale=None if opt.loss_scale is None else float(opt.loss_scale))
+
+    def force(self, snap: Snapshot) -> None:
+        """Overwrite this optimizer's continuous state (params, masters, rule state) in place.
+
+        Discrete state (counters, loss scale) is not forced: it must agree exactly anyway and
+        is compared as a discrete event.
+        """
+        for name, ps in snap.params.items():
+            p = self.params[name]
+            p.data[...] = self.xp.asarray(ps.param)
+            rule = p.update_rule
+            if ps.master is not None and rule.fp32_param is not None:
+                rule.fp32_param[...] = self.xp.asarray(ps.master)
+            if ps.state is not None and rule.state is not None:
+                for key, value in ps.state.items():
+                    if key in rule.state:
+                        rule.state[key][...] = self.xp.asarray(value)

@@ -1,0 +1,146 @@
+"""The case model: everything one conformance case fixes, as frozen dataclasses.
+
+A case is pure data. Both sides of a comparison (the implementation under test and the
+reference) are built from it by `conformance.adapter`; nothing about the reference is ever
+read back from the implementation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OPTIMIZERS = (
+    "SGD", "MomentumSGD", "CorrectedMomentumSGD", "NesterovAG", "AdaGrad", "AdaDelta",
+    "RMSprop", "RMSpropGraves", "Adam", "AdamW", "AMSGrad", "AdaBound", "AMSBound",
+    "MSVAG", "SMORMS3",
+)
+DTYPE_MODES = ("float64", "float32", "float16_master", "float16")
+PROFILES = ("chainer", "fixed")
+HOOK_KINDS = ("WeightDecay", "Lasso", "GradientClipping", "GradientHardClipping",
+              "GradientNoise", "GradientLARS")
+LOSS_SCALING_MODES = ("none", "static", "dynamic")
+GRAD_KINDS = ("normal", "zeros", "fp16_overflow", "fp16_underflow", "subnormal")
+INJECTION_KINDS = ("inf", "-inf", "nan", "none")
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """One optimizer hook: its class, arguments, timing and where it is attached.
+
+    `param` is None for an optimizer-level hook, or the name of the parameter whose update
+    rule receives it (a per-rule hook, always run inside the rule).
+    """
+    kind: str
+    args: tuple = ()
+    timing: str = "auto"
+    param: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in HOOK_KINDS:
+            raise ValueError(f"unknown hook kind {self.kind!r}; expected one of {HOOK_KINDS}")
+        if self.timing not in ("auto", "pre", "post"):
+            raise ValueError(f"hook timing must be 'auto', 'pre' or 'post', not {self.timing!r}")
+
+
+@dataclass(frozen=True)
+class LossScaling:
+    """Loss scaling: off, a static scale, or dynamic with an interval."""
+    mode: str = "none"
+    scale: float | None = None
+    interval: int = 1000
+
+    def __post_init__(self):
+        if self.mode not in LOSS_SCALING_MODES:
+            raise ValueError(f"loss-scaling mode must be one of {LOSS_SCALING_MODES}")
+        if self.mode == "static" and not (self.scale and self.scale > 0):
+            raise ValueError("static loss scaling needs a positive scale")
+
+
+@dataclass(frozen=True)
+class Injection:
+    """A non-finite value (or a None gradient) planted at one step of one parameter.
+
+    `index` is the flat element index; ignored for kind 'none' (the whole grad is None).
+    """
+    step: int
+    param: str
+    kind: str
+    index: int = 0
+
+    def __post_init__(self):
+        if self.kind not in INJECTION_KINDS:
+            raise ValueError(f"injection kind must be one of {INJECTION_KINDS}")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A parameter: its name, shape, initial-value scale and gradient stream."""
+    name: str
+    shape: tuple
+    grad_kind: str = "normal"
+    grad_scale: float = 1.0
+    init_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.grad_kind not in GRAD_KINDS:
+            raise ValueError(f"gradient kind must be one of {GRAD_KINDS}")
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance case.
+
+    `hyperparams` and `overrides` are tuples of pairs so the case stays hashable;
+    `overrides` holds (param name, hyperparameter, value) triples set on that parameter's
+    rule; `disabled` names parameters whose rule is disabled; `checkpoints` are the steps
+    after which both sides save to npz and load into a freshly built optimizer.
+    """
+    name: str
+    optimizer: str
+    params: tuple
+    steps: int = 4
+    hyperparams: tuple = ()
+    dtype_mode: str = "float32"
+    profile: str = "chainer"
+    hooks: tuple = ()
+    loss_scaling: LossScaling = field(default_factory=LossScaling)
+    injections: tuple = ()
+    disabled: tuple = ()
+    overrides: tuple = ()
+    checkpoints: tuple = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}")
+        if self.dtype_mode not in DTYPE_MODES:
+            raise ValueError(f"dtype mode must be one of {DTYPE_MODES}, not {self.dtype_mode!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, not {self.profile!r}")
+        if self.steps < 1:
+            raise ValueError("a case needs at least one step")
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError("a case needs at least one parameter, with distinct names")
+        for hook in self.hooks:
+            if hook.param is not None and hook.param not in names:
+                raise ValueError(f"hook attached to unknown parameter {hook.param!r}")
+
+    @property
+    def storage_dtype(self) -> str:
+        return "float16" if self.dtype_mode.startswith("float16") else self.dtype_mode
+
+    @property
+    def uses_master(self) -> bool:
+        return self.dtype_mode == "float16_master"
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the implementation is allowed to compute in (fp16 modes: fp32)."""
+        return "float32" if self.dtype_mode.startswith("float16") else self.dtype_mode

@@ -1,0 +1,249 @@
+"""Where cases come from: the fixed CI suite and hypothesis strategies.
+
+`ci_suite(level)` is deterministic. Level "ci" covers the whole matrix
+optimizer x dtype mode x hook (none or one of six) x loss-scaling mode x profile with small
+shapes, plus feature cases (odd and large sizes, special gradient streams, injections, None
+grads, disabled rules, per-rule overrides and hooks, hook order, checkpoints, long runs,
+raised errors). Level "full" runs the same cases with more steps and larger shapes.
+
+`cases()` is the hypothesis strategy; `settings_profile(name)` gives the `ci`
+(derandomized), `dev` and `deep` settings.
+"""
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import HealthCheck, settings, strategies as st
+
+from .cases import (DTYPE_MODES, HOOK_KINDS, OPTIMIZERS, PROFILES, Case, HookSpec, Injection,
+                    LossScaling, ParamSpec)
+
+#: Arguments for each hook kind, chosen so the hook is active on the generated streams.
+HOOK_ARGS = {
+    "WeightDecay": (1e-2,),
+    "Lasso": (1e-3,),
+    "GradientClipping": (1.0,),
+    "GradientHardClipping": (-0.5, 0.5),
+    "GradientNoise": (0.3,),
+    "GradientLARS": (1e-2, 1e-3),
+}
+#: Hooks that Chainer can attach to a single update rule (call_for_each_param).
+PER_RULE_HOOKS = ("WeightDecay", "Lasso", "GradientHardClipping", "GradientNoise",
+                  "GradientLARS")
+#: The hyperparameter a per-rule override changes, per optimizer.
+LEARNING_RATE = {name: "lr" for name in OPTIMIZERS}
+LEARNING_RATE.update({n: "alpha" for n in ("Adam", "AdamW", "AMSGrad", "AdaBound", "AMSBound")})
+LEARNING_RATE["AdaDelta"] = "rho"
+#: Non-default hyperparameters that switch on a different code path.
+VARIANTS = {
+    "RMSprop": ({"eps_inside_sqrt": True}, {"eps_inside_sqrt": True, "eps": 1e-6},
+                {"eps": 1e-4}),
+    "Adam": ({"amsgrad": True}, {"adabound": True}, {"weight_decay_rate": 1e-2},
+             {"eta": 0.5}),
+    "AdamW": ({"weight_decay_rate": 1e-2},),
+    "MSVAG": ({"beta": 0.9},),
+    "AdaBound": ({"final_lr": 0.5, "gamma": 0.1},),
+}
+#: Hyperparameters the matrix uses instead of the defaults: RMSprop's default eps (1e-8)
+#: underflows in float16, so with it every float16 step would only raise the eps error
+#: (that error is covered by the feature cases, which keep the defaults).
+MATRIX_HYPERPARAMS = {"RMSprop": (("eps", 1e-6),)}
+LOSS_SCALINGS = (LossScaling(), LossScaling("static", 64.0), LossScaling("dynamic", None, 2))
+SMALL_SHAPES = ((), (0,), (1,), (7,), (2, 3))
+ODD_SIZES = (15, 16, 17, 31, 33, 63, 65, 129, 257)
+MORE_ODD_SIZES = ODD_SIZES + (127, 255, 1023, 1025)
+LARGE_SHAPE = (43, 47)       # 2021 elements: not a multiple of any vector width
+LARGER_SHAPE = (67, 61)      # 4087 elements
+
+
+def _params(shapes, **kwargs):
+    return tuple(ParamSpec(f"p{i}", tuple(s), **kwargs) for i, s in enumerate(shapes))
+
+
+def _skip_injection(ls: LossScaling, params) -> tuple:
+    """A non-finite grad at step 2 when dynamic scaling would skip that step."""
+    if ls.mode != "dynamic":
+        return ()
+    target = next(p for p in params if p.size)
+    return (Injection(2, target.name, "inf", 0),)
+
+
+def matrix_cases(steps=3, shapes=SMALL_SHAPES):
+    """Every optimizer x dtype mode x hook x loss-scaling mode x profile."""
+    hooks = (None,) + HOOK_KINDS
+    for opt, mode, hook, ls, profile in itertools.product(
+            OPTIMIZERS, DTYPE_MODES, hooks, LOSS_SCALINGS, PROFILES):
+        params = _params(shapes)
+        yield Case(
+            name=f"matrix/{opt}/{mode}/{hook or 'nohook'}/{ls.mode}/{profile}",
+            optimizer=opt, params=params, steps=steps, dtype_mode=mode, profile=profile,
+            hyperparams=MATRIX_HYPERPARAMS.get(opt, ()),
+            hooks=() if hook is None else (HookSpec(hook, HOOK_ARGS[hook]),),
+            loss_scaling=ls, injections=_skip_injection(ls, params), seed=len(opt))
+
+
+def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
+    """Cases aimed at one feature each, over every optimizer and the four dtype modes."""
+    for opt, mode in itertools.product(OPTIMIZERS, DTYPE_MODES):
+        tag = f"{opt}/{mode}"
+        base = dict(optimizer=opt, dtype_mode=mode, steps=steps)
+        yield Case(name=f"odd-sizes/{tag}", params=_params([(n,) for n in odd_sizes]), **base)
+        yield Case(name=f"large/{tag}", params=_params([large_shape]),
+                   optimizer=opt, dtype_mode=mode, steps=2)
+        for variant in VARIANTS.get(opt, ()):
+            key = ",".join(f"{k}={v}" for k, v in variant.items())
+            yield Case(name=f"variant/{tag}/{key}", params=_params([(9,), (33,)]),
+                       hyperparams=tuple(variant.items()), **base)
+        for kind, scale in (("normal", 1e-3), ("normal", 1e3), ("zeros", 1.0),
+                            ("fp16_overflow", 1.0), ("fp16_underflow", 1.0),
+                            ("subnormal", 1.0)):
+            yield Case(name=f"grads/{tag}/{kind}x{scale:g}",
+                       params=_params([(17,), ()], grad_kind=kind, grad_scale=scale), **base)
+        params = _params([(5,), (8,), (3,)])
+        yield Case(name=f"none-grad-disabled-override/{tag}", params=params,
+                   injections=(Injection(2, "p0", "none"), Injection(3, "p2", "nan", 1)),
+                   disabled=("p1",), overrides=(("p2", LEARNING_RATE[opt], 0.5 if
+                                                 LEARNING_RATE[opt] != "rho" else 0.9),),
+                   **base)
+        yield Case(name=f"long/{tag}", params=_params([(3,), (11,)]), steps=12,
+                   optimizer=opt, dtype_mode=mode,
+                   loss_scaling=LossScaling("dynamic", None, 3),
+                   injections=(Injection(1, "p0", "inf", 0), Injection(4, "p1", "nan", 5),
+                               Injection(9, "p0", "-inf", 2)))
+        order = (HookSpec("WeightDecay", (0.5,)), HookSpec("GradientHardClipping", (-0.05, 0.05)))
+        for label, chain in (("decay-then-clip", order), ("clip-then-decay", order[::-1])):
+            yield Case(name=f"hook-order/{tag}/{label}", params=_params([(5,), ()]),
+                       hooks=chain, **base)
+        for profile in PROFILES:
+            clip = (HookSpec("GradientClipping", (1.0,)),)
+            yield Case(name=f"clip-small-norm/{tag}/{profile}", profile=profile, hooks=clip,
+                       params=_params([(6,)], grad_scale=1e-3), **base)
+            yield Case(name=f"clip-zero-norm/{tag}/{profile}", profile=profile, hooks=clip,
+                       params=_params([(6,)], grad_kind="zeros"), **base)
+        for profile in PROFILES:
+            ls = LossScaling("dynamic", None, 2) if mode.startswith("float16") else LossScaling()
+            yield Case(name=f"checkpoint/{tag}/{profile}", params=_params([(6,), (13,)]),
+                       profile=profile, loss_scaling=ls, checkpoints=(2,), **base)
+            hooks = (HookSpec("WeightDecay", HOOK_ARGS["WeightDecay"]),
+                     HookSpec("GradientClipping", (0.3,)),
+                     HookSpec("GradientHardClipping", (-0.05, 0.05), timing="post"),
+                     HookSpec("Lasso", HOOK_ARGS["Lasso"], param="p0"),
+                     HookSpec("GradientLARS", HOOK_ARGS["GradientLARS"], timing="post", param="p1"))
+            for order, chain in (("forward", hooks), ("reversed", hooks[:3][::-1] + hooks[3:])):
+                yield Case(name=f"hook-chain/{tag}/{profile}/{order}",
+                           params=_params([(4,), (9,)]), profile=profile, hooks=chain,
+                           loss_scaling=LossScaling("static", 8.0), **base)
+    for mode in DTYPE_MODES:
+        for opt, hp in (("Adam", {"eps": 1e-60}), ("RMSprop", {"eps": 1e-60}),
+                        ("AdamW", {"eps": 1e-60})):
+            yield Case(name=f"error/{opt}-tiny-eps/{mode}", optimizer=opt, dtype_mode=mode,
+                       params=_params([(3,)]), hyperparams=tuple(hp.items()))
+
+
+LEVELS = {
+    "smoke": lambda: itertools.islice(matrix_cases(steps=2), 0, None, 17),
+    "ci": lambda: itertools.chain(matrix_cases(), feature_cases()),
+    "full": lambda: itertools.chain(matrix_cases(steps=6),
+                                    feature_cases(steps=8, odd_sizes=MORE_ODD_SIZES,
+                                                  large_shape=LARGER_SHAPE)),
+}
+
+
+def ci_suite(level="ci") -> list:
+    """The fixed suite at `level` ('smoke', 'ci' or 'full'), in a stable order."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown suite level {level!r}; expected one of {sorted(LEVELS)}")
+    return list(LEVELS[level]())
+
+
+# -- hypothesis --------------------------------------------------------------------------------
+SHAPES = ((), (0,), (1,), (2,), (7,), (8,), (9,), (16,), (17,), (3, 5), (31,), (33,), (65,),
+          (129,), (257,))
+
+
+@st.composite
+def hyperparams(draw, optimizer: str):
+    lr_name = LEARNING_RATE[optimizer]
+    out = {}
+    if lr_name == "rho":
+        out["rho"] = draw(st.sampled_from((0.9, 0.95, 0.99)))
+    else:
+        out[lr_name] = draw(st.sampled_from((1e-4, 1e-3, 1e-2, 0.1, 0.5)))
+    if optimizer in ("MomentumSGD", "CorrectedMomentumSGD", "NesterovAG", "RMSpropGraves"):
+        out["momentum"] = draw(st.sampled_from((0.0, 0.5, 0.9)))
+    if optimizer in ("Adam", "AdamW", "AMSGrad", "AdaBound", "AMSBound"):
+        out["beta1"] = draw(st.sampled_from((0.0, 0.5, 0.9)))
+        out["beta2"] = draw(st.sampled_from((0.9, 0.99, 0.999)))
+        out["eps"] = draw(st.sampled_from((1e-8, 1e-6, 1e-3)))
+    if optimizer in ("Adam", "AdamW"):
+        out["weight_decay_rate"] = draw(st.sampled_from((0.0, 0.0, 1e-2)))
+    if optimizer == "Adam":
+        out["amsgrad"] = draw(st.booleans())
+    if optimizer == "RMSprop":
+        out["eps_inside_sqrt"] = draw(st.booleans())
+        out["eps"] = draw(st.sampled_from((1e-8, 1e-6, 1e-4)))
+    if optimizer == "MSVAG":
+        out["beta"] = draw(st.sampled_from((0.5, 0.9, 0.99)))
+    return tuple(out.items())
+
+
+@st.composite
+def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True) -> Case:
+    """A random case over the whole case model (optionally fewer dtype modes, only
+    optimizer-level hooks, or no checkpoints)."""
+    optimizer = draw(st.sampled_from(OPTIMIZERS))
+    mode = draw(st.sampled_from(modes))
+    profile = draw(st.sampled_from(PROFILES))
+    n = draw(st.integers(1, 3))
+    params = tuple(
+        ParamSpec(f"p{i}", draw(st.sampled_from(SHAPES)),
+                  grad_kind=draw(st.sampled_from(("normal",) * 4 + ("zeros", "fp16_overflow",
+                                                                    "fp16_underflow", "subnormal"))),
+                  grad_scale=draw(st.sampled_from((1e-4, 1e-2, 1.0, 1e2))),
+                  init_scale=draw(st.sampled_from((0.0, 1e-2, 1.0, 10.0))))
+        for i in range(n))
+    steps = draw(st.integers(1, 6))
+    names = [p.name for p in params]
+    hooks = tuple(draw(st.lists(_hooks(names, per_rule_hooks), max_size=2)))
+    ls = draw(st.sampled_from(LOSS_SCALINGS + (LossScaling("static", 1024.0),
+                                               LossScaling("dynamic", None, 1))))
+    injections = tuple(draw(st.lists(st.builds(
+        Injection, st.integers(1, steps), st.sampled_from(names),
+        st.sampled_from(("inf", "-inf", "nan", "none")), st.integers(0, 1000)), max_size=2)))
+    disabled = tuple(draw(st.lists(st.sampled_from(names), max_size=1)))
+    overrides = ()
+    if draw(st.booleans()):
+        lr_name = LEARNING_RATE[optimizer]
+        overrides = ((draw(st.sampled_from(names)), lr_name, 0.9 if lr_name == "rho" else 0.05),)
+    checkpoint_steps = st.lists(st.integers(1, steps), max_size=1 if checkpoints else 0)
+    checkpoints = tuple(draw(checkpoint_steps))
+    return Case(name="hypothesis", optimizer=optimizer, params=params, steps=steps,
+                hyperparams=draw(hyperparams(optimizer)), dtype_mode=mode, profile=profile,
+                hooks=hooks, loss_scaling=ls, injections=injections, disabled=disabled,
+                overrides=overrides, checkpoints=checkpoints, seed=draw(st.integers(0, 2**16)))
+
+
+@st.composite
+def _hooks(draw, names, per_rule=True):
+    kind = draw(st.sampled_from(HOOK_KINDS))
+    param = None
+    if per_rule and kind in PER_RULE_HOOKS and draw(st.booleans()):
+        param = draw(st.sampled_from(names))
+    timing = draw(st.sampled_from(("auto", "pre", "post")))
+    return HookSpec(kind, HOOK_ARGS[kind], timing=timing, param=param)
+
+
+PROFILE_SETTINGS = {
+    "ci": dict(max_examples=40, derandomize=True, database=None),
+    "dev": dict(max_examples=300),
+    "deep": dict(max_examples=10_000),
+}
+
+
+def settings_profile(name: str) -> settings:
+    """Hypothesis settings for the `ci`, `dev` or `deep` campaign."""
+    if name not in PROFILE_SETTINGS:
+        raise ValueError(f"unknown hypothesis profile {name!r}; expected one of "
+                         f"{sorted(PROFILE_SETTINGS)}")
+    return settings(deadline=None, suppress_health_check=list(HealthCheck),
+                    **PROFILE_SETTINGS[name])

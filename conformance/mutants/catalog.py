@@ -1,0 +1,414 @@
+"""The catalog of planted bugs: each a small wrong variant of `fast`.
+
+Every entry names the bug, the real-world bug class it models and where it is visible. Kernel
+edits change fast's one-source per-element math or its CPU driver; Python patches change its
+host-side code (hyperparameter tables, loss scaling, hook order, counters, serialization).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .planting import KernelEdit, PythonPatch
+
+MATH = "update_math.h"
+DRIVER = "cpu_driver.cpp"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    models: str          # the real-world bug it stands for
+    visible: str         # where the suite can see it
+    plant: tuple         # KernelEdit / PythonPatch objects, applied in order
+
+
+def _kernel(name, models, visible, file, old, new):
+    return Mutant(name, models, visible, (KernelEdit(file, old, new),))
+
+
+def _python(name, models, visible, owner, attribute, make):
+    return Mutant(name, models, visible, (PythonPatch(owner, attribute, make),))
+
+
+# -- Python patch factories ---------------------------------------------------------------------
+def _msvag_beta_power_ahead(original):
+    def make_table(cls, raw, t, extras, dtype):
+        ahead = dict(extras, beta_power=extras["beta_power"] * raw[:, 1])
+        return original.__func__(cls, raw, t, ahead, dtype)
+    return classmethod(make_table)
+
+
+def _shift_t(delta):
+    def make(original):
+        return classmethod(lambda cls, raw, t, extras, dtype:
+                           original.__func__(cls, raw, t + delta, extras, dtype))
+    return make
+
+
+def _table_edit(edit):
+    """Wrap a rule family's kernel_table and edit the table it returns."""
+    def make(original):
+        def kernel_table(cls, raw, t, extras, dtype):
+            return edit(original.__func__(cls, raw, t, extras, dtype), dtype)
+        return classmethod(kernel_table)
+    return make
+
+
+def _swap_columns(i, j):
+    def edit(table, dtype):
+        table[:, [i, j]] = table[:, [j, i]]
+        return table
+    return edit
+
+
+def _fp16_eps(column):
+    """eps rounded to the update dtype when that is float16 (no master): 1e-8 becomes 0."""
+    def edit(table, dtype):
+        import numpy
+        if numpy.dtype(dtype) == numpy.float16:
+            table[:, column] = table[:, column].astype(numpy.float16)
+        return table
+    return edit
+
+
+def _next_scale_without_clamp(original):
+    def next_scale(self):
+        if not self.dynamic:
+            return
+        multiplier = 0.5 if self.isnan else (self.multiplier if self.isnan_ever else 2.0)
+        self.scale = min(65504.0, self.scale * multiplier)
+    return next_scale
+
+
+def _next_scale_always_doubling(original):
+    def next_scale(self):
+        if self.dynamic and not self.isnan:
+            self.isnan_ever = False
+        return original(self)
+    return next_scale
+
+
+def _next_scale_after_skip_grows(original):
+    def next_scale(self):
+        if self.dynamic and self.isnan:
+            self.isnan = False
+        return original(self)
+    return next_scale
+
+
+def _reversed_hooks(original):
+    def get(self, timing):
+        return list(reversed(original(self, timing)))
+    return get
+
+
+def _rule_t_on_skipped_steps(original):
+    def update(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if not self.is_safe_to_update():
+            for g in self._engine.groups:
+                g.t[g.enabled.astype(bool) & g.initialized.astype(bool)] += 1
+        return result
+    return update
+
+
+def _opt_t_not_on_skipped_steps(original):
+    def update(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if not self.is_safe_to_update():
+            self.t -= 1
+        return result
+    return update
+
+
+def _no_eps_check(original):
+    return lambda *args, **kwargs: None
+
+
+def _weight_decay_unscaled_rate(original):
+    def plan(self, ctx):
+        from fast import hook_ops
+        ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_PARAM, self.rate))
+    return plan
+
+
+def _noise_from_optimizer(original):
+    def plan(self, ctx):
+        import numpy
+        from fast import hook_ops
+        arrays = [numpy.ascontiguousarray(
+            numpy.asarray(self.noise_func(numpy, tuple(e.param.data.shape), ctx.hook_dtype(e),
+                                          self, ctx.optimizer)), dtype=ctx.hook_dtype(e))
+                  for e in ctx.entries]
+        ctx.ops.append(hook_ops.NoiseOp(arrays))
+    return plan
+
+
+def _clip_ignores_rate_threshold(original):
+    def plan(self, ctx):
+        from fast import hook_ops
+        gsq, _ = ctx.sums_of_squares()
+        norm = float(sum(gsq[e.index] for e in ctx.entries)) ** 0.5
+        if norm > 0:
+            ctx.ops.append(hook_ops.ConstOp(hook_ops.SCALE, self.threshold / norm,
+                                            round_to_grad_dtype=False))
+    return plan
+
+
+def _disabled_rules_still_step(original):
+    def update(self, hooks, loss_scale, hooked_rules_path):
+        saved = [g.enabled.copy() for g in self.groups]
+        for g in self.groups:
+            g.enabled[:] = 1
+        try:
+            return original(self, hooks, loss_scale, hooked_rules_path)
+        finally:
+            for g, enabled in zip(self.groups, saved):
+                g.enabled[:] = enabled
+    return update
+
+
+def _state_through_fp16_on_load(original):
+    """The npz reader rounds every float array it loads (except the master) through fp16."""
+    def read(self, key, value):
+        import numpy
+        result = original(self, key, value)
+        if (isinstance(result, numpy.ndarray) and result.dtype.kind == "f"
+                and result.dtype != numpy.float16 and not self.check_only
+                and key != "fp32_param" and result.size):
+            result[...] = result.astype(numpy.float16)
+        return result
+    return read
+
+
+def _rule_t_not_read_on_load(original):
+    """The npz reader ignores each rule's saved step count (only the optimizer's is read)."""
+    def read(self, key, value):
+        if key == "t" and self.path:
+            return value
+        return original(self, key, value)
+    return read
+
+
+def _loss_scale_reset_on_load(original):
+    def load_npz(file, obj, *args, **kwargs):
+        result = original(file, obj, *args, **kwargs)
+        if obj._loss.dynamic:
+            obj._loss.scale = 1.0
+        return result
+    return load_npz
+
+
+def _t_not_restored_on_load(original):
+    def load_npz(file, obj, *args, **kwargs):
+        saved = obj.t
+        result = original(file, obj, *args, **kwargs)
+        obj.t = saved
+        return result
+    return load_npz
+
+
+def _none_grad_skips_rule(original):
+    def update(self, *args, **kwargs):
+        skipped = [p for _, p in self._named if p.grad is None and p.update_rule.enabled]
+        for p in skipped:
+            p.update_rule.enabled = False
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            for p in skipped:
+                p.update_rule.enabled = True
+    return update
+
+
+def _overrides_ignored(original):
+    def refresh(self):
+        result = original(self)
+        if len(self.raw):
+            self.raw[:] = self.raw[0]
+        return result
+    return refresh
+
+
+def _zero_norm_nan_in_fixed(original):
+    def plan(self, ctx):
+        if ctx.profile == "fixed":
+            from fast import hook_ops
+            gsq, _ = ctx.sums_of_squares()
+            norm = float(sum(gsq[e.index] for e in ctx.entries)) ** 0.5
+            rate = self.threshold / norm if norm else float("nan")
+            if not rate >= 1:
+                ctx.ops.append(hook_ops.ConstOp(hook_ops.SCALE, rate, round_to_grad_dtype=False))
+            return
+        return original(self, ctx)
+    return plan
+
+
+ADAM = "fast.optimizers.adam:AdamRule"
+MSVAG = "fast.optimizers.msvag:MSVAGRule"
+OPT = "fast.optimizer:GradientMethod"
+
+CATALOG = (
+    # --- per-element math (update_math.h) ---------------------------------------------------
+    _kernel("adam-swapped-betas", "beta1 and beta2 swapped in a fused Adam kernel",
+            "every Adam-family case", MATH,
+            "T m = round_to<S>(s[0] + hp[0] * (g - s[0]));\n        T v = round_to<S>(s[1] + hp[1] * (g * g - s[1]));",
+            "T m = round_to<S>(s[0] + hp[1] * (g - s[0]));\n        T v = round_to<S>(s[1] + hp[0] * (g * g - s[1]));"),
+    _kernel("adam-eps-inside-sqrt", "eps added under the square root (sqrt(v + eps))",
+            "Adam family where sqrt(v) is near eps (small or zero gradients)", MATH,
+            "T step = hp[2] / (fast_sqrt(vhat) + hp[3]);", "T step = hp[2] / fast_sqrt(vhat + hp[3]);"),
+    _kernel("amsgrad-max-not-stored", "AMSGrad's running max computed but never written back",
+            "AMSGrad/AMSBound from step 2, when v decreases", MATH,
+            "            s[2] = vhat;\n", ""),
+    _kernel("amsgrad-max-of-old-v", "AMSGrad takes the max with the previous v instead of the new one",
+            "AMSGrad/AMSBound", MATH,
+            "vhat = nan_max(s[2], v);", "vhat = nan_max(s[2], s[1]);"),
+    _kernel("adabound-clamp-missing", "AdaBound's step-size clamp dropped",
+            "AdaBound/AMSBound when the step leaves [lower, upper]", MATH,
+            "        if (hp[4] != T(0)) step = nan_clip(step, hp[5], hp[6]);\n", ""),
+    _kernel("adamw-decay-dropped", "decoupled weight decay not applied in the fused path",
+            "AdamW / Adam with weight_decay_rate", MATH,
+            "p = hp[9] != T(0) ? p + delta : hp[7] * p + delta;", "p = p + delta;"),
+    _kernel("momentum-state-not-stored", "velocity computed but not written back",
+            "MomentumSGD from step 2", MATH,
+            "        s[0] = v;\n        p = p + v;", "        p = p + v;"),
+    _kernel("corrected-momentum-lr-on-grad", "CorrectedMomentumSGD scales the gradient, not the velocity",
+            "CorrectedMomentumSGD", MATH,
+            "        v = round_to<S>(v - g);\n        s[0] = v;\n        p = p + hp[1] * v;",
+            "        v = round_to<S>(v - hp[1] * g);\n        s[0] = v;\n        p = p + v;"),
+    _kernel("nesterov-momentum-not-squared", "Nesterov look-ahead uses momentum instead of momentum^2",
+            "NesterovAG from step 2", MATH,
+            "p = round_to<P>(p + hp[2] * v);", "p = round_to<P>(p + hp[0] * v);"),
+    _kernel("adagrad-eps-inside-sqrt", "AdaGrad with eps under the square root",
+            "AdaGrad", MATH,
+            "p = p - hp[0] * g / (fast_sqrt(h) + hp[1]);", "p = p - hp[0] * g / fast_sqrt(h + hp[1]);"),
+    _kernel("adadelta-ratio-inverted", "AdaDelta's RMS ratio inverted",
+            "AdaDelta", MATH,
+            "T dx = fast_sqrt((s[1] + hp[2]) / (msg + hp[2])) * g;",
+            "T dx = fast_sqrt((msg + hp[2]) / (s[1] + hp[2])) * g;"),
+    _kernel("rmsprop-eps-inside-ignored", "eps_inside_sqrt flag ignored by the kernel",
+            "RMSprop with eps_inside_sqrt=True", MATH,
+            "T denom = hp[4] != T(0) ? fast_sqrt(ms + hp[2]) : fast_sqrt(ms) + hp[2];",
+            "T denom = fast_sqrt(ms) + hp[2];"),
+    _kernel("graves-variance-without-mean", "RMSpropGraves drops the a^2 term (n - a^2)",
+            "RMSpropGraves", MATH,
+            "fast_sqrt(n - a * a + hp[4])", "fast_sqrt(n + hp[4])"),
+    _kernel("msvag-nan-rule-missing", "MSVAG's factor NaN -> 0 rule missing (0/0 on zero gradients)",
+            "MSVAG with exact-zero gradients", MATH,
+            "        if (factor != factor) factor = T(0);\n", ""),
+    _kernel("msvag-clamp-missing", "MSVAG's factor not clamped to [0, 1]",
+            "MSVAG where rounding makes the variance estimate negative", MATH,
+            "        factor = nan_clip(factor, T(0), T(1));\n", ""),
+    _kernel("smorms3-min-missing", "SMORMS3 uses x instead of min(x, lr)",
+            "SMORMS3", MATH,
+            "p = p - g * nan_min(x, hp[0]) / (fast_sqrt(a2) + hp[1]);",
+            "p = p - g * x / (fast_sqrt(a2) + hp[1]);"),
+    _kernel("smorms3-memory-uses-r", "SMORMS3 memory update with r in place of x",
+            "SMORMS3 from step 1 (mem state)", MATH,
+            "s[0] = round_to<S>(T(1) + s[0] * (T(1) - x));", "s[0] = round_to<S>(T(1) + s[0] * (T(1) - r));"),
+    _kernel("fp16-state-not-rounded", "fp16 state kept at fp32 precision between in-place steps",
+            "float16 without master (RMSprop with an eps float16 can hold)", MATH,
+            "        T ms = round_to<S>(s[0] * hp[0]);\n        ms = round_to<S>(ms + hp[1] * g * g);\n        s[0] = ms;",
+            "        T ms = s[0] * hp[0];\n        ms = round_to<S>(ms + hp[1] * g * g);\n        s[0] = ms;"),
+    _kernel("lasso-sign-of-grad", "Lasso uses sign(grad) instead of sign(param)",
+            "Lasso hook", MATH,
+            "round_to<H>(a * sign_of(p))", "round_to<H>(a * sign_of(g))"),
+    _kernel("hard-clipping-bounds-swapped", "GradientHardClipping bounds passed in the wrong order",
+            "GradientHardClipping hook", MATH,
+            "case HOOK_CLIP: return round_to<H>(nan_clip(g, a, b));",
+            "case HOOK_CLIP: return round_to<H>(nan_clip(g, b, a));"),
+    _kernel("noise-subtracted", "gradient noise subtracted instead of added",
+            "GradientNoise hook", MATH,
+            "case HOOK_ADD_NOISE: return round_to<H>(g + noise);",
+            "case HOOK_ADD_NOISE: return round_to<H>(g - noise);"),
+    # --- the CPU driver (cpu_driver.cpp) ----------------------------------------------------
+    _kernel("loss-scale-not-divided-with-master", "gradients not unscaled in the fp32-master path",
+            "float16 + master with loss scaling", DRIVER,
+            "        if (M::MASTER) g = g / divisor;", "        if (M::MASTER) g = g;"),
+    _kernel("master-not-copied-back", "fp16 parameter not rewritten from the updated fp32 master",
+            "float16 + master", DRIVER,
+            "        param[i] = store_as<P>(p);\n    }\n}",
+            "        if (!M::MASTER) param[i] = store_as<P>(p);\n    }\n}"),
+    _kernel("vector-tail-dropped", "vectorized loop forgets the remainder (size not a multiple of 8)",
+            "odd sizes, size 1, scalars", DRIVER,
+            "    for (int64_t i = a.chunk_begin[c]; i < a.chunk_end[c]; ++i) {\n        const T g = load_gradient<M>(a, t, i, base + i);\n        T p =",
+            "    for (int64_t i = a.chunk_begin[c]; i < a.chunk_begin[c] + ((a.chunk_end[c] - a.chunk_begin[c]) & ~int64_t(7)); ++i) {\n        const T g = load_gradient<M>(a, t, i, base + i);\n        T p ="),
+    _kernel("norm-stride-2", "sum of squares reads every other element (wrong stride)",
+            "GradientClipping / GradientLARS", DRIVER,
+            "        for (int64_t i = a.chunk_begin[c]; i < a.chunk_end[c]; ++i) {\n            const double g = (double)load_gradient<M>(a, t, i, base + i);",
+            "        for (int64_t i = a.chunk_begin[c]; i < a.chunk_end[c]; i += 2) {\n            const double g = (double)load_gradient<M>(a, t, i, base + i);"),
+    _kernel("nonfinite-check-skips-last", "inf/NaN check misses the last element of each tensor",
+            "dynamic loss scaling with a non-finite value in the last element", DRIVER,
+            "        for (int64_t i = a.chunk_begin[c]; i < a.chunk_end[c]; ++i) {\n            const T x = (T)fast_load(g[i]);",
+            "        for (int64_t i = a.chunk_begin[c]; i + 1 < a.chunk_end[c]; ++i) {\n            const T x = (T)fast_load(g[i]);"),
+    _kernel("state-not-stored-for-fp16", "state written back only when it is not fp16",
+            "float16 without master", DRIVER,
+            "        for (int k = 0; k < Rule::n_state; ++k) st[k][i] = store_as<S>(s[k]);",
+            "        if (sizeof(S) != 2) for (int k = 0; k < Rule::n_state; ++k) st[k][i] = store_as<S>(s[k]);"),
+    # --- host-side hyperparameters ------------------------------------------------------------
+    _python("adam-bias-correction-off-by-one", "bias correction computed with t + 1",
+            "Adam family, every step", ADAM, "kernel_table", _shift_t(1)),
+    _python("adam-host-betas-swapped", "1 - beta1 and 1 - beta2 swapped in the host table",
+            "Adam family", ADAM, "kernel_table", _table_edit(_swap_columns(0, 1))),
+    _python("adam-eps-cast-to-fp16", "eps rounded to float16 (1e-8 -> 0) for fp16 parameters",
+            "Adam family with sqrt(v) ~ 0: zero gradients", ADAM, "kernel_table",
+            _table_edit(_fp16_eps(3))),
+    _python("msvag-step-count-off-by-one", "MSVAG's bias correction uses beta^(t+1)",
+            "MSVAG", MSVAG, "kernel_table", _msvag_beta_power_ahead),
+    _python("eps-check-missing", "no error for an eps that underflows in the update dtype",
+            "the tiny-eps error cases", "fast.optimizers.adam", "check_eps_for", _no_eps_check),
+    _python("per-rule-overrides-ignored", "per-parameter hyperparameter overrides ignored by grouping",
+            "cases with overrides", "fast.engine:Group", "refresh_hparams", _overrides_ignored),
+    # --- loss scaling and counters ------------------------------------------------------------
+    _python("loss-scale-floor-missing", "dynamic loss scale allowed to fall below 1",
+            "a non-finite gradient at step 1", "fast.loss_scaling:LossScaling", "next_scale",
+            _next_scale_without_clamp),
+    _python("loss-scale-forgets-overflow", "growth back at x2 after an overflow (isnan_ever lost)",
+            "dynamic scaling after a skipped step", "fast.loss_scaling:LossScaling", "next_scale",
+            _next_scale_always_doubling),
+    _python("loss-scale-grows-on-skip", "scale not halved on a non-finite step",
+            "dynamic scaling with a non-finite gradient", "fast.loss_scaling:LossScaling",
+            "next_scale", _next_scale_after_skip_grows),
+    _python("rule-t-advanced-on-skip", "rule step counter advanced on skipped steps",
+            "dynamic scaling with a skipped step", OPT, "update", _rule_t_on_skipped_steps),
+    _python("opt-t-not-advanced-on-skip", "optimizer t not advanced on skipped steps",
+            "dynamic scaling with a skipped step", OPT, "update", _opt_t_not_on_skipped_steps),
+    _python("disabled-rules-updated", "disabled update rules still stepped by the fused pass",
+            "cases with a disabled rule", "fast.engine:Engine", "update", _disabled_rules_still_step),
+    _python("none-grad-skips-update", "a None gradient skips the rule instead of counting as zeros",
+            "cases with an injected None gradient", OPT, "update", _none_grad_skips_rule),
+    # --- hooks ----------------------------------------------------------------------------------
+    _python("hooks-in-reverse-order", "optimizer hooks run in reverse registration order",
+            "cases with two or more pre hooks", "fast.hookable:Hookable", "get", _reversed_hooks),
+    _python("weight-decay-rate-not-scaled", "WeightDecay rate not multiplied by the loss scale",
+            "WeightDecay with loss scaling, chainer profile", "fast.optimizer_hooks.weight_decay:WeightDecay",
+            "plan", _weight_decay_unscaled_rate),
+    _python("noise-func-gets-optimizer", "noise_func receives the optimizer (not the rule)",
+            "GradientNoise after a skipped step (opt.t != rule.t)",
+            "fast.optimizer_hooks.gradient_noise:GradientNoise", "plan", _noise_from_optimizer),
+    _python("clipping-always-rescales", "GradientClipping rescales even when the norm is below threshold",
+            "GradientClipping with a small norm", "fast.optimizer_hooks.gradient_clipping:GradientClipping",
+            "plan", _clip_ignores_rate_threshold),
+    _python("clipping-zero-norm-nan-fixed", "fixed profile: zero gradient norm makes NaN",
+            "GradientClipping on zero gradients, fixed profile",
+            "fast.optimizer_hooks.gradient_clipping:GradientClipping", "plan", _zero_norm_nan_in_fixed),
+    # --- serialization ------------------------------------------------------------------------
+    _python("state-through-fp16-on-load", "state cast to fp16 on load",
+            "checkpoints with fp32/float64 state", "fast.serializers:NpzDeserializer", "__call__",
+            _state_through_fp16_on_load),
+    _python("rule-t-not-restored-on-load", "each rule's step count not restored on load",
+            "checkpoints (bias corrections restart)", "fast.serializers:NpzDeserializer",
+            "__call__", _rule_t_not_read_on_load),
+    _python("loss-scale-reset-on-load-fixed", "dynamic loss scale reset to 1 on load",
+            "checkpoints with dynamic scaling, fixed profile", "fast.serializers", "load_npz",
+            _loss_scale_reset_on_load),
+    _python("t-not-restored-on-load", "optimizer t not restored from the checkpoint",
+            "checkpoints", "fast.serializers", "load_npz", _t_not_restored_on_load),
+)
+
+
+def by_name(name: str) -> Mutant:
+    for mutant in CATALOG:
+        if mutant.name == name:
+            return mutant
+    raise KeyError(f"no mutant named {name!r}")

@@ -1,0 +1,45 @@
+"""Run the suite against one mutant, in its own process (python -m conformance.mutants.worker).
+
+Reads a JSON list of case reprs on stdin, plants the mutant, checks the cases in order until
+the first divergence, and prints one JSON line: {"mutant", "detected", "case", "divergence",
+"cases_run", "error"}.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+from ..runner import case_from_repr
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    name = argv[0]
+    case_reprs = json.load(sys.stdin)
+    outcome = {"mutant": name, "detected": False, "case": None, "divergence": None,
+               "cases_run": 0, "error": None}
+    try:
+        from .catalog import by_name
+        mutant = by_name(name)
+        for patch in mutant.plant:
+            patch.plant()
+        import fast
+        from ..compare import check_case
+        warnings.simplefilter("ignore")
+        for text in case_reprs:
+            case = case_from_repr(text)
+            result = check_case(fast, case)
+            outcome["cases_run"] += 1
+            if not result.passed:
+                outcome.update(detected=True, case=case.name,
+                               divergence=result.divergences[0].describe())
+                break
+    except Exception as exc:  # reported in the table; a mutant that cannot plant is a failure
+        outcome["error"] = f"{type(exc).__name__}: {exc}"
+    print(json.dumps(outcome))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Mutant detection: planted bugs in `fast` must be caught, on cases the correct fast passes.
+
+A subset runs here (the Python-level mutants, which need no compilation, and three kernel
+edits); `python -m conformance mutants` runs the whole catalog against the whole suite.
+"""
+import warnings
+
+import pytest
+
+from conformance import generators
+from conformance.compare import check_case
+from conformance.mutants import CATALOG
+from conformance.mutants.runner import run_mutant
+
+#: mutant -> a suite case on which it is visible.
+TARGETS = {
+    "adam-bias-correction-off-by-one": "matrix/Adam/float32/nohook/none/chainer",
+    "adam-host-betas-swapped": "matrix/AdamW/float32/nohook/none/chainer",
+    "adam-eps-cast-to-fp16": "grads/Adam/float16/zerosx1",
+    "msvag-step-count-off-by-one": "matrix/MSVAG/float32/nohook/none/chainer",
+    "eps-check-missing": "error/Adam-tiny-eps/float32",
+    "per-rule-overrides-ignored": "none-grad-disabled-override/SGD/float32",
+    "loss-scale-floor-missing": "long/SGD/float32",
+    "loss-scale-forgets-overflow": "long/SGD/float32",
+    "loss-scale-grows-on-skip": "matrix/SGD/float32/nohook/dynamic/chainer",
+    "rule-t-advanced-on-skip": "matrix/SGD/float32/nohook/dynamic/chainer",
+    "opt-t-not-advanced-on-skip": "matrix/SGD/float32/nohook/dynamic/chainer",
+    "disabled-rules-updated": "none-grad-disabled-override/Adam/float32",
+    "none-grad-skips-update": "none-grad-disabled-override/MomentumSGD/float32",
+    "hooks-in-reverse-order": "hook-order/SGD/float32/decay-then-clip",
+    "weight-decay-rate-not-scaled": "matrix/SGD/float32/WeightDecay/static/chainer",
+    "noise-func-gets-optimizer": "matrix/SGD/float32/GradientNoise/dynamic/chainer",
+    "clipping-always-rescales": "clip-small-norm/SGD/float32/chainer",
+    "clipping-zero-norm-nan-fixed": "clip-zero-norm/SGD/float32/fixed",
+    "state-through-fp16-on-load": "checkpoint/Adam/float32/chainer",
+    "loss-scale-reset-on-load-fixed": "checkpoint/SGD/float16/fixed",
+    "t-not-restored-on-load": "checkpoint/SGD/float32/chainer",
+    "rule-t-not-restored-on-load": "checkpoint/Adam/float32/chainer",
+    "adam-swapped-betas": "matrix/Adam/float32/nohook/none/chainer",
+    "vector-tail-dropped": "odd-sizes/SGD/float32",
+    "fp16-state-not-rounded": "matrix/RMSprop/float16/nohook/none/chainer",
+    "master-not-copied-back": "matrix/SGD/float16_master/nohook/none/chainer",
+}
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return {c.name: c for c in generators.ci_suite("ci")}
+
+
+def test_catalog_is_large_and_documented():
+    assert len(CATALOG) >= 40
+    assert len({m.name for m in CATALOG}) == len(CATALOG)
+    assert all(m.models and m.visible and m.plant for m in CATALOG)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_mutant_is_detected_where_fast_passes(name, cases):
+    import fast
+    case = cases[TARGETS[name]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        baseline = check_case(fast, case)
+    assert baseline.passed, f"correct fast fails {case.name}: {baseline.divergences[0].describe()}"
+    outcome = run_mutant(name, [case], timeout=300)
+    assert outcome.get("error") is None, outcome["error"]
+    assert outcome["detected"], f"{name} survived {case.name}"
