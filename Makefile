@@ -23,9 +23,13 @@ $(VENV)/.installed-bench: pyproject.toml | $(PY)
 	-$(PIP) install 'torch==2.13.0'
 	touch $@
 
-# The main job: the self-check of the reference (float64 against mpmath).
+# The main job: the reference's self-check (float64 against mpmath), then the conformance
+# suite on `fast` (the ci level), then the reports. The reports are written whatever the
+# verdict; the target's exit status is the suite's (0 conforms, 1 does not).
 run: $(VENV)/.installed-test
 	$(PY) -m reference.selfcheck
+	status=0; $(PY) -m conformance run --impl fast --level ci || status=$$?; \
+	$(PY) -m conformance report --impl fast --level ci && exit $$status
 
 # pytest exits 5 when it collects nothing; that is a failure here, as any non-zero exit is.
 test: $(VENV)/.installed-test

@@ -3,6 +3,7 @@
 A subset runs here (the Python-level mutants, which need no compilation, and three kernel
 edits); `python -m conformance mutants` runs the whole catalog against the whole suite.
 """
+import os
 import warnings
 
 import pytest
@@ -52,6 +53,22 @@ def test_catalog_is_large_and_documented():
     assert len(CATALOG) >= 40
     assert len({m.name for m in CATALOG}) == len(CATALOG)
     assert all(m.models and m.visible and m.plant for m in CATALOG)
+
+
+def test_every_kernel_edit_still_matches_the_kernel_sources_once():
+    """A kernel mutant whose snippet no longer occurs (after a kernel change) plants nothing:
+    catch that here, for the whole catalog, without compiling anything."""
+    import fast.backends.cpu as cpu
+    from conformance.mutants.planting import KernelEdit
+    stale = []
+    for mutant in CATALOG:
+        for edit in mutant.plant:
+            if isinstance(edit, KernelEdit):
+                with open(os.path.join(cpu.KERNEL_DIR, edit.file)) as f:
+                    count = f.read().count(edit.old)
+                if count != 1:
+                    stale.append(f"{mutant.name}: {edit.file} has the snippet {count} times")
+    assert not stale, stale
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
