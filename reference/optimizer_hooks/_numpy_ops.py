@@ -13,7 +13,8 @@ array's dtype unless its value needs a wider one (``numpy.min_scalar_type``: flo
 
 import numpy
 
-__all__ = ["scalar_operation_dtype", "scalar_times", "add_in_place", "multiply_in_place"]
+__all__ = ["scalar_operation_dtype", "scalar_times", "add_in_place", "multiply_in_place",
+           "divide_in_place"]
 
 
 def scalar_operation_dtype(ctx, scalar, dtype):
@@ -43,6 +44,14 @@ def multiply_in_place(ctx, values, dtype, scalar):
     operation_dtype = scalar_operation_dtype(ctx, scalar, dtype)
     factor = _round_scalar(ctx, scalar, operation_dtype)
     return ctx.round_to(ctx.round_to(values * factor, operation_dtype), dtype)
+
+
+def divide_in_place(ctx, values, dtype, scalar):
+    """``array /= scalar`` for an array of ``dtype``: the scalar converted to the operation's
+    dtype, the quotient rounded to it, then cast back to ``dtype``."""
+    operation_dtype = scalar_operation_dtype(ctx, scalar, dtype)
+    divisor = _round_scalar(ctx, scalar, operation_dtype)
+    return ctx.round_to(ctx.round_to(ctx.divide(values, divisor), operation_dtype), dtype)
 
 
 def _round_scalar(ctx, scalar, dtype):
