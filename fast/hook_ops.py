@@ -31,14 +31,17 @@ class ConstOp(object):
 
 
 class TensorScaleOp(object):
-    """g <- g * rate[parameter] (GradientLARS)."""
+    """g <- g * rate[parameter] (GradientLARS); ``g *= rate`` converts the rate to the
+    dtype the hook sees the gradient in, as NumPy does for an array and a scalar."""
     kind = SCALE_TENSOR
 
     def __init__(self, rates):
         self.rates = numpy.asarray(rates, dtype=numpy.float64)
 
     def tables(self, group):
-        a = self.rates[group.global_index]
+        dtype = engine_module.hook_dtype(group.mode, group.dtype)
+        with numpy.errstate(over="ignore"):
+            a = self.rates[group.global_index].astype(dtype).astype(numpy.float64)
         return a, numpy.zeros_like(a), None
 
 
