@@ -42,8 +42,11 @@ class GradientLARS(object):
         p, g = param.data, param.grad
         if p is None or g is None:
             return
-        p_norm, g_norm = numpy.linalg.norm(p), numpy.linalg.norm(g)
+        # NumPy 1.x semantics under any NumPy: the rate in float64 from the
+        # dtype-rounded norms, converted to the gradient's dtype for ``g *= rate``.
+        p_norm = numpy.float64(numpy.linalg.norm(p))
+        g_norm = numpy.float64(numpy.linalg.norm(g))
         local_rate = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
-        rate = numpy.where(p_norm > self.threshold, local_rate, 1.0)
+        rate = local_rate if p_norm > self.threshold else 1.0
         g += self.weight_decay * p
-        g *= rate
+        g *= g.dtype.type(rate)
