@@ -22,26 +22,37 @@ class ConstOp(object):
 
     def tables(self, group):
         n = len(group.entries)
-        a, b = self.a, self.b
+        a, b = numpy.full(n, self.a), numpy.full(n, self.b)
         if self.round:
+            if self.kind == SCALE:
+                return scale_as_numpy_converts(a, group), b, None
             dtype = engine_module.hook_dtype(group.mode, group.dtype)
             with numpy.errstate(over="ignore"):
-                a, b = float(dtype.type(a)), float(dtype.type(b))
-        return numpy.full(n, a), numpy.full(n, b), None
+                a, b = a.astype(dtype).astype(numpy.float64), b.astype(dtype).astype(numpy.float64)
+        return a, b, None
+
+
+def scale_as_numpy_converts(rates, group):
+    """The factors of ``g *= rate`` per tensor of ``group``, as NumPy 1.x converts the float64
+    rate: to the dtype the hook sees the gradient in, except for a 0-d gradient, which
+    counts as a scalar itself, so the product is float64, rounded once on store."""
+    dtype = engine_module.hook_dtype(group.mode, group.dtype)
+    with numpy.errstate(over="ignore"):
+        rounded = rates.astype(dtype).astype(numpy.float64)
+    zero_d = numpy.asarray([len(shape) == 0 for shape in group.shapes], dtype=bool)
+    return numpy.where(zero_d, rates, rounded)
 
 
 class TensorScaleOp(object):
-    """g <- g * rate[parameter] (GradientLARS); ``g *= rate`` converts the rate to the
-    dtype the hook sees the gradient in, as NumPy does for an array and a scalar."""
+    """g <- g * rate[parameter] (GradientLARS), the rates converted as NumPy 1.x
+    converts them (scale_as_numpy_converts)."""
     kind = SCALE_TENSOR
 
     def __init__(self, rates):
         self.rates = numpy.asarray(rates, dtype=numpy.float64)
 
     def tables(self, group):
-        dtype = engine_module.hook_dtype(group.mode, group.dtype)
-        with numpy.errstate(over="ignore"):
-            a = self.rates[group.global_index].astype(dtype).astype(numpy.float64)
+        a = scale_as_numpy_converts(self.rates[group.global_index], group)
         return a, numpy.zeros_like(a), None
 
 

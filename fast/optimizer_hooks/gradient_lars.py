@@ -43,10 +43,13 @@ class GradientLARS(object):
         if p is None or g is None:
             return
         # NumPy 1.x semantics under any NumPy: the rate in float64 from the
-        # dtype-rounded norms, converted to the gradient's dtype for ``g *= rate``.
+        # dtype-rounded norms, converted to the gradient's dtype for ``g *= rate``
+        # (and ``weight_decay`` for ``g += weight_decay * p``).
         p_norm = numpy.float64(numpy.linalg.norm(p))
         g_norm = numpy.float64(numpy.linalg.norm(g))
         local_rate = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
         rate = local_rate if p_norm > self.threshold else 1.0
-        g += self.weight_decay * p
-        g *= g.dtype.type(rate)
+        # A 0-d gradient counts as a scalar in NumPy 1.x: float64 operations there.
+        scalar = numpy.float64 if g.ndim == 0 else g.dtype.type
+        g += scalar(self.weight_decay) * p
+        g *= scalar(rate)
