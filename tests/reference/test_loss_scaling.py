@@ -294,6 +294,17 @@ def test_loss_scale_is_converted_to_the_gradients_dtype_before_dividing(profile)
     assert_bitwise_equal(p.data, np.array([-0.08526611328125], np.float16))
 
 
+def test_a_0d_gradient_is_divided_by_the_unrounded_loss_scale(profile):
+    # NumPy 1.x treats a 0-d array as a scalar too, so 0-d grad /= 1.1 is a
+    # float64 division: fp16(0.09375 / 1.1) = 0.085205078125 (checked against
+    # NumPy 1.26, where the 1-element array of the test above gives 0.08526611328125).
+    opt = optimizers.SGD(lr=1.0, profile=profile)
+    p = single_param(opt, values=0.0, dtype=np.float16)
+    opt.loss_scaling(scale=1.1)
+    step(opt, p, 0.09375)
+    assert_bitwise_equal(p.data, np.array(-0.085205078125, np.float16))
+
+
 @pytest.mark.parametrize("name", ALL_OPTIMIZERS)
 def test_a_skipped_step_is_invisible_to_the_trajectory(profile, name):
     # Everything a rule keeps between steps (state, rule.t and so Adam's bias
