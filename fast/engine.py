@@ -322,13 +322,14 @@ class Engine(object):
         return a
 
     def _hook_tables(self, g, hooks, param):
+        from fast import hook_ops  # hook_ops imports this module
         n = len(g.entries)
         kinds = numpy.zeros(max(len(hooks), 1), dtype=numpy.int32)
         ha = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.float64)
         hb = numpy.zeros_like(ha)
         noise = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.uint64)
         for k, op in enumerate(hooks):
-            kinds[k] = op.kind
+            kinds[k] = hook_ops.kind_for(op, g)
             ha[k], hb[k], ptrs = op.tables(g)
             if ptrs is not None:
                 noise[k] = ptrs

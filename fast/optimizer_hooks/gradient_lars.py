@@ -49,7 +49,5 @@ class GradientLARS(object):
         g_norm = numpy.float64(numpy.linalg.norm(g))
         local_rate = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
         rate = local_rate if p_norm > self.threshold else 1.0
-        # A 0-d gradient counts as a scalar in NumPy 1.x: float64 operations there.
-        scalar = numpy.float64 if g.ndim == 0 else g.dtype.type
-        g += scalar(self.weight_decay) * p
-        g *= scalar(rate)
+        g += hook_ops.numpy1_scalar(self.weight_decay, p) * p
+        g *= hook_ops.numpy1_scalar(rate, g)
