@@ -85,6 +85,9 @@ class Group(object):
         self.entries = entries
         self.global_index = numpy.asarray([e.index for e in entries], dtype=numpy.int64)
         self.shapes = [tuple(e.param.data.shape) for e in entries]
+        #: every tensor is 0-d (the engine groups 0-d parameters apart: NumPy 1.x
+        #: divides them by the loss scale in float64)
+        self.zero_d = all(len(shape) == 0 for shape in self.shapes)
         self.sizes = [int(numpy.prod(s, dtype=numpy.int64)) for s in self.shapes]
         self.offsets = numpy.zeros(len(entries), dtype=numpy.int64)
         if entries:
@@ -222,7 +225,8 @@ class Engine(object):
         use_master = rule._use_fp32_update and dtype == F16
         hp = rule.hyperparam
         return (dtype_mode(dtype, use_master, self.profile), str(dtype), type(rule),
-                rule.kernel_id(hp), tuple(rule.state_names(hp)))
+                rule.kernel_id(hp), tuple(rule.state_names(hp)),
+                entry.param.data.ndim == 0)
 
     def _regroup(self):
         snaps = [_snapshot(e) for e in self.entries]
@@ -230,7 +234,7 @@ class Engine(object):
         for e in self.entries:
             buckets.setdefault(self._layout_key(e), []).append(e)
         groups = []
-        for (mode, dtype, rule_cls, kernel_id, names), members in buckets.items():
+        for (mode, dtype, rule_cls, kernel_id, names, _), members in buckets.items():
             g = Group(rule_cls, kernel_id, mode, numpy.dtype(dtype), names, members)
             for i, e in enumerate(members):
                 _restore(g, i, e, snaps[e.index])
@@ -318,13 +322,14 @@ class Engine(object):
         return a
 
     def _hook_tables(self, g, hooks, param):
+        from fast import hook_ops  # hook_ops imports this module
         n = len(g.entries)
         kinds = numpy.zeros(max(len(hooks), 1), dtype=numpy.int32)
         ha = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.float64)
         hb = numpy.zeros_like(ha)
         noise = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.uint64)
         for k, op in enumerate(hooks):
-            kinds[k] = op.kind
+            kinds[k] = hook_ops.kind_for(op, g)
             ha[k], hb[k], ptrs = op.tables(g)
             if ptrs is not None:
                 noise[k] = ptrs
@@ -383,6 +388,10 @@ class Engine(object):
         divide_dtype = F32 if g.master is not None else g.dtype
         if fixed:
             divide_dtype = hook_dtype(g.mode, g.dtype)
+        if g.zero_d:
+            # NumPy 1.x: a 0-d gradient and the scale are both scalars, so the
+            # quotient is float64 (the scale is not rounded to the gradient's dtype).
+            divide_dtype = F64
         a.unscale_divisor = float(divide_dtype.type(loss_scale))
 
     @staticmethod

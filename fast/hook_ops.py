@@ -11,6 +11,24 @@ import numpy
 from fast import engine as engine_module
 
 ADD_PARAM, ADD_SIGN, CLIP, SCALE, SCALE_TENSOR, ADD_NOISE = 1, 2, 3, 4, 5, 6
+#: The kinds ``g += a * p`` and ``g += a * sign(p)`` take for a group of 0-d gradients:
+#: NumPy 1.x treats a 0-d array as a scalar, so the product is float64, not rounded to
+#: the gradient's dtype before the add (and ``a`` is not converted to it).
+WIDE_KIND = {ADD_PARAM: 7, ADD_SIGN: 8}
+
+
+def numpy1_scalar(value, array):
+    """``value`` as NumPy 1.x (Chainer 7.8.1's) converts a Python scalar meeting ``array``,
+    under any NumPy: float64 when ``array`` is 0-d (a scalar too), else the array's dtype
+    unless the value needs a wider one (value-based casting)."""
+    if array.ndim == 0:
+        return numpy.float64(value)
+    return numpy.result_type(array.dtype, numpy.min_scalar_type(float(value))).type(value)
+
+
+def kind_for(op, group):
+    """The kernel's hook kind for ``op`` on ``group``."""
+    return WIDE_KIND.get(op.kind, op.kind) if group.zero_d else op.kind
 
 
 class ConstOp(object):
@@ -22,23 +40,39 @@ class ConstOp(object):
 
     def tables(self, group):
         n = len(group.entries)
-        a, b = self.a, self.b
+        a, b = numpy.full(n, self.a), numpy.full(n, self.b)
         if self.round:
+            if self.kind == SCALE:
+                return scale_as_numpy_converts(a, group), b, None
+            if self.kind in WIDE_KIND and group.zero_d:
+                return a, b, None
             dtype = engine_module.hook_dtype(group.mode, group.dtype)
             with numpy.errstate(over="ignore"):
-                a, b = float(dtype.type(a)), float(dtype.type(b))
-        return numpy.full(n, a), numpy.full(n, b), None
+                a, b = a.astype(dtype).astype(numpy.float64), b.astype(dtype).astype(numpy.float64)
+        return a, b, None
+
+
+def scale_as_numpy_converts(rates, group):
+    """The factors of ``g *= rate`` per tensor of ``group``, as NumPy 1.x converts the float64
+    rate: to the dtype the hook sees the gradient in, except for a 0-d gradient, which
+    counts as a scalar itself, so the product is float64, rounded once on store."""
+    dtype = engine_module.hook_dtype(group.mode, group.dtype)
+    with numpy.errstate(over="ignore"):
+        rounded = rates.astype(dtype).astype(numpy.float64)
+    zero_d = numpy.asarray([len(shape) == 0 for shape in group.shapes], dtype=bool)
+    return numpy.where(zero_d, rates, rounded)
 
 
 class TensorScaleOp(object):
-    """g <- g * rate[parameter] (GradientLARS)."""
+    """g <- g * rate[parameter] (GradientLARS), the rates converted as NumPy 1.x
+    converts them (scale_as_numpy_converts)."""
     kind = SCALE_TENSOR
 
     def __init__(self, rates):
         self.rates = numpy.asarray(rates, dtype=numpy.float64)
 
     def tables(self, group):
-        a = self.rates[group.global_index]
+        a = scale_as_numpy_converts(self.rates[group.global_index], group)
         return a, numpy.zeros_like(a), None
 
 

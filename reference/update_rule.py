@@ -9,6 +9,7 @@ from reference import profiles
 from reference.arithmetic import FLOAT_DTYPES, Float64
 from reference.hookable import Hookable
 from reference.hyperparameter import Hyperparameter
+from reference.optimizer_hooks._numpy_ops import divide_in_place
 from reference.parameter import Parameter, read_only_storage_array
 from reference.serializers import ABSENT, is_deserializer, same_bits, serialize_optional
 
@@ -359,13 +360,17 @@ class UpdateRule:
 
 
 def divide_grad_by_loss_scale(param, loss_scale):
-    """``grad /= loss_scale``, the quotient stored in the gradient's dtype.
+    """``grad /= loss_scale`` as NumPy 1.x evaluates it (Chainer's CPU path): the scale
+    converted to the operation's dtype by value-based casting (the gradient's dtype, or
+    float32 for an fp16 gradient and a scale of 65000 or more), the quotient rounded to it
+    and stored in the gradient's dtype.
 
-    (NumPy also converts the float64 scale to the gradient's dtype before dividing; like
-    every scalar-to-compute-dtype conversion, that is left to the conformance error model.)
+    An fp16 gradient without a master is thus divided by ``float16(loss_scale)``, which
+    differs from the scale itself once dynamic scaling leaves the powers of two
+    (``scale * 2**(1/interval)`` after a skipped step).
     """
     ctx = param.arithmetic
-    param.store_grad(ctx.divide(param.grad_value, ctx.scalar(loss_scale)))
+    param.store_grad(divide_in_place(ctx, param.grad_value, param.dtype, ctx.scalar(loss_scale)))
 
 
 def _check_counter(value, what):

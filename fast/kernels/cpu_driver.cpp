@@ -91,6 +91,8 @@ void gradient_tile(const FastStepArgs& a, int64_t t, int64_t i0, int n, typename
         case HOOK_SCALE: hook_tile<M, HOOK_SCALE>(gb, pb, noise, i0, n, av, bv); break;
         case HOOK_SCALE_TENSOR: hook_tile<M, HOOK_SCALE_TENSOR>(gb, pb, noise, i0, n, av, bv); break;
         case HOOK_ADD_NOISE: hook_tile<M, HOOK_ADD_NOISE>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_ADD_PARAM_WIDE: hook_tile<M, HOOK_ADD_PARAM_WIDE>(gb, pb, noise, i0, n, av, bv); break;
+        case HOOK_ADD_SIGN_WIDE: hook_tile<M, HOOK_ADD_SIGN_WIDE>(gb, pb, noise, i0, n, av, bv); break;
         default: break;
         }
     }

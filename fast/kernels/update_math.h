@@ -296,7 +296,10 @@ enum FastHookKind {
     HOOK_CLIP = 3,        // GradientHardClipping:     g <- clip(g, a, b)
     HOOK_SCALE = 4,       // GradientClipping:         g <- g * a
     HOOK_SCALE_TENSOR = 5,// GradientLARS:             g <- g * rate[tensor]
-    HOOK_ADD_NOISE = 6    // GradientNoise:            g <- g + noise[tensor][i]
+    HOOK_ADD_NOISE = 6,   // GradientNoise:            g <- g + noise[tensor][i]
+    // A 0-d gradient is a scalar to NumPy 1.x: a * p is not rounded to H first.
+    HOOK_ADD_PARAM_WIDE = 7,  // WeightDecay, LARS decay on a 0-d gradient
+    HOOK_ADD_SIGN_WIDE = 8    // Lasso on a 0-d gradient
 };
 
 template <class T, class H>
@@ -308,6 +311,8 @@ FAST_FN T apply_hook(int kind, T g, T p, T a, T b, T noise) {
     case HOOK_SCALE: return round_to<H>(g * a);
     case HOOK_SCALE_TENSOR: return round_to<H>(g * a);
     case HOOK_ADD_NOISE: return round_to<H>(g + noise);
+    case HOOK_ADD_PARAM_WIDE: return round_to<H>(g + a * p);
+    case HOOK_ADD_SIGN_WIDE: return round_to<H>(g + a * sign_of(p));
     default: return g;
     }
 }

@@ -6,12 +6,16 @@ accumulated in double in fixed-size chunks summed in a fixed order.
 ``chainer`` profile: Chainer sums ``g.dot(g)`` per parameter, whose result
 NumPy stores in the gradient's dtype (for float16: accumulated in float32 and
 rounded to float16, so a parameter whose sum exceeds 65504 gives inf), then
-adds the per-parameter sums in that dtype, takes the square root and forms
-``rate = threshold / norm`` in it. Here each per-parameter sum is taken in
-double and then rounded to the gradient's dtype, and the rest is done with
-NumPy scalars of that dtype, which reproduces Chainer's result including
+adds them with Python's ``sum``, which starts from the int 0: under NumPy 1.x
+(Chainer 7.8.1's) ``0 + float16 scalar`` is a float64, so the total, its
+square root and ``rate = threshold / norm`` are float64. Here each
+per-parameter sum is taken in double and rounded to the gradient's dtype,
+and the rest is done in double, which reproduces Chainer's result including
 its overflow (norm inf -> rate 0 -> gradients zeroed). When ``rate >= 1``
 nothing changes.
+
+Both profiles: ``grad *= rate`` converts the rate to the dtype the hook sees
+the gradient in before multiplying (NumPy's scalar conversion).
 
 ``fixed`` profile: the gradients are unscaled (fp32 with a master), the sum
 stays in double, and a zero norm leaves the gradients unchanged.
@@ -42,15 +46,15 @@ class GradientClipping(object):
             rate = self.threshold / norm
         if rate >= 1:
             return
-        ctx.ops.append(hook_ops.ConstOp(hook_ops.SCALE, float(rate), round_to_grad_dtype=False))
+        ctx.ops.append(hook_ops.ConstOp(hook_ops.SCALE, float(rate)))
 
     def _chainer_rate(self, ctx, gsq):
         with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            total = 0
+            total = numpy.float64(0)
             for e in ctx.entries:
-                total = total + ctx.hook_dtype(e).type(gsq[e.index])
+                total = total + numpy.float64(ctx.hook_dtype(e).type(gsq[e.index]))
             norm = numpy.sqrt(total)
-            return self.threshold / norm
+            return numpy.float64(self.threshold) / norm
 
     def __call__(self, opt):
         raise TypeError("GradientClipping is an optimizer-level hook: add it with opt.add_hook, "

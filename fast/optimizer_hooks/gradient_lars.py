@@ -4,8 +4,10 @@
 
 Both norms of every parameter come from one segmented reduction pass.
 ``chainer`` profile: each norm is ``sqrt`` of the sum of squares rounded to
-the parameter's dtype (NumPy's ``linalg.norm`` returns that dtype) and the
-rate is formed with NumPy scalars of that dtype; ``fixed``: all in double.
+the parameter's dtype (NumPy's ``linalg.norm`` returns that dtype); the rate
+is formed from the norms with Python floats, which NumPy 1.x (Chainer 7.8.1's)
+evaluates in float64; ``fixed``: all in double. ``g *= rate`` then converts
+the rate to the gradient's dtype (see hook_ops.TensorScaleOp).
 """
 import numpy
 
@@ -28,10 +30,10 @@ class GradientLARS(object):
         with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
             for e in ctx.entries:
                 dtype = ctx.hook_dtype(e) if ctx.profile == "chainer" else numpy.dtype(numpy.float64)
-                p_norm = numpy.sqrt(dtype.type(psq[e.index]))
-                g_norm = numpy.sqrt(dtype.type(gsq[e.index]))
+                p_norm = numpy.float64(numpy.sqrt(dtype.type(psq[e.index])))
+                g_norm = numpy.float64(numpy.sqrt(dtype.type(gsq[e.index])))
                 local = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
-                rates[e.index] = numpy.where(p_norm > self.threshold, local, 1.0)
+                rates[e.index] = local if p_norm > self.threshold else 1.0
         ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_PARAM, self.weight_decay))
         ctx.ops.append(hook_ops.TensorScaleOp(rates))
 
@@ -40,8 +42,12 @@ class GradientLARS(object):
         p, g = param.data, param.grad
         if p is None or g is None:
             return
-        p_norm, g_norm = numpy.linalg.norm(p), numpy.linalg.norm(g)
+        # NumPy 1.x semantics under any NumPy: the rate in float64 from the
+        # dtype-rounded norms, converted to the gradient's dtype for ``g *= rate``
+        # (and ``weight_decay`` for ``g += weight_decay * p``).
+        p_norm = numpy.float64(numpy.linalg.norm(p))
+        g_norm = numpy.float64(numpy.linalg.norm(g))
         local_rate = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
-        rate = numpy.where(p_norm > self.threshold, local_rate, 1.0)
-        g += self.weight_decay * p
-        g *= rate
+        rate = local_rate if p_norm > self.threshold else 1.0
+        g += hook_ops.numpy1_scalar(self.weight_decay, p) * p
+        g *= hook_ops.numpy1_scalar(rate, g)

@@ -19,4 +19,5 @@ class Lasso(object):
         """As a rule hook: g <- g + rate * sign(p), in NumPy."""
         if param.data is None or param.grad is None:
             return
-        param.grad += self.rate * numpy.sign(param.data)
+        sign = numpy.sign(param.data)
+        param.grad += hook_ops.numpy1_scalar(self.rate, sign) * sign

@@ -36,4 +36,4 @@ class WeightDecay(object):
         loss_scale = getattr(param, "_loss_scale", None)
         if loss_scale is not None:
             rate = rate * loss_scale
-        param.grad += rate * param.data
+        param.grad += hook_ops.numpy1_scalar(rate, param.data) * param.data

@@ -203,3 +203,18 @@ def test_gradient_clipping_of_zero_gradients_stays_finite(profile):
     for key, p in params.items():
         np.testing.assert_array_equal(p.data, before[key], err_msg=key)
         assert all(np.all(np.isfinite(v)) for v in p.update_rule.state.values())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("shape, expected", [((1,), 0.08526611328125), ((), 0.085205078125)])
+def test_fp16_gradient_is_unscaled_as_numpy_1_casts_the_scale(profile, shape, expected):
+    # Chainer's grad /= loss_scale under NumPy 1.26: an n-d fp16 gradient is divided by
+    # float16(1.1) = 1.099609375; a 0-d one counts as a scalar, so the division is
+    # float64. SGD with lr = 1 from 0 exposes the unscaled gradient.
+    opt = fast.optimizers.SGD(lr=1.0, profile=profile)
+    param = fast.Parameter(np.zeros(shape, np.float16), name="w")
+    opt.setup({"w": param})
+    opt.loss_scaling(scale=1.1)
+    param.grad = np.full(shape, 0.09375, np.float16)  # already scaled
+    opt.update()
+    assert param.data.reshape(()) == np.float16(-expected)

@@ -281,17 +281,28 @@ def test_update_with_a_loss_function(profile):
     assert opt.loss_scale == 4.0
 
 
-def test_loss_scale_division_is_rounded_once_into_the_gradients_dtype(profile):
-    # The quotient is stored in the fp16 gradient: fp16(0.09375 / 1.1) =
-    # 0.085205078125. (Chainer's NumPy kernel first converts the scale to
-    # float16(1.1) = 1.099609375 and gives 0.08526611328125, one fp16 ulp away;
-    # docs/reference.md leaves that compute-dtype rounding to the conformance
-    # error model.) SGD with lr = 1 from 0 exposes the unscaled gradient.
+def test_loss_scale_is_converted_to_the_gradients_dtype_before_dividing(profile):
+    # NumPy (Chainer's CPU path) converts the scale to the gradient's dtype
+    # before dividing: float16(1.1) = 1.099609375, and the quotient is stored in
+    # the fp16 gradient: fp16(0.09375 / 1.099609375) = 0.08526611328125, one fp16
+    # ulp from fp16(0.09375 / 1.1) = 0.085205078125. SGD with lr = 1 from 0
+    # exposes the unscaled gradient.
     opt = optimizers.SGD(lr=1.0, profile=profile)
     p = single_param(opt, values=(0.0,), dtype=np.float16)
     opt.loss_scaling(scale=1.1)
     step(opt, p, (0.09375,))
-    assert_bitwise_equal(p.data, np.array([-0.085205078125], np.float16))
+    assert_bitwise_equal(p.data, np.array([-0.08526611328125], np.float16))
+
+
+def test_a_0d_gradient_is_divided_by_the_unrounded_loss_scale(profile):
+    # NumPy 1.x treats a 0-d array as a scalar too, so 0-d grad /= 1.1 is a
+    # float64 division: fp16(0.09375 / 1.1) = 0.085205078125 (checked against
+    # NumPy 1.26, where the 1-element array of the test above gives 0.08526611328125).
+    opt = optimizers.SGD(lr=1.0, profile=profile)
+    p = single_param(opt, values=0.0, dtype=np.float16)
+    opt.loss_scaling(scale=1.1)
+    step(opt, p, 0.09375)
+    assert_bitwise_equal(p.data, np.array(-0.085205078125, np.float16))
 
 
 @pytest.mark.parametrize("name", ALL_OPTIMIZERS)
