@@ -3,7 +3,6 @@ reference over the whole `ci` level (every dtype mode, hook, loss-scaling mode a
 plus the feature cases), one test per optimizer. A failure names the first diverging case and
 the command that reproduces it."""
 import os
-import re
 import warnings
 
 import pytest
@@ -19,7 +18,7 @@ IMPL = os.environ.get("CONFORMANCE_IMPL", "fast")
 #: is not yet settled (reports/fast-findings.md says what is known). They are reported, not
 #: hidden: each family must still diverge somewhere (test_open_findings_still_diverge), so
 #: the list can only shrink; every case outside them must conform.
-OPEN_FINDINGS = {}
+OPEN_FINDINGS = {}  # name -> re.Pattern over case names
 
 
 def open_finding(case_name):
