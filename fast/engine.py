@@ -256,12 +256,18 @@ class Engine(object):
             g.refresh_hparams()
         self.seen_generation = hyperparameter.generation()
 
-    def prepare_masters(self):
-        """Create missing fp32 masters now (the fixed profile's hooks read them)."""
+    def prepare_masters(self, step_goes_ahead):
+        """Fill every missing fp32 master from its fp16 values (the fixed profile's hooks read
+        masters). A master is kept (marked ready) only for a rule that updates in this step:
+        a disabled rule, or any rule on a skipped step, gets none, as in Chainer, where the
+        master is created by the rule's first update."""
         for g in self.groups:
-            if g.master is not None:
-                for i in numpy.flatnonzero(g.master_ready == 0):
-                    g.prepare_master(i)
+            if g.master is None:
+                continue
+            for i in numpy.flatnonzero(g.master_ready == 0):
+                g.master_view(i)[...] = g.param_view(i)
+                if step_goes_ahead and g.enabled[i]:
+                    g.master_ready[i] = 1
 
     # --- gradients ---
     def collect_grads(self, missing_as_zero=False):
@@ -450,14 +456,14 @@ class Engine(object):
             g.param_view(i)[...] = g.master_view(i)
         g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
 
-    def enter_fp32_view(self, loss_scale):
+    def enter_fp32_view(self, loss_scale, step_goes_ahead):
         """Fixed profile, custom optimizer hooks: give every fp16-master parameter an
         unscaled fp32 gradient (returned: the original gradients, to restore)."""
         originals = []
         for g in self.groups:
             if g.master is None:
                 continue
-            self.prepare_masters()
+            self.prepare_masters(step_goes_ahead)
             for i, e in enumerate(g.entries):
                 grad32 = self.gradient_for_rule(g, i, (), loss_scale)
                 originals.append((e.param, e.param.grad))

@@ -232,7 +232,7 @@ class GradientMethod(object):
         """
         engine, pre, scale = self._engine, self._hookable.get("pre"), self._loss.scale
         if self._profile == "fixed" and pre:
-            engine.prepare_masters()
+            engine.prepare_masters(self.is_safe_to_update())
         if all(hasattr(h, "plan") for h in pre):
             ctx = PlanContext(self, engine, scale)
             for hook in pre:
@@ -240,7 +240,7 @@ class GradientMethod(object):
             return ctx.ops, scale, None
         originals = None
         if self._profile == "fixed":
-            originals = engine.enter_fp32_view(scale)
+            originals = engine.enter_fp32_view(scale, self.is_safe_to_update())
             if scale is not None:
                 engine.materialize_in_place([], scale)
                 engine.collect_grads()
