@@ -26,6 +26,14 @@ class FamilyRule(UpdateRule):
         return hp_values(self.hyperparam, self.hparam_names)
 
     @classmethod
+    def kernel_table(cls, raw, t, extras, update_dtype):
+        """The kernel's per-tensor scalars. By default the raw hyperparameters, in the order
+        of ``hparam_names``; families whose kernel needs derived scalars override this."""
+        out = table(len(raw))
+        out[:, :raw.shape[1]] = raw
+        return out
+
+    @classmethod
     def after_step(cls, raw, extras, stepped):
         """Advance per-rule scalars of the tensors just stepped."""
 

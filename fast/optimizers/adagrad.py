@@ -31,12 +31,6 @@ class AdaGradRule(FamilyRule):
     def kernel_id(hp):
         return 4
 
-    @classmethod
-    def kernel_table(cls, raw, t, extras, update_dtype):
-        out = table(len(raw))
-        out[:, :2] = raw[:, :2]
-        return out
-
 
 class AdaDeltaRule(FamilyRule):
     hparam_names = ("rho", "eps")

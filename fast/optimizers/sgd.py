@@ -25,12 +25,6 @@ class SGDRule(FamilyRule):
     def kernel_id(hp):
         return 0
 
-    @classmethod
-    def kernel_table(cls, raw, t, extras, update_dtype):
-        out = table(len(raw))
-        out[:, 0] = raw[:, 0]
-        return out
-
 
 class _MomentumRule(FamilyRule):
     hparam_names = ("lr", "momentum")

@@ -6,7 +6,7 @@ State starts at mem = 1, g = g2 = 0.
 """
 from fast.hyperparameter import HyperparameterProxy, defaults
 from fast.optimizer import GradientMethod
-from fast.optimizers._base import FamilyRule, table
+from fast.optimizers._base import FamilyRule
 
 _defaults = defaults(lr=0.001, eps=1e-16)
 
@@ -29,12 +29,6 @@ class SMORMS3Rule(FamilyRule):
     @staticmethod
     def kernel_id(hp):
         return 11
-
-    @classmethod
-    def kernel_table(cls, raw, t, extras, update_dtype):
-        out = table(len(raw))
-        out[:, :2] = raw[:, :2]
-        return out
 
 
 class SMORMS3(GradientMethod):
