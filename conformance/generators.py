@@ -120,6 +120,12 @@ def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
                        params=_params([(6,)], grad_scale=1e-3), **base)
             yield Case(name=f"clip-zero-norm/{tag}/{profile}", profile=profile, hooks=clip,
                        params=_params([(6,)], grad_kind="zeros"), **base)
+            # A per-rule LARS whose fp16 sum of squares underflows: norm 0 in the chainer
+            # profile (NumPy's fp16 norm), not in the fixed one (float64).
+            lars = (HookSpec("GradientLARS", (0.01, 0.001), param="p0"),
+                    HookSpec("GradientLARS", (0.01, 0.001), param="p1"))
+            yield Case(name=f"rule-lars-tiny-grad/{tag}/{profile}", profile=profile, hooks=lars,
+                       params=_params([(), (5,)], grad_scale=1e-4, init_scale=1.0), **base)
         for profile in PROFILES:
             ls = LossScaling("dynamic", None, 2) if mode.startswith("float16") else LossScaling()
             yield Case(name=f"checkpoint/{tag}/{profile}", params=_params([(6,), (13,)]),

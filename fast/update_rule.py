@@ -66,6 +66,11 @@ class UpdateRule(object):
             getattr(self._group, field)[self._index] = value
 
     @property
+    def profile(self):
+        """The owning optimizer's profile, 'chainer' or 'fixed' (read-only)."""
+        return self._profile
+
+    @property
     def t(self):
         """Number of updates this rule has made."""
         return int(self._get("t"))

@@ -6,8 +6,8 @@ from reference.optimizer_hooks._numpy_ops import add_in_place, multiply_in_place
 
 
 class GradientLARS:
-    """Per parameter, with ``||.||`` NumPy's ``linalg.norm`` in the parameter's dtype (at
-    least float32 in the ``fixed`` profile)::
+    """Per parameter, with ``||.||`` NumPy's ``linalg.norm`` in the parameter's dtype (in
+    float64 in the ``fixed`` profile)::
 
         local_rate = ||p|| / (eps + ||g|| + weight_decay * ||p||)
         rate       = local_rate if ||p|| > threshold else 1

@@ -129,3 +129,24 @@ def test_fixed_profile_lars_uses_the_fp32_master_norm_on_the_first_step():
         expected = master[key] - LR * (g + 0.01 * master[key]) * rate
         np.testing.assert_allclose(p.update_rule.fp32_param, expected, rtol=1e-6, atol=1e-7,
                                    err_msg=key)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_rule_level_lars_norms_follow_the_profile_on_fp16(profile):
+    """A per-rule GradientLARS on fp16: the ``chainer`` profile takes NumPy's fp16 norm, where
+    2.4e-5 ** 2 underflows to 0 (rate = |p| / (eps + wd |p|)); ``fixed`` takes it in float64.
+    Found by the deep hypothesis campaign (a 0-d parameter, fixed profile)."""
+    p0, g0 = np.float16(-0.809), np.float16(2.396e-05)
+    param = fast.Parameter(np.array(p0))
+    param.grad = np.array(g0)
+    opt = fast.optimizers.SGD(lr=LR, profile=profile)
+    opt.setup({"w": param})
+    param.update_rule.add_hook(fast.optimizer_hooks.GradientLARS(0.01, 0.001))
+    assert param.update_rule.profile == profile
+    opt.update()
+
+    g_norm = 0.0 if profile == "chainer" else abs(float(g0))
+    rate = abs(float(p0)) / (1e-9 + g_norm + 0.001 * abs(float(p0)))
+    hooked = np.float16(np.float16(float(g0) + 0.001 * float(p0)) * rate)
+    expected = np.float16(float(p0) - np.float64(LR) * np.float64(hooked))
+    assert param.data == expected, (param.data, expected)
