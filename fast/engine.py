@@ -10,13 +10,16 @@ that alters the layout (fp32 update switched, AMSGrad switched) regroups, and
 regrouping carries every value over.
 
 One step of a group is one kernel call over its chunk table. Gradients are
-read in place through a per-tensor pointer table.
+read in place through a per-tensor pointer table. Where the buffers live and
+how a kernel call is made is the group's backend (fast.backends): the engine
+has one code path for the CPU and the GPU.
 """
 import numpy
 
-from fast import hyperparameter
+from fast import backends, hyperparameter
 from fast.backends import cpu as cpu_backend
-from fast.parameter import check_grad
+from fast.backends.step import StepSpec
+from fast.parameter import array_device, check_grad
 
 CHUNK = 1 << 15
 F16, F32, F64 = numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)
@@ -61,22 +64,11 @@ def _chunk_table(sizes):
     return as64(tensor), as64(begin), as64(end)
 
 
-def staggered_empty(n, dtype, slot):
-    """An uninitialised 1-D array whose address sits at its own offset within
-    a 4 KiB page (slot * 576 bytes), so that the streams of one kernel pass do
-    not all share the same low address bits (4K aliasing between the loads and
-    stores of different buffers measured up to 3x slower)."""
-    dtype = numpy.dtype(dtype)
-    raw = numpy.empty(n * dtype.itemsize + 8192, dtype=numpy.uint8)
-    want = (slot * 576) % 4096
-    shift = (want - raw.ctypes.data) % 4096
-    return raw[shift:shift + n * dtype.itemsize].view(dtype)
-
-
 class Group(object):
     """Parameters of one device, dtype mode, kernel and state layout."""
 
-    def __init__(self, rule_cls, kernel_id, mode, dtype, state_names, entries):
+    def __init__(self, backend, rule_cls, kernel_id, mode, dtype, state_names, entries):
+        self.backend = backend
         self.rule_cls = rule_cls
         self.kernel_id = kernel_id
         self.mode = mode
@@ -93,10 +85,10 @@ class Group(object):
         if entries:
             self.offsets[1:] = numpy.cumsum(self.sizes)[:-1]
         total = int(sum(self.sizes))
-        self.param = staggered_empty(total, dtype, 0)
-        self.master = staggered_empty(total, F32, 1) if has_master(mode) else None
+        self.param = backend.allocate(total, dtype, 0)
+        self.master = backend.allocate(total, F32, 1) if has_master(mode) else None
         self.state_dtype = F32 if self.master is not None else dtype
-        self.state = [staggered_empty(total, self.state_dtype, 2 + k) for k in range(len(self.state_names))]
+        self.state = [backend.allocate(total, self.state_dtype, 2 + k) for k in range(len(self.state_names))]
         n = len(entries)
         self.t = numpy.zeros(n, dtype=numpy.int64)
         self.enabled = numpy.ones(n, dtype=numpy.uint8)
@@ -105,6 +97,7 @@ class Group(object):
         self.extras = {name: numpy.zeros(n, dtype=numpy.float64) for name in rule_cls.extras}
         self.chunk_tensor, self.chunk_begin, self.chunk_end = _chunk_table(self.sizes)
         self.raw = None
+        self.engine = None
 
     # --- views ---
     def _slice(self, buf, i):
@@ -156,7 +149,7 @@ def _snapshot(entry):
     else:
         snap["initialized"] = False
         snap["extras"] = dict(rule._unbound_extras)
-    snap["data"] = numpy.array(entry.param.data, copy=True)
+    snap["data"] = entry.param.data.copy()
     return snap
 
 
@@ -203,6 +196,10 @@ class Engine(object):
         # unscaled fp32 gradients, and their kernels run on the master as fp32.
         self.fp32_view = False
 
+    def settle(self):
+        """Settle a step whose skip decision is still on the device (the optimizer
+        installs its own; an engine alone has nothing pending)."""
+
     def _viewed_as_fp32(self, g):
         return self.fp32_view and g.master is not None
 
@@ -215,18 +212,17 @@ class Engine(object):
         """Take the (name, param, rule) triples of a new setup."""
         self.entries = [Entry(i, n, p, r) for i, (n, p, r) in enumerate(named_params)]
         for e in self.entries:
-            if not isinstance(e.param.data, numpy.ndarray):
-                raise ValueError("parameter {!r} is not a NumPy array: GPU parameters are not supported yet "
-                                 "(the CUDA backend is not wired into the engine; see docs/fast.md)".format(e.name))
+            if array_device(e.param.data) is None:
+                raise TypeError("parameter {!r} holds a {}, not a NumPy or CuPy array".format(
+                    e.name, type(e.param.data).__name__))
         self._regroup()
 
     def _layout_key(self, entry):
         rule, dtype = entry.rule, entry.param.data.dtype
         use_master = rule._use_fp32_update and dtype == F16
         hp = rule.hyperparam
-        return (dtype_mode(dtype, use_master, self.profile), str(dtype), type(rule),
-                rule.kernel_id(hp), tuple(rule.state_names(hp)),
-                entry.param.data.ndim == 0)
+        return (array_device(entry.param.data), dtype_mode(dtype, use_master, self.profile), str(dtype),
+                type(rule), rule.kernel_id(hp), tuple(rule.state_names(hp)), entry.param.data.ndim == 0)
 
     def _regroup(self):
         snaps = [_snapshot(e) for e in self.entries]
@@ -234,8 +230,10 @@ class Engine(object):
         for e in self.entries:
             buckets.setdefault(self._layout_key(e), []).append(e)
         groups = []
-        for (mode, dtype, rule_cls, kernel_id, names, _), members in buckets.items():
-            g = Group(rule_cls, kernel_id, mode, numpy.dtype(dtype), names, members)
+        for (_, mode, dtype, rule_cls, kernel_id, names, _), members in buckets.items():
+            backend = backends.for_array(members[0].param.data)
+            g = Group(backend, rule_cls, kernel_id, mode, numpy.dtype(dtype), names, members)
+            g.engine = self
             for i, e in enumerate(members):
                 _restore(g, i, e, snaps[e.index])
             groups.append(g)
@@ -256,7 +254,7 @@ class Engine(object):
             g.refresh_hparams()
         self.seen_generation = hyperparameter.generation()
 
-    def prepare_masters(self, step_goes_ahead):
+    def prepare_masters(self, step_goes_ahead, journal=None):
         """Fill every missing fp32 master from its fp16 values (the fixed profile's hooks read
         masters). A master is kept (marked ready) only for a rule that updates in this step:
         a disabled rule, or any rule on a skipped step, gets none, as in Chainer, where the
@@ -268,6 +266,8 @@ class Engine(object):
                 g.master_view(i)[...] = g.param_view(i)
                 if step_goes_ahead and g.enabled[i]:
                     g.master_ready[i] = 1
+                    if journal is not None:
+                        journal.masters_marked.append((g, i))
 
     # --- gradients ---
     def collect_grads(self, missing_as_zero=False):
@@ -276,8 +276,8 @@ class Engine(object):
         With ``missing_as_zero`` a ``None`` gradient reads as zeros (a shared
         zero buffer) instead of being an error; ``p.grad`` stays None.
         """
-        ndarray = numpy.ndarray
         for g in self.groups:
+            xp, pointer = g.backend.xp, g.backend.pointer
             ptrs = numpy.empty(len(g.entries), dtype=numpy.uint64)
             keep = []
             fp32_view = self._viewed_as_fp32(g)
@@ -285,49 +285,49 @@ class Engine(object):
             for i, e in enumerate(g.entries):
                 grad = e.param.grad
                 if grad is None and missing_as_zero:
-                    grad = numpy.zeros(g.shapes[i], dtype=expected_dtype)
-                if type(grad) is not ndarray or grad.dtype != expected_dtype or grad.shape != g.shapes[i]:
+                    grad = xp.zeros(g.shapes[i], dtype=expected_dtype)
+                if type(grad) is not xp.ndarray or grad.dtype != expected_dtype or grad.shape != g.shapes[i]:
                     if fp32_view:
                         raise TypeError("gradient of parameter {!r} must stay a float32 array of shape {} "
                                         "while the hooks run".format(e.name, g.shapes[i]))
                     check_grad(e.param, grad, e.name)
                 if not grad.flags.c_contiguous:
-                    grad = numpy.ascontiguousarray(grad)
+                    grad = xp.ascontiguousarray(grad)
                 keep.append(grad)
-                ptrs[i] = grad.ctypes.data
+                ptrs[i] = pointer(grad)
             g.grad_ptrs, g.grad_keep = ptrs, keep
 
-    def args(self, g, active=None, hooks=(), grad_ptrs=None, param=None, mode=None):
-        """A filled StepArgs for group ``g`` (with the arrays it points at kept alive)."""
-        a = cpu_backend.StepArgs()
-        keep = [g.chunk_tensor, g.chunk_begin, g.chunk_end, g.offsets]
+    def args(self, g, active=None, hooks=(), grad_ptrs=None, param=None):
+        """A StepSpec for group ``g``: buffers by address, small tables as host arrays."""
+        spec = StepSpec()
+        pointer = g.backend.pointer
         n = len(g.entries)
         if active is None:
             active = numpy.ones(n, dtype=numpy.uint8)
-        grad_ptrs = g.grad_ptrs if grad_ptrs is None else grad_ptrs
         if param is None:
             param = g.master if self._viewed_as_fp32(g) else g.param
-        keep += [active, grad_ptrs, param]
-        a.n_tensors, a.n_chunks = n, len(g.chunk_tensor)
-        a.chunk_tensor, a.chunk_begin, a.chunk_end = (x.ctypes.data for x in keep[:3])
-        a.tensor_offset = g.offsets.ctypes.data
-        a.tensor_active = active.ctypes.data
-        a.grad = grad_ptrs.ctypes.data
-        a.param = param.ctypes.data
-        a.master = g.master.ctypes.data if g.master is not None else None
+        spec.n_tensors, spec.n_chunks = n, len(g.chunk_tensor)
+        for field in ("chunk_tensor", "chunk_begin", "chunk_end"):
+            spec.table(field, getattr(g, field))
+        spec.table("tensor_offset", g.offsets)
+        spec.table("tensor_active", active)
+        spec.table("grad", g.grad_ptrs if grad_ptrs is None else grad_ptrs)
+        spec.keep.append(g.grad_keep)
+        spec.pointer("param", pointer(param), param)
+        if g.master is not None and not self._viewed_as_fp32(g):
+            spec.pointer("master", pointer(g.master), g.master)
         for k, buf in enumerate(g.state):
-            a.state[k] = buf.ctypes.data
-        a.hooks_read_master = int(g.master is not None and self.profile == "fixed")
-        if self._viewed_as_fp32(g):
-            a.master, a.hooks_read_master = None, 0
-        kinds, ha, hb, noise = self._hook_tables(g, hooks, param)
-        keep += [kinds, ha, hb, noise]
-        a.n_hooks = len(hooks)
-        a.hook_kind, a.hook_a, a.hook_b, a.hook_noise = (x.ctypes.data for x in (kinds, ha, hb, noise))
-        a._keep = keep
-        return a
+            spec.args.state[k] = pointer(buf)
+        spec.hooks_read_master = int(g.master is not None and self.profile == "fixed"
+                                     and not self._viewed_as_fp32(g))
+        kinds, ha, hb, noise = self._hook_tables(g, hooks)
+        spec.n_hooks = len(hooks)
+        for field, table in (("hook_kind", kinds), ("hook_a", ha), ("hook_b", hb), ("hook_noise", noise)):
+            spec.table(field, table)
+        spec.keep.append(hooks)
+        return spec
 
-    def _hook_tables(self, g, hooks, param):
+    def _hook_tables(self, g, hooks):
         from fast import hook_ops  # hook_ops imports this module
         n = len(g.entries)
         kinds = numpy.zeros(max(len(hooks), 1), dtype=numpy.int32)
@@ -341,31 +341,53 @@ class Engine(object):
                 noise[k] = ptrs
         return kinds, ha, hb, noise
 
+    def _out_array(self, g, n, dtype):
+        out = g.backend.xp.zeros(max(n, 1), dtype=dtype)
+        return out, g.backend.pointer(out)
+
     # --- passes ---
     def nonfinite_names(self):
-        """Names of the parameters whose gradient holds inf or NaN."""
-        bad = numpy.zeros(len(self.entries), dtype=bool)
-        for g in self.groups:
-            a = self.args(g)
-            flags = numpy.zeros(len(g.entries), dtype=numpy.uint8)
-            a.tensor_nonfinite = flags.ctypes.data
-            cpu_backend.check_finite(g.mode, a)
-            bad[g.global_index] = flags.astype(bool)
+        """Names of the parameters whose gradient holds inf or NaN (read on the host)."""
+        flags = self.check_finite_on_device(found=None)
+        bad = self.to_host_flags([g.backend.to_host(f) for g, f in zip(self.groups, flags)])
         return [e.name for e in self.entries if bad[e.index]]
 
+    def check_finite_on_device(self, found):
+        """Launch the non-finite check of every group. Returns per-group flag arrays
+        (group.backend's memory); ``found`` (a device int32 flag or None) is raised
+        by any non-finite element."""
+        flags = []
+        for g in self.groups:
+            spec = self.args(g)
+            out, address = self._out_array(g, len(g.entries), numpy.uint8)
+            spec.pointer("tensor_nonfinite", address, out)
+            g.backend.check_finite(g.mode, spec, found)
+            flags.append(out)
+        return flags
+
+    def to_host_flags(self, host_flags):
+        """Entry-ordered booleans from check_finite_on_device's per-group flags, on the host."""
+        bad = numpy.zeros(len(self.entries), dtype=bool)
+        for g, host in zip(self.groups, host_flags):
+            bad[g.global_index] = numpy.asarray(host[:len(g.entries)]).astype(bool)
+        return bad
+
     def sums_of_squares(self, hooks, unscale):
-        """Per-parameter (sum g^2, sum p^2) of the gradient after ``hooks``, in entry order."""
+        """Per-parameter (sum g^2, sum p^2) of the gradient after ``hooks``, in entry order,
+        on the host (a GPU group's sums are copied back: the hooks' rates are formed on the
+        host, as Chainer forms them)."""
         gsq = numpy.zeros(len(self.entries))
         psq = numpy.zeros(len(self.entries))
         for g in self.groups:
-            a = self.args(g, hooks=hooks)
-            self._set_unscale(a, g, unscale, hooks_only=True)
-            out_g = numpy.zeros(len(g.entries))
-            out_p = numpy.zeros(len(g.entries))
-            a.tensor_gsq, a.tensor_psq = out_g.ctypes.data, out_p.ctypes.data
-            cpu_backend.reduce(self.kernel_mode(g), a)
-            gsq[g.global_index] = out_g
-            psq[g.global_index] = out_p
+            spec = self.args(g, hooks=hooks)
+            self._set_unscale(spec, g, unscale, hooks_only=True)
+            out_g, address_g = self._out_array(g, len(g.entries), numpy.float64)
+            out_p, address_p = self._out_array(g, len(g.entries), numpy.float64)
+            spec.pointer("tensor_gsq", address_g, out_g)
+            spec.pointer("tensor_psq", address_p, out_p)
+            g.backend.reduce(self.kernel_mode(g), spec)
+            gsq[g.global_index] = g.backend.to_host(out_g)[:len(g.entries)]
+            psq[g.global_index] = g.backend.to_host(out_p)[:len(g.entries)]
         return gsq, psq
 
     def materialize_in_place(self, hooks, loss_scale=None):
@@ -375,22 +397,22 @@ class Engine(object):
         for g in self.groups:
             if loss_scale is not None and self._viewed_as_fp32(g):
                 continue
-            a = self.args(g, hooks=hooks)
-            self._set_unscale(a, g, loss_scale, hooks_only=True)
-            a.grad_out = a.grad
-            a.out_param_dtype = 1
-            cpu_backend.materialize(self.kernel_mode(g), a)
+            spec = self.args(g, hooks=hooks)
+            self._set_unscale(spec, g, loss_scale, hooks_only=True)
+            spec.table("grad_out", spec.tables["grad"])
+            spec.out_param_dtype = 1
+            g.backend.materialize(self.kernel_mode(g), spec)
 
-    def _set_unscale(self, a, g, loss_scale, hooks_only=False):
+    def _set_unscale(self, spec, g, loss_scale, hooks_only=False):
         """Loss-scale division: before the hooks (fixed) or after them (chainer)."""
-        a.unscale = 0
+        spec.unscale = 0
         if loss_scale is None:
             return
         fixed = self.profile == "fixed"
         if hooks_only and not fixed:
             return
-        a.unscale = 1
-        a.unscale_first = int(fixed)
+        spec.unscale = 1
+        spec.unscale_first = int(fixed)
         divide_dtype = F32 if g.master is not None else g.dtype
         if fixed:
             divide_dtype = hook_dtype(g.mode, g.dtype)
@@ -398,7 +420,7 @@ class Engine(object):
             # NumPy 1.x: a 0-d gradient and the scale are both scalars, so the
             # quotient is float64 (the scale is not rounded to the gradient's dtype).
             divide_dtype = F64
-        a.unscale_divisor = float(divide_dtype.type(loss_scale))
+        spec.unscale_divisor = float(divide_dtype.type(loss_scale))
 
     @staticmethod
     def _kernel_table(g):
@@ -406,30 +428,38 @@ class Engine(object):
         table = g.rule_cls.kernel_table(g.raw, g.t.astype(numpy.float64), g.extras, update_dtype)
         return numpy.ascontiguousarray(table, dtype=numpy.float64)
 
-    def update(self, hooks, loss_scale, hooked_rules_path):
-        """One fused step of every group. Returns the entries stepped."""
+    def update(self, hooks, loss_scale, hooked_rules_path, skip=None):
+        """One fused step of every group. Returns a Journal of the host bookkeeping done.
+
+        ``skip`` (a device flag, asynchronous backends only): the kernels read it and do
+        nothing when it is set; the host does its bookkeeping as if the step went ahead
+        and undoes it with ``Journal.roll_back`` once the flag is known to be set.
+        """
+        journal = Journal()
         for g in self.groups:
             active = g.enabled.copy()
             slow = [i for i, e in enumerate(g.entries)
                     if active[i] and (e.rule._hookable or self._viewed_as_fp32(g))]
+            if slow and skip is not None:
+                raise RuntimeError("rules with their own hooks need the skip decision on the host")
             active[slow] = 0
             stepped = numpy.flatnonzero(active)
             if len(stepped):
+                journal.record(g, stepped)
                 for i in stepped:
                     if not g.initialized[i]:
                         g.initialize(i)
                     elif g.master is not None and not g.master_ready[i]:
                         g.prepare_master(i)
                 g.t[stepped] += 1
-                a = self.args(g, active=active, hooks=hooks)
-                self._set_unscale(a, g, loss_scale)
-                table = self._kernel_table(g)
-                a.hparams = table.ctypes.data
-                a._keep.append(table)
-                cpu_backend.update(g.kernel_id, g.mode, a)
+                spec = self.args(g, active=active, hooks=hooks)
+                self._set_unscale(spec, g, loss_scale)
+                spec.table("hparams", self._kernel_table(g))
+                g.backend.update(g.kernel_id, g.mode, spec, skip)
                 g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
             for i in slow:
                 hooked_rules_path(self, g, i, hooks, loss_scale)
+        return journal
 
     def update_one_from_gradient(self, g, i, grad):
         """Step tensor ``i`` of ``g`` from a ready gradient (hooked, unscaled, in
@@ -437,21 +467,20 @@ class Engine(object):
         n = len(g.entries)
         active = numpy.zeros(n, dtype=numpy.uint8)
         active[i] = 1
-        grad = numpy.ascontiguousarray(grad)
+        grad = g.backend.xp.ascontiguousarray(grad)
         ptrs = numpy.zeros(n, dtype=numpy.uint64)
-        ptrs[i] = grad.ctypes.data
+        ptrs[i] = g.backend.pointer(grad)
         if g.master is not None:
-            a = self.args(g, active=active, grad_ptrs=ptrs, param=g.master)
-            a.master = None
+            spec = self.args(g, active=active, grad_ptrs=ptrs, param=g.master)
+            spec.master = None
             mode = cpu_backend.MODE_FLOAT32
         else:
-            a = self.args(g, active=active, grad_ptrs=ptrs)
+            spec = self.args(g, active=active, grad_ptrs=ptrs)
             mode = g.mode
-        a.unscale = 0
-        table = self._kernel_table(g)
-        a.hparams = table.ctypes.data
-        a._keep += [table, grad]
-        cpu_backend.update(g.kernel_id, mode, a)
+        spec.unscale = 0
+        spec.table("hparams", self._kernel_table(g))
+        spec.keep.append(grad)
+        g.backend.update(g.kernel_id, mode, spec)
         if g.master is not None:
             g.param_view(i)[...] = g.master_view(i)
         g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
@@ -484,13 +513,38 @@ class Engine(object):
         active = numpy.zeros(n, dtype=numpy.uint8)
         active[i] = 1
         out_dtype = F32 if g.master is not None else g.dtype
-        out = numpy.empty(g.shapes[i], dtype=out_dtype)
+        out = g.backend.xp.empty(g.shapes[i], dtype=out_dtype)
         outs = numpy.zeros(n, dtype=numpy.uint64)
-        outs[i] = out.ctypes.data
-        a = self.args(g, active=active, hooks=hooks)
-        self._set_unscale(a, g, loss_scale)
-        a.grad_out = outs.ctypes.data
-        a.out_param_dtype = int(g.master is None)
-        a._keep += [outs, out]
-        cpu_backend.materialize(g.mode, a)
+        outs[i] = g.backend.pointer(out)
+        spec = self.args(g, active=active, hooks=hooks)
+        self._set_unscale(spec, g, loss_scale)
+        spec.table("grad_out", outs)
+        spec.out_param_dtype = int(g.master is None)
+        spec.keep.append(out)
+        g.backend.materialize(g.mode, spec)
         return out
+
+
+class Journal(object):
+    """The host bookkeeping of one Engine.update, so that a step the device skipped
+    can be undone: per group, the tensors stepped and what they held before."""
+
+    def __init__(self):
+        self.records = []
+        self.masters_marked = []  # (group, index) marked ready by prepare_masters
+
+    def record(self, g, stepped):
+        self.records.append((g, stepped, g.initialized[stepped].copy(), g.master_ready[stepped].copy(),
+                             {name: values.copy() for name, values in g.extras.items()}))
+
+    def roll_back(self):
+        """Undo the counters, first-update marks and per-rule scalars (the kernels,
+        having read the skip flag, changed no buffer)."""
+        for g, stepped, initialized, master_ready, extras in self.records:
+            g.t[stepped] -= 1
+            g.initialized[stepped] = initialized
+            g.master_ready[stepped] = master_ready
+            for name, values in extras.items():
+                g.extras[name][...] = values
+        for g, i in self.masters_marked:
+            g.master_ready[i] = 0

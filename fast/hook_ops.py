@@ -85,7 +85,8 @@ class NoiseOp(object):
 
     def tables(self, group):
         n = len(group.entries)
-        ptrs = numpy.asarray([self.arrays[k].ctypes.data for k in group.global_index], dtype=numpy.uint64)
+        ptrs = numpy.asarray([group.backend.pointer(self.arrays[k]) for k in group.global_index],
+                             dtype=numpy.uint64)
         return numpy.zeros(n), numpy.zeros(n), ptrs
 
 
@@ -102,6 +103,10 @@ class PlanContext(object):
     @property
     def entries(self):
         return self.engine.entries
+
+    def xp(self, entry):
+        """The array module of the entry's device (NumPy or CuPy)."""
+        return entry.rule._group.backend.xp
 
     def hook_dtype(self, entry):
         """The dtype this profile shows the entry's gradient in to hooks."""

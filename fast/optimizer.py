@@ -12,12 +12,23 @@ One ``update()`` does, in Chainer's order (DESIGN.md):
     master -> fp16 cast); rules with their own hooks take a per-parameter path;
  7. 'post' hooks; 8. the loss-scale schedule.
 Everything that can be rejected is checked before anything changes.
+
+On a GPU with dynamic loss scaling the host does not wait for step 3: the
+check raises a device flag that the update kernels read (they do nothing
+when it is set), the host does the step's bookkeeping (rule counters, state
+creation, the masters) as if the step went ahead, and it settles the step
+(undoing that bookkeeping if the step was skipped, the warnings, the
+loss-scale schedule) from an asynchronous copy of the flags the next time
+anything depends on the outcome: the next ``update``, ``loss_scale``,
+``rule.t``, ``rule.state``, serialization. Steps whose control flow needs
+the outcome on the host (rule-level hooks, custom 'pre' hooks) settle at
+once.
 """
 import warnings
 
 import numpy
 
-from fast import hyperparameter
+from fast import backends, hyperparameter
 from fast.engine import Engine, F16, F32
 from fast.hook_ops import PlanContext
 from fast.hookable import Hookable
@@ -85,6 +96,7 @@ class GradientMethod(object):
         self._loss = LossScaling()
         self._engine = None
         self._named = []
+        self._pending = None
 
     @property
     def profile(self):
@@ -111,7 +123,9 @@ class GradientMethod(object):
             if self._use_fp32_update:
                 rule.use_fp32_update()
             triples.append((name, p, rule))
+        self._settle()
         engine = Engine(self._profile)
+        engine.settle = self._settle
         engine.bind(triples)
         for name, p, rule in triples:
             p.update_rule = rule
@@ -127,6 +141,7 @@ class GradientMethod(object):
 
     def use_fp32_update(self, flag=True):
         """Use fp32 masters for fp16 parameters (from the next step)."""
+        self._settle()
         self._use_fp32_update = flag
         for _, p in self._named:
             p.update_rule.use_fp32_update(flag)
@@ -145,6 +160,7 @@ class GradientMethod(object):
     def call_hooks(self, timing="pre"):
         """Run the hooks of ``timing`` on the current gradients (in place)."""
         self._check_set_up()
+        self._settle()
         self._engine.sync_hyperparameters()
         self._reallocate_cleared_grads()
         self._engine.collect_grads()
@@ -175,7 +191,7 @@ class GradientMethod(object):
     def _reallocate_cleared_grads(self):
         for _, p in self._named:
             if p.grad is None:
-                p.grad = numpy.zeros_like(p.data)
+                p.grad = backends.for_array(p.data).xp.zeros_like(p.data)
 
     def _check_rules(self):
         """Hyperparameter checks Chainer makes during the update, done up front;
@@ -193,6 +209,7 @@ class GradientMethod(object):
     def update(self, lossfun=None, *args, **kwds):
         """One optimization step from the current (loss-scaled) gradients."""
         self._check_set_up()
+        self._settle()
         if lossfun is not None:
             loss = lossfun(*args, **kwds)
             for _, p in self._named:
@@ -203,6 +220,8 @@ class GradientMethod(object):
         engine.sync_hyperparameters()
         self._reallocate_cleared_grads()
         engine.collect_grads()
+        if self._skip_stays_on_device() and self._update_deciding_on_device():
+            return
         self._flag_nonfinite_grads()
         if self.is_safe_to_update():
             self._check_rules()
@@ -221,7 +240,56 @@ class GradientMethod(object):
                 engine.leave_fp32_view(originals)
         self.update_loss_scale()
 
-    def _pre_hooks(self):
+    def _skip_stays_on_device(self):
+        """Whether this step can leave the skip decision to the device (see the module doc)."""
+        engine = self._engine
+        return (self._loss.dynamic and bool(engine.groups)
+                and all(g.backend.asynchronous for g in engine.groups)
+                and not any(p.update_rule._hookable for _, p in self._named)
+                and all(hasattr(h, "plan") for h in self._hookable.get("pre")))
+
+    def _update_deciding_on_device(self):
+        """Steps 3-7 of ``update`` with the non-finite check's outcome left on the device.
+        False (nothing done) when a hyperparameter check fails: whether Chainer would raise
+        depends on the outcome, so the caller takes the host path."""
+        engine = self._engine
+        backend = engine.groups[0].backend
+        found = backend.xp.zeros(1, dtype=numpy.int32)
+        flags = engine.check_finite_on_device(found)
+        copies = [g.backend.start_copy_to_host(f) for g, f in zip(engine.groups, flags)]
+        pending = _PendingStep(engine, copies, self.t, self._loss.scale)
+        try:
+            self._check_rules()
+        except ValueError:
+            return False
+        ops, scale, _ = self._pre_hooks(step_goes_ahead=True, journal=pending.journal)
+        self.t += 1
+        pending.journal.records += engine.update(ops, scale, self._hooked_rule_step, skip=found).records
+        self._pending = pending
+        self._reallocate_cleared_grads()
+        post = self._hookable.get("post")
+        if post:
+            engine.collect_grads()
+            self._run_hooks_in_place(post)
+        return True
+
+    def _settle(self):
+        """Settle a step whose skip decision was left on the device (see the module doc)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        bad = pending.nonfinite()
+        self._loss.isnan = bool(bad.any())
+        if self._loss.isnan:
+            pending.journal.roll_back()
+            self._loss.isnan_ever = True
+            for e in pending.engine.entries:
+                if bad[e.index]:
+                    warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})"
+                                  .format(e.name, pending.t, pending.scale))
+        self.update_loss_scale()
+
+    def _pre_hooks(self, step_goes_ahead=None, journal=None):
         """Run or plan the 'pre' optimizer hooks.
 
         Returns (ops for the fused pass, the loss scale the update still has to
@@ -231,8 +299,10 @@ class GradientMethod(object):
         gradients are unscaled first (fp32 copies for fp16-master parameters).
         """
         engine, pre, scale = self._engine, self._hookable.get("pre"), self._loss.scale
+        if step_goes_ahead is None:
+            step_goes_ahead = self.is_safe_to_update()
         if self._profile == "fixed" and pre:
-            engine.prepare_masters(self.is_safe_to_update())
+            engine.prepare_masters(step_goes_ahead, journal)
         if all(hasattr(h, "plan") for h in pre):
             ctx = PlanContext(self, engine, scale)
             for hook in pre:
@@ -273,6 +343,7 @@ class GradientMethod(object):
     # --- loss scaling ---
     def loss_scaling(self, interval=1000, scale=None):
         """Dynamic (scale=None) or static loss scaling."""
+        self._settle()
         self._loss.configure(interval, scale)
 
     def set_loss_scale(self, loss_scale):
@@ -281,6 +352,7 @@ class GradientMethod(object):
     @property
     def loss_scale(self):
         """The current loss scale, or None when loss scaling is off."""
+        self._settle()
         return self._loss.scale
 
     def check_nan_in_grads(self):
@@ -289,6 +361,7 @@ class GradientMethod(object):
         Callable on its own: it reads the current ``p.grad`` arrays (a
         gradient that is None counts as zeros and is left None).
         """
+        self._settle()
         self._loss.isnan = False
         if not self._loss.dynamic:
             return
@@ -308,6 +381,7 @@ class GradientMethod(object):
                 name, self.t, self._loss.scale))
 
     def is_safe_to_update(self):
+        self._settle()
         return not self._loss.isnan
 
     def update_loss_scale(self):
@@ -328,4 +402,23 @@ class GradientMethod(object):
     def serialize(self, serializer):
         """Chainer's protocol: ``t``, ``epoch`` and every rule under its name."""
         from fast.serializers import serialize_optimizer
+        self._settle()
         serialize_optimizer(self, serializer)
+
+
+class _PendingStep(object):
+    """A step whose non-finite check is still on the device: the asynchronous copies
+    of its per-group flags, the host bookkeeping to undo if it was skipped, and the
+    iteration and loss scale Chainer's warning names."""
+
+    def __init__(self, engine, copies, t, scale):
+        from fast.engine import Journal
+        self.engine, self.copies, self.t, self.scale = engine, copies, t, scale
+        self.journal = Journal()
+        self._bad = None
+
+    def nonfinite(self):
+        """Entry-ordered flags (waits for the copies)."""
+        if self._bad is None:
+            self._bad = self.engine.to_host_flags([c.wait() for c in self.copies])
+        return self._bad

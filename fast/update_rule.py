@@ -54,13 +54,19 @@ class UpdateRule(object):
         self._unbound_extras = {}
 
     # --- counters, read and written in the group's arrays ---
+    def _settled_group(self):
+        """The group, after settling a step whose skip decision is still on the device."""
+        if self._group is not None:
+            self._group.engine.settle()
+        return self._group
+
     def _get(self, field):
-        if self._group is None:
+        if self._settled_group() is None:
             return self._unbound[field]
         return getattr(self._group, field)[self._index]
 
     def _set(self, field, value):
-        if self._group is None:
+        if self._settled_group() is None:
             self._unbound[field] = value
         else:
             getattr(self._group, field)[self._index] = value
@@ -92,12 +98,12 @@ class UpdateRule(object):
         hyperparameter._bump()  # an enabled rule's hyperparameters must be checked again
 
     def _get_extra(self, name):
-        if self._group is None:
+        if self._settled_group() is None:
             return self._unbound_extras[name]
         return float(self._group.extras[name][self._index])
 
     def _set_extra(self, name, value):
-        if self._group is None:
+        if self._settled_group() is None:
             self._unbound_extras[name] = float(value)
         else:
             self._group.extras[name][self._index] = value
@@ -106,14 +112,14 @@ class UpdateRule(object):
     @property
     def state(self):
         """name -> view of the state buffer, or None before the first update."""
-        if self._group is None or not self._group.initialized[self._index]:
+        if self._settled_group() is None or not self._group.initialized[self._index]:
             return None
         return StateView(self._group.state_views(self._index))
 
     @property
     def fp32_param(self):
         """The fp32 master (a view), or None unless the master is in use."""
-        group = self._group
+        group = self._settled_group()
         if group is None or group.master is None or not group.master_ready[self._index]:
             return None
         return self._group.master_view(self._index)

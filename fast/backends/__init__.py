@@ -1,6 +1,30 @@
 """Backends of the engine: where a group's buffers live and how its kernels run.
 
+Every backend offers the same small interface, so that fast.engine has one
+code path for every device:
+
+- ``xp``: the array module of its buffers (NumPy or CuPy);
+- ``allocate(n, dtype, slot)``, ``pointer(array)``, ``to_host(array)``;
+- ``update``, ``reduce``, ``materialize``, ``check_finite``: one launch (or
+  one compiled call) over a group's chunk table, taking a ``StepSpec``;
+- ``asynchronous``: True where kernels run behind the host's back (CUDA), so
+  the skip decision of dynamic loss scaling stays on the device and the host
+  settles its bookkeeping later (see fast.optimizer).
+
 ``cpu`` compiles fast/kernels/cpu_driver.cpp with the system C++ compiler and
-calls it through ctypes; ``cuda`` instantiates the same update math through
-CuPy's NVRTC (unverified: no GPU was available while it was written).
+calls it through ctypes. ``cuda`` instantiates cuda_driver.cu (the same
+update math) through CuPy's NVRTC; ``cuda_emulator`` runs that same driver on
+the host, so CI (which has no GPU) executes the device code path.
 """
+import numpy
+
+
+def for_array(array):
+    """The backend that owns arrays like ``array`` (NumPy: cpu, CuPy: cuda)."""
+    if isinstance(array, numpy.ndarray):
+        from fast.backends.cpu import CPU
+        return CPU
+    if type(array).__module__.startswith("cupy"):
+        from fast.backends.cuda import cuda_backend
+        return cuda_backend(array.device.id)
+    raise TypeError("no backend for arrays of type {}".format(type(array).__name__))

@@ -1,21 +1,27 @@
-"""CUDA backend: the kernels of cuda_driver.cu through ``cupy.RawModule``.
+"""CUDA backend: the kernels of cuda_driver.cu, compiled by NVRTC through CuPy.
 
-UNVERIFIED: no GPU or CuPy was available while this was written. What is
-checked on the CPU: the CUDA source includes the same update_math.h and
-element_pipeline.h as the CPU driver, and ``host_check()`` type-checks every
-template instance requested below with the host compiler.
+UNVERIFIED ON A GPU: no GPU was available while this was written. What CI
+checks: cuda_driver.cu includes the same update_math.h and
+element_pipeline.h as the CPU driver; ``host_check()`` type-checks every
+kernel instance requested here with the host compiler; and
+fast.backends.cuda_emulator runs this class's launch logic (argument
+packing, grids, the device skip flag, the two-pass reduction) over
+cuda_driver.cu compiled for the host, in tests/fast/test_fast_cuda_emulated.py.
 
-Launch model: one ``fast_update_kernel<Rule, Mode>`` launch per group per
-step over the group's chunk table; the argument block (``FastStepArgs``, the
-same struct as on the CPU) is uploaded to device memory; ``fast_check_kernel``
-sets a device flag that the update kernels read, so dynamic loss scaling needs
-no host synchronisation. Not yet done: the engine allocates its flat buffers
-with NumPy only; CuPy groups (device buffers, device pointer tables) are not
-wired into fast.engine.
+Launch model, per group per step: one ``fast_update_kernel<Rule, Mode>``
+over the group's chunk table. The argument block (``FastStepArgs``) and the
+small tables it points to travel in one asynchronous copy from pinned host
+memory. ``fast_check_kernel`` raises a device flag that the update kernels
+read, so a dynamic-loss-scaling step launches its updates without waiting
+for the check.
 """
+import collections
+import ctypes
 import os
 import subprocess
 import tempfile
+
+import numpy
 
 from fast.backends.cpu import KERNEL_DIR, MODE_FLOAT32, MODE_FLOAT64, MODE_FP16, MODE_FP16_MASTER, \
     MODE_FP16_MASTER_FIXED, _compiler
@@ -26,25 +32,34 @@ RULES = {0: "RuleSGD", 1: "RuleMomentumSGD", 2: "RuleCorrectedMomentumSGD", 3: "
 MODES = {MODE_FLOAT64: "ModeF64", MODE_FLOAT32: "ModeF32", MODE_FP16_MASTER: "ModeF16Master",
          MODE_FP16: "ModeF16", MODE_FP16_MASTER_FIXED: "ModeF16MasterFixed"}
 BLOCK = 256
+MAX_GRID = 65535
+#: kernel kinds, numbered as in cuda_emulator.cpp
+UPDATE, REDUCE, SEGMENT_SUM, MATERIALIZE, CHECK = range(5)
+_SIGNATURES = {
+    UPDATE: "(const FastStepArgs*, const int*)",
+    REDUCE: "(const FastStepArgs*, double*, double*)",
+    SEGMENT_SUM: "(const FastStepArgs*, const double*, const double*)",
+    MATERIALIZE: "(const FastStepArgs*)",
+    CHECK: "(const FastStepArgs*, int*)",
+}
+_BASES = {UPDATE: "fast_update_kernel", REDUCE: "fast_reduce_kernel", SEGMENT_SUM: "fast_segment_sum_kernel",
+          MATERIALIZE: "fast_materialize_kernel", CHECK: "fast_check_kernel"}
 
 
-def update_name(kernel_id, mode):
-    return "fast_update_kernel<{}, {}>".format(RULES[kernel_id], MODES[mode])
+def kernel_name(kind, kernel_id=None, mode=None):
+    """The C++ name of one kernel instance."""
+    if kind == UPDATE:
+        return "{}<{}, {}>".format(_BASES[kind], RULES[kernel_id], MODES[mode])
+    if kind == SEGMENT_SUM:
+        return _BASES[kind]
+    return "{}<{}>".format(_BASES[kind], MODES[mode])
 
 
-def reduce_name(mode):
-    return "fast_reduce_kernel<{}>".format(MODES[mode])
-
-
-def check_name(mode):
-    return "fast_check_kernel<{}>".format(MODES[mode])
-
-
-def instantiation_names():
-    """Every kernel instance the backend asks NVRTC for."""
-    names = [update_name(k, m) for k in RULES for m in MODES]
-    names += [reduce_name(m) for m in MODES] + [check_name(m) for m in MODES]
-    return names
+def instantiations():
+    """(kind, name) of every kernel instance the backend asks NVRTC for."""
+    out = [(UPDATE, kernel_name(UPDATE, k, m)) for k in RULES for m in MODES]
+    out += [(kind, kernel_name(kind, mode=m)) for kind in (REDUCE, MATERIALIZE, CHECK) for m in MODES]
+    return out + [(SEGMENT_SUM, kernel_name(SEGMENT_SUM))]
 
 
 def source():
@@ -55,55 +70,167 @@ def source():
 
 def host_check():
     """Type-check cuda_driver.cu and every requested instance with the host
-    compiler (CUDA keywords shimmed). Raises RuntimeError on failure."""
-    lines = ['#include "cuda_host_shim.h"', '#include "cuda_driver.cu"']
-    for name in instantiation_names():
-        base, targs = name.split("<", 1)
-        params = "(const FastStepArgs*, const int*)" if base == "fast_update_kernel" else (
-            "(const FastStepArgs*, double*, double*)" if base == "fast_reduce_kernel" else "(const FastStepArgs*, int*)")
-        lines.append("template void {}<{}{};".format(base, targs, params))
+    compiler (cuda_host_emulation.h). Raises RuntimeError on failure."""
+    lines = ['#include "cuda_host_emulation.h"', '#include "cuda_driver.cu"']
+    for kind, name in instantiations():
+        if "<" in name:
+            lines.append("template void {}{};".format(name, _SIGNATURES[kind]))
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "check.cpp")
         with open(src, "w") as f:
             f.write("\n".join(lines) + "\n")
-        res = subprocess.run([_compiler(), "-std=c++17", "-march=native", "-fsyntax-only", "-I", KERNEL_DIR,
+        res = subprocess.run([_compiler(), "-std=c++20", "-march=native", "-fsyntax-only", "-I", KERNEL_DIR,
                               "-x", "c++", src], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError("cuda_driver.cu does not type-check on the host:\n" + res.stderr[-4000:])
-    return len(instantiation_names())
+    return len(instantiations())
 
 
-class CudaKernels(object):
-    """The compiled module and launch helpers (needs CuPy and a GPU)."""
+def _align(n, to=16):
+    return (n + to - 1) // to * to
 
-    def __init__(self):
+
+class CudaBackend(object):
+    """Device memory of one GPU; kernels on the current CuPy stream.
+
+    The device primitives (``xp``, ``pointer``, ``to_host``, ``_empty_bytes``,
+    ``_upload``, ``_launch``) are the only methods that touch CuPy; the
+    emulator replaces exactly these.
+    """
+
+    name = "cuda"
+    asynchronous = True
+
+    def __init__(self, device_id=0):
         import cupy
-        self.cupy = cupy
-        self.module = cupy.RawModule(code=source(), options=("--std=c++17", "-I" + KERNEL_DIR),
-                                     name_expressions=instantiation_names())
-        self.found = cupy.zeros(1, dtype=cupy.int32)
-        self.never = cupy.zeros(1, dtype=cupy.int32)  # skip flag of steps without dynamic scaling
+        self.xp = cupy
+        self.device_id = device_id
+        with cupy.cuda.Device(device_id):
+            self._module = cupy.RawModule(code=source(), options=("--std=c++17", "-I" + KERNEL_DIR),
+                                          name_expressions=[name for _, name in instantiations()])
+        self._functions = {}
+        self._in_flight = collections.deque()  # (event, pinned buffer) of uploads not yet done
 
-    def _device_args(self, args):
-        """Upload a ``fast.backends.cpu.StepArgs`` (holding device pointers) to the device."""
-        raw = bytes(memoryview(args).cast("B"))
-        return self.cupy.asarray(bytearray(raw), dtype=self.cupy.uint8)
+    # --- device primitives ---
+    def allocate(self, n, dtype, slot):
+        return self.xp.empty(n, dtype=dtype)
 
-    def _grid(self, args):
-        return (max(1, min(int(args.n_chunks), 65535)),)
+    @staticmethod
+    def pointer(array):
+        return array.data.ptr
 
-    def check_finite(self, mode, args):
-        """Clear and set the device flag; no host synchronisation."""
-        self.found.fill(0)
-        kernel = self.module.get_function(check_name(mode))
-        kernel(self._grid(args), (BLOCK,), (self._device_args(args), self.found))
-        return self.found
+    @staticmethod
+    def to_host(array):
+        return array.get()
 
-    def update(self, kernel_id, mode, args, skip_flag=None):
-        kernel = self.module.get_function(update_name(kernel_id, mode))
-        kernel(self._grid(args), (BLOCK,), (self._device_args(args), skip_flag if skip_flag is not None else self.never))
+    def _empty_bytes(self, n):
+        return self.xp.empty(n, dtype=numpy.uint8)
 
-    def reduce(self, mode, args, chunk_gsq, chunk_psq):
-        kernel = self.module.get_function(reduce_name(mode))
-        kernel(self._grid(args), (BLOCK,), (self._device_args(args), chunk_gsq, chunk_psq))
+    def _upload(self, device_buffer, host_bytes):
+        """Copy ``host_bytes`` into ``device_buffer`` without waiting: through pinned memory
+        that is kept until the copy is done."""
+        cupy = self.xp
+        while self._in_flight and self._in_flight[0][0].done:
+            self._in_flight.popleft()
+        pinned = cupy.cuda.alloc_pinned_memory(len(host_bytes))
+        staging = numpy.frombuffer(pinned, dtype=numpy.uint8, count=len(host_bytes))
+        staging[...] = host_bytes
+        stream = cupy.cuda.get_current_stream()
+        device_buffer.data.copy_from_host_async(pinned.ptr, len(host_bytes), stream)
+        event = cupy.cuda.Event(block=False, disable_timing=True)
+        event.record(stream)
+        self._in_flight.append((event, pinned))
 
+    def _launch(self, kind, kernel_id, mode, grid, args_buffer, *extra):
+        name = kernel_name(kind, kernel_id, mode)
+        function = self._functions.get(name)
+        if function is None:
+            function = self._functions[name] = self._module.get_function(name)
+        function((grid,), (BLOCK,), (args_buffer,) + extra)
+
+    # --- placing a StepSpec ---
+    def _place(self, spec):
+        """One device buffer holding the argument block and its tables; one upload."""
+        header = _align(ctypes.sizeof(spec.args), 64)
+        layout, size = {}, header
+        for field, table in spec.tables.items():
+            layout[field] = size
+            size = _align(size + table.nbytes)
+        device = self._empty_bytes(size)
+        base = self.pointer(device)
+        for field, offset in layout.items():
+            setattr(spec.args, field, base + offset)
+        host = numpy.zeros(size, dtype=numpy.uint8)
+        host[:ctypes.sizeof(spec.args)] = numpy.frombuffer(bytes(spec.args), dtype=numpy.uint8)
+        for field, offset in layout.items():
+            raw = spec.tables[field].view(numpy.uint8).reshape(-1)
+            host[offset:offset + raw.size] = raw
+        self._upload(device, host)
+        spec.keep.append(device)
+        return device
+
+    @staticmethod
+    def _grid(spec):
+        return max(1, min(int(spec.args.n_chunks), MAX_GRID))
+
+    # --- kernels ---
+    def update(self, kernel_id, mode, spec, skip=None):
+        """One launch; ``skip`` (a device int32 flag or None) makes it do nothing when set."""
+        args = self._place(spec)
+        flag = skip if skip is not None else self._never()
+        self._launch(UPDATE, kernel_id, mode, self._grid(spec), args, flag)
+
+    def reduce(self, mode, spec):
+        """Per-chunk sums, then per-tensor sums in chunk order (two launches)."""
+        n_chunks = max(int(spec.args.n_chunks), 1)
+        chunk_gsq = self.xp.zeros(n_chunks, dtype=numpy.float64)
+        chunk_psq = self.xp.zeros(n_chunks, dtype=numpy.float64)
+        args = self._place(spec)
+        self._launch(REDUCE, None, mode, self._grid(spec), args, chunk_gsq, chunk_psq)
+        tensors_grid = max(1, min((int(spec.args.n_tensors) + BLOCK - 1) // BLOCK, MAX_GRID))
+        self._launch(SEGMENT_SUM, None, None, tensors_grid, args, chunk_gsq, chunk_psq)
+        spec.keep += [chunk_gsq, chunk_psq]
+
+    def materialize(self, mode, spec):
+        self._launch(MATERIALIZE, None, mode, self._grid(spec), self._place(spec))
+
+    def check_finite(self, mode, spec, found=None):
+        """Per-tensor flags into spec's tensor_nonfinite; ``found`` (device int32) is raised
+        when any element is inf or NaN."""
+        found = found if found is not None else self.xp.zeros(1, dtype=numpy.int32)
+        self._launch(CHECK, None, mode, self._grid(spec), self._place(spec), found)
+        spec.keep.append(found)
+
+    def _never(self):
+        never = getattr(self, "_never_flag", None)
+        if never is None:
+            never = self._never_flag = self.xp.zeros(1, dtype=numpy.int32)
+        return never
+
+    def start_copy_to_host(self, array):
+        """An asynchronous copy of a small device array; ``.wait()`` returns it on the host."""
+        return _PendingCopy(self.xp, array)
+
+
+class _PendingCopy(object):
+    def __init__(self, cupy, array):
+        self._pinned = cupy.cuda.alloc_pinned_memory(array.nbytes)
+        self._host = numpy.frombuffer(self._pinned, dtype=array.dtype, count=array.size)
+        stream = cupy.cuda.get_current_stream()
+        array.data.copy_to_host_async(self._pinned.ptr, array.nbytes, stream)
+        self._event = cupy.cuda.Event(block=False, disable_timing=True)
+        self._event.record(stream)
+
+    def wait(self):
+        self._event.synchronize()
+        return self._host.copy()
+
+
+_backends = {}
+
+
+def cuda_backend(device_id):
+    """The backend of GPU ``device_id`` (its module compiled once)."""
+    if device_id not in _backends:
+        _backends[device_id] = CudaBackend(device_id)
+    return _backends[device_id]

@@ -45,7 +45,8 @@ __global__ void fast_update_kernel(const FastStepArgs* __restrict__ args, const 
 }
 
 // Per-chunk sums of g^2 and p^2 in double with a fixed-shape tree, so the
-// result does not depend on scheduling; the host adds chunks in order.
+// result does not depend on scheduling; fast_segment_sum_kernel then adds a
+// tensor's chunks in order.
 template <class M>
 __global__ void fast_reduce_kernel(const FastStepArgs* __restrict__ args, double* chunk_gsq, double* chunk_psq) {
     __shared__ double sg[FAST_BLOCK], sp[FAST_BLOCK];
@@ -54,6 +55,10 @@ __global__ void fast_reduce_kernel(const FastStepArgs* __restrict__ args, double
         const int64_t t = a.chunk_tensor[c];
         const int64_t base = a.tensor_offset[t];
         double gs = 0.0, ps = 0.0;
+        if (!a.tensor_active[t]) {
+            if (threadIdx.x == 0) chunk_gsq[c] = chunk_psq[c] = 0.0;
+            continue;  // uniform across the block: no thread reaches the barriers below
+        }
         for (int64_t i = a.chunk_begin[c] + threadIdx.x; i < a.chunk_end[c]; i += blockDim.x) {
             const double g = (double)load_gradient<M>(a, t, i, base + i);
             const double p = (double)hook_operand<M>(a, base + i);
@@ -75,6 +80,45 @@ __global__ void fast_reduce_kernel(const FastStepArgs* __restrict__ args, double
             chunk_psq[c] = sp[0];
         }
         __syncthreads();
+    }
+}
+
+// Per-tensor sums from the per-chunk ones, each tensor's chunks in table
+// order (one thread per tensor; the chunk table lists a tensor's chunks
+// consecutively).
+__global__ void fast_segment_sum_kernel(const FastStepArgs* __restrict__ args, const double* chunk_gsq,
+                                        const double* chunk_psq) {
+    const FastStepArgs& a = *args;
+    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < a.n_tensors;
+         t += (int64_t)gridDim.x * blockDim.x) {
+        double gs = 0.0, ps = 0.0;
+        for (int64_t c = 0; c < a.n_chunks; ++c) {
+            if (a.chunk_tensor[c] != t) continue;
+            gs += chunk_gsq[c];
+            ps += chunk_psq[c];
+        }
+        a.tensor_gsq[t] = gs;
+        a.tensor_psq[t] = ps;
+    }
+}
+
+// Writes the gradient as the update sees it (hooked, unscaled) to grad_out,
+// in the parameter dtype or in T. In place (grad_out == grad) is safe: each
+// element is read before it is written, by the same thread.
+template <class M>
+__global__ void fast_materialize_kernel(const FastStepArgs* __restrict__ args) {
+    typedef typename M::T T;
+    typedef typename M::P P;
+    const FastStepArgs& a = *args;
+    for (int64_t c = blockIdx.x; c < a.n_chunks; c += gridDim.x) {
+        const int64_t t = a.chunk_tensor[c];
+        if (!a.tensor_active[t]) continue;
+        const int64_t base = a.tensor_offset[t];
+        for (int64_t i = a.chunk_begin[c] + threadIdx.x; i < a.chunk_end[c]; i += blockDim.x) {
+            const T g = load_gradient<M>(a, t, i, base + i);
+            if (a.out_param_dtype) ((P*)a.grad_out[t])[i] = store_as<P>(g);
+            else ((T*)a.grad_out[t])[i] = g;
+        }
     }
 }
 

@@ -30,11 +30,12 @@ class GradientNoise(object):
         for e in ctx.entries:
             dtype = ctx.hook_dtype(e)
             shape = tuple(e.param.data.shape)
-            noise = numpy.asarray(self.noise_func(numpy, shape, dtype, self, e.rule))
+            xp = ctx.xp(e)
+            noise = xp.asarray(self.noise_func(xp, shape, dtype, self, e.rule))
             if noise.shape != shape:
                 raise ValueError("noise_func returned shape {} for parameter {!r} of shape {}".format(
                     noise.shape, e.name, shape))
-            arrays.append(numpy.ascontiguousarray(noise, dtype=dtype))
+            arrays.append(xp.ascontiguousarray(noise, dtype=dtype))
         ctx.ops.append(hook_ops.NoiseOp(arrays))
 
     def __call__(self, rule, param):
@@ -42,4 +43,4 @@ class GradientNoise(object):
         g = param.grad
         if g is None:
             return
-        g += self.noise_func(numpy, g.shape, g.dtype, self, rule)
+        g += self.noise_func(rule._group.backend.xp, g.shape, g.dtype, self, rule)
