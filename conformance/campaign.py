@@ -70,7 +70,7 @@ def run_campaign(args) -> int:
     impl = load_impl(args.impl)
     started = time.monotonic()
     modes = args.modes.split(",") if args.modes else None
-    stats = campaign(impl, args.profile, _array_module(args.device), args.examples, modes,
+    stats = campaign(impl, args.profile, _array_module(args.device, args.impl), args.examples, modes,
                      not args.no_per_rule_hooks, not args.no_checkpoints)
     elapsed = time.monotonic() - started
     print(f"hypothesis profile {args.profile}: {stats.examples} examples in {elapsed:.0f}s, "

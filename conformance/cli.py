@@ -6,6 +6,7 @@ error.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="reuse the correct fast's passing cases from the last run (same level)")
     p = sub.add_parser("deep", help="hypothesis campaign against an implementation")
     p.add_argument("--impl", default="fast")
-    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--profile", default="ci", choices=sorted(generators.PROFILE_SETTINGS))
     p.add_argument("--examples", type=int, default=None, help="override max_examples")
     p.add_argument("--modes", default=None, help="comma-separated dtype modes (default: all)")
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 def _suite_options(p) -> None:
     p.add_argument("--impl", default="fast", help="importable module exposing the public API "
                    "('chainer' for real Chainer)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--level", default="ci", choices=sorted(generators.LEVELS))
     p.add_argument("--filter", default=None, help="only cases whose name contains this")
     p.add_argument("--profile", default=None, choices=("chainer", "fixed"),
@@ -71,9 +72,23 @@ def _suite_options(p) -> None:
                         "master (float32: fast; float16: Chainer's NumPy float16 arithmetic)")
 
 
-def _array_module(device: str):
+DEVICES = ("cpu", "gpu", "gpu-emulated")
+
+
+def _array_module(device: str, impl_name: str = "fast"):
+    """The array module the case's arrays are made in. ``gpu-emulated``: NumPy arrays that
+    the implementation runs through its GPU code path on the host (it must offer
+    ``<impl>.backends.emulate_cuda_on_host``, as fast does)."""
+    import numpy
     if device == "cpu":
-        import numpy
+        return numpy
+    if device == "gpu-emulated":
+        try:
+            backends = importlib.import_module(impl_name + ".backends")
+            backends.emulate_cuda_on_host()
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"--device gpu-emulated needs {impl_name}.backends.emulate_cuda_on_host "
+                             f"({exc})") from exc
         return numpy
     try:
         import cupy
@@ -121,7 +136,7 @@ def print_failure(args, result, stream=sys.stdout) -> None:
 
 def cmd_run(args, gate=False) -> int:
     impl = load_impl(args.impl)
-    xp = _array_module(args.device)
+    xp = _array_module(args.device, args.impl)
     cases = select_cases(args)
     results = run_cases(impl, cases, xp=xp, progress=True, fail_fast=args.fail_fast,
                         fp16_compute=args.fp16_compute, drift=not gate)
@@ -157,7 +172,7 @@ def cmd_report(args) -> int:
             records = cached["results"]
     if records is None:
         impl = load_impl(args.impl)
-        results = run_cases(impl, select_cases(args), xp=_array_module(args.device),
+        results = run_cases(impl, select_cases(args), xp=_array_module(args.device, args.impl),
                             progress=True, fp16_compute=args.fp16_compute, drift=True)
         records = [report.result_record(r) for r in results]
     for path in report.write_reports(records, _meta(args)):

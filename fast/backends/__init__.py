@@ -19,9 +19,26 @@ the host, so CI (which has no GPU) executes the device code path.
 import numpy
 
 
+_host_override = None
+
+
+def emulate_cuda_on_host(enabled=True):
+    """Give NumPy parameters set up from now on to the emulated CUDA backend
+    (fast.backends.cuda_emulator) instead of the CPU one: the GPU code path, run on
+    the host, for tests and ``python -m conformance run --device gpu-emulated``."""
+    global _host_override
+    if enabled:
+        from fast.backends.cuda_emulator import EmulatedCudaBackend
+        _host_override = EmulatedCudaBackend()
+    else:
+        _host_override = None
+
+
 def for_array(array):
     """The backend that owns arrays like ``array`` (NumPy: cpu, CuPy: cuda)."""
     if isinstance(array, numpy.ndarray):
+        if _host_override is not None:
+            return _host_override
         from fast.backends.cpu import CPU
         return CPU
     if type(array).__module__.startswith("cupy"):

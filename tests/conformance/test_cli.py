@@ -31,7 +31,15 @@ def test_gate_reports_a_planted_bug_with_a_reproduce_command():
     assert reproduce and f"--case {CASE}" in reproduce[0]
 
 
+def test_gate_runs_fast_through_its_emulated_gpu_path():
+    """--device gpu-emulated: fast's CUDA backend and device driver, executed on the host."""
+    proc = conformance("gate", "--impl", "fast", "--device", "gpu-emulated", "--filter", "long/Adam")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 failed" in proc.stdout
+
+
 @pytest.mark.parametrize("args", [
+    ("gate", "--impl", "reference", "--device", "gpu-emulated"),
     ("gate", "--impl", "no_such_module"),
     ("gate", "--impl", "reference", "--case", "no/such/case"),
     ("gate", "--level", "enormous"),
