@@ -47,8 +47,9 @@ class GradientLARS(object):
         # squares below 2**-25 becomes 0; ``fixed``: float64), converted to the gradient's
         # dtype for ``g *= rate`` (and ``weight_decay`` for ``g += weight_decay * p``).
         norm_dtype = numpy.float64 if rule.profile == "fixed" else None
-        p_norm = numpy.float64(numpy.linalg.norm(p.astype(norm_dtype or p.dtype, copy=False)))
-        g_norm = numpy.float64(numpy.linalg.norm(g.astype(norm_dtype or g.dtype, copy=False)))
+        xp = rule._group.backend.xp
+        p_norm = numpy.float64(float(xp.linalg.norm(p.astype(norm_dtype or p.dtype, copy=False))))
+        g_norm = numpy.float64(float(xp.linalg.norm(g.astype(norm_dtype or g.dtype, copy=False))))
         local_rate = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
         rate = local_rate if p_norm > self.threshold else 1.0
         g += hook_ops.numpy1_scalar(self.weight_decay, p) * p
