@@ -73,17 +73,22 @@ def _cache_dir():
     return root
 
 
-def library_path():
-    """The cache path of the library for the current sources, flags, compiler and CPU."""
+def built_library(prefix, sources, flags):
+    """The path of a shared library compiled from KERNEL_DIR's ``sources`` (the last one
+    is the translation unit), built into the cache if missing. The name hashes the
+    sources, the flags, the compiler's version and the CPU."""
     cxx = _compiler()
     digest = hashlib.sha256()
-    for name in SOURCES:
+    for name in sources:
         with open(os.path.join(KERNEL_DIR, name), "rb") as f:
             digest.update(name.encode() + b"\0" + f.read())
-    digest.update(" ".join(FLAGS).encode())
+    digest.update(" ".join(flags).encode())
     digest.update(_compiler_version(cxx).encode())
     digest.update(_cpu_identity().encode())
-    return cxx, os.path.join(_cache_dir(), "fastkernels-{}.so".format(digest.hexdigest()[:20]))
+    path = os.path.join(_cache_dir(), "{}-{}.so".format(prefix, digest.hexdigest()[:20]))
+    if not os.path.exists(path):
+        compile_shared(cxx, flags, os.path.join(KERNEL_DIR, sources[-1]), path)
+    return path
 
 
 def compile_shared(cxx, flags, source, target):
@@ -103,30 +108,32 @@ def compile_shared(cxx, flags, source, target):
             os.unlink(tmp)
 
 
-def build(cxx, target):
-    """Compile the CPU kernels into ``target`` atomically."""
-    compile_shared(cxx, FLAGS, os.path.join(KERNEL_DIR, "cpu_driver.cpp"), target)
+class LazyLibrary(object):
+    """A kernel library loaded on first call (``built_library``), its functions declared
+    by ``declare(lib)``."""
+
+    def __init__(self, prefix, sources, flags, declare):
+        self.prefix, self.sources, self.flags, self.declare = prefix, sources, flags, declare
+        self._lock = threading.Lock()
+        self._lib = None
+
+    def __call__(self):
+        with self._lock:
+            if self._lib is None:
+                lib = ctypes.CDLL(built_library(self.prefix, self.sources, self.flags))
+                self.declare(lib)
+                self._lib = lib
+            return self._lib
 
 
-_lock = threading.Lock()
-_library = None
+def _declare(lib):
+    lib.fast_update.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(StepArgs)]
+    for name in ("fast_reduce", "fast_check_finite", "fast_materialize"):
+        getattr(lib, name).argtypes = [ctypes.c_int, ctypes.POINTER(StepArgs)]
 
 
-def library():
-    """The loaded kernel library (built on first use)."""
-    global _library
-    with _lock:
-        if _library is None:
-            cxx, path = library_path()
-            if not os.path.exists(path):
-                build(cxx, path)
-            lib = ctypes.CDLL(path)
-            for name in ("fast_update",):
-                getattr(lib, name).argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(StepArgs)]
-            for name in ("fast_reduce", "fast_check_finite", "fast_materialize"):
-                getattr(lib, name).argtypes = [ctypes.c_int, ctypes.POINTER(StepArgs)]
-            _library = lib
-        return _library
+#: The CPU kernels (built on first use).
+library = LazyLibrary("fastkernels", SOURCES, FLAGS, _declare)
 
 
 def _check(code, what):
@@ -146,12 +153,10 @@ def staggered_empty(n, dtype, slot):
     return raw[shift:shift + n * dtype.itemsize].view(dtype)
 
 
-class CpuBackend(object):
-    """Host memory; the compiled kernels run on the calling thread (and OpenMP)."""
+class HostMemory(object):
+    """Buffers in host memory (NumPy), as the CPU backend and the CUDA emulator keep them."""
 
-    name = "cpu"
     xp = numpy
-    asynchronous = False
 
     def allocate(self, n, dtype, slot):
         return staggered_empty(n, dtype, slot)
@@ -163,6 +168,13 @@ class CpuBackend(object):
     @staticmethod
     def to_host(array):
         return array
+
+
+class CpuBackend(HostMemory):
+    """Host memory; the compiled kernels run on the calling thread (and OpenMP)."""
+
+    name = "cpu"
+    asynchronous = False
 
     @staticmethod
     def _place(spec):

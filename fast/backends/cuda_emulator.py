@@ -10,9 +10,6 @@ and exists for tests; it says nothing about CuPy, NVRTC or the GPU's fp16
 arithmetic.
 """
 import ctypes
-import hashlib
-import os
-import threading
 
 import numpy
 
@@ -24,29 +21,12 @@ SOURCES = ("update_math.h", "step_args.h", "element_pipeline.h", "cuda_driver.cu
 FLAGS = ("-O2", "-pthread", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-march=native",
          "-std=c++20", "-fPIC", "-shared")
 
-_lock = threading.Lock()
-_library = None
+def _declare(lib):
+    lib.fast_emu_launch.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 3
 
 
-def library():
-    """The emulator library, built on first use into the kernel cache."""
-    global _library
-    with _lock:
-        if _library is None:
-            cxx = cpu._compiler()
-            digest = hashlib.sha256()
-            for name in SOURCES:
-                with open(os.path.join(cpu.KERNEL_DIR, name), "rb") as f:
-                    digest.update(name.encode() + b"\0" + f.read())
-            digest.update(" ".join(FLAGS).encode() + cpu._compiler_version(cxx).encode())
-            digest.update(cpu._cpu_identity().encode())
-            path = os.path.join(cpu._cache_dir(), "cudaemu-{}.so".format(digest.hexdigest()[:20]))
-            if not os.path.exists(path):
-                cpu.compile_shared(cxx, FLAGS, os.path.join(cpu.KERNEL_DIR, "cuda_emulator.cpp"), path)
-            lib = ctypes.CDLL(path)
-            lib.fast_emu_launch.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 3
-            _library = lib
-        return _library
+#: The emulator library (built on first use into the kernel cache).
+library = cpu.LazyLibrary("cudaemu", SOURCES, FLAGS, _declare)
 
 
 class _Done(object):
@@ -57,7 +37,7 @@ class _Done(object):
         return self._host
 
 
-class EmulatedCudaBackend(CudaBackend):
+class EmulatedCudaBackend(cpu.HostMemory, CudaBackend):
     """CudaBackend over host memory and the emulated driver."""
 
     name = "cuda-emulated"
@@ -65,19 +45,7 @@ class EmulatedCudaBackend(CudaBackend):
     def __init__(self):
         self.xp = numpy
         self.device_id = -1
-        self._functions = {}
         self._lib = library()
-
-    def allocate(self, n, dtype, slot):
-        return numpy.empty(n, dtype=dtype)
-
-    @staticmethod
-    def pointer(array):
-        return array.ctypes.data
-
-    @staticmethod
-    def to_host(array):
-        return array
 
     def _empty_bytes(self, n):
         return numpy.empty(n, dtype=numpy.uint8)
