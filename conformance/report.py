@@ -66,19 +66,24 @@ def result_record(r: CaseResult) -> dict:
 
 
 def write_reports(records: list, meta: dict, directory="reports") -> list:
-    """Write conformance.json, conformance.md and the per-optimizer plots; return the paths."""
+    """Write conformance.json, conformance.md and the per-optimizer plots; return the paths.
+    A run on another device than the CPU writes conformance-<device>.json/.md beside them
+    (no plots), so that it never replaces the CPU report."""
     os.makedirs(directory, exist_ok=True)
     rows = summary_rows(records)
     failed = [r for r in records if not r["passed"]]
     payload = {"meta": meta, "summary": rows, "cases": len(records), "failed": len(failed),
                "results": records}
-    json_path = os.path.join(directory, "conformance.json")
+    device = meta.get("device", "cpu")
+    stem = "conformance" if device == "cpu" else f"conformance-{device}"
+    json_path = os.path.join(directory, stem + ".json")
     with open(json_path, "w") as f:
         json.dump(payload, f, indent=1, default=str)
-    md_path = os.path.join(directory, "conformance.md")
+    md_path = os.path.join(directory, stem + ".md")
     with open(md_path, "w") as f:
         f.write(markdown(rows, failed, meta, len(records)))
-    return [json_path, md_path] + write_plots(records, directory)
+    plots = write_plots(records, directory) if device == "cpu" else []
+    return [json_path, md_path] + plots
 
 
 def markdown(rows, failed, meta, total) -> str:
