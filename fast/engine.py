@@ -445,7 +445,8 @@ class Engine(object):
             active[slow] = 0
             stepped = numpy.flatnonzero(active)
             if len(stepped):
-                journal.record(g, stepped)
+                if skip is not None:  # only a step the device may skip can need undoing
+                    journal.record(g, stepped)
                 for i in stepped:
                     if not g.initialized[i]:
                         g.initialize(i)
