@@ -333,7 +333,7 @@ class GradientMethod(object):
             grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
         tagged_scale = scale if engine.profile == "chainer" and group.master is None else None
-        view = _RuleParam(entry.name, data, grad, rule, tagged_scale)
+        view = _RuleParam(entry.param.name, data, grad, rule, tagged_scale)
         for hook in rule._hookable.get("pre"):
             hook(rule, view)
         engine.update_one_from_gradient(group, i, view.grad)
