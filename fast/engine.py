@@ -97,6 +97,9 @@ class Group(object):
         self.extras = {name: numpy.zeros(n, dtype=numpy.float64) for name in rule_cls.extras}
         self.chunk_tensor, self.chunk_begin, self.chunk_end = _chunk_table(self.sizes)
         self.raw = None
+        self.hooked = numpy.zeros(n, dtype=bool)
+        self.no_hook_tables = None
+        self.update_spec = None  # (key, StepSpec): see Engine._update_spec
         self.engine = None
 
     # --- views ---
@@ -115,9 +118,11 @@ class Group(object):
 
     # --- per-tensor scalars ---
     def refresh_hparams(self):
-        """Re-read the rules' hyperparameters into the raw table."""
+        """Re-read the rules' hyperparameters into the raw table, and which rules have
+        hooks of their own (adding or removing one also bumps the generation)."""
         self.raw = numpy.asarray([e.rule.raw_hparams() for e in self.entries], dtype=numpy.float64)
         self.raw = self.raw.reshape(len(self.entries), -1)
+        self.hooked = numpy.asarray([bool(e.rule._hookable) for e in self.entries], dtype=bool)
 
     def initialize(self, i):
         """Create rule ``i``'s state (and master) at its first update, as Chainer does."""
@@ -282,6 +287,9 @@ class Engine(object):
             keep = []
             fp32_view = self._viewed_as_fp32(g)
             expected_dtype = F32 if fp32_view else g.dtype
+            # The same array object as last time has the same address: an array
+            # referenced elsewhere (here, by grad_keep) cannot be resized in place.
+            previous = getattr(g, "grad_keep", None) or [None] * len(g.entries)
             for i, e in enumerate(g.entries):
                 grad = e.param.grad
                 if grad is None and missing_as_zero:
@@ -294,7 +302,7 @@ class Engine(object):
                 if not grad.flags.c_contiguous:
                     grad = xp.ascontiguousarray(grad)
                 keep.append(grad)
-                ptrs[i] = pointer(grad)
+                ptrs[i] = g.grad_ptrs[i] if grad is previous[i] else pointer(grad)
             g.grad_ptrs, g.grad_keep = ptrs, keep
 
     def args(self, g, active=None, hooks=(), grad_ptrs=None, param=None):
@@ -312,7 +320,7 @@ class Engine(object):
         spec.table("tensor_offset", g.offsets)
         spec.table("tensor_active", active)
         spec.table("grad", g.grad_ptrs if grad_ptrs is None else grad_ptrs)
-        spec.keep.append(g.grad_keep)
+        spec.keep.append(g.grad_keep)  # first: _update_spec replaces it
         spec.pointer("param", pointer(param), param)
         if g.master is not None and not self._viewed_as_fp32(g):
             spec.pointer("master", pointer(g.master), g.master)
@@ -329,6 +337,8 @@ class Engine(object):
 
     def _hook_tables(self, g, hooks):
         from fast import hook_ops  # hook_ops imports this module
+        if not hooks and g.no_hook_tables is not None:
+            return g.no_hook_tables
         n = len(g.entries)
         kinds = numpy.zeros(max(len(hooks), 1), dtype=numpy.int32)
         ha = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.float64)
@@ -339,6 +349,8 @@ class Engine(object):
             ha[k], hb[k], ptrs = op.tables(g)
             if ptrs is not None:
                 noise[k] = ptrs
+        if not hooks:
+            g.no_hook_tables = kinds, ha, hb, noise  # read-only: kernels only read tables
         return kinds, ha, hb, noise
 
     def _out_array(self, g, n, dtype):
@@ -428,6 +440,21 @@ class Engine(object):
         table = g.rule_cls.kernel_table(g.raw, g.t.astype(numpy.float64), g.extras, update_dtype)
         return numpy.ascontiguousarray(table, dtype=numpy.float64)
 
+    def _update_spec(self, g, active, hooks):
+        """The StepSpec of ``g``'s update. Without hook ops, the last one is reused when
+        the same tensors step on the same gradient addresses: its tables then stay
+        placed, and only the scalars change."""
+        if hooks:
+            return self.args(g, active=active, hooks=hooks)
+        key = (active.tobytes(), g.grad_ptrs.tobytes(), self._viewed_as_fp32(g))
+        if g.update_spec is not None and g.update_spec[0] == key:
+            spec = g.update_spec[1]
+            spec.keep[0] = g.grad_keep  # same addresses; the current arrays are kept
+            return spec
+        spec = self.args(g, active=active)
+        g.update_spec = key, spec
+        return spec
+
     def update(self, hooks, loss_scale, hooked_rules_path, skip=None):
         """One fused step of every group. Returns a Journal of the host bookkeeping done.
 
@@ -438,27 +465,26 @@ class Engine(object):
         journal = Journal()
         for g in self.groups:
             active = g.enabled.copy()
-            slow = [i for i, e in enumerate(g.entries)
-                    if active[i] and (e.rule._hookable or self._viewed_as_fp32(g))]
-            if slow and skip is not None:
+            slow = numpy.flatnonzero(active if self._viewed_as_fp32(g) else active & g.hooked)
+            if len(slow) and skip is not None:
                 raise RuntimeError("rules with their own hooks need the skip decision on the host")
             active[slow] = 0
             stepped = numpy.flatnonzero(active)
             if len(stepped):
                 if skip is not None:  # only a step the device may skip can need undoing
                     journal.record(g, stepped)
-                for i in stepped:
-                    if not g.initialized[i]:
-                        g.initialize(i)
-                    elif g.master is not None and not g.master_ready[i]:
+                for i in stepped[g.initialized[stepped] == 0]:
+                    g.initialize(i)
+                if g.master is not None:
+                    for i in stepped[g.master_ready[stepped] == 0]:
                         g.prepare_master(i)
                 g.t[stepped] += 1
-                spec = self.args(g, active=active, hooks=hooks)
+                spec = self._update_spec(g, active, hooks)
                 self._set_unscale(spec, g, loss_scale)
-                spec.table("hparams", self._kernel_table(g))
+                spec.refill("hparams", self._kernel_table(g))
                 g.backend.update(g.kernel_id, g.mode, spec, skip)
                 g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
-            for i in slow:
+            for i in slow.tolist():
                 hooked_rules_path(self, g, i, hooks, loss_scale)
         return journal
 

@@ -153,6 +153,16 @@ def staggered_empty(n, dtype, slot):
     return raw[shift:shift + n * dtype.itemsize].view(dtype)
 
 
+def host_address(array):
+    """The address of a C-contiguous NumPy array's first element. Taking it through
+    the buffer protocol costs a quarter of ``array.ctypes.data``, which is kept for
+    what the protocol refuses (read-only and size-0 arrays)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
 class HostMemory(object):
     """Buffers in host memory (NumPy), as the CPU backend and the CUDA emulator keep them."""
 
@@ -161,9 +171,7 @@ class HostMemory(object):
     def allocate(self, n, dtype, slot):
         return staggered_empty(n, dtype, slot)
 
-    @staticmethod
-    def pointer(array):
-        return array.ctypes.data
+    pointer = staticmethod(host_address)
 
     @staticmethod
     def to_host(array):
@@ -178,8 +186,12 @@ class CpuBackend(HostMemory):
 
     @staticmethod
     def _place(spec):
-        for field, table in spec.tables.items():
-            setattr(spec.args, field, table.ctypes.data)
+        """The tables stay where they are: the argument block takes their addresses
+        (again only after a table was set; a refill keeps the address)."""
+        if spec.placed is None:
+            for field, table in spec.tables.items():
+                setattr(spec.args, field, host_address(table))
+            spec.placed = "host"
         return ctypes.byref(spec.args)
 
     def update(self, kernel_id, mode, spec, skip=None):

@@ -166,7 +166,7 @@ class CudaBackend(object):
             raw = spec.tables[field].view(numpy.uint8).reshape(-1)
             host[offset:offset + raw.size] = raw
         self._upload(device, host)
-        spec.keep.append(device)
+        spec.placed = device  # the argument block now points into it: it must stay alive
         return device
 
     @staticmethod

@@ -57,12 +57,25 @@ class StepSpec(object):
         self.args = StepArgs()
         self.tables = {}
         self.keep = []
+        #: what the backend made of the tables at its last call (None: nothing yet,
+        #: or a table was set since); see the backends' ``_place``
+        self.placed = None
 
     def table(self, field, host_array):
         """Set table ``field`` to a (small) host array."""
         if field not in TABLE_FIELDS:
             raise KeyError("{} is not a table field of FastStepArgs".format(field))
         self.tables[field] = numpy.ascontiguousarray(host_array)
+        self.placed = None
+
+    def refill(self, field, values):
+        """Write ``values`` into table ``field`` in place (same shape and dtype), so the
+        table keeps its address; sets the table if it has none of that shape yet."""
+        current = self.tables.get(field)
+        if current is None or current.shape != numpy.shape(values):
+            self.table(field, numpy.asarray(values, dtype=numpy.float64 if current is None else current.dtype))
+        else:
+            current[...] = values
 
     def pointer(self, field, address, owner=None):
         """Set a buffer field to a device address (``owner`` is kept alive)."""
@@ -74,7 +87,7 @@ class StepSpec(object):
         return getattr(self.__dict__["args"], name)
 
     def __setattr__(self, name, value):
-        if name in ("args", "tables", "keep"):
+        if name in ("args", "tables", "keep", "placed"):
             object.__setattr__(self, name, value)
         else:
             setattr(self.args, name, value)

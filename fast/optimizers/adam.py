@@ -100,15 +100,16 @@ class AdamRule(FamilyRule):
     def kernel_table(cls, raw, t, extras, update_dtype):
         alpha, beta1, beta2, eps, eta, wd, adabound, final_lr, gamma = raw.T[:9]
         out = table(len(raw))
-        with numpy.errstate(divide="ignore", invalid="ignore"):
-            alpha_t = alpha * numpy.sqrt(1. - numpy.power(beta2, t)) / (1. - numpy.power(beta1, t))
-            final = final_lr * alpha / extras["initial_alpha"]
-            lower = final * (1.0 - 1.0 / (gamma * t + 1))
-            upper = final * (1.0 + 1.0 / (gamma * t))
         a = 1.0 - eta * wd
-        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = 1.0 - beta1, 1.0 - beta2, alpha_t, eps
+        with numpy.errstate(divide="ignore", invalid="ignore"):  # rows with t = 0 are not stepped
+            out[:, 2] = alpha * numpy.sqrt(1. - numpy.power(beta2, t)) / (1. - numpy.power(beta1, t))
+            if adabound.any():
+                final = final_lr * alpha / extras["initial_alpha"]
+                lower = final * (1.0 - 1.0 / (gamma * t + 1))
+                upper = final * (1.0 + 1.0 / (gamma * t))
+                out[:, 5], out[:, 6] = numpy.where(adabound != 0, lower, 0), numpy.where(adabound != 0, upper, 0)
+        out[:, 0], out[:, 1], out[:, 3] = 1.0 - beta1, 1.0 - beta2, eps
         out[:, 4] = adabound
-        out[:, 5], out[:, 6] = numpy.where(adabound != 0, lower, 0), numpy.where(adabound != 0, upper, 0)
         out[:, 7], out[:, 8], out[:, 9] = a, -eta, (a == 1.0)
         return out
 
