@@ -172,8 +172,10 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
     interleaved = [m for m in measurements if m["kind"] == "interleaved"]
     if interleaved:
         lines += ["## Interleaved timing (the targets' speed-ups)", "",
-                  "fast, torch fused and the per-array baseline step in turn for "
-                  f"{interleaved[0]['rounds']} rounds; best and median step per implementation.",
+                  "fast, torch fused and the per-array baseline step in turn, in rotating order, "
+                  f"for {interleaved[0]['rounds']} rounds; best and median step per implementation. "
+                  "\"x\" is the median over rounds of the peer's step time over fast's in the same "
+                  "round (the targets use it); the ratio of the best steps is in brackets.",
                   ""]
         lines += _table(
             ["optimizer", "mode", "params", "fast ms", "torch fused ms", "per-array ms",
@@ -181,13 +183,16 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
             [[m["optimizer"], m["mode"], m["param_set"]]
              + [f"{1e3 * m['best_s'][k]:.1f} (median {1e3 * m['median_s'][k]:.1f})"
                 for k in ("fast", "torch-fused", "per-array")]
-             + [_x(m["speedup"].get(k)) for k in ("torch-fused", "per-array")]
+             + [f"{_x(m['speedup'].get(k))} ({_x(m.get('best_speedup', {}).get(k))})"
+                for k in ("torch-fused", "per-array")]
              for m in interleaved])
     scaling = [m for m in measurements if m["kind"] == "interleaved-loss-scaling"]
     if scaling:
-        lines += ["### Interleaved: fast with and without dynamic loss scaling", ""]
+        lines += ["### Interleaved: fast with and without dynamic loss scaling", "",
+                  "Best step of each; the overhead is the median over rounds of the ratio "
+                  "within the round, minus 1.", ""]
         lines += _table(
-            ["optimizer", "mode", "params", "without, ms", "with, ms", "overhead"],
+            ["optimizer", "mode", "params", "without, ms (best)", "with, ms (best)", "overhead"],
             [[m["optimizer"], m["mode"], m["param_set"], f"{1e3 * m['without_s']:.2f}",
               f"{1e3 * m['with_s']:.2f}", _pct(m["overhead"])] for m in scaling])
     syncs = [m for m in measurements if m["kind"] == "host-sync"]

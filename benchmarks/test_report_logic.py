@@ -64,3 +64,11 @@ def test_interleaved_measurement_takes_precedence():
     outcomes = {o.target.text: o for o in evaluate("cpu", comparisons, interleaved, 28.0)}
     target = outcomes["AdamW fp32, ResNet-50 shapes: fast >= 1.0x torch fused AdamW"]
     assert target.measured == pytest.approx(2.0) and target.status == "met"
+
+
+def test_paired_speedup_is_the_median_of_ratios_within_rounds():
+    from .test_interleaved import paired_speedup
+    # round 2 is a slow spell for both: the ratio within it still counts as 2
+    assert paired_speedup([2.0, 20.0, 3.0], [1.0, 10.0, 2.0]) == pytest.approx(2.0)
+    # best-of would say 2.0 / 1.0 = 2; the rounds say fast was never more than 1.5x ahead
+    assert paired_speedup([2.0, 3.0, 3.0], [2.0, 2.0, 1.0]) == pytest.approx(1.5)
