@@ -113,6 +113,13 @@ inline bool worth_parallel(const FastStepArgs& a) {
     return total >= PARALLEL_MIN_ELEMENTS;
 }
 
+// Whether bytes [a + begin, a + end) and [b + begin, b + end) of two arrays of E overlap.
+template <class E> inline bool spans_overlap(const void* a, const void* b, int64_t begin, int64_t end) {
+    const uintptr_t x = (uintptr_t)((const E*)a + begin), y = (uintptr_t)((const E*)b + begin);
+    const uintptr_t bytes = (uintptr_t)(end - begin) * sizeof(E);
+    return x < y + bytes && y < x + bytes;
+}
+
 // One chunk of one tensor, in tiles. Arrays stored in the compute type are
 // updated in place; fp16 arrays are converted into local tiles of T first and
 // back afterwards. The update loop then runs over plain T pointers, a loop GCC
@@ -123,9 +130,6 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
     typedef typename M::T T;
     typedef typename M::P P;
     typedef typename M::S S;
-    // The gradient is always copied into a tile: reading the caller's array
-    // directly in the update loop measured 3x slower (store/load aliasing).
-    constexpr bool G_DIRECT = false;
     constexpr bool P_DIRECT = M::MASTER || std::is_same<P, T>::value;
     constexpr bool S_DIRECT = std::is_same<S, T>::value;
     T hp[FAST_N_HPARAMS];
@@ -136,6 +140,14 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
     float* master = M::MASTER ? a.master + base : nullptr;
     S* st[FAST_MAX_STATE];
     for (int k = 0; k < Rule::n_state; ++k) st[k] = (S*)a.state[k] + base;
+    // A gradient already in T with nothing to apply is read where it is (no copy into
+    // a tile: 4% faster at 16M fp32 AdamW, 35% at 1M), unless it shares memory with an
+    // array the loop writes (the loop's pointers are __restrict).
+    bool g_direct = std::is_same<P, T>::value && !HOOKS && !UNSCALE;  // so no master either
+    if (g_direct) {
+        g_direct = !spans_overlap<P>(grad, param, begin, end);
+        for (int k = 0; k < Rule::n_state; ++k) g_direct = g_direct && !spans_overlap<S>(grad, st[k], begin, end);
+    }
     const T divisor = (T)a.unscale_divisor;
     alignas(64) T gb[TILE], pb[TILE], sb[FAST_MAX_STATE][TILE];
     for (int64_t i0 = begin; i0 < end; i0 += TILE) {
@@ -143,7 +155,7 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
         const T* gp;
         T* pp;
         T* sp[FAST_MAX_STATE] = {nullptr, nullptr, nullptr};
-        if constexpr (G_DIRECT) {
+        if (g_direct) {
             gp = (const T*)(grad + i0);
         } else {
             if (HOOKS) {

@@ -86,3 +86,28 @@ def test_loaded_state_does_not_alias_the_checkpoint_source(tmp_path):
     loaded_m = restored_params["w"].update_rule.state["m"].copy()
     run_steps(source, params, 1, first_step=2)
     np.testing.assert_array_equal(restored_params["w"].update_rule.state["m"], loaded_m)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["Adam", "RMSpropGraves"])
+@pytest.mark.parametrize("shares", ["param", "state"])
+def test_a_gradient_sharing_memory_with_a_written_buffer(name, dtype, shares):
+    """The kernel reads a gradient in the compute dtype where it lies, unless it shares
+    memory with an array the update writes: then it must act as on a copy."""
+    def run(share):
+        p = fast.Parameter(np.linspace(-1.0, 1.0, 3000).astype(dtype))
+        opt = getattr(fast.optimizers, name)()
+        opt.setup({"p": p})
+        p.grad = np.full(3000, 0.25, dtype)
+        opt.update()  # creates the state
+        state = next(iter(p.update_rule.state.values()))
+        source = p.data if shares == "param" else state
+        p.grad = source if share else source.copy()
+        opt.update()
+        return p.data.copy(), {k: v.copy() for k, v in p.update_rule.state.items()}
+
+    shared_data, shared_state = run(share=True)
+    copied_data, copied_state = run(share=False)
+    assert np.array_equal(shared_data, copied_data)
+    for key in copied_state:
+        assert np.array_equal(shared_state[key], copied_state[key]), key
