@@ -150,3 +150,23 @@ def test_rule_level_lars_norms_follow_the_profile_on_fp16(profile):
     hooked = np.float16(np.float16(float(g0) + 0.001 * float(p0)) * rate)
     expected = np.float16(float(p0) - np.float64(LR) * np.float64(hooked))
     assert param.data == expected, (param.data, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bounds", [(-0.3, 0.2), (0.0, 0.0), (-0.0, 0.5), (-np.inf, 0.1)])
+def test_gradient_hard_clipping_of_special_values_matches_the_reference_bitwise(bounds, dtype):
+    """The kernel's clip keeps NumPy's rules: a NaN stays (with its sign), -0 and +0 at a
+    zero bound, infinities clipped. Compared bit for bit with `reference` (p = 0, lr = 1)."""
+    import reference
+    specials = np.array([np.nan, -np.nan, 0.0, -0.0, np.inf, -np.inf, 0.25, -0.25, 0.1, -1e-30,
+                         1e30, 5e-324 if dtype == np.float64 else 1e-45], dtype=dtype)
+    results = []
+    for impl in (fast, reference):
+        p = impl.Parameter(np.zeros(specials.size, dtype=dtype))
+        opt = impl.optimizers.SGD(lr=1.0)
+        opt.setup({"p": p})
+        opt.add_hook(impl.optimizer_hooks.GradientHardClipping(*bounds))
+        p.grad = specials.copy()
+        opt.update()
+        results.append(np.asarray(p.data).copy())
+    assert results[0].tobytes() == results[1].tobytes(), (results[0], results[1])
