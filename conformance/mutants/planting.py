@@ -35,8 +35,14 @@ class KernelEdit:
         if count != 1:
             raise PlantingError(f"{self.file}: expected the snippet once, found it {count} times: "
                                 f"{self.old.strip()[:80]!r}")
-        digest = hashlib.sha256((self.file + self.old + self.new).encode()).hexdigest()[:12]
-        target = os.path.join(tempfile.gettempdir(), f"conformance-mutant-kernels-{digest}")
+        # The copy is named by the edit and by every kernel source it copies: a copy made
+        # from older sources (an earlier checkout) is never reused.
+        digest = hashlib.sha256((self.file + "\0" + self.old + "\0" + self.new).encode())
+        for name in sorted(os.listdir(source_dir)):
+            with open(os.path.join(source_dir, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+        target = os.path.join(tempfile.gettempdir(),
+                              f"conformance-mutant-kernels-{digest.hexdigest()[:16]}")
         if not os.path.isdir(target):
             staging = tempfile.mkdtemp(prefix="conformance-mutant-")
             for name in os.listdir(source_dir):

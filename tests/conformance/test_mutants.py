@@ -82,3 +82,26 @@ def test_mutant_is_detected_where_fast_passes(name, cases):
     outcome = run_mutant(name, [case], timeout=300)
     assert outcome.get("error") is None, outcome["error"]
     assert outcome["detected"], f"{name} survived {case.name}"
+
+
+def test_a_planted_kernel_copy_follows_the_kernel_sources(tmp_path, monkeypatch):
+    """The private copy a kernel mutant compiles is named by every source it copies, so a
+    copy planted from older sources (an earlier checkout, left in the temp directory) is
+    never reused: it would compile the old kernels, or fail on a file they lack and count
+    as detected."""
+    import fast.backends.cpu as cpu
+    from conformance.mutants.planting import KernelEdit
+    edit = KernelEdit("rule.h", "x + y", "x - y")
+    targets = []
+    for version in ("old", "new"):
+        source = tmp_path / version
+        source.mkdir()
+        (source / "rule.h").write_text("return x + y;\n")
+        (source / "extra.h").write_text(f"// {version}\n")
+        monkeypatch.setattr(cpu, "KERNEL_DIR", str(source))
+        edit.plant()
+        targets.append(cpu.KERNEL_DIR)
+        assert sorted(os.listdir(cpu.KERNEL_DIR)) == ["extra.h", "rule.h"]
+        assert open(os.path.join(cpu.KERNEL_DIR, "extra.h")).read() == f"// {version}\n"
+        assert open(os.path.join(cpu.KERNEL_DIR, "rule.h")).read() == "return x - y;\n"
+    assert targets[0] != targets[1]
