@@ -69,3 +69,28 @@ def test_loss_function_is_backpropagated_with_the_loss_scale():
     opt_scaled.update(lambda: F.mean_squared_error(scaled(x), target))
     opt_plain.update(lambda: F.mean_squared_error(plain(x), target))
     np.testing.assert_allclose(scaled.W.array, plain.W.array, rtol=1e-6)
+
+
+@pytest.mark.parametrize("use_master", [False, True])
+def test_a_rule_hook_sees_the_parameter_name_chainer_gives_it(use_master):
+    """Chainer calls a rule's hooks with the parameter (its fp32 master copy, named after it,
+    with use_fp32_update), so the hook sees the link's attribute name, not the path."""
+    seen = {}
+    for impl, optimizers in (("chainer", chainer.optimizers), ("fast", fast.optimizers)):
+        link = linear_link()
+        if use_master:
+            for p in link.params():
+                p.array = p.array.astype(np.float16)
+        opt = optimizers.SGD(lr=0.1)
+        opt.setup(link)
+        names = seen[impl] = []
+        for _, p in sorted(link.namedparams()):
+            p.grad = np.ones_like(p.array)
+            p.update_rule.add_hook(lambda rule, param, names=names: names.append(param.name),
+                                   name="record")
+            if use_master:
+                p.update_rule.use_fp32_update()
+        opt.update()
+        assert all(p.array.dtype == (np.float16 if use_master else np.float32)
+                   for p in link.params())
+    assert seen["fast"] == seen["chainer"] == ["W", "b"]
