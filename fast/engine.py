@@ -100,6 +100,7 @@ class Group(object):
         self.hooked = numpy.zeros(n, dtype=bool)
         self.no_hook_tables = None
         self.update_spec = None  # (key, StepSpec): see Engine._update_spec
+        self.grad_ptrs = self.grad_keep = None  # gathered by Engine.collect_grads
         self.engine = None
 
     # --- views ---
@@ -289,7 +290,7 @@ class Engine(object):
             expected_dtype = F32 if fp32_view else g.dtype
             # The same array object as last time has the same address: an array
             # referenced elsewhere (here, by grad_keep) cannot be resized in place.
-            previous = getattr(g, "grad_keep", None) or [None] * len(g.entries)
+            previous = g.grad_keep or [None] * len(g.entries)
             for i, e in enumerate(g.entries):
                 grad = e.param.grad
                 if grad is None and missing_as_zero:
@@ -320,7 +321,7 @@ class Engine(object):
         spec.table("tensor_offset", g.offsets)
         spec.table("tensor_active", active)
         spec.table("grad", g.grad_ptrs if grad_ptrs is None else grad_ptrs)
-        spec.keep.append(g.grad_keep)  # first: _update_spec replaces it
+        spec.grads = g.grad_keep
         spec.pointer("param", pointer(param), param)
         if g.master is not None and not self._viewed_as_fp32(g):
             spec.pointer("master", pointer(g.master), g.master)
@@ -449,7 +450,7 @@ class Engine(object):
         key = (active.tobytes(), g.grad_ptrs.tobytes(), self._viewed_as_fp32(g))
         if g.update_spec is not None and g.update_spec[0] == key:
             spec = g.update_spec[1]
-            spec.keep[0] = g.grad_keep  # same addresses; the current arrays are kept
+            spec.grads = g.grad_keep  # same addresses; the current arrays are kept
             return spec
         spec = self.args(g, active=active)
         g.update_spec = key, spec

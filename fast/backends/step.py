@@ -57,6 +57,8 @@ class StepSpec(object):
         self.args = StepArgs()
         self.tables = {}
         self.keep = []
+        #: the gradient arrays the ``grad`` table points into (kept alive with the spec)
+        self.grads = None
         #: what the backend made of the tables at its last call (None: nothing yet,
         #: or a table was set since); see the backends' ``_place``
         self.placed = None
@@ -87,7 +89,7 @@ class StepSpec(object):
         return getattr(self.__dict__["args"], name)
 
     def __setattr__(self, name, value):
-        if name in ("args", "tables", "keep", "placed"):
+        if name in ("args", "tables", "keep", "grads", "placed"):
             object.__setattr__(self, name, value)
         else:
             setattr(self.args, name, value)
