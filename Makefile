@@ -12,8 +12,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
+# The gpu extra (CuPy, NVRTC, cuda_fp16.h) lets the tests compile every GPU kernel without a GPU.
 $(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PIP) install -e '.[test,plot]'
+	$(PIP) install -e '.[test,plot,gpu]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)

@@ -1,12 +1,14 @@
-"""CUDA backend: the kernels of cuda_driver.cu, compiled by NVRTC through CuPy.
+"""CUDA backend: the kernels of cuda_driver.cu, built by the project's own NVRTC
+compile (fast.backends.nvrtc: IEEE float32, no contraction) and loaded by CuPy.
 
 UNVERIFIED ON A GPU: no GPU was available while this was written. What CI
-checks: cuda_driver.cu includes the same update_math.h and
-element_pipeline.h as the CPU driver; ``host_check()`` type-checks every
-kernel instance requested here with the host compiler; and
-fast.backends.cuda_emulator runs this class's launch logic (argument
-packing, grids, the device skip flag, the two-pass reduction) over
-cuda_driver.cu compiled for the host, in tests/fast/test_fast_cuda_emulated.py.
+checks without one: every kernel instance requested here compiles with NVRTC
+for sm_80 and sm_90, its PTX keeps the IEEE contract (no flush to zero, no
+fused multiply-add, no approximate division or square root) and no kernel
+spills (tests/fast/test_fast_gpu_build.py); and fast.backends.cuda_emulator
+runs this class's launch logic (argument packing, grids, the device skip flag,
+the two-pass reduction) over cuda_driver.cu compiled for the host, in
+tests/fast/test_fast_cuda_emulated.py.
 
 Launch model, per group per step: one ``fast_update_kernel<Rule, Mode>``
 over the group's chunk table. The argument block (``FastStepArgs``) and the
@@ -14,17 +16,20 @@ small tables it points to travel in one asynchronous copy from pinned host
 memory. ``fast_check_kernel`` raises a device flag that the update kernels
 read, so a dynamic-loss-scaling step launches its updates without waiting
 for the check.
+
+``python -m fast.backends.cuda --ptx DIR [--arch sm_90]`` writes the PTX of
+every instance as the backend builds it and prints ptxas's register, spill and
+shared-memory figures per kernel; it needs no GPU.
 """
+import argparse
 import collections
 import ctypes
 import os
-import subprocess
-import tempfile
+import sys
 
 import numpy
 
-from fast.backends.cpu import KERNEL_DIR, MODE_FLOAT32, MODE_FLOAT64, MODE_FP16, MODE_FP16_MASTER, \
-    MODE_FP16_MASTER_FIXED, _compiler
+from fast.backends.cpu import MODE_FLOAT32, MODE_FLOAT64, MODE_FP16, MODE_FP16_MASTER, MODE_FP16_MASTER_FIXED
 
 RULES = {0: "RuleSGD", 1: "RuleMomentumSGD", 2: "RuleCorrectedMomentumSGD", 3: "RuleNesterovAG",
          4: "RuleAdaGrad", 5: "RuleAdaDelta", 6: "RuleRMSprop", 7: "RuleRMSpropGraves", 8: "RuleAdam",
@@ -62,28 +67,28 @@ def instantiations():
     return out + [(SEGMENT_SUM, kernel_name(SEGMENT_SUM))]
 
 
-def source():
-    """The CUDA translation unit (headers resolved through -I KERNEL_DIR)."""
-    with open(os.path.join(KERNEL_DIR, "cuda_driver.cu")) as f:
-        return f.read()
+def build(arch="sm_90", extra_flags=(), cache=True):
+    """The project's NVRTC build of every instance (fast.backends.nvrtc)."""
+    from fast.backends import nvrtc
+    return nvrtc.build([name for _, name in instantiations()], arch=arch, extra_flags=extra_flags,
+                       cache=cache)
 
 
-def host_check():
-    """Type-check cuda_driver.cu and every requested instance with the host
-    compiler (cuda_host_emulation.h). Raises RuntimeError on failure."""
-    lines = ['#include "cuda_host_emulation.h"', '#include "cuda_driver.cu"']
-    for kind, name in instantiations():
-        if "<" in name:
-            lines.append("template void {}{};".format(name, _SIGNATURES[kind]))
-    with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "check.cpp")
-        with open(src, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        res = subprocess.run([_compiler(), "-std=c++20", "-march=native", "-fsyntax-only", "-I", KERNEL_DIR,
-                              "-x", "c++", src], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError("cuda_driver.cu does not type-check on the host:\n" + res.stderr[-4000:])
-    return len(instantiations())
+def device_description(device_id=0):
+    """What a report needs to name the GPU: its name, compute capability, the driver's and
+    the CUDA runtime's versions, NVRTC's and CuPy's."""
+    import cupy
+    from fast.backends import nvrtc
+    runtime = cupy.cuda.runtime
+    props = runtime.getDeviceProperties(device_id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+
+    def version(v):
+        return "{}.{}".format(v // 1000, v % 1000 // 10)
+    return {"gpu": name, "compute_capability": "{}.{}".format(props["major"], props["minor"]),
+            "memory_gib": round(props["totalGlobalMem"] / 2 ** 30, 1),
+            "driver": version(runtime.driverGetVersion()), "cuda_runtime": version(runtime.runtimeGetVersion()),
+            "nvrtc": "{}.{}".format(*nvrtc.nvrtc_version()), "cupy": cupy.__version__}
 
 
 def _align(n, to=16):
@@ -105,9 +110,12 @@ class CudaBackend(object):
         import cupy
         self.xp = cupy
         self.device_id = device_id
-        with cupy.cuda.Device(device_id):
-            self._module = cupy.RawModule(code=source(), options=("--std=c++17", "-I" + KERNEL_DIR),
-                                          name_expressions=[name for _, name in instantiations()])
+        from fast.backends import nvrtc
+        with cupy.cuda.Device(device_id) as device:
+            arch = nvrtc.device_arch(device.compute_capability, nvrtc.supported_archs())
+            self.build = build(arch)
+            self._module = cupy.cuda.function.Module()
+            self._module.load(self.build.cubin if self.build.cubin is not None else self.build.ptx.encode())
         self._functions = {}
         self._in_flight = collections.deque()  # (event, pinned buffer) of uploads not yet done
 
@@ -145,7 +153,7 @@ class CudaBackend(object):
         name = kernel_name(kind, kernel_id, mode)
         function = self._functions.get(name)
         if function is None:
-            function = self._functions[name] = self._module.get_function(name)
+            function = self._functions[name] = self._module.get_function(self.build.lowered_names[name])
         function((grid,), (BLOCK,), (args_buffer,) + extra)
 
     # --- placing a StepSpec ---
@@ -234,3 +242,82 @@ def cuda_backend(device_id):
     if device_id not in _backends:
         _backends[device_id] = CudaBackend(device_id)
     return _backends[device_id]
+
+
+# ---- python -m fast.backends.cuda --ptx DIR [--arch sm_90] ----
+
+def _file_name(name):
+    return "".join(c if c.isalnum() or c == "_" else "-" for c in name.replace(", ", "-")).strip("-")
+
+
+def write_ptx(directory, arch="sm_90", extra_flags=()):
+    """Write the module's PTX and one stand-alone PTX file per instance under ``directory``;
+    return the build."""
+    result = build(arch, extra_flags=extra_flags)
+    per_kernel = os.path.join(directory, arch)
+    os.makedirs(per_kernel, exist_ok=True)
+    with open(os.path.join(directory, "cuda_driver.{}.ptx".format(arch)), "w") as f:
+        f.write(result.ptx)
+    for _, name in instantiations():
+        with open(os.path.join(per_kernel, _file_name(name) + ".ptx"), "w") as f:
+            f.write(result.entry_ptx(name))
+    return result
+
+
+def resource_table(result):
+    """Markdown rows: kernel, registers, spill stores/loads, stack frame, shared memory."""
+    resources = result.resources()
+    rows = ["| kernel | registers | spill stores (B) | spill loads (B) | stack frame (B) | shared (B) |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for _, name in instantiations():
+        r = resources.get(name)
+        cells = ("-",) * 5 if r is None else (r.registers, r.spill_stores, r.spill_loads, r.stack_frame,
+                                               r.shared_memory)
+        rows.append("| `{}` | {} | {} | {} | {} | {} |".format(name, *cells))
+    return "\n".join(rows)
+
+
+def contract_problems(result):
+    """What breaks the GPU build's contract: IEEE violations in the PTX, instances NVRTC did
+    not emit, kernels that spill to local memory."""
+    from fast.backends import nvrtc
+    problems = ["{} PTX instruction(s) of kind {}".format(n, kind)
+                for kind, n in nvrtc.ieee_violations(result.ptx).items()]
+    _, entries = nvrtc.split_ptx(result.ptx)
+    problems += ["no PTX entry for {}".format(name) for _, name in instantiations()
+                 if result.lowered_names.get(name) not in entries]
+    problems += ["{} spills ({} B stored, {} B loaded)".format(name, r.spill_stores, r.spill_loads)
+                 for name, r in result.resources().items() if r.spill_stores or r.spill_loads]
+    return problems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fast.backends.cuda",
+                                     description="Build fast's CUDA kernels with NVRTC (no GPU needed), "
+                                                 "write their PTX and print ptxas's resource usage.")
+    parser.add_argument("--ptx", metavar="DIR", required=True, help="where to write the PTX")
+    parser.add_argument("--arch", default="sm_90", help="sm_NN (cubin and PTX) or compute_NN (PTX only)")
+    parser.add_argument("--extra-flag", action="append", default=[], metavar="FLAG",
+                        help="an NVRTC flag added to the project's (to see its effect; repeatable)")
+    args = parser.parse_args(argv)
+    from fast.backends import nvrtc
+    try:
+        result = write_ptx(args.ptx, args.arch, tuple(args.extra_flag))
+    except (nvrtc.GpuBuildError, ValueError) as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        return 2
+    print("NVRTC {}.{}, {}, flags: {}".format(*result.nvrtc_version, result.arch, " ".join(result.flags)))
+    print("wrote {} and {} kernels under {}".format(
+        os.path.join(args.ptx, "cuda_driver.{}.ptx".format(args.arch)), len(instantiations()),
+        os.path.join(args.ptx, args.arch)))
+    if result.cubin is not None:
+        print(resource_table(result))
+    problems = contract_problems(result)
+    for problem in problems:
+        print("CONTRACT: " + problem)
+    print("PTX: {} .ftz, {} fma".format(*(nvrtc.ieee_violations(result.ptx).get(k, 0) for k in ("ftz", "fma"))))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
