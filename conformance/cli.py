@@ -13,8 +13,9 @@ import shlex
 import sys
 import traceback
 
-from . import generators, report
+from . import devices, generators, report
 from .adapter import load_impl
+from .devices import DEVICES
 from .runner import case_from_repr, run_cases
 
 RESULTS_CACHE = os.path.join("reports", "conformance-last-run.json")
@@ -22,6 +23,13 @@ RESULTS_CACHE = os.path.join("reports", "conformance-last-run.json")
 
 class UsageError(Exception):
     """Bad command-line input: exit code 2."""
+
+
+def _array_module(device: str, impl_name: str):
+    try:
+        return devices.array_module(device, impl_name)
+    except devices.DeviceError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="also write reports/mutants.md/json")
     p.add_argument("--reuse-baseline", action="store_true",
                    help="reuse the correct fast's passing cases from the last run (same level)")
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="run the mutants whose planted code runs on this device, there")
+    p.add_argument("--filter", default=None, help="only cases whose name contains this")
+    p.add_argument("--baseline-from", default=None, metavar="JSON",
+                   help="take the baseline from this conformance report of fast (same device and "
+                        "level) instead of running the suite first")
+    p.add_argument("--kind", default=None, choices=("kernel", "python"),
+                   help="only kernel-source edits or only host-side patches")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="mutants checked at once (each in its own process)")
     p = sub.add_parser("deep", help="hypothesis campaign against an implementation")
     p.add_argument("--impl", default="fast")
     p.add_argument("--device", default="cpu", choices=DEVICES)
@@ -70,32 +88,6 @@ def _suite_options(p) -> None:
     p.add_argument("--fp16-compute", default="float32", choices=("float32", "float16"),
                    help="the dtype the implementation computes in for float16 storage without a "
                         "master (float32: fast; float16: Chainer's NumPy float16 arithmetic)")
-
-
-DEVICES = ("cpu", "gpu", "gpu-emulated")
-
-
-def _array_module(device: str, impl_name: str = "fast"):
-    """The array module the case's arrays are made in. ``gpu-emulated``: NumPy arrays that
-    the implementation runs through its GPU code path on the host (it must offer
-    ``<impl>.backends.emulate_cuda_on_host``, as fast does)."""
-    import numpy
-    if device == "cpu":
-        return numpy
-    if device == "gpu-emulated":
-        try:
-            backends = importlib.import_module(impl_name + ".backends")
-            backends.emulate_cuda_on_host()
-        except (ImportError, AttributeError) as exc:
-            raise UsageError(f"--device gpu-emulated needs {impl_name}.backends.emulate_cuda_on_host "
-                             f"({exc})") from exc
-        return numpy
-    try:
-        import cupy
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        raise UsageError(f"--device gpu needs CuPy and a CUDA device ({exc})") from exc
-    return cupy
 
 
 def select_cases(args) -> list:
@@ -152,8 +144,11 @@ def cmd_run(args, gate=False) -> int:
 
 
 def _meta(args) -> dict:
-    return {"impl": args.impl, "device": args.device, "level": args.level,
+    meta = {"impl": args.impl, "device": args.device, "level": args.level,
             "filter": args.filter, "profile": args.profile, "fp16_compute": args.fp16_compute}
+    if args.device == "gpu":
+        meta["gpu"] = devices.describe("gpu")
+    return meta
 
 
 def _cache(args, records) -> None:
@@ -182,8 +177,12 @@ def cmd_report(args) -> int:
 
 def cmd_mutants(args) -> int:
     from .mutants import run_catalog
-    return run_catalog(level=args.level, only=args.only, write=args.write,
-                       reuse_baseline=args.reuse_baseline)
+    try:
+        return run_catalog(level=args.level, only=args.only, write=args.write,
+                           reuse_baseline=args.reuse_baseline, device=args.device, kind=args.kind,
+                           jobs=args.jobs, name_filter=args.filter, baseline_from=args.baseline_from)
+    except (ValueError, KeyError, OSError, devices.DeviceError) as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def cmd_deep(args) -> int:

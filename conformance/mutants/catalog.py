@@ -12,6 +12,14 @@ from .planting import KernelEdit, PythonPatch
 
 MATH = "update_math.h"
 DRIVER = "cpu_driver.cpp"
+CUDA_DRIVER = "cuda_driver.cu"
+PIPELINE = "element_pipeline.h"
+#: The devices whose build runs the code of each kernel file a mutant edits: the update math
+#: everywhere; the CPU driver on the CPU; the CUDA driver, and the per-element gradient
+#: pipeline that only it calls, on the GPU and in its host emulation.
+ALL_DEVICES = ("cpu", "gpu", "gpu-emulated")
+CUDA_DEVICES = ("gpu", "gpu-emulated")
+FILE_DEVICES = {MATH: ALL_DEVICES, DRIVER: ("cpu",), CUDA_DRIVER: CUDA_DEVICES, PIPELINE: CUDA_DEVICES}
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,17 @@ class Mutant:
     models: str          # the real-world bug it stands for
     visible: str         # where the suite can see it
     plant: tuple         # KernelEdit / PythonPatch objects, applied in order
+
+    @property
+    def kind(self) -> str:
+        """'kernel' (an edit of fast's kernel sources) or 'python' (a host-side patch)."""
+        return "kernel" if any(isinstance(p, KernelEdit) for p in self.plant) else "python"
+
+    @property
+    def devices(self) -> tuple:
+        """The devices on which the planted code runs (host code runs on all of them)."""
+        files = [p.file for p in self.plant if isinstance(p, KernelEdit)]
+        return tuple(d for d in ALL_DEVICES if all(d in FILE_DEVICES[f] for f in files))
 
 
 def _kernel(name, models, visible, file, old, new):
@@ -348,6 +367,28 @@ CATALOG = (
             "float16 without master", DRIVER,
             "        if constexpr (!S_DIRECT)\n            for (int k = 0; k < Rule::n_state; ++k) tile_store(sb[k], st[k] + i0, n);",
             "        if constexpr (false)\n            for (int k = 0; k < Rule::n_state; ++k) tile_store(sb[k], st[k] + i0, n);"),
+    # --- the CUDA driver (cuda_driver.cu) and its gradient pipeline (element_pipeline.h) ------
+    _kernel("cuda-skip-flag-ignored", "device-side skip decision not honoured by the update kernel",
+            "dynamic loss scaling with a non-finite gradient, on the device path", CUDA_DRIVER,
+            "    if (skip != nullptr && *skip) return;",
+            "    if (skip != nullptr && *skip < 0) return;"),
+    _kernel("cuda-master-not-written", "fused GPU kernel updates the fp16 parameter but not its fp32 master",
+            "float16 + master, on the device path", CUDA_DRIVER,
+            "            if (M::MASTER) master[i] = (float)p;\n",
+            ""),
+    _kernel("cuda-reduce-tree-half", "block reduction starts at a quarter of the block (half the partial sums lost)",
+            "GradientClipping / GradientLARS on tensors over 128 elements, on the device path", CUDA_DRIVER,
+            "for (int w = FAST_BLOCK / 2; w > 0; w >>= 1)",
+            "for (int w = FAST_BLOCK / 4; w > 0; w >>= 1)"),
+    _kernel("cuda-check-skips-chunk-end", "inf/NaN check misses the last element of each chunk",
+            "dynamic loss scaling with a non-finite value in the last element, on the device path",
+            CUDA_DRIVER,
+            "        const P* g = (const P*)a.grad[t];\n        for (int64_t i = a.chunk_begin[c] + threadIdx.x; i < a.chunk_end[c];",
+            "        const P* g = (const P*)a.grad[t];\n        for (int64_t i = a.chunk_begin[c] + threadIdx.x; i + 1 < a.chunk_end[c];"),
+    _kernel("cuda-master-grad-not-unscaled", "gradients not unscaled in the device's fp32-master path",
+            "float16 + master with loss scaling, on the device path", PIPELINE,
+            "        if (M::MASTER) g = g / divisor;",
+            "        if (M::MASTER) g = g;"),
     # --- host-side hyperparameters ------------------------------------------------------------
     _python("adam-bias-correction-off-by-one", "bias correction computed with t + 1",
             "Adam family, every step", ADAM, "kernel_table", _shift_t(1)),

@@ -14,8 +14,9 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
-from .. import generators, report
+from .. import devices, generators, report
 from ..runner import run_cases
 from .catalog import CATALOG, by_name
 
@@ -32,87 +33,140 @@ def interleaved(cases: list) -> list:
     return [case for _, _, case in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
-def baseline_cases(level: str) -> tuple:
-    """The suite's cases on which the correct fast passes, and how many it fails."""
+def suite(level: str, name_filter=None) -> list:
+    """The level's cases, or those whose name contains `name_filter`."""
+    return [c for c in generators.ci_suite(level) if name_filter is None or name_filter in c.name]
+
+
+def baseline_cases(level: str, device: str = "cpu", name_filter=None) -> tuple:
+    """The suite's cases on which the correct fast passes on `device`, and how many it fails."""
     import fast
-    cases = generators.ci_suite(level)
+    xp = devices.array_module(device, "fast")
+    cases = suite(level, name_filter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = run_cases(fast, cases, progress=True)
+        results = run_cases(fast, cases, xp=xp, progress=True)
     passing = [r.case for r in results if r.passed]
     return passing, len(cases) - len(passing)
 
 
-def run_mutant(name: str, cases: list, timeout: float = 900) -> dict:
+def run_mutant(name: str, cases: list, device: str = "cpu", timeout: float = 900) -> dict:
     payload = json.dumps([repr(c) for c in cases])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "conformance.mutants.worker", name],
-                          input=payload, capture_output=True, text=True, timeout=timeout, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    outcome = json.loads(lines[-1]) if lines else {
-        "mutant": name, "detected": False, "error": f"worker failed: {proc.stderr[-500:]}"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "conformance.mutants.worker", name, "--device", device],
+                              input=payload, capture_output=True, text=True, timeout=timeout, env=env)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        outcome = json.loads(lines[-1]) if lines else {
+            "mutant": name, "detected": False, "error": f"worker failed: {proc.stderr[-500:]}"}
+    except subprocess.TimeoutExpired:
+        outcome = {"mutant": name, "detected": False, "error": f"worker timed out after {timeout:.0f}s"}
     outcome["seconds"] = round(time.monotonic() - started, 1)
     return outcome
 
 
-BASELINE_CACHE = os.path.join("reports", "mutants-baseline.json")
+def _baseline_path(device: str) -> str:
+    suffix = "" if device == "cpu" else f"-{device}"
+    return os.path.join("reports", f"mutants-baseline{suffix}.json")
 
 
-def cached_baseline(level: str, reuse: bool) -> tuple:
-    """baseline_cases, or the cached one from the last run at this level when `reuse`."""
-    if reuse and os.path.exists(BASELINE_CACHE):
-        with open(BASELINE_CACHE) as f:
+def cached_baseline(level: str, reuse: bool, device: str = "cpu", name_filter=None) -> tuple:
+    """baseline_cases, or the cached one from the last run of the same selection when `reuse`."""
+    path = _baseline_path(device)
+    if reuse and os.path.exists(path):
+        with open(path) as f:
             cached = json.load(f)
-        if cached["level"] == level:
+        if cached["level"] == level and cached.get("filter") == name_filter:
             names = set(cached["passing"])
-            return [c for c in generators.ci_suite(level) if c.name in names], cached["excluded"]
-    passing, excluded = baseline_cases(level)
+            return [c for c in suite(level, name_filter) if c.name in names], cached["excluded"]
+    passing, excluded = baseline_cases(level, device, name_filter)
     os.makedirs("reports", exist_ok=True)
-    with open(BASELINE_CACHE, "w") as f:
-        json.dump({"level": level, "excluded": excluded, "passing": [c.name for c in passing]}, f)
+    with open(path, "w") as f:
+        json.dump({"level": level, "filter": name_filter, "excluded": excluded,
+                   "passing": [c.name for c in passing]}, f)
     return passing, excluded
 
 
-def run_catalog(level="ci", only=None, write=False, reuse_baseline=False) -> int:
-    mutants = CATALOG if not only else tuple(by_name(n.strip()) for n in only.split(","))
-    passing, fast_failures = cached_baseline(level, reuse_baseline)
+def baseline_from_report(path: str, level: str, device: str, name_filter=None) -> tuple:
+    """The baseline read from a conformance report of the correct fast (``report``'s JSON) on
+    the same device and level: its passing cases, and how many failed."""
+    with open(path) as f:
+        saved = json.load(f)
+    meta = saved.get("meta", {})
+    wanted = {"impl": "fast", "device": device, "level": level}
+    if any(meta.get(k) != v for k, v in wanted.items()):
+        raise ValueError(f"{path} is a report of {meta.get('impl')} on {meta.get('device')} at level "
+                         f"{meta.get('level')}, not of fast on {device} at level {level}")
+    passed = {r["case"]: r["passed"] for r in saved["results"]}
+    cases = suite(level, name_filter)
+    missing = [c.name for c in cases if c.name not in passed]
+    if missing:
+        raise ValueError(f"{path} has no result for {len(missing)} of the cases, e.g. {missing[0]}")
+    passing = [c for c in cases if passed[c.name]]
+    return passing, len(cases) - len(passing)
+
+
+def select_mutants(only=None, device="cpu", kind=None) -> tuple:
+    """The catalog's mutants whose planted code runs on `device` (of `kind`, when given), or
+    exactly the ones named in `only` (each must run on `device`)."""
+    if only:
+        chosen = tuple(by_name(n.strip()) for n in only.split(","))
+        idle = [m.name for m in chosen if device not in m.devices]
+        if idle:
+            raise ValueError(f"mutants whose planted code does not run on {device}: {', '.join(idle)}")
+        return chosen
+    return tuple(m for m in CATALOG if device in m.devices and kind in (None, m.kind))
+
+
+def run_catalog(level="ci", only=None, write=False, reuse_baseline=False, device="cpu", kind=None,
+                jobs=1, name_filter=None, baseline_from=None) -> int:
+    mutants = select_mutants(only, device, kind)
+    if baseline_from:
+        passing, fast_failures = baseline_from_report(baseline_from, level, device, name_filter)
+    else:
+        passing, fast_failures = cached_baseline(level, reuse_baseline, device, name_filter)
     order = interleaved(passing)
-    print(f"baseline: correct fast passes {len(passing)} cases at level {level!r} "
+    print(f"baseline: correct fast passes {len(passing)} cases at level {level!r} on {device} "
           f"({fast_failures} excluded)")
     rows = []
-    for mutant in mutants:
-        outcome = run_mutant(mutant.name, order)
-        rows.append({"mutant": mutant.name, "models": mutant.models, "visible": mutant.visible,
-                     "detected": "yes" if outcome.get("detected") else "NO",
-                     "case": outcome.get("case") or outcome.get("error") or "-",
-                     "cases_run": outcome.get("cases_run", 0), "seconds": outcome["seconds"],
-                     "divergence": outcome.get("divergence")})
-        print(f"  {mutant.name:38s} {rows[-1]['detected']:3s} after {rows[-1]['cases_run']} "
-              f"cases ({rows[-1]['seconds']}s): {rows[-1]['case']}", flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = pool.map(lambda m: run_mutant(m.name, order, device), mutants)
+        for mutant, outcome in zip(mutants, outcomes):
+            rows.append({"mutant": mutant.name, "models": mutant.models, "visible": mutant.visible,
+                         "detected": "yes" if outcome.get("detected") else "NO",
+                         "case": outcome.get("case") or outcome.get("error") or "-",
+                         "cases_run": outcome.get("cases_run", 0), "seconds": outcome["seconds"],
+                         "divergence": outcome.get("divergence")})
+            print(f"  {mutant.name:38s} {rows[-1]['detected']:3s} after {rows[-1]['cases_run']} "
+                  f"cases ({rows[-1]['seconds']}s): {rows[-1]['case']}", flush=True)
     detected = sum(r["detected"] == "yes" for r in rows)
     print()
     print(report.format_table(rows, ["mutant", "detected", "cases_run", "seconds", "case"]))
     print(f"\ndetected {detected}/{len(rows)} mutants")
     if write:
-        _write(rows, level, len(passing), fast_failures)
+        _write(rows, level, len(passing), fast_failures, device)
     return 0 if detected == len(rows) else 1
 
 
-def _write(rows, level, baseline, excluded) -> None:
+def _write(rows, level, baseline, excluded, device="cpu") -> None:
     os.makedirs("reports", exist_ok=True)
     detected = sum(r["detected"] == "yes" for r in rows)
-    with open(os.path.join("reports", "mutants.json"), "w") as f:
-        json.dump({"level": level, "baseline_cases": baseline, "excluded_cases": excluded,
-                   "detected": detected, "total": len(rows), "mutants": rows}, f, indent=1)
+    stem = "mutants" if device == "cpu" else f"mutants-{device}"
+    described = devices.describe(device)
+    with open(os.path.join("reports", stem + ".json"), "w") as f:
+        json.dump({"level": level, "device": described, "baseline_cases": baseline,
+                   "excluded_cases": excluded, "detected": detected, "total": len(rows),
+                   "mutants": rows}, f, indent=1)
+    on = ", ".join(f"{k} {v}" for k, v in described.items() if k != "device")
     lines = ["# Mutant detection", "",
-             f"Level `{level}`; the correct `fast` passes {baseline} cases (the baseline; "
-             f"{excluded} cases where it disagrees with the reference are excluded).", "",
+             f"Device `{device}` ({on}). Level `{level}`; the correct `fast` passes {baseline} cases "
+             f"(the baseline; {excluded} cases where it disagrees with the reference are excluded).", "",
              f"**Detected {detected}/{len(rows)}.**", "",
              "| mutant | models | visible | detected | first case | cases run |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['mutant']} | {r['models']} | {r['visible']} | {r['detected']} | "
               f"`{r['case']}` | {r['cases_run']} |" for r in rows]
-    with open(os.path.join("reports", "mutants.md"), "w") as f:
+    with open(os.path.join("reports", stem + ".md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -10,12 +10,28 @@ import json
 import sys
 import warnings
 
+from ..devices import array_module
 from ..runner import case_from_repr
+
+
+def build_kernels(device: str) -> None:
+    """Compile (or load from the cache) the kernels `device` runs."""
+    if device == "cpu":
+        from fast.backends import cpu
+        cpu.library()
+    elif device == "gpu-emulated":
+        from fast.backends import cuda_emulator
+        cuda_emulator.library()
+    else:
+        import cupy
+        from fast.backends import cuda
+        cuda.cuda_backend(cupy.cuda.Device().id)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     name = argv[0]
+    device = argv[argv.index("--device") + 1] if "--device" in argv else "cpu"
     case_reprs = json.load(sys.stdin)
     outcome = {"mutant": name, "detected": False, "case": None, "divergence": None,
                "cases_run": 0, "error": None}
@@ -25,15 +41,15 @@ def main(argv=None) -> int:
         for patch in mutant.plant:
             patch.plant()
         import fast
-        # Build the (possibly edited) CPU kernels now: a mutant whose kernels do not build is
-        # an error in the table, never a divergence that would count as detected.
-        from fast.backends import cpu as cpu_backend
-        cpu_backend.library()
+        xp = array_module(device, "fast")
+        # Build the (possibly edited) kernels of the device now: a mutant whose kernels do not
+        # build is an error in the table, never a divergence that would count as detected.
+        build_kernels(device)
         from ..compare import check_case
         warnings.simplefilter("ignore")
         for text in case_reprs:
             case = case_from_repr(text)
-            result = check_case(fast, case)
+            result = check_case(fast, case, xp=xp)
             outcome["cases_run"] += 1
             if not result.passed:
                 outcome.update(detected=True, case=case.name,

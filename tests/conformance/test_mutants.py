@@ -105,3 +105,35 @@ def test_a_planted_kernel_copy_follows_the_kernel_sources(tmp_path, monkeypatch)
         assert open(os.path.join(cpu.KERNEL_DIR, "extra.h")).read() == f"// {version}\n"
         assert open(os.path.join(cpu.KERNEL_DIR, "rule.h")).read() == "return x - y;\n"
     assert targets[0] != targets[1]
+
+
+def test_each_device_runs_the_mutants_whose_planted_code_it_compiles():
+    from conformance.mutants.runner import select_mutants
+    by_device = {d: {m.name for m in select_mutants(device=d)} for d in ("cpu", "gpu", "gpu-emulated")}
+    assert by_device["gpu"] == by_device["gpu-emulated"]
+    assert "vector-tail-dropped" in by_device["cpu"] - by_device["gpu"]  # the CPU driver
+    assert "cuda-master-not-written" in by_device["gpu"] - by_device["cpu"]  # the CUDA driver
+    assert "adam-swapped-betas" in by_device["cpu"] & by_device["gpu"]  # the shared update math
+    assert "t-not-restored-on-load" in by_device["cpu"] & by_device["gpu"]  # host code
+    assert set().union(*by_device.values()) == {m.name for m in CATALOG}
+    kernel_only = {m.name for m in select_mutants(device="gpu", kind="kernel")}
+    assert kernel_only and all(m.kind == "kernel" for m in CATALOG if m.name in kernel_only)
+    with pytest.raises(ValueError, match="does not run on gpu: vector-tail-dropped"):
+        select_mutants("adam-swapped-betas,vector-tail-dropped", device="gpu")
+
+
+def test_the_baseline_can_come_from_a_conformance_report(tmp_path):
+    import json
+    from conformance.mutants.runner import baseline_from_report, suite
+    names = [c.name for c in suite("smoke", "float32/")]
+    results = [{"case": n, "passed": i != 1} for i, n in enumerate(names)]
+    path = tmp_path / "conformance-gpu.json"
+    meta = {"impl": "fast", "device": "gpu", "level": "smoke"}
+    path.write_text(json.dumps({"meta": meta, "results": results}))
+    passing, excluded = baseline_from_report(str(path), "smoke", "gpu", "float32/")
+    assert [c.name for c in passing] == names[:1] + names[2:] and excluded == 1
+    with pytest.raises(ValueError, match="not of fast on cpu at level smoke"):
+        baseline_from_report(str(path), "smoke", "cpu", "float32/")
+    path.write_text(json.dumps({"meta": meta, "results": results[1:]}))
+    with pytest.raises(ValueError, match="no result for 1 of the cases"):
+        baseline_from_report(str(path), "smoke", "gpu", "float32/")
