@@ -5,8 +5,9 @@ may use; given to torch and to `fast` via OMP_NUM_THREADS; OMP_WAIT_POLICY defau
 PASSIVE, see pytest_configure), `--bench-report DIR` (where
 `<machine>.json` and `<machine>.md` go, default reports/benchmarks; `none` writes
 nothing), `--bench-machine NAME` (the report's file name; default derived from the
-hardware). The report is written at the end of the session from pytest-benchmark's own
-results, so `make bench` needs no extra options.
+hardware), `--bench-size full|quick` (the whole plan, or plan.quick's subset). The
+report is written at the end of the session from pytest-benchmark's own results, so
+`make bench` needs no extra options.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def pytest_addoption(parser):
                     help="directory for <machine>.json and .md; 'none' to write nothing")
     group.addoption("--bench-machine", default=None,
                     help="machine name used for the report files (default: from hardware)")
+    group.addoption("--bench-size", choices=("full", "quick"), default="full",
+                    help="the whole plan (default) or its quick subset (plan.quick)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options
@@ -66,6 +69,8 @@ def pytest_generate_tests(metafunc):
     marker = metafunc.definition.get_closest_marker("plan")
     if marker is not None and "case" in metafunc.fixturenames:
         cases = plan.CASES[marker.args[0]](metafunc.config.getoption("--device"))
+        if metafunc.config.getoption("--bench-size") == "quick":
+            cases = plan.quick(cases)
         metafunc.parametrize("case", cases, ids=[case.id for case in cases])
 
 

@@ -97,6 +97,19 @@ def per_array_memory_cases(device: str) -> list[Case]:
     return _grid(("AdamW",), ("fp32", "fp16+master"), ("flat-16M", "resnet50"))
 
 
+#: `--bench-size quick` (the one-command GPU check): the AdamW, Adam and SGD rows in fp32 and
+#: fp16 + master on the sets where a GPU's bandwidth shows, so every report column is filled
+#: in a few minutes; the full plan stays `make bench`'s.
+QUICK_OPTIMIZERS = ("AdamW", "Adam", "SGD")
+QUICK_MODES = ("fp32", "fp16+master", "fp16")
+QUICK_SETS = ("flat-16M", "flat-100M", "resnet50")
+
+
+def quick(cases: list[Case]) -> list[Case]:
+    return [c for c in cases if c.optimizer in QUICK_OPTIMIZERS and c.mode in QUICK_MODES
+            and c.param_set in QUICK_SETS]
+
+
 CASES = {
     "fast": fast_cases,
     "torch": torch_cases,
