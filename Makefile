@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench clean
+.PHONY: run test bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m pytest -q benchmarks
+
+# Everything that needs a GPU, in one command (.ci/gpu_check.py): the GPU build, the GPU
+# tests, the conformance suite and the kernel mutants on the GPU, the quick GPU benchmarks.
+# It runs with the interpreter that has CuPy, NVRTC, pytest-benchmark and torch (on the lent
+# H100/H200 machines, the image's python3, which reaches no package index); reports/ gets
+# conformance-gpu, mutants-gpu, benchmarks/<gpu> and gpu-check. GPU_CHECK_ARGS=--dry-run runs
+# what can run without a GPU.
+GPU_PYTHON ?= $(PYTHON)
+gpu-check:
+	$(GPU_PYTHON) .ci/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks fast/_build

@@ -46,10 +46,15 @@ def memory_available_bytes() -> int | None:
 
 
 def gpu_name(device: Device) -> str | None:
+    """The GPU's name, with its compute capability and the driver's, CUDA runtime's and NVRTC's
+    versions (the report must say which stack produced its figures)."""
     if not device.is_gpu:
         return None
-    name = device.xp.cuda.runtime.getDeviceProperties(0)["name"]
-    return name.decode() if isinstance(name, bytes) else str(name)
+    from conformance.devices import describe as describe_device
+    from fast.backends.nvrtc import nvrtc_version
+    gpu = describe_device("gpu")
+    return (f"{gpu['gpu']}, compute capability {gpu['compute_capability']}, driver {gpu['driver']}, "
+            f"CUDA runtime {gpu['cuda_runtime']}, NVRTC {'.'.join(map(str, nvrtc_version()))}")
 
 
 def package_versions() -> dict[str, str]:
@@ -102,7 +107,7 @@ def describe(device: Device, repo: Path) -> dict:
 def machine_slug(description: dict) -> str:
     """A file-name-safe machine name: `cpu-amd-epyc-2c` or `gpu-nvidia-h100-80gb-hbm3`."""
     if description["device"] == "gpu":
-        label = f"gpu-{description['gpu']}"
+        label = "gpu-" + description["gpu"].split(",")[0]
     else:
         label = f"cpu-{description['cpu']}-{description['cpu_cores']}c"
     label = re.sub(r"\((r|tm)\)|cpu @.*|processor", "", label.lower())
