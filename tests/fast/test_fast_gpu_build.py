@@ -172,3 +172,21 @@ def test_the_ptx_command_writes_every_instance_and_its_resources(tmp_path, capsy
 def test_the_ptx_command_refuses_a_bad_arch(tmp_path, capsys):
     assert cuda.main(["--ptx", str(tmp_path), "--arch", "volta"]) == 2
     assert "sm_90 or compute_90" in capsys.readouterr().err
+
+
+def test_the_register_table_in_docs_is_the_build():
+    """docs/fast.md's per-kernel table lists every instance; its figures are the build's when
+    NVRTC is the version the table names (another NVRTC may allocate registers differently)."""
+    import re
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "fast.md")) as f:
+        doc = f.read()
+    documented_version = tuple(map(int, re.search(r"Per kernel, NVRTC (\d+)\.(\d+)", doc).groups()))
+    rows = {m.group(1): tuple(int(x) for x in m.group(2, 3, 4, 5))
+            for m in re.finditer(r"^\| `([^`]+)` \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", doc, re.M)}
+    assert sorted(rows) == sorted(name for _, name in cuda.instantiations())
+    if nvrtc.nvrtc_version() != documented_version:
+        pytest.skip(f"the table is NVRTC {documented_version}'s; this is {nvrtc.nvrtc_version()}")
+    sm90, sm80 = cuda.build("sm_90").resources(), cuda.build("sm_80").resources()
+    for name, (registers_90, registers_80, spills, shared) in rows.items():
+        assert (registers_90, registers_80, spills, shared) == (
+            sm90[name].registers, sm80[name].registers, 0, sm90[name].shared_memory), name
