@@ -74,23 +74,6 @@ def build(arch="sm_90", extra_flags=(), cache=True):
                        cache=cache)
 
 
-def device_description(device_id=0):
-    """What a report needs to name the GPU: its name, compute capability, the driver's and
-    the CUDA runtime's versions, NVRTC's and CuPy's."""
-    import cupy
-    from fast.backends import nvrtc
-    runtime = cupy.cuda.runtime
-    props = runtime.getDeviceProperties(device_id)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-
-    def version(v):
-        return "{}.{}".format(v // 1000, v % 1000 // 10)
-    return {"gpu": name, "compute_capability": "{}.{}".format(props["major"], props["minor"]),
-            "memory_gib": round(props["totalGlobalMem"] / 2 ** 30, 1),
-            "driver": version(runtime.driverGetVersion()), "cuda_runtime": version(runtime.runtimeGetVersion()),
-            "nvrtc": "{}.{}".format(*nvrtc.nvrtc_version()), "cupy": cupy.__version__}
-
-
 def _align(n, to=16):
     return (n + to - 1) // to * to
 
