@@ -1,6 +1,9 @@
 """The CuPy path: the same math as the CPU path, and skipped steps that change nothing.
-Skipped cleanly where CuPy or a CUDA device is missing. That a step makes no host
-synchronisation is not observable from a test; the benchmarks measure it."""
+Skipped cleanly where CuPy or a CUDA device is missing (`make gpu-check` runs them on a GPU).
+The GPU build is IEEE (fast/backends/nvrtc.py: no flush to zero, no fma), so the GPU must
+equal the same driver compiled for the host (the emulated device path) bit for bit, and
+keep float32 subnormals. That a step makes no host synchronisation is not observable from a
+test; the benchmarks measure it."""
 
 import warnings
 
@@ -105,3 +108,92 @@ def test_loss_scale_sequence_matches_the_cpu_path():
         return opt.loss_scale, opt.t
     assert scales(True) == scales(False)
 
+
+
+# ---- the IEEE build on the GPU: the same bits as the same driver compiled for the host ----
+
+BIT_SHAPES = {"w": (40000,), "b": (5,), "s": ()}  # w spans two chunks of the chunk table
+
+
+def _device_run(name, mode, profile, on_gpu, hooks=()):
+    """Four steps, the third skipped by an inf (dynamic loss scaling), on the GPU (CuPy
+    arrays) or through the emulated device path (NumPy arrays, cuda_driver.cu built by g++)."""
+    from fast_testkit import DTYPE_MODES, make_params, optimizer_kwargs
+    import fast.backends
+    from fast.backends.cuda_emulator import EmulatedCudaBackend
+    xp = cuda_or_skip() if on_gpu else np
+    dtype, master = DTYPE_MODES[mode]
+    host = make_params(BIT_SHAPES, dtype)
+    params = {k: fast.Parameter(xp.asarray(p.data), name=k) for k, p in host.items()}
+    emulated = None if on_gpu else EmulatedCudaBackend()
+    original = fast.backends.for_array
+    if emulated is not None:
+        fast.backends.for_array = lambda array: emulated
+    try:
+        opt = getattr(fast.optimizers, name)(profile=profile, **optimizer_kwargs(name, mode)).setup(params)
+        if master:
+            opt.use_fp32_update()
+        opt.loss_scaling()
+        for hook in hooks:
+            opt.add_hook(hook)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for step in range(4):
+                grads = gradients(host, step, scale=opt.loss_scale)
+                if step == 2:
+                    grads["w"][7] = np.inf
+                for k, g in grads.items():
+                    params[k].grad = xp.asarray(g)
+                opt.update()
+        out = host_state(params)
+        out["loss_scale"], out["opt.t"] = opt.loss_scale, opt.t
+        out.update({k + ".t": p.update_rule.t for k, p in params.items()})
+        return out
+    finally:
+        fast.backends.for_array = original
+
+
+def _assert_same_bits(got, want):
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, np.ndarray):
+            assert got[key].dtype == value.dtype and got[key].tobytes() == value.tobytes(), key
+        else:
+            assert got[key] == value, key
+
+
+@pytest.mark.parametrize("profile", ["chainer", "fixed"])
+@pytest.mark.parametrize("mode", ["float64", "float32", "fp16_master", "fp16"])
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_the_gpu_equals_the_emulated_device_path_bit_for_bit(name, mode, profile):
+    """The GPU build computes the same IEEE operations in the same order as the host build of
+    the same driver (no ftz, no fma, IEEE division and square root): every bit equal."""
+    _assert_same_bits(_device_run(name, mode, profile, on_gpu=True),
+                      _device_run(name, mode, profile, on_gpu=False))
+
+
+@pytest.mark.parametrize("mode", ["float32", "fp16_master"])
+def test_the_reducing_hooks_equal_the_emulated_device_path_bit_for_bit(mode):
+    """GradientClipping and GradientLARS sum in the device's fixed tree on both sides."""
+    hooks = (fast.optimizer_hooks.GradientClipping(1.0), fast.optimizer_hooks.WeightDecay(1e-2))
+    _assert_same_bits(_device_run("Adam", mode, "chainer", True, hooks),
+                      _device_run("Adam", mode, "chainer", False, hooks))
+    lars = (fast.optimizer_hooks.GradientLARS(),)
+    _assert_same_bits(_device_run("MomentumSGD", mode, "fixed", True, lars),
+                      _device_run("MomentumSGD", mode, "fixed", False, lars))
+
+
+def test_float32_subnormals_are_kept_on_the_gpu():
+    """A flush-to-zero build would turn these updates into no-ops: p - lr * g with a subnormal
+    gradient, and a subnormal parameter moved by a subnormal step."""
+    cupy = cuda_or_skip()
+    tiny = np.float32(1e-39)  # subnormal in float32 (smallest normal: 1.18e-38)
+    start = np.array([0.0, tiny, 1.0, -tiny], dtype=np.float32)
+    grad = np.array([tiny, tiny, tiny, 3 * tiny], dtype=np.float32)
+    param = fast.Parameter(cupy.asarray(start), name="w")
+    opt = fast.optimizers.SGD(lr=1.0).setup({"w": param})
+    param.grad = cupy.asarray(grad)
+    opt.update()
+    want = start - np.float32(1.0) * grad
+    assert want[0] != 0 and want[1] == 0 and want[3] != 0
+    assert param.data.get().tobytes() == want.tobytes()
