@@ -3,8 +3,10 @@
 `ci_suite(level)` is deterministic. Level "ci" covers the whole matrix
 optimizer x dtype mode x hook (none or one of six) x loss-scaling mode x profile with small
 shapes, plus feature cases (odd and large sizes, special gradient streams, injections, None
-grads, disabled rules, per-rule overrides and hooks, hook order, checkpoints, long runs,
-raised errors). Level "full" runs the same cases with more steps and larger shapes.
+grads, disabled rules, per-rule overrides and hooks, hook order, checkpoints, raised errors)
+and trajectories that reach late steps (14-step runs with varied skipped steps in both
+profiles, runs resumed at t = 10^3, 10^5, 10^7). Level "full" runs the same cases with more
+steps and larger shapes.
 
 `cases()` is the hypothesis strategy; `settings_profile(name)` gives the `ci`
 (derandomized), `dev` and `deep` settings.
@@ -168,8 +170,8 @@ def long_cases(opt, mode):
                            for i, step in enumerate(skips))
         yield Case(name=f"long/{opt}/{mode}/{profile}", params=_params([(3,), (11,)]),
                    steps=LONG_STEPS, optimizer=opt, dtype_mode=mode, profile=profile,
-                   hyperparams=MATRIX_HYPERPARAMS.get(opt, ()), loss_scaling=LossScaling("dynamic", None, LONG_INTERVAL),
-                   injections=injections)
+                   hyperparams=MATRIX_HYPERPARAMS.get(opt, ()), injections=injections,
+                   loss_scaling=LossScaling("dynamic", None, LONG_INTERVAL))
 
 
 def resumed_counters(optimizer, hyperparams, t, n_params) -> Resume:
