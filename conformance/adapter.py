@@ -60,6 +60,17 @@ class Snapshot:
     loss_scale: float | None
 
 
+def rewrite_npz(path: str, entries: dict) -> None:
+    """Replace the values of those `entries` keys that the npz file at `path` holds."""
+    with np.load(path) as f:
+        arrays = {key: f[key] for key in f.files}
+    for key, value in entries.items():
+        if key in arrays:
+            arrays[key] = np.asarray(value, dtype=arrays[key].dtype)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 class Driver:
     """One optimizer built from a case, on one implementation module."""
 
@@ -73,6 +84,8 @@ class Driver:
             for i, spec in enumerate(case.params)
         }
         self.optimizer = self._build_optimizer()
+        if case.resume is not None:
+            self.resume()
 
     # -- construction -------------------------------------------------------------------
     def _build_optimizer(self):
@@ -117,15 +130,25 @@ class Driver:
         self.set_grads(step)
         self.optimizer.update()
 
-    def checkpoint(self) -> None:
+    def resume(self) -> None:
+        """Start from a checkpoint with the case's large counters (cases.Resume): one update
+        on the step-0 gradients, then save, write the counters into the file, and load."""
+        self.step(0)
+        self.checkpoint(self.case.resume.file_entries([spec.name for spec in self.case.params]))
+
+    def checkpoint(self, rewrite=None) -> None:
         """Save the optimizer to npz and load it into a freshly built optimizer.
 
         The parameters (the model) keep their arrays, as a model checkpoint would restore them.
+        `rewrite` (npz key -> value) replaces those of its keys the saved file holds, in the
+        file's dtype, before loading.
         """
         handle, path = tempfile.mkstemp(suffix=".npz")
         os.close(handle)
         try:
             self.impl.serializers.save_npz(path, self.optimizer)
+            if rewrite:
+                rewrite_npz(path, rewrite)
             for name, p in self.params.items():
                 self.params[name] = self.impl.Parameter(p.data, name=name)
             self.optimizer = self._build_optimizer()

@@ -72,6 +72,35 @@ class Injection:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """A checkpoint the case starts from: a run resumed after many updates.
+
+    Before step 1 each side takes one update on the step-0 gradients (so every state array
+    exists), saves to npz and loads the file into a freshly built optimizer with these
+    counters written into it (Chainer's keys): `t` (the optimizer's), `rule_t` (one per
+    parameter, in order: `<param>/t`) and, where the file has the key (the `fixed` profile),
+    `beta_power` (one per parameter: MSVAG's `<param>/beta_power`). The `chainer` profile does
+    not save `beta_power`, so a resumed MSVAG restarts it at `beta` whatever `t` is.
+    """
+    t: int
+    rule_t: tuple
+    beta_power: tuple = ()
+
+    def __post_init__(self):
+        if any(int(t) != t or t < 1 for t in (self.t,) + tuple(self.rule_t)):
+            raise ValueError("resumed counters must be positive integers")
+        if any(t > self.t for t in self.rule_t):
+            raise ValueError("a rule cannot have stepped more often than its optimizer")
+
+    def file_entries(self, names) -> dict:
+        """npz key -> value to write into the checkpoint, for parameters named `names`."""
+        entries = {"t": self.t}
+        entries.update({f"{name}/t": t for name, t in zip(names, self.rule_t)})
+        entries.update({f"{name}/beta_power": bp for name, bp in zip(names, self.beta_power)})
+        return entries
+
+
+@dataclass(frozen=True)
 class ParamSpec:
     """A parameter: its name, shape, initial-value scale and gradient stream."""
     name: str
@@ -99,7 +128,8 @@ class Case:
     `hyperparams` and `overrides` are tuples of pairs so the case stays hashable;
     `overrides` holds (param name, hyperparameter, value) triples set on that parameter's
     rule; `disabled` names parameters whose rule is disabled; `checkpoints` are the steps
-    after which both sides save to npz and load into a freshly built optimizer.
+    after which both sides save to npz and load into a freshly built optimizer; `resume`
+    (a `Resume`, or None) starts the case from a checkpoint with large counters.
     """
     name: str
     optimizer: str
@@ -115,6 +145,7 @@ class Case:
     overrides: tuple = ()
     checkpoints: tuple = ()
     seed: int = 0
+    resume: Resume | None = None
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -131,6 +162,11 @@ class Case:
         for hook in self.hooks:
             if hook.param is not None and hook.param not in names:
                 raise ValueError(f"hook attached to unknown parameter {hook.param!r}")
+        if self.resume is not None and not (
+                len(self.resume.rule_t) == len(names)
+                and len(self.resume.beta_power) in (0, len(names))):
+            raise ValueError("a resumed case needs one rule_t (and beta_power, if any) per "
+                             "parameter")
 
     @property
     def storage_dtype(self) -> str:

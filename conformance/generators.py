@@ -3,8 +3,10 @@
 `ci_suite(level)` is deterministic. Level "ci" covers the whole matrix
 optimizer x dtype mode x hook (none or one of six) x loss-scaling mode x profile with small
 shapes, plus feature cases (odd and large sizes, special gradient streams, injections, None
-grads, disabled rules, per-rule overrides and hooks, hook order, checkpoints, long runs,
-raised errors). Level "full" runs the same cases with more steps and larger shapes.
+grads, disabled rules, per-rule overrides and hooks, hook order, checkpoints, raised errors)
+and trajectories that reach late steps (14-step runs with varied skipped steps in both
+profiles, runs resumed at t = 10^3, 10^5, 10^7). Level "full" runs the same cases with more
+steps and larger shapes.
 
 `cases()` is the hypothesis strategy; `settings_profile(name)` gives the `ci`
 (derandomized), `dev` and `deep` settings.
@@ -16,7 +18,7 @@ import itertools
 from hypothesis import HealthCheck, settings, strategies as st
 
 from .cases import (DTYPE_MODES, HOOK_KINDS, OPTIMIZERS, PROFILES, Case, HookSpec, Injection,
-                    LossScaling, ParamSpec)
+                    LossScaling, ParamSpec, Resume)
 
 #: Arguments for each hook kind, chosen so the hook is active on the generated streams.
 HOOK_ARGS = {
@@ -54,6 +56,23 @@ ODD_SIZES = (15, 16, 17, 31, 33, 63, 65, 129, 257)
 MORE_ODD_SIZES = ODD_SIZES + (127, 255, 1023, 1025)
 LARGE_SHAPE = (43, 47)       # 2021 elements: not a multiple of any vector width
 LARGER_SHAPE = (67, 61)      # 4087 elements
+
+
+#: The long runs: LONG_STEPS steps under dynamic scaling with a small interval, and the steps
+#: a non-finite gradient skips, per profile. The two patterns share no step, so no step index
+#: is skipped in every long run of an optimizer and dtype mode; each leaves at least 8 normal
+#: steps and, after a skip, a run of more than two growth intervals (2 x LONG_INTERVAL steps).
+LONG_STEPS = 14
+LONG_INTERVAL = 2
+LONG_SKIPS = {"chainer": (1, 4, 11), "fixed": (2, 3, 9)}
+#: Optimizers whose update depends on the step count: the Adam family's bias correction and
+#: AdaBound's bound schedule (each rule's t), MSVAG's beta_power (beta ** (t + 1)).
+STEP_COUNTED = ("Adam", "AdamW", "AMSGrad", "AdaBound", "AMSBound", "MSVAG")
+#: The updates a resumed case has made before its first step.
+RESUME_AT = (10**3, 10**5, 10**7)
+#: MSVAG's beta in the resumed cases: beta ** 1001 (4e-5) is far from both 0 and 1, and
+#: beta ** 100001 underflows to 0 in float64.
+RESUMED_MSVAG_BETA = 0.99
 
 
 def _params(shapes, **kwargs):
@@ -105,11 +124,8 @@ def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
                    disabled=("p1",), overrides=(("p2", LEARNING_RATE[opt], 0.5 if
                                                  LEARNING_RATE[opt] != "rho" else 0.9),),
                    **base)
-        yield Case(name=f"long/{tag}", params=_params([(3,), (11,)]), steps=12,
-                   optimizer=opt, dtype_mode=mode,
-                   loss_scaling=LossScaling("dynamic", None, 3),
-                   injections=(Injection(1, "p0", "inf", 0), Injection(4, "p1", "nan", 5),
-                               Injection(9, "p0", "-inf", 2)))
+        yield from long_cases(opt, mode)
+        yield from resumed_cases(opt, mode, steps)
         order = (HookSpec("WeightDecay", (0.5,)), HookSpec("GradientHardClipping", (-0.05, 0.05)))
         for label, chain in (("decay-then-clip", order), ("clip-then-decay", order[::-1])):
             yield Case(name=f"hook-order/{tag}/{label}", params=_params([(5,), ()]),
@@ -144,6 +160,46 @@ def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
                         ("AdamW", {"eps": 1e-60})):
             yield Case(name=f"error/{opt}-tiny-eps/{mode}", optimizer=opt, dtype_mode=mode,
                        params=_params([(3,)]), hyperparams=tuple(hp.items()))
+
+
+def long_cases(opt, mode):
+    """Runs of LONG_STEPS steps in each profile, with that profile's skipped steps."""
+    for profile, skips in LONG_SKIPS.items():
+        kinds = ("inf", "nan", "-inf")
+        injections = tuple(Injection(step, f"p{i % 2}", kinds[i % 3], 2 * i + 1)
+                           for i, step in enumerate(skips))
+        yield Case(name=f"long/{opt}/{mode}/{profile}", params=_params([(3,), (11,)]),
+                   steps=LONG_STEPS, optimizer=opt, dtype_mode=mode, profile=profile,
+                   hyperparams=MATRIX_HYPERPARAMS.get(opt, ()), injections=injections,
+                   loss_scaling=LossScaling("dynamic", None, LONG_INTERVAL))
+
+
+def resumed_counters(optimizer, hyperparams, t, n_params) -> Resume:
+    """The counters of a run resumed after `t` updates of its first rule: each later rule
+    missed one more update (disabled for a while), the optimizer counted two skipped steps,
+    and MSVAG's beta_power is beta ** (rule t + 1), as Chainer keeps it."""
+    rule_t = tuple(t - i for i in range(n_params))
+    beta_power = ()
+    if optimizer == "MSVAG":
+        beta = dict(hyperparams)["beta"]
+        beta_power = tuple(beta ** (n + 1) for n in rule_t)
+    return Resume(t + 2, rule_t, beta_power)
+
+
+def resumed_cases(opt, mode, steps):
+    """Cases resumed from a checkpoint at large counters (RESUME_AT), in both profiles:
+    every step-counted optimizer, and SGD with GradientNoise (whose noise decays with t)."""
+    if opt not in STEP_COUNTED + ("SGD",):
+        return
+    hyperparams = (("beta", RESUMED_MSVAG_BETA),) if opt == "MSVAG" else ()
+    hooks = (HookSpec("GradientNoise", HOOK_ARGS["GradientNoise"]),) if opt == "SGD" else ()
+    ls = LossScaling("dynamic", None, 2) if mode.startswith("float16") else LossScaling()
+    params = _params([(5,), (17,)])
+    for profile, t in itertools.product(PROFILES, RESUME_AT):
+        yield Case(name=f"resume/{opt}/{mode}/{profile}/t={t}", optimizer=opt,
+                   dtype_mode=mode, profile=profile, params=params, steps=steps,
+                   hyperparams=hyperparams, hooks=hooks, loss_scaling=ls,
+                   resume=resumed_counters(opt, hyperparams, t, len(params)))
 
 
 LEVELS = {
@@ -194,9 +250,18 @@ def hyperparams(draw, optimizer: str):
 
 
 @st.composite
+def trajectory_lengths(draw):
+    """A number of steps: 1-6 mostly, one draw in four a tail of 7-30 steps."""
+    if draw(st.integers(0, 3)) == 0:
+        return draw(st.integers(7, 30))
+    return draw(st.integers(1, 6))
+
+
+@st.composite
 def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True) -> Case:
     """A random case over the whole case model (optionally fewer dtype modes, only
-    optimizer-level hooks, or no checkpoints)."""
+    optimizer-level hooks, or no checkpoints). One case in four runs 7-30 steps, one in four
+    (with checkpoints) is resumed at a large counter (RESUME_AT)."""
     optimizer = draw(st.sampled_from(OPTIMIZERS))
     mode = draw(st.sampled_from(modes))
     profile = draw(st.sampled_from(PROFILES))
@@ -208,7 +273,7 @@ def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True) -> Cas
                   grad_scale=draw(st.sampled_from((1e-4, 1e-2, 1.0, 1e2))),
                   init_scale=draw(st.sampled_from((0.0, 1e-2, 1.0, 10.0))))
         for i in range(n))
-    steps = draw(st.integers(1, 6))
+    steps = draw(trajectory_lengths())
     names = [p.name for p in params]
     hooks = tuple(draw(st.lists(_hooks(names, per_rule_hooks), max_size=2)))
     ls = draw(st.sampled_from(LOSS_SCALINGS + (LossScaling("static", 1024.0),
@@ -222,11 +287,16 @@ def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True) -> Cas
         lr_name = LEARNING_RATE[optimizer]
         overrides = ((draw(st.sampled_from(names)), lr_name, 0.9 if lr_name == "rho" else 0.05),)
     checkpoint_steps = st.lists(st.integers(1, steps), max_size=1 if checkpoints else 0)
-    checkpoints = tuple(draw(checkpoint_steps))
+    saves = tuple(draw(checkpoint_steps))
+    hp = draw(hyperparams(optimizer))
+    resume = None
+    if checkpoints and draw(st.integers(0, 3)) == 0:
+        resume = resumed_counters(optimizer, hp, draw(st.sampled_from(RESUME_AT)), n)
     return Case(name="hypothesis", optimizer=optimizer, params=params, steps=steps,
-                hyperparams=draw(hyperparams(optimizer)), dtype_mode=mode, profile=profile,
+                hyperparams=hp, dtype_mode=mode, profile=profile,
                 hooks=hooks, loss_scaling=ls, injections=injections, disabled=disabled,
-                overrides=overrides, checkpoints=checkpoints, seed=draw(st.integers(0, 2**16)))
+                overrides=overrides, checkpoints=saves, seed=draw(st.integers(0, 2**16)),
+                resume=resume)
 
 
 @st.composite

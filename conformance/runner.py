@@ -47,7 +47,7 @@ def run_cases(impl, cases: list, xp=None, progress=False, fail_fast=False,
 def case_from_repr(text: str) -> case_model.Case:
     """Rebuild a case from its repr (as printed in a reproduce command)."""
     namespace = {name: getattr(case_model, name) for name in
-                 ("Case", "HookSpec", "LossScaling", "Injection", "ParamSpec")}
+                 ("Case", "HookSpec", "LossScaling", "Injection", "ParamSpec", "Resume")}
     case = eval(text, {"__builtins__": {}}, namespace)  # only the case classes are reachable
     if not isinstance(case, case_model.Case):
         raise ValueError("--case-repr must be the repr of a conformance Case")

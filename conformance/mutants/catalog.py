@@ -115,6 +115,42 @@ def _next_scale_after_skip_grows(original):
     return next_scale
 
 
+def _growth_stops_after_two_intervals(original):
+    """A count of good steps since the last non-finite one saturates at two intervals, and
+    the dynamic scale stops growing from then on."""
+    def next_scale(self):
+        if self.dynamic and self.isnan_ever:
+            import math
+            self.good_steps = 0 if self.isnan else getattr(self, "good_steps", 0) + 1
+            if self.good_steps > 2 * round(1 / math.log2(self.multiplier)):
+                return None
+        return original(self)
+    return next_scale
+
+
+def _bias_correction_dropped_after_1000(original):
+    """Rows whose t passed 1000 step with alpha_t = alpha (bias correction taken as 1)."""
+    def kernel_table(cls, raw, t, extras, dtype):
+        table = original.__func__(cls, raw, t, extras, dtype)
+        late = t > 1000
+        table[late, 2] = raw[late, 0]
+        return table
+    return classmethod(kernel_table)
+
+
+def _master_not_written_on_step_4(original):
+    """The optimizer's 4th step leaves every fp16 parameter that has a master as it was."""
+    def update(self, *args, **kwargs):
+        import numpy
+        kept = [(p, numpy.array(p.data, copy=True)) for _, p in self._named] if self.t == 3 else []
+        result = original(self, *args, **kwargs)
+        for p, old in kept:
+            if p.update_rule.fp32_param is not None:
+                p.data[...] = old
+        return result
+    return update
+
+
 def _reversed_hooks(original):
     def get(self, timing):
         return list(reversed(original(self, timing)))
@@ -392,6 +428,10 @@ CATALOG = (
     # --- host-side hyperparameters ------------------------------------------------------------
     _python("adam-bias-correction-off-by-one", "bias correction computed with t + 1",
             "Adam family, every step", ADAM, "kernel_table", _shift_t(1)),
+    _python("adam-bias-correction-dropped-after-1000",
+            "bias correction switched off once t > 1000 (taken as converged)",
+            "Adam family resumed at t = 1000", ADAM, "kernel_table",
+            _bias_correction_dropped_after_1000),
     _python("adam-host-betas-swapped", "1 - beta1 and 1 - beta2 swapped in the host table",
             "Adam family", ADAM, "kernel_table", _table_edit(_swap_columns(0, 1))),
     _python("adam-eps-cast-to-fp16", "eps rounded to float16 (1e-8 -> 0) for fp16 parameters",
@@ -413,10 +453,17 @@ CATALOG = (
     _python("loss-scale-grows-on-skip", "scale not halved on a non-finite step",
             "dynamic scaling with a non-finite gradient", "fast.loss_scaling:LossScaling",
             "next_scale", _next_scale_after_skip_grows),
+    _python("loss-scale-growth-stops-after-two-intervals",
+            "a saturating good-step counter: growth stops two intervals after a skip",
+            "dynamic scaling, more than two intervals of good steps after a skip",
+            "fast.loss_scaling:LossScaling", "next_scale", _growth_stops_after_two_intervals),
     _python("rule-t-advanced-on-skip", "rule step counter advanced on skipped steps",
             "dynamic scaling with a skipped step", OPT, "update", _rule_t_on_skipped_steps),
     _python("opt-t-not-advanced-on-skip", "optimizer t not advanced on skipped steps",
             "dynamic scaling with a skipped step", OPT, "update", _opt_t_not_on_skipped_steps),
+    _python("master-not-written-on-step-4",
+            "fp16 parameters not rewritten from their masters on one step (the 4th)",
+            "float16 + master, step 4 not skipped", OPT, "update", _master_not_written_on_step_4),
     _python("disabled-rules-updated", "disabled update rules still stepped by the fused pass",
             "cases with a disabled rule", "fast.engine:Engine", "update", _disabled_rules_still_step),
     _python("none-grad-skips-update", "a None gradient skips the rule instead of counting as zeros",
