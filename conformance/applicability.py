@@ -26,7 +26,7 @@ def missing(impl, case: Case) -> list:
     cls = getattr(getattr(impl, "optimizers", None), case.optimizer, None)
     if cls is None:
         return [f"the implementation has no optimizer {case.optimizer}"]
-    reasons = [f"{case.optimizer} takes no argument {name}"
+    reasons = [f"{case.optimizer} takes no argument {name}" + _PROFILE_NOTE.get(name, "")
                for name in _arguments(case) if not _accepts(cls, name)]
     if case.uses_master and not hasattr(cls, "use_fp32_update"):
         reasons.append(f"{case.optimizer} has no use_fp32_update (fp32 master weights)")
@@ -39,6 +39,9 @@ def missing(impl, case: Case) -> list:
     if case.checkpoints and not _has_serializers(impl):
         reasons.append("the implementation has no serializers (save_npz, load_npz)")
     return reasons
+
+
+_PROFILE_NOTE = {"profile": " (the cases of the 'fixed' profile)"}
 
 
 def _arguments(case: Case) -> list:
