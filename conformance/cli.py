@@ -6,6 +6,7 @@ error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -141,7 +142,7 @@ def cmd_run(args, gate=False) -> int:
 
 
 def _write_outputs(args, results, gate) -> None:
-    reproduce = lambda case: reproduce_command(args, case)  # noqa: E731
+    reproduce = functools.partial(reproduce_command, args)
     if args.json:
         payload = outputs.json_payload(results, _meta(args), reproduce, args.require_all)
         payload["drift_measured"] = not gate
