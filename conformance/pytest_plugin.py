@@ -47,6 +47,8 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     impl = config.getoption("conformance_impl")
     if not impl:
         return
+    if os.getcwd() not in sys.path:  # import the module as `python -m conformance` would
+        sys.path.insert(0, os.getcwd())
     target = Target(impl, config.getoption("conformance_device"),
                     config.getoption("conformance_fp16_compute"))
     suite = Suite.from_parent(session, name=f"conformance-{impl}-{target.device}",
@@ -65,8 +67,6 @@ class Suite(pytest.Collector):
         self.target, self.level, self.require_all = target, level, require_all
         self.profile = profile
         self._loaded = None
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
         self.load()  # a module that cannot be used is a usage error, before any item runs
 
     def load(self) -> tuple:
