@@ -3,8 +3,8 @@
     pytest --conformance-impl=fast [--conformance-level smoke|ci|full]
            [--conformance-device cpu|gpu|gpu-emulated] [--conformance-profile chainer|fixed]
 
-collects one item per case of the level, named by the case, under the node
-`conformance-<impl>-<device>`, beside whatever else pytest collects where it runs. A failing
+collects one item per case of the level, named by the case, under the node `conformance`
+(id `conformance-<impl>-<device>`), beside whatever else pytest collects where it runs. A failing
 item shows the diagnosis and the reproduce line of `python -m conformance gate`; a case the
 implementation cannot run is skipped with the reason (a failure with
 --conformance-require-all). -k, -x, --lf, --junitxml and pytest-xdist's -n work as for any
@@ -51,7 +51,10 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         sys.path.insert(0, os.getcwd())
     target = Target(impl, config.getoption("conformance_device"),
                     config.getoption("conformance_fp16_compute"))
-    suite = Suite.from_parent(session, name=f"conformance-{impl}-{target.device}",
+    # The node's name is what -k sees besides the case name: "conformance" alone, so that
+    # -k Adam does not select every case of a module named my_adam. Its id names the
+    # implementation and the device, so --lf never mixes the failures of two targets.
+    suite = Suite.from_parent(session, name="conformance",
                               nodeid=f"conformance-{impl}-{target.device}", target=target,
                               level=config.getoption("conformance_level"),
                               profile=config.getoption("conformance_profile"),

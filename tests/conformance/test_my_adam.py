@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+from conformance import generators
 from conformance_cli import ROOT, conformance, planted_copy, pytest_run, reproduce, reproduce_lines
 
 MY_ADAM = os.path.join(ROOT, "examples", "my_adam.py")
@@ -39,8 +40,12 @@ def test_the_pytest_plugin_passes_my_adam(tmp_path):
     proc = pytest_run("--conformance-impl=examples.my_adam", "-k", "Adam and float32",
                       "-q", "-rs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    passed = int(re.search(r"(\d+) passed", proc.stdout).group(1))
+    passed, skipped = map(int, re.search(r"(\d+) passed, (\d+) skipped", proc.stdout).groups())
     assert passed >= 8 and "not applicable: the implementation has no optimizer AdamW" in proc.stdout
+    # -k sees the case names, not the module's name (my_adam would match every case).
+    selected = [c for c in generators.ci_suite("ci")
+                if "adam" in c.name.lower() and "float32" in c.name.lower()]
+    assert passed + skipped == len(selected)
 
 
 def test_a_bug_planted_in_a_copy_fails_the_gate_and_the_reproduce_line_reproduces_it(tmp_path):
