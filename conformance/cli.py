@@ -116,7 +116,9 @@ def select_cases(args) -> list:
 
 
 def reproduce_command(args, case) -> str:
-    return _reproduce_command(_target(args), args.level, case,
+    """The reproduce line for parsed arguments (`deep`'s have no --level: its cases are
+    given by repr)."""
+    return _reproduce_command(_target(args), getattr(args, "level", "ci"), case,
                               by_repr=bool(getattr(args, "case_repr", None)))
 
 

@@ -66,3 +66,19 @@ def test_report_refuses_a_file_it_cannot_use(tmp_path):
     for path in ("missing.json", "gate.json"):
         proc = conformance("report", "--results", path, cwd=tmp_path)
         assert proc.returncode == 2 and f"--results {path}" in proc.stderr, proc.stderr
+
+
+def test_a_hypothesis_case_is_reproduced_by_its_repr_without_a_level():
+    """`deep` (conformance.campaign) prints reproduce lines from arguments without --level."""
+    import argparse
+    import dataclasses
+    import shlex
+
+    from conformance import generators
+    from conformance.cli import reproduce_command
+    from conformance.runner import case_from_repr
+    case = dataclasses.replace(generators.ci_suite("smoke")[0], name="hypothesis")
+    line = reproduce_command(argparse.Namespace(impl="fast", device="cpu"), case)
+    words = shlex.split(line)
+    assert words[words.index("--case-repr") + 1] and "--level" not in words
+    assert case_from_repr(words[words.index("--case-repr") + 1]) == case
