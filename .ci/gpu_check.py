@@ -68,9 +68,9 @@ def gpu_arch() -> str:
 
 
 def describe(dry_run: bool) -> dict:
-    from conformance import devices
+    from conformance.target import describe_device
     from fast.backends import nvrtc
-    described = devices.describe("gpu-emulated" if dry_run else "gpu")
+    described = describe_device("gpu-emulated" if dry_run else "gpu")
     described["nvrtc"] = "{}.{}".format(*nvrtc.nvrtc_version())
     described["commit"] = _git("rev-parse", "--short", "HEAD")
     described["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -50,7 +50,7 @@ def gpu_name(device: Device) -> str | None:
     versions (the report must say which stack produced its figures)."""
     if not device.is_gpu:
         return None
-    from conformance.devices import describe as describe_device
+    from conformance.target import describe_device
     from fast.backends.nvrtc import nvrtc_version
     gpu = describe_device("gpu")
     return (f"{gpu['gpu']}, compute capability {gpu['compute_capability']}, driver {gpu['driver']}, "

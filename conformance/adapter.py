@@ -21,12 +21,14 @@ from .cases import Case
 def load_impl(name: str):
     """Import the implementation module named on the command line.
 
-    'chainer' selects the adapter over real Chainer (conformance.adapters.chainer).
+    'chainer' selects the adapter over real Chainer (conformance.adapters.chainer). Only
+    `Parameter` and `optimizers` are required; what else a case needs is optional
+    (conformance.applicability).
     """
     if name == "chainer":
         name = "conformance.adapters.chainer"
     module = importlib.import_module(name)
-    missing = [a for a in ("Parameter", "optimizers", "optimizer_hooks") if not hasattr(module, a)]
+    missing = [a for a in ("Parameter", "optimizers") if not hasattr(module, a)]
     if missing:
         raise ImportError(f"module {name!r} does not expose the public API: missing {missing}")
     return module
@@ -91,7 +93,10 @@ class Driver:
     def _build_optimizer(self):
         case, impl = self.case, self.impl
         cls = getattr(impl.optimizers, case.optimizer)
-        opt = cls(**dict(case.hyperparams), profile=case.profile, **self.optimizer_kwargs)
+        # `profile` is passed only when it is not the default, so an implementation without
+        # profiles runs the chainer-profile cases (conformance.applicability).
+        profile = {} if case.profile == "chainer" else {"profile": case.profile}
+        opt = cls(**dict(case.hyperparams), **profile, **self.optimizer_kwargs)
         opt.setup(self.params)
         if case.uses_master:
             opt.use_fp32_update()

@@ -6,30 +6,18 @@ error.
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import json
 import os
-import shlex
 import sys
 import traceback
 
-from . import devices, generators, report
-from .adapter import load_impl
-from .devices import DEVICES
-from .runner import case_from_repr, run_cases
-
-RESULTS_CACHE = os.path.join("reports", "conformance-last-run.json")
-
-
-class UsageError(Exception):
-    """Bad command-line input: exit code 2."""
-
-
-def _array_module(device: str, impl_name: str):
-    try:
-        return devices.array_module(device, impl_name)
-    except devices.DeviceError as exc:
-        raise UsageError(str(exc)) from exc
+from . import generators, outputs, report
+from .diagnosis import failure_text
+from .diagnosis import reproduce_command as _reproduce_command
+from .parallel import run_suite, usable_cores
+from .runner import case_from_repr
+from .target import DEVICES, FP16_COMPUTE, Target, UsageError, array_module, describe_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,10 +25,19 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Diff an optimizer implementation against the reference.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run the suite; print a summary table"),
-                            ("gate", "run the suite; exit 0 on pass, 1 on non-conformance"),
-                            ("report", "run the suite and write reports/")):
+                            ("gate", "run the suite; exit 0 on pass, 1 on non-conformance")):
         p = sub.add_parser(name, help=help_text)
         _suite_options(p)
+        p.add_argument("--junit-xml", default=None, metavar="PATH",
+                       help="also write JUnit XML: one testcase per case")
+        p.add_argument("--json", default=None, metavar="PATH",
+                       help="also write the summary, every failure with its reproduce line and "
+                            "every case's record as JSON (`report --results` reads it)")
+    p = sub.add_parser("report", help="write reports/ from a run (--results) or run the suite first")
+    _suite_options(p)
+    p.add_argument("--results", default=None, metavar="PATH",
+                   help="the JSON a `run --json PATH` wrote: write the reports from it, without "
+                        "running anything (the selection options are then that run's)")
     p = sub.add_parser("mutants", help="run the suite against every planted bug")
     p.add_argument("--level", default="ci", choices=sorted(generators.LEVELS))
     p.add_argument("--only", default=None, help="comma-separated mutant names")
@@ -74,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _suite_options(p) -> None:
     p.add_argument("--impl", default="fast", help="importable module exposing the public API "
                    "('chainer' for real Chainer)")
@@ -85,9 +89,23 @@ def _suite_options(p) -> None:
     p.add_argument("--case", default=None, help="exactly one case of the suite, by name")
     p.add_argument("--case-repr", default=None, help="one case given by its repr")
     p.add_argument("--fail-fast", action="store_true")
-    p.add_argument("--fp16-compute", default="float32", choices=("float32", "float16"),
+    p.add_argument("--fp16-compute", default="float32", choices=FP16_COMPUTE,
                    help="the dtype the implementation computes in for float16 storage without a "
                         "master (float32: fast; float16: Chainer's NumPy float16 arithmetic)")
+    p.add_argument("--jobs", type=_positive_int, default=usable_cores(), metavar="N",
+                   help="worker processes (default: the usable cores, here %(default)s); the "
+                        "results are the same for every N")
+    p.add_argument("--require-all", action="store_true",
+                   help="a case the implementation cannot run (not applicable) is a failure")
+
+
+def _array_module(device: str, impl_name: str = "fast"):
+    """The array module of a device (kept for conformance.campaign)."""
+    return array_module(device, impl_name)
+
+
+def _target(args) -> Target:
+    return Target(args.impl, args.device, getattr(args, "fp16_compute", "float32"))
 
 
 def select_cases(args) -> list:
@@ -108,71 +126,78 @@ def select_cases(args) -> list:
 
 
 def reproduce_command(args, case) -> str:
-    base = f"python -m conformance gate --impl {args.impl} --device {args.device}"
-    if getattr(args, "fp16_compute", "float32") != "float32":
-        base += f" --fp16-compute {args.fp16_compute}"
-    if getattr(args, "case_repr", None) or case.name == "hypothesis":
-        return f"{base} --case-repr {shlex.quote(repr(case))}"
-    return f"{base} --level {args.level} --case {shlex.quote(case.name)}"
+    """The reproduce line for parsed arguments (`deep`'s have no --level: its cases are
+    given by repr)."""
+    return _reproduce_command(_target(args), getattr(args, "level", "ci"), case,
+                              by_repr=bool(getattr(args, "case_repr", None)))
 
 
 def print_failure(args, result, stream=sys.stdout) -> None:
-    d = result.divergences[0]
-    stream.write(f"NON-CONFORMANCE in case {result.case.name}\n  {d.describe()}\n")
-    if d.kind == "value":
-        stream.write(f"  array {d.array} element {list(d.index)}: impl {d.impl_value!r}, "
-                     f"reference {d.ref_value!r}, error {abs(d.impl_value - d.ref_value):.6g}, "
-                     f"bound {d.bound:.6g}\n")
-    stream.write(f"  reproduce: {reproduce_command(args, result.case)}\n")
+    stream.write(failure_text(result, reproduce_command(args, result.case)))
 
 
 def cmd_run(args, gate=False) -> int:
-    impl = load_impl(args.impl)
-    xp = _array_module(args.device, args.impl)
+    target = _target(args)
     cases = select_cases(args)
-    results = run_cases(impl, cases, xp=xp, progress=True, fail_fast=args.fail_fast,
-                        fp16_compute=args.fp16_compute, drift=not gate)
+    results = run_suite(target, cases, jobs=args.jobs, progress=True, fail_fast=args.fail_fast,
+                        drift=not gate, require_all=args.require_all)
     records = [report.result_record(r) for r in results]
     print(report.summary_table(records))
-    failed = [r for r in results if not r.passed]
-    print(f"\n{len(results)} cases, {len(failed)} failed")
-    if not gate:
-        _cache(args, records)
+    print(f"\n{report.count_line(records, args.require_all)}")
+    for line in report.not_applicable_lines(records):
+        print(line)
+    _write_outputs(args, results, gate)
+    failed = [r for r in results if r.failed(args.require_all)]
     if failed:
         print_failure(args, failed[0])
     return 1 if failed else 0
+
+
+def _write_outputs(args, results, gate) -> None:
+    reproduce = functools.partial(reproduce_command, args)
+    if args.json:
+        payload = outputs.json_payload(results, _meta(args), reproduce, args.require_all)
+        payload["drift_measured"] = not gate
+        outputs.write_json(args.json, payload)
+    if args.junit_xml:
+        tree = outputs.junit_tree(results, f"conformance.{args.impl}", reproduce, args.require_all)
+        outputs.write_junit(args.junit_xml, tree)
 
 
 def _meta(args) -> dict:
     meta = {"impl": args.impl, "device": args.device, "level": args.level,
             "filter": args.filter, "profile": args.profile, "fp16_compute": args.fp16_compute}
     if args.device == "gpu":
-        meta["gpu"] = devices.describe("gpu")
+        meta["gpu"] = describe_device("gpu")
     return meta
 
 
-def _cache(args, records) -> None:
-    os.makedirs("reports", exist_ok=True)
-    with open(RESULTS_CACHE, "w") as f:
-        json.dump({"meta": _meta(args), "results": records}, f, default=str)
-
-
 def cmd_report(args) -> int:
-    """Write the reports from the last `run` with the same selection, else run first."""
-    records = None
-    if os.path.exists(RESULTS_CACHE) and not (args.case or args.case_repr):
-        with open(RESULTS_CACHE) as f:
-            cached = json.load(f)
-        if cached.get("meta") == _meta(args):
-            records = cached["results"]
-    if records is None:
-        impl = load_impl(args.impl)
-        results = run_cases(impl, select_cases(args), xp=_array_module(args.device, args.impl),
-                            progress=True, fp16_compute=args.fp16_compute, drift=True)
-        records = [report.result_record(r) for r in results]
-    for path in report.write_reports(records, _meta(args)):
+    """Write the reports from a saved run (--results), else run the suite first."""
+    if args.results:
+        meta, records = _saved_run(args.results)
+    else:
+        results = run_suite(_target(args), select_cases(args), jobs=args.jobs, progress=True,
+                            drift=True, require_all=args.require_all)
+        meta, records = _meta(args), [report.result_record(r) for r in results]
+    for path in report.write_reports(records, meta):
         print("wrote", path)
-    return 0 if all(r["passed"] for r in records) else 1
+    return 1 if any(report.failed(r, args.require_all) for r in records) else 0
+
+
+def _saved_run(path: str) -> tuple:
+    """(meta, records) of the file a `run --json PATH` wrote."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--results {path}: cannot read it ({exc})") from exc
+    if not isinstance(saved, dict) or not {"meta", "results"} <= saved.keys():
+        raise UsageError(f"--results {path}: not a file written by `run --json`")
+    if not saved.get("drift_measured", False):
+        raise UsageError(f"--results {path} was written by `gate`, which does not measure "
+                         f"drift: write it with `run --json`")
+    return saved["meta"], saved["results"]
 
 
 def cmd_mutants(args) -> int:
@@ -181,7 +206,7 @@ def cmd_mutants(args) -> int:
         return run_catalog(level=args.level, only=args.only, write=args.write,
                            reuse_baseline=args.reuse_baseline, device=args.device, kind=args.kind,
                            jobs=args.jobs, name_filter=args.filter, baseline_from=args.baseline_from)
-    except (ValueError, KeyError, OSError, devices.DeviceError) as exc:
+    except (ValueError, KeyError, OSError) as exc:
         raise UsageError(str(exc)) from exc
 
 

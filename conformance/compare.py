@@ -58,10 +58,20 @@ class CaseResult:
     unbounded: int = 0
     ambiguous_steps: int = 0
     drift: float = 0.0
+    not_applicable: str | None = None   # why the case was not run (conformance.applicability)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.divergences)
 
     @property
     def passed(self) -> bool:
-        return not self.divergences
+        """Run and conforming (a case that was not applicable has not passed)."""
+        return self.not_applicable is None and not self.divergences
+
+    def failed(self, require_all: bool = False) -> bool:
+        """A divergence; with `require_all`, also a case that could not be run."""
+        return self.diverged or (require_all and self.not_applicable is not None)
 
 
 # -- element comparison ----------------------------------------------------------------------

@@ -15,12 +15,14 @@ def _errors(record) -> list:
 
 def summary_rows(records: list) -> list:
     """One row per optimizer: cases, failures, elements checked, worst normalized error."""
-    rows = defaultdict(lambda: {"cases": 0, "failed": 0, "elements": 0, "unbounded": 0,
-                                "ambiguous_steps": 0, "worst": 0.0, "drift": 0.0})
+    rows = defaultdict(lambda: {"cases": 0, "failed": 0, "n/a": 0, "elements": 0,
+                                "unbounded": 0, "ambiguous_steps": 0, "worst": 0.0,
+                                "drift": 0.0})
     for r in records:
         row = rows[r["optimizer"]]
         row["cases"] += 1
-        row["failed"] += 0 if r["passed"] else 1
+        row["failed"] += 1 if diverged(r) else 0
+        row["n/a"] += 0 if r.get("not_applicable") is None else 1
         for key in ("elements", "unbounded", "ambiguous_steps"):
             row[key] += r[key]
         row["worst"] = max([row["worst"]] + _errors(r))
@@ -44,8 +46,45 @@ def format_table(rows: list, columns: list) -> str:
     return "\n".join(lines)
 
 
-SUMMARY_COLUMNS = ["optimizer", "cases", "failed", "elements", "unbounded", "ambiguous_steps",
-                   "worst", "drift"]
+SUMMARY_COLUMNS = ["optimizer", "cases", "failed", "n/a", "elements", "unbounded",
+                   "ambiguous_steps", "worst", "drift"]
+
+
+def diverged(record) -> bool:
+    return record["divergence"] is not None
+
+
+def failed(record, require_all=False) -> bool:
+    """A divergence; with `require_all`, also a case that was not applicable."""
+    return diverged(record) or (require_all and record.get("not_applicable") is not None)
+
+
+def count_not_applicable(records: list) -> int:
+    return sum(r.get("not_applicable") is not None for r in records)
+
+
+def not_applicable_counts(records: list) -> list:
+    """(number of cases, reason) for every reason a case was not run, most frequent first
+    (a case lacking two things counts under both)."""
+    counts = defaultdict(int)
+    for r in records:
+        for reason in filter(None, (r.get("not_applicable") or "").split("; ")):
+            counts[reason] += 1
+    return sorted(((n, reason) for reason, n in counts.items()), key=lambda x: (-x[0], x[1]))
+
+
+def count_line(records: list, require_all=False) -> str:
+    """'N cases, F failed' (and ', A not applicable' when some were not run)."""
+    n_failed = sum(failed(r, require_all) for r in records)
+    line = f"{len(records)} cases, {n_failed} failed"
+    skipped = count_not_applicable(records)
+    if skipped:
+        line += f", {skipped} not applicable" + (" (failures: --require-all)" if require_all else "")
+    return line
+
+
+def not_applicable_lines(records: list) -> list:
+    return [f"  {n} cases: {reason}" for n, reason in not_applicable_counts(records)]
 
 
 def summary_table(records: list) -> str:
@@ -62,6 +101,7 @@ def result_record(r: CaseResult) -> dict:
         "step_errors": [e if math.isfinite(e) else "inf" for e in r.step_errors],
         "drift": r.drift,
         "divergence": None if first is None else first.describe(),
+        "not_applicable": r.not_applicable,
     }
 
 
@@ -71,8 +111,11 @@ def write_reports(records: list, meta: dict, directory="reports") -> list:
     (no plots), so that it never replaces the CPU report."""
     os.makedirs(directory, exist_ok=True)
     rows = summary_rows(records)
-    failed = [r for r in records if not r["passed"]]
-    payload = {"meta": meta, "summary": rows, "cases": len(records), "failed": len(failed),
+    failures = [r for r in records if diverged(r)]
+    skipped = not_applicable_counts(records)
+    payload = {"meta": meta, "summary": rows, "cases": len(records), "failed": len(failures),
+               "not_applicable": count_not_applicable(records),
+               "not_applicable_reasons": [{"cases": n, "reason": why} for n, why in skipped],
                "results": records}
     device = meta.get("device", "cpu")
     stem = "conformance" if device == "cpu" else f"conformance-{device}"
@@ -81,15 +124,19 @@ def write_reports(records: list, meta: dict, directory="reports") -> list:
         json.dump(payload, f, indent=1, default=str)
     md_path = os.path.join(directory, stem + ".md")
     with open(md_path, "w") as f:
-        f.write(markdown(rows, failed, meta, len(records)))
+        f.write(markdown(rows, failures, meta, records))
     plots = write_plots(records, directory) if device == "cpu" else []
     return [json_path, md_path] + plots
 
 
-def markdown(rows, failed, meta, total) -> str:
+def markdown(rows, failed, meta, records) -> str:
     lines = ["# Conformance report", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += [f"- cases: {total}, failed: {len(failed)}", "",
+    skipped = not_applicable_counts(records)
+    lines += [f"- cases: {len(records)}, failed: {len(failed)}, not applicable: "
+              f"{count_not_applicable(records)}"]
+    lines += [f"  - {n} cases: {reason}" for n, reason in skipped]
+    lines += ["",
               "Normalized error = |impl - reference| / bound; a value above 1 is a failure "
               "(docs/conformance.md). `worst` is the largest normalized error of any teacher-"
               "forced step; `drift` the largest relative distance between the free-running "

@@ -5,8 +5,8 @@ import sys
 import time
 import warnings
 
-from . import cases as case_model
-from .compare import check_case, free_running_drift
+from . import applicability, cases as case_model
+from .compare import CaseResult, check_case, free_running_drift
 
 
 def progress_bar(done: int, total: int, failed: int, started: float, stream=sys.stderr) -> None:
@@ -20,26 +20,51 @@ def progress_bar(done: int, total: int, failed: int, started: float, stream=sys.
     stream.flush()
 
 
+def run_case(impl, case, xp, fp16_compute="float32", drift=False) -> CaseResult:
+    """check_case (and, with drift, the free-running drift), or a not-applicable result
+    when the case needs something `impl` lacks."""
+    reasons = applicability.missing(impl, case)
+    if reasons:
+        return CaseResult(case, not_applicable="; ".join(reasons))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # implementations warn on non-finite gradients
+        result = check_case(impl, case, xp=xp, fp16_compute=fp16_compute)
+        if drift:
+            result.drift = max(free_running_drift(impl, case, xp=xp).values(), default=0.0)
+    return result
+
+
+class Progress:
+    """The progress bar of a run, fed one result at a time in case order."""
+
+    def __init__(self, total: int, shown: bool, require_all: bool = False):
+        self.total, self.shown, self.require_all = total, shown, require_all
+        self.done, self.failed, self.started = 0, 0, time.monotonic()
+
+    def add(self, result) -> None:
+        self.done += 1
+        self.failed += 1 if result.failed(self.require_all) else 0
+        if self.shown and (self.done == self.total or self.done % 10 == 0):
+            progress_bar(self.done, self.total, self.failed, self.started)
+
+    def stopped_early(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
 def run_cases(impl, cases: list, xp=None, progress=False, fail_fast=False,
-              fp16_compute="float32", drift=False) -> list:
-    """check_case over `cases` (and, with drift, the free-running drift of each);
-    stops at the first failure when fail_fast."""
+              fp16_compute="float32", drift=False, require_all=False) -> list:
+    """run_case over `cases` in this process; stops at the first failure when fail_fast
+    (with require_all, a case that is not applicable is a failure)."""
     import numpy
     xp = numpy if xp is None else xp
-    results, failed, started = [], 0, time.monotonic()
-    for i, case in enumerate(cases, 1):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # implementations warn on non-finite gradients
-            result = check_case(impl, case, xp=xp, fp16_compute=fp16_compute)
-            if drift:
-                result.drift = max(free_running_drift(impl, case, xp=xp).values(), default=0.0)
+    results, bar = [], Progress(len(cases), progress, require_all)
+    for case in cases:
+        result = run_case(impl, case, xp, fp16_compute, drift)
         results.append(result)
-        failed += 0 if result.passed else 1
-        if progress and (i == len(cases) or i % 10 == 0):
-            progress_bar(i, len(cases), failed, started)
-        if fail_fast and not result.passed:
-            if progress:
-                sys.stderr.write("\n")
+        bar.add(result)
+        if fail_fast and result.failed(require_all):
+            bar.stopped_early()
             break
     return results
 

@@ -20,3 +20,8 @@ def test_readme_quirks_table_is_reference_profiles_quirks():
 
 def test_readme_names_both_commands():
     assert "make run" in README and "make test" in README
+
+
+def test_readme_shows_both_ways_of_gating_the_example_implementation():
+    assert "python -m conformance gate --impl examples.my_adam --filter Adam" in README
+    assert "python -m pytest --conformance-impl=examples.my_adam -k Adam examples" in README

@@ -16,7 +16,8 @@ import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import devices, generators, report
+from .. import generators, report
+from ..target import array_module, describe_device
 from ..runner import run_cases
 from .catalog import CATALOG, by_name
 
@@ -41,7 +42,7 @@ def suite(level: str, name_filter=None) -> list:
 def baseline_cases(level: str, device: str = "cpu", name_filter=None) -> tuple:
     """The suite's cases on which the correct fast passes on `device`, and how many it fails."""
     import fast
-    xp = devices.array_module(device, "fast")
+    xp = array_module(device, "fast")
     cases = suite(level, name_filter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,7 +155,7 @@ def _write(rows, level, baseline, excluded, device="cpu") -> None:
     os.makedirs("reports", exist_ok=True)
     detected = sum(r["detected"] == "yes" for r in rows)
     stem = "mutants" if device == "cpu" else f"mutants-{device}"
-    described = devices.describe(device)
+    described = describe_device(device)
     with open(os.path.join("reports", stem + ".json"), "w") as f:
         json.dump({"level": level, "device": described, "baseline_cases": baseline,
                    "excluded_cases": excluded, "detected": detected, "total": len(rows),

@@ -10,7 +10,7 @@ import json
 import sys
 import warnings
 
-from ..devices import array_module
+from ..target import array_module
 from ..runner import case_from_repr
 
 

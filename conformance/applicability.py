@@ -1,0 +1,67 @@
+"""Which cases an implementation can run: what a case needs beyond the required API.
+
+Required of every `--impl` module: `Parameter` and `optimizers` (load_impl checks them).
+Optional, each found by looking at the module and its classes, never by running them:
+
+- each optimizer class (`optimizers.Adam`, ...);
+- each constructor argument a case sets (a hyperparameter, or `profile=` for the `fixed`
+  profile; a constructor taking `**kwargs` accepts every one);
+- `use_fp32_update` on the optimizer class (the float16_master dtype mode);
+- `loss_scaling` on the optimizer class (static and dynamic loss scaling);
+- `optimizer_hooks` and each hook class in it;
+- `serializers.save_npz` and `serializers.load_npz` (checkpoint cases).
+
+A case that needs something missing is *not applicable*: it is not run, and the reasons are
+reported (`--require-all` turns it into a failure).
+"""
+from __future__ import annotations
+
+import inspect
+
+from .cases import Case
+
+
+def missing(impl, case: Case) -> list:
+    """What `case` needs that `impl` lacks, as sentences; empty when the case can run."""
+    cls = getattr(getattr(impl, "optimizers", None), case.optimizer, None)
+    if cls is None:
+        return [f"the implementation has no optimizer {case.optimizer}"]
+    reasons = [f"{case.optimizer} takes no argument {name}" + _PROFILE_NOTE.get(name, "")
+               for name in _arguments(case) if not _accepts(cls, name)]
+    if case.uses_master and not hasattr(cls, "use_fp32_update"):
+        reasons.append(f"{case.optimizer} has no use_fp32_update (fp32 master weights)")
+    if case.loss_scaling.mode != "none" and not hasattr(cls, "loss_scaling"):
+        reasons.append(f"{case.optimizer} has no loss_scaling")
+    hooks = getattr(impl, "optimizer_hooks", None)
+    for kind in sorted({spec.kind for spec in case.hooks}):
+        if not hasattr(hooks, kind):
+            reasons.append(f"the implementation has no optimizer hook {kind}")
+    if case.checkpoints and not _has_serializers(impl):
+        reasons.append("the implementation has no serializers (save_npz, load_npz)")
+    return reasons
+
+
+_PROFILE_NOTE = {"profile": " (the cases of the 'fixed' profile)"}
+
+
+def _arguments(case: Case) -> list:
+    """The constructor arguments the case sets, in a stable order."""
+    names = [name for name, _ in case.hyperparams]
+    names += [hp for _, hp, _ in case.overrides if hp not in names]
+    if case.profile != "chainer":
+        names.append("profile")
+    return names
+
+
+def _accepts(cls, name: str) -> bool:
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume it accepts the argument
+        return True
+    return any((p.name == name and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+               for p in parameters)
+
+
+def _has_serializers(impl) -> bool:
+    serializers = getattr(impl, "serializers", None)
+    return hasattr(serializers, "save_npz") and hasattr(serializers, "load_npz")
