@@ -99,8 +99,9 @@ def plan(args, logs: str) -> list:
              limit_s=300, summary=r"PTX: .*"),
         Part("tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/fast/test_fast_gpu.py",
                        "tests/fast/test_fast_gpu_build.py"], limit_s=300, summary=r"\d+ (passed|failed).*"),
-        Part("conformance", [py, "-m", "conformance", "report", "--impl", "fast", "--device", device, *level],
-             limit_s=420, cwd=args.out, summary=r"\d+ cases, \d+ failed.*|wrote .*\.md"),
+        Part("conformance", [py, "-m", "conformance", "report", "--impl", "fast", "--device", device,
+                             "--require-all", "--jobs", str(args.jobs), *level],
+             limit_s=420, cwd=args.out, summary=r"^\d+ cases, \d+ failed.*"),
         Part("mutants", [py, "-m", "conformance", "mutants", "--device", device, "--jobs", str(args.jobs),
                          "--write", *mutants], limit_s=300, cwd=args.out, summary=r"detected \d+/\d+ mutants"),
         Part("bench", [py, "-m", "pytest", "-p", "no:cacheprovider", os.path.join(REPO, "benchmarks"),
@@ -125,8 +126,7 @@ def run_part(part: Part, limit_s: float, logs: str) -> dict:
             code, status = None, "timed out"
     with open(log_path) as log:
         output = log.read()
-    found = re.findall(part.summary, output) if part.summary else []
-    lines = [m for m in re.findall(r"^.*$", output, re.M) if re.search(part.summary, m)] if found else []
+    lines = [line for line in output.splitlines() if part.summary and re.search(part.summary, line)]
     return {"part": part.name, "status": status, "exit_code": code, "seconds": round(time.monotonic() - started, 1),
             "limit_s": round(limit_s), "result": lines[-1].strip() if lines else "",
             "command": " ".join(os.path.relpath(c, REPO) if os.path.isabs(c) and c.startswith(REPO) else c
@@ -159,7 +159,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="where reports/ is written (default: the repository; "
                         "a new temporary directory for --dry-run)")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all parts together")
-    parser.add_argument("--jobs", type=int, default=usable_cores(), help="mutants checked at once")
+    parser.add_argument("--jobs", type=int, default=usable_cores(),
+                        help="conformance worker processes, and mutants checked at once")
     parser.add_argument("--logs", default=None, help="also pack every part's log and the PTX into this .tar.gz")
     parser.add_argument("--only", default=None, help="comma-separated parts to run (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="no GPU: run what can run on the host")

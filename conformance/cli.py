@@ -182,6 +182,7 @@ def cmd_report(args) -> int:
         meta, records = _meta(args), [report.result_record(r) for r in results]
     for path in report.write_reports(records, meta):
         print("wrote", path)
+    print(report.count_line(records, args.require_all))
     return 1 if any(report.failed(r, args.require_all) for r in records) else 0
 
 
