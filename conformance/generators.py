@@ -202,12 +202,34 @@ def resumed_cases(opt, mode, steps):
                    resume=resumed_counters(opt, hyperparams, t, len(params)))
 
 
+#: Tensors for the norms of GradientClipping and GradientLARS: past one 256-wide block tree,
+#: and an odd 2-D shape; then one past 65,536 elements, so that an implementation that cuts
+#: tensors into chunks (fast: 32,768 elements; apex: 65,536) must add partial sums across
+#: chunks (two cases only: the reference takes about 10 s a step there).
+REDUCTION_SHAPES = ((300,), LARGE_SHAPE)
+MULTI_CHUNK_SHAPE = (70001,)
+
+
+def reduction_cases(steps=3):
+    """The two norm-taking hooks over large tensors, in every dtype mode and profile."""
+    hooks = ("GradientClipping", "GradientLARS")
+    for hook, mode, profile in itertools.product(hooks, DTYPE_MODES, PROFILES):
+        yield Case(name=f"large-norm/{hook}/{mode}/{profile}", optimizer="MomentumSGD",
+                   params=_params(REDUCTION_SHAPES), steps=steps, dtype_mode=mode, profile=profile,
+                   hooks=(HookSpec(hook, HOOK_ARGS[hook]),))
+    for hook, mode in zip(hooks, ("float32", "float16_master")):
+        yield Case(name=f"multi-chunk-norm/{hook}/{mode}", optimizer="MomentumSGD",
+                   params=_params([MULTI_CHUNK_SHAPE, (5,)]), steps=2, dtype_mode=mode,
+                   hooks=(HookSpec(hook, HOOK_ARGS[hook]),))
+
+
 LEVELS = {
     "smoke": lambda: itertools.islice(matrix_cases(steps=2), 0, None, 17),
-    "ci": lambda: itertools.chain(matrix_cases(), feature_cases()),
+    "ci": lambda: itertools.chain(matrix_cases(), feature_cases(), reduction_cases()),
     "full": lambda: itertools.chain(matrix_cases(steps=6),
                                     feature_cases(steps=8, odd_sizes=MORE_ODD_SIZES,
-                                                  large_shape=LARGER_SHAPE)),
+                                                  large_shape=LARGER_SHAPE),
+                                    reduction_cases(steps=6)),
 }
 
 
