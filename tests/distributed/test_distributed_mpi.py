@@ -201,3 +201,24 @@ def test_a_run_saved_on_3_ranks_resumes_on_2_and_on_1_exactly(tmp_path):
     fast.serializers.load_npz(ckdir / "optimizer.npz", opt)
     rs.resume_steps(opt, params, 4, 8, 0, 1)
     assert rs.bitwise_equal(rs.state_of(opt, params), uninterrupted)
+
+
+EXAMPLE = HERE.parents[1] / "examples" / "train_distributed.py"
+
+
+def test_distributed_example_is_one_process_averaging_the_shares(tmp_path):
+    """`mpiexec -n 2 python examples/train_distributed.py`: its loss curve and parameters are
+    bit for bit those of one process computing both halves' gradients and averaging them as
+    the ranks do, so it departs from one process on the whole batch by exactly the rounding
+    of the gradient average; and it learns."""
+    out = tmp_path / "curves.json"
+    status, log = launch(2, "--steps", 40, "--json", out, script=EXAMPLE)
+    assert status == 0, log[-4000:]
+    curves = json.loads(out.read_text())
+    assert curves["ranks"] == 2
+    assert curves["distributed"] == curves["one_process_averaging_shares"]
+    assert curves["same_parameters"]
+    distributed, whole = np.array(curves["distributed"]), np.array(curves["one_process_whole_batch"])
+    assert distributed[0] == whole[0]  # the same start: parameters broadcast from rank 0
+    assert distributed[-1] < 0.75 * distributed[0] and whole[-1] < 0.75 * whole[0]
+    assert "equal to one process averaging the 2 shares' gradients: True" in log
