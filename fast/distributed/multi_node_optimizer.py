@@ -210,6 +210,10 @@ def create_multi_node_optimizer(actual_optimizer, communicator, allreduce_grad_d
     ``pure_nccl`` None means ``chainer.get_dtype()`` (float32 unless configured), so
     ``numpy.float32`` reproduces its default for fp16 gradients.
     """
+    if not hasattr(communicator, "allgather_obj"):
+        raise TypeError("communicator must come from fast.distributed.create_communicator, got {}".format(
+            type(communicator).__name__))
+
     def local_check():
         dtype = _exchange_dtype(allreduce_grad_dtype)
         return dtype, _check_wrappable(actual_optimizer, communicator, dtype)
