@@ -3,6 +3,8 @@
 One rank per GPU: 1 rank needs one GPU (NCCL's unique id, communicator, sum and broadcast
 on a single rank), 2 ranks need two (NCCL refuses two ranks on one GPU).
 """
+import warnings
+
 import pytest
 
 from tests.distributed.test_distributed_mpi import HERE, launch, rank_results, same_on_every_rank
@@ -11,8 +13,10 @@ from tests.distributed.test_distributed_mpi import HERE, launch, rank_results, s
 def gpu_count():
     """GPUs CuPy can use with NCCL, 0 when there are none (or no CuPy or NCCL)."""
     try:
-        import cupy
-        from cupy.cuda import nccl
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # CuPy warns when it cannot preload NCCL
+            import cupy
+            from cupy.cuda import nccl
         return cupy.cuda.runtime.getDeviceCount() if nccl.available else 0
     except Exception:
         return 0
