@@ -176,7 +176,17 @@ def scenario_nan_skip(comm):
     # interval=1: after the skip the scale grows by 2 per step, so it stays a power of two and
     # every loss-scaled gradient (and so the sum over ranks) stays exact in float16.
     config = dict(CONFIGS["fp16-master-dynamic-fixed"], interval=1)
-    return run_against_single_process(comm, config, 5, identical=False, poison=(2, comm.size - 1))
+    out = run_against_single_process(comm, config, 5, identical=False, poison=(2, comm.size - 1))
+    # check_nan_in_grads on its own: the last rank's inf makes every rank unsafe to update.
+    opt, params = build(config, comm, seed=comm.rank)
+    feed(params, rank_gradients(config, 0, comm.rank, comm.size, False), opt.loss_scale, np.float16)
+    if comm.rank == comm.size - 1:
+        params["b"].grad[3] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt.check_nan_in_grads()
+    out["check_nan_in_grads_safe"] = opt.is_safe_to_update()
+    return out
 
 
 def caught(action):
@@ -300,9 +310,17 @@ def scenario_checkpoint(comm, outdir):
     missing = caught(lambda: fast.serializers.load_npz(os.path.join(outdir, "absent.npz"), opt))
     unchanged = state_digest(opt, params) == before
     fast.serializers.load_npz(path, opt)
+    reloaded_unchanged = state_digest(opt, params) == before
+    # A replica that drifted (one element of one rank's state): save refuses on every rank
+    # and leaves the last good file in place.
+    if comm.rank == comm.size - 1:
+        params["w"].update_rule.state["m"][0, 0] += 1
+    diverged = caught(lambda: fast.serializers.save_npz(path, opt))
+    with open(path, "rb") as f:
+        kept = f.read() == saved
     return {"exists_after_save": exists_after_save, "corrupt_error": error, "missing_error": missing,
-            "unchanged_after_bad_loads": unchanged, "reloaded_unchanged": state_digest(opt, params) == before,
-            "state": before}
+            "unchanged_after_bad_loads": unchanged, "reloaded_unchanged": reloaded_unchanged,
+            "state": before, "diverged_save_error": diverged, "file_kept": kept}
 
 
 RESUME = {"optimizer": "Adam", "dtype": np.float16, "master": True, "loss_scaling": True,

@@ -26,9 +26,16 @@ MPIEXEC = Path(sys.executable).with_name("mpiexec")
 LAUNCH_TIMEOUT_S = 240
 
 
+def build_kernels_once():
+    """Build (or find) fast's CPU kernels here, so that the ranks do not all compile them."""
+    p = fast.Parameter(np.zeros(1, np.float32))
+    fast.optimizers.SGD().setup([p]).update()
+
+
 def launch(n_ranks, *args, script=HERE / "rank_scenarios.py", timeout=LAUNCH_TIMEOUT_S):
     """Run `script` on `n_ranks` ranks; (exit status, output). Fails the test on a hang."""
     assert MPIEXEC.exists(), "mpiexec of the mpich wheel is missing: install the project's test extra"
+    build_kernels_once()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE.parents[1]))
     cmd = [str(MPIEXEC), "-n", str(n_ranks), sys.executable, str(script), *map(str, args)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -97,6 +104,7 @@ def test_one_ranks_nan_skips_the_step_on_every_rank(ranks):
     for r in ranks:
         assert all(r["nan_skip"]["bitwise_equal_to_single_process"])
     same_on_every_rank(ranks, "nan_skip", "state")
+    assert same_on_every_rank(ranks, "nan_skip", "check_nan_in_grads_safe") is False
 
 
 BAD_INPUT = {
@@ -156,7 +164,11 @@ def test_checkpoint_errors_are_agreed_and_change_nothing(ranks):
     for r in ranks:
         c = r["checkpoint"]
         assert c["exists_after_save"] and c["unchanged_after_bad_loads"] and c["reloaded_unchanged"]
+        assert c["file_kept"]
     same_on_every_rank(ranks, "checkpoint", "state")
+    diverged = same_on_every_rank(ranks, "checkpoint", "diverged_save_error")
+    assert diverged[0] == "ValueError"
+    assert diverged[1].startswith("ranks disagree on the optimizer state to save (rank 0: ")
 
 
 def single_process_resume_run(steps, checkpoint_at=None, checkpoint=None):
