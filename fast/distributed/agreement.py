@@ -4,8 +4,9 @@ A rank that meets bad input must not simply raise: the others would wait in the 
 collective for ever. So each collective entry point first runs its local checks, catching
 what they raise, and all ranks exchange a small verdict (``allgather`` of host objects).
 If any rank failed, every rank raises the same error, built from the lowest failing rank's
-exception: the same type (for the builtin exception types below; ``RuntimeError``
-otherwise) and the same message, prefixed with that rank. Nothing has changed anywhere.
+exception: the same type (for the exception types below, or the nearest of them among its
+base classes; ``RuntimeError`` otherwise) and the same message, prefixed with that rank.
+Nothing has changed anywhere.
 """
 import hashlib
 
@@ -21,16 +22,21 @@ AGREED_TYPES = {kind.__name__: kind for kind in (
 
 
 class RankError(object):
-    """What one rank's local phase raised, in a form every rank can rebuild."""
+    """What one rank's local phase raised, in a form every rank can rebuild: the names of
+    its type and base types, and its message."""
 
     def __init__(self, err):
-        self.type_name = type(err).__name__
+        self.type_names = [c.__name__ for c in type(err).__mro__]
         self.message = str(err) if not isinstance(err, KeyError) or not err.args else str(err.args[0])
 
     def exception(self, rank, size):
-        """The exception every rank raises for this error of ``rank``."""
-        kind = AGREED_TYPES.get(self.type_name, RuntimeError)
-        detail = self.message if kind.__name__ == self.type_name else "{}: {}".format(self.type_name, self.message)
+        """The exception every rank raises for this error of ``rank``: of the nearest type in
+        its ancestry that is in AGREED_TYPES (RuntimeError if none), its message prefixed
+        with the rank (and with the original type's name when that type is not the one raised)."""
+        kind = next((AGREED_TYPES[n] for n in self.type_names if n in AGREED_TYPES), RuntimeError)
+        detail = self.message
+        if kind.__name__ != self.type_names[0]:
+            detail = "{}: {}".format(self.type_names[0], self.message)
         return kind("rank {} of {}: {}".format(rank, size, detail))
 
 

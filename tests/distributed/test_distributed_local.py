@@ -158,3 +158,18 @@ def test_the_mean_is_the_sum_times_the_rounded_reciprocal():
         got = x.copy()
         scale_by_reciprocal(got, n, np)
         assert got.tobytes() == (x.astype(np.float64) * (1.0 / n)).astype(np.float32).tobytes(), n
+
+
+def test_an_error_is_rebuilt_as_its_nearest_agreed_type():
+    """Every rank raises the failing rank's error as the nearest type it can rebuild."""
+    from fast.distributed.agreement import RankError
+    err = RankError(np.linalg.LinAlgError("singular")).exception(2, 3)
+    assert type(err) is ValueError and str(err) == "rank 2 of 3: LinAlgError: singular"
+    err = RankError(fast.serializers.MissingKeyError("missing key 'w/m'")).exception(0, 2)
+    assert type(err) is fast.serializers.MissingKeyError and str(err) == "rank 0 of 2: missing key 'w/m'"
+
+    class Odd(Exception):
+        pass
+
+    err = RankError(Odd("strange")).exception(1, 2)
+    assert type(err) is RuntimeError and str(err) == "rank 1 of 2: Odd: strange"
