@@ -13,7 +13,6 @@ Every call is collective: all ranks must make the same calls in the same order.
 """
 import numpy
 
-F16, F32, F64 = numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)
 
 
 def _world(mpi_comm):

@@ -113,8 +113,8 @@ class MultiNodeOptimizer(object):
         dtypes, device kind), set up the actual optimizer, broadcast the parameters from
         rank 0. Returns self."""
         comm = self.communicator
-        pairs = agreement.agree(comm, lambda: named_parameters(target),
-                                fingerprint=lambda pairs: _parameter_layout(pairs, comm))
+        agreement.agree(comm, lambda: named_parameters(target),
+                        fingerprint=lambda pairs: _parameter_layout(pairs, comm))
         actual = self.actual_optimizer
         actual.setup(target)
         broadcast_parameters(actual._named, comm)
