@@ -14,7 +14,6 @@ Every call is collective: all ranks must make the same calls in the same order.
 import numpy
 
 
-
 def _world(mpi_comm):
     """The MPI communicator to use (COMM_WORLD by default); imports mpi4py."""
     try:
