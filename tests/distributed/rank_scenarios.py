@@ -38,6 +38,11 @@ def make_params(dtype, seed):
     return {k: fast.Parameter(quantized(rng, s, dtype, 512), name=k) for k, s in SHAPES.items()}
 
 
+def host(array):
+    """A NumPy copy of a NumPy or CuPy array (or number)."""
+    return np.array(array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array)
+
+
 def state_of(opt, params):
     """Every array and counter that a step may change, as name -> NumPy array."""
     inner = getattr(opt, "actual_optimizer", opt)
@@ -45,12 +50,12 @@ def state_of(opt, params):
                                                              else inner.loss_scale)}
     for name, p in sorted(params.items()):
         rule = p.update_rule
-        out[name + "/data"] = np.array(p.data)
+        out[name + "/data"] = host(p.data)
         out[name + "/t"] = np.array(rule.t)
         for key, value in sorted((rule.state or {}).items()):
-            out["{}/{}".format(name, key)] = np.array(value)
+            out["{}/{}".format(name, key)] = host(value)
         if rule.fp32_param is not None:
-            out[name + "/fp32_param"] = np.array(rule.fp32_param)
+            out[name + "/fp32_param"] = host(rule.fp32_param)
     return out
 
 
