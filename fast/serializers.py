@@ -248,18 +248,31 @@ def _loss_scaling_problem(scale, dynamic, multiplier):
 
 
 def save_npz(file, obj, compression=True):
-    """Save ``obj`` (an optimizer) atomically to the path ``file``."""
+    """Save ``obj`` (an optimizer) atomically to the path ``file``.
+
+    An object with its own collective save (a ``fast.distributed`` multi-node optimizer)
+    saves through it: rank 0 writes this same file.
+    """
+    collective = getattr(obj, "_collective_save_npz", None)
+    if collective is not None:
+        return collective(file, compression)
     s = DictionarySerializer()
     obj.serialize(s)
+    write_npz(file, s.target, compression)
+
+
+def write_npz(file, arrays, compression=True):
+    """Write ``arrays`` (key -> array) as an npz: to a path atomically (a temporary file
+    beside it, fsynced, then renamed over it), or to an open file object as is."""
     save = numpy.savez_compressed if compression else numpy.savez
     if not isinstance(file, (str, os.PathLike)):
-        save(file, **s.target)
+        save(file, **arrays)
         return
     path = os.fspath(file)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
-            save(f, **s.target)
+            save(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -269,23 +282,43 @@ def save_npz(file, obj, compression=True):
 
 
 def load_npz(file, obj, path="", strict=True):
-    """Load a snapshot into ``obj``; every key is validated before anything changes."""
+    """Load a snapshot into ``obj``; every key is validated before anything changes.
+
+    An object with its own collective load (a ``fast.distributed`` multi-node optimizer)
+    loads through it: rank 0 reads the file, every rank validates and loads its bytes.
+    """
+    collective = getattr(obj, "_collective_load_npz", None)
+    if collective is not None:
+        return collective(file, path=path, strict=strict)
+    with open_npz(file) as npz:
+        check_npz(npz, obj, file, path=path, strict=strict)
+        obj.serialize(NpzDeserializer(npz, path=path, strict=strict))
+
+
+def open_npz(file, label=None):
+    """The opened npz archive of ``file`` (a path or a file object); a clear ValueError
+    naming ``label`` (default: ``file``) when it is not one. Pickles are never loaded."""
+    label = file if label is None else label
     try:
         npz = numpy.load(file, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError("cannot read optimizer snapshot {!r}: {}".format(file, err)) from err
+        raise ValueError("cannot read optimizer snapshot {!r}: {}".format(label, err)) from err
     if not isinstance(npz, numpy.lib.npyio.NpzFile):
-        raise ValueError("optimizer snapshot {!r} is a single .npy array, not an npz archive".format(file))
-    with npz:
-        problems = []
-        try:
-            obj.serialize(NpzDeserializer(npz, path=path, strict=strict, check_only=True, problems=problems))
-        except MissingKeyError as err:
-            raise MissingKeyError("optimizer snapshot {!r} does not match the optimizer: {}".format(
-                file, err)) from None
-        except (zipfile.BadZipFile, EOFError, OSError) as err:
-            raise ValueError("optimizer snapshot {!r} is corrupt: {}".format(file, err)) from err
-        if problems:
-            raise ValueError("optimizer snapshot {!r} does not match the optimizer: {}".format(
-                file, "; ".join(problems[:10])))
-        obj.serialize(NpzDeserializer(npz, path=path, strict=strict))
+        raise ValueError("optimizer snapshot {!r} is a single .npy array, not an npz archive".format(label))
+    return npz
+
+
+def check_npz(npz, obj, label, path="", strict=True):
+    """Run ``obj``'s whole deserialization against ``npz`` without writing anything, and
+    raise MissingKeyError or ValueError (naming ``label``) for the first problems found."""
+    problems = []
+    try:
+        obj.serialize(NpzDeserializer(npz, path=path, strict=strict, check_only=True, problems=problems))
+    except MissingKeyError as err:
+        raise MissingKeyError("optimizer snapshot {!r} does not match the optimizer: {}".format(
+            label, err)) from None
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError("optimizer snapshot {!r} is corrupt: {}".format(label, err)) from err
+    if problems:
+        raise ValueError("optimizer snapshot {!r} does not match the optimizer: {}".format(
+            label, "; ".join(problems[:10])))

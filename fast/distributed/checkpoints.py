@@ -1,0 +1,81 @@
+"""Collective npz checkpoints of a multi-node optimizer, in the single-process layout.
+
+Saving: every rank serializes its state; the ranks check that they all hold the same
+state (a digest of every key and array, exchanged), which replicated training guarantees;
+rank 0 writes the file as ``fast.serializers.save_npz`` does (atomically: a temporary file
+renamed over the target); every rank returns once it is written, or raises rank 0's error.
+Other ranks write nothing (a file object given to them is left alone).
+
+Loading: rank 0 reads the file's bytes and broadcasts them; every rank validates them
+against its optimizer exactly as ``fast.serializers.load_npz`` does, the ranks agree on the
+verdict, and only then does every rank load. So the file needs to exist on rank 0 only,
+any number of ranks can load a file saved by any number (it holds the whole state), and a
+bad file raises the same error on every rank with nothing changed.
+"""
+import io
+import os
+
+from fast.distributed import agreement
+from fast.serializers import DictionarySerializer, NpzDeserializer, check_npz, open_npz, write_npz
+
+
+def state_digest(arrays):
+    """A digest of a serialized state: every key, in sorted order, and its array."""
+    keys = sorted(arrays)
+    return agreement.digest(*([arrays[k] for k in keys])) + ":" + agreement.digest(
+        *[bytearray(k.encode()) for k in keys])
+
+
+def _serialized_state(opt):
+    opt._check_set_up()
+    s = DictionarySerializer()
+    opt.actual_optimizer.serialize(s)
+    return s.target
+
+
+def _rank0_only(comm, action):
+    """Run ``action`` on rank 0, broadcast its result or error; every rank raises that error."""
+    result, verdict, original = None, None, None
+    if comm.rank == 0:
+        result, verdict, original = agreement.run_locally(action)
+    result, verdict = comm.bcast_obj((result, verdict))
+    agreement.raise_agreed(comm, [verdict] + [None] * (comm.size - 1), original)
+    return result
+
+
+def save_npz(opt, file, compression=True):
+    """Collective: the single-process npz of ``opt``'s (replicated) state, written by rank 0."""
+    comm = opt.communicator
+    arrays = agreement.agree(comm, lambda: _serialized_state(opt),
+                             fingerprint=lambda a: [("the optimizer state to save", state_digest(a))])
+    _rank0_only(comm, lambda: write_npz(file, arrays, compression))
+
+
+def _read_bytes(file):
+    if isinstance(file, (str, os.PathLike)):
+        try:
+            with open(file, "rb") as f:
+                return f.read()
+        except OSError as err:
+            raise ValueError("cannot read optimizer snapshot {!r}: {}".format(file, err)) from err
+    return file.read()
+
+
+def load_npz(opt, file, path="", strict=True):
+    """Collective: load a single-process npz (rank 0's file) into every rank's optimizer."""
+    comm = opt.communicator
+    data = _rank0_only(comm, lambda: _read_bytes(file))
+    opened = []
+
+    def check():
+        opt._check_set_up()
+        npz = open_npz(io.BytesIO(data), label=file)
+        opened.append(npz)
+        check_npz(npz, opt.actual_optimizer, file, path=path, strict=strict)
+
+    try:
+        agreement.agree(comm, check)
+        opt.actual_optimizer.serialize(NpzDeserializer(opened[0], path=path, strict=strict))
+    finally:
+        for npz in opened:
+            npz.close()

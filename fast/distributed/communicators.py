@@ -1,0 +1,134 @@
+"""Communicators: who the ranks are and the few collectives the optimizer needs.
+
+Both communicators sit on an existing engine; none moves bytes itself:
+
+- ``MpiCommunicator`` ("mpi"): NumPy arrays through mpi4py (any MPI; the tests use the
+  MPICH wheel). Arrays are exchanged with mpi4py's buffer calls (``Allreduce``, ``Bcast``),
+  small host objects with its pickle-based calls (``allgather``, ``bcast``).
+- ``PureNcclCommunicator`` ("pure_nccl"): CuPy arrays through NCCL (``cupy.cuda.nccl``), as
+  ChainerMN's communicator of that name; host objects and NCCL's unique id go over MPI.
+  UNVERIFIED: no GPU was available when it was written (docs/distributed.md).
+
+Every call is collective: all ranks must make the same calls in the same order.
+"""
+import numpy
+
+
+def _world(mpi_comm):
+    """The MPI communicator to use (COMM_WORLD by default); imports mpi4py."""
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise ImportError("fast.distributed needs mpi4py (pip install mpi4py, and an MPI such "
+                          "as the mpich wheel)") from err
+    return MPI, (MPI.COMM_WORLD if mpi_comm is None else mpi_comm)
+
+
+def _intra_rank(MPI, comm):
+    """The rank among the processes of this node (MPI's shared-memory split)."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
+class MpiCommunicator(object):
+    """Collectives over an mpi4py communicator, on NumPy arrays.
+
+    ``rank``, ``size`` and ``intra_rank`` (the rank within the node) as in ChainerMN.
+    """
+
+    name = "mpi"
+    xp = numpy
+
+    def __init__(self, mpi_comm=None):
+        self._MPI, self.mpi_comm = _world(mpi_comm)
+        self.rank = self.mpi_comm.Get_rank()
+        self.size = self.mpi_comm.Get_size()
+        self.intra_rank = _intra_rank(self._MPI, self.mpi_comm)
+
+    def array_device_kind(self):
+        """The kind of array this communicator exchanges ('cpu': NumPy)."""
+        return "cpu"
+
+    def allreduce_sum(self, array):
+        """Sum a contiguous float16/32/64 NumPy array over the ranks, in place."""
+        self.mpi_comm.Allreduce(self._MPI.IN_PLACE, array, op=self._MPI.SUM)
+
+    def bcast_array(self, array, root=0):
+        """Overwrite a contiguous NumPy array with ``root``'s, in place."""
+        self.mpi_comm.Bcast(array, root=root)
+
+    def allgather_obj(self, obj):
+        """Every rank's (small, picklable) ``obj``, as a list indexed by rank."""
+        return self.mpi_comm.allgather(obj)
+
+    def bcast_obj(self, obj, root=0):
+        """``root``'s (picklable) ``obj`` on every rank."""
+        return self.mpi_comm.bcast(obj, root=root)
+
+
+_NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64"}
+
+
+class PureNcclCommunicator(MpiCommunicator):
+    """Collectives over NCCL on CuPy arrays; host objects over MPI.
+
+    The NCCL communicator is created at the first array collective, on the CUDA device
+    current then (as ChainerMN does: select each rank's device first, typically
+    ``cupy.cuda.Device(comm.intra_rank).use()``). Rank 0 draws NCCL's unique id and
+    broadcasts it over MPI. Arrays are reduced on CuPy's current stream.
+
+    UNVERIFIED on GPUs (none was available): see docs/distributed.md.
+    """
+
+    name = "pure_nccl"
+
+    def __init__(self, mpi_comm=None):
+        super(PureNcclCommunicator, self).__init__(mpi_comm)
+        import cupy
+        from cupy.cuda import nccl
+        if not nccl.available:
+            raise RuntimeError("the 'pure_nccl' communicator needs NCCL, which CuPy cannot load here")
+        self.xp, self._cupy, self._nccl = cupy, cupy, nccl
+        self._nccl_comm = None
+
+    def array_device_kind(self):
+        return "cuda"
+
+    def _comm(self):
+        if self._nccl_comm is None:
+            uid = self._nccl.get_unique_id() if self.rank == 0 else None
+            uid = self.mpi_comm.bcast(uid, root=0)
+            self._nccl_comm = self._nccl.NcclCommunicator(self.size, uid, self.rank)
+        return self._nccl_comm
+
+    def _type_id(self, array):
+        name = _NCCL_DTYPES.get(array.dtype.name)
+        if name is None:
+            raise TypeError("NCCL exchanges float16/32/64 arrays here, got {}".format(array.dtype))
+        return getattr(self._nccl, name)
+
+    def _stream(self):
+        return self._cupy.cuda.get_current_stream().ptr
+
+    def allreduce_sum(self, array):
+        """Sum a contiguous CuPy array over the ranks, in place (NCCL_SUM)."""
+        ptr = array.data.ptr
+        self._comm().allReduce(ptr, ptr, array.size, self._type_id(array), self._nccl.NCCL_SUM, self._stream())
+
+    def bcast_array(self, array, root=0):
+        """Overwrite a contiguous CuPy array with ``root``'s, in place."""
+        self._comm().bcast(array.data.ptr, array.size, self._type_id(array), root, self._stream())
+
+
+def create_communicator(name="mpi", mpi_comm=None):
+    """A communicator by ChainerMN's name: "mpi" (NumPy arrays over mpi4py) or "pure_nccl"
+    (CuPy arrays over NCCL, unverified). ``mpi_comm``: an mpi4py communicator
+    (``MPI.COMM_WORLD`` by default)."""
+    if name == "mpi":
+        return MpiCommunicator(mpi_comm)
+    if name == "pure_nccl":
+        return PureNcclCommunicator(mpi_comm)
+    raise ValueError("unknown communicator {!r}: use 'mpi' or 'pure_nccl'".format(name))

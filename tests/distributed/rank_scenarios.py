@@ -1,0 +1,400 @@
+"""Run under `mpiexec -n N`: the distributed scenarios, each rank writing what it saw.
+
+    python tests/distributed/rank_scenarios.py SCENARIO OUTDIR [CHECKPOINT_DIR]
+
+SCENARIO is `all` (every scenario below but the resume ones), `resume-save` or
+`resume-load`. Each rank writes OUTDIR/rank<r>.json: per scenario, the bitwise verdicts it
+checked itself against a single-process optimizer run in the same process, the digests of
+its whole state (the test compares them across ranks), and the errors it caught (type and
+message, compared across ranks). Nothing here tolerates a difference: comparisons are of
+bytes.
+
+Gradients are quantized (small integers times 2**-10) so that every sum over ranks is exact
+in every exchange dtype, whatever order the transport adds in: the single-process
+optimizer's input, the mean, can then be written down exactly (see `expected_mean`).
+"""
+import json
+import os
+import sys
+import traceback
+import warnings
+
+import numpy as np
+
+import fast
+import fast.distributed as fd
+from fast.distributed.agreement import digest
+
+SHAPES = {"w": (3, 5), "b": (7,), "s": ()}
+
+
+def quantized(rng, shape, dtype, limit=64):
+    """Integers in [-limit, limit] times 2**-10, as `dtype` (exact in float16 and up)."""
+    return np.asarray(rng.integers(-limit, limit + 1, size=shape) * 2.0 ** -10, dtype=dtype)
+
+
+def make_params(dtype, seed):
+    rng = np.random.default_rng(seed)
+    return {k: fast.Parameter(quantized(rng, s, dtype, 512), name=k) for k, s in SHAPES.items()}
+
+
+def host(array):
+    """A NumPy copy of a NumPy or CuPy array (or number)."""
+    return np.array(array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array)
+
+
+def state_of(opt, params):
+    """Every array and counter that a step may change, as name -> NumPy array."""
+    inner = getattr(opt, "actual_optimizer", opt)
+    out = {"opt.t": np.array(inner.t), "loss_scale": np.array(np.nan if inner.loss_scale is None
+                                                             else inner.loss_scale)}
+    for name, p in sorted(params.items()):
+        rule = p.update_rule
+        out[name + "/data"] = host(p.data)
+        out[name + "/t"] = np.array(rule.t)
+        for key, value in sorted((rule.state or {}).items()):
+            out["{}/{}".format(name, key)] = host(value)
+        if rule.fp32_param is not None:
+            out[name + "/fp32_param"] = host(rule.fp32_param)
+    return out
+
+
+def state_digest(opt, params):
+    state = state_of(opt, params)
+    return digest(*[state[k] for k in sorted(state)])
+
+
+def bitwise_equal(a, b):
+    """Same keys, and every array equal byte for byte."""
+    return sorted(a) == sorted(b) and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def configure(opt, config):
+    if config.get("master"):
+        opt.use_fp32_update()
+    if config.get("loss_scaling"):
+        opt.loss_scaling(interval=config.get("interval", 1000))
+    for hook in config.get("hooks", ()):
+        opt.add_hook(hook())
+    return opt
+
+
+def build(config, comm=None, seed=0):
+    """(optimizer, params): multi-node when `comm` is given, else single-process.
+    Every rank builds its parameters from its own seed; setup makes them rank 0's."""
+    params = make_params(config["dtype"], seed)
+    actual = getattr(fast.optimizers, config["optimizer"])(profile=config.get("profile", "chainer"),
+                                                           **config.get("kwargs", {}))
+    if comm is None:
+        return configure(actual.setup(params), config), params
+    opt = fd.create_multi_node_optimizer(actual, comm, allreduce_grad_dtype=config.get("exchange"))
+    return configure(opt.setup(params), config), params
+
+
+def expected_mean(grads_by_rank, grad_dtype, exchange_dtype):
+    """ChainerMN's pure_nccl mean: the sum over ranks in the exchange dtype E (exact here,
+    so computed in float64 and rounded to E without loss), times float64(1/N) rounded once
+    to E, cast to the gradient dtype."""
+    E = np.dtype(grad_dtype if exchange_dtype is None else exchange_dtype)
+    total = sum(np.asarray(g, E).astype(np.float64) for g in grads_by_rank)
+    assert np.array_equal(total.astype(E).astype(np.float64), total) or not np.all(np.isfinite(total))
+    mean = np.asarray(total.astype(E).astype(np.float64) * (1.0 / len(grads_by_rank)), dtype=E)
+    return np.asarray(mean, dtype=grad_dtype)
+
+
+def rank_gradients(config, step, rank, size, identical):
+    """Each rank's gradients at `step` (unscaled); the same on every rank if `identical`."""
+    seed = 1000 * step + (0 if identical else 17 * (rank + 1))
+    rng = np.random.default_rng(seed)
+    return {k: quantized(rng, s, np.float64) for k, s in SHAPES.items()}
+
+
+def feed(params, grads, scale, dtype):
+    for k, p in params.items():
+        p.grad = np.asarray(grads[k] * (1.0 if scale is None else scale), dtype=dtype)
+
+
+def run_against_single_process(comm, config, steps, identical, poison=None):
+    """Step a multi-node optimizer and a single-process one (fed the gradient itself when
+    every rank gets the same one, else the expected mean); report whether they stayed
+    bitwise equal after every step, the loss-scale sequence and the t's."""
+    opt, params = build(config, comm, seed=comm.rank)
+    ref, ref_params = build(config, seed=0)
+    dtype = config["dtype"]
+    equal_after_each_step = []
+    events = []
+    for step in range(steps):
+        scale = opt.loss_scale
+        mine = rank_gradients(config, step, comm.rank, comm.size, identical)
+        all_ranks = [rank_gradients(config, step, r, comm.size, identical) for r in range(comm.size)]
+        if poison is not None and poison[0] == step:
+            for r in ([poison[1]] if poison[1] >= 0 else range(comm.size)):
+                all_ranks[r]["w"][1, 2] = np.nan
+            mine = all_ranks[comm.rank]
+        feed(params, mine, scale, dtype)
+        if identical:  # the single process gets the very gradient every rank got
+            feed(ref_params, mine, scale, dtype)
+        else:
+            for k, p in ref_params.items():
+                p.grad = expected_mean([np.asarray(g[k] * (1.0 if scale is None else scale), dtype)
+                                        for g in all_ranks], dtype, config.get("exchange"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.update()
+            ref.update()
+        equal_after_each_step.append(bitwise_equal(state_of(opt, params), state_of(ref, ref_params)))
+        events.append([opt.t, opt.loss_scale, [params[k].update_rule.t for k in sorted(params)]])
+    return {"bitwise_equal_to_single_process": equal_after_each_step, "events": events,
+            "state": state_digest(opt, params),
+            "grad_mean_bytes": digest(*[params[k].grad for k in sorted(params)])}
+
+
+CONFIGS = {
+    "fp32-adam-clipping": {"optimizer": "Adam", "dtype": np.float32, "kwargs": {"alpha": 0.01},
+                           "hooks": [lambda: fast.optimizer_hooks.GradientClipping(0.05)]},
+    "fp16-master-dynamic-fixed": {"optimizer": "AdamW", "dtype": np.float16, "master": True,
+                                  "loss_scaling": True, "profile": "fixed",
+                                  "kwargs": {"alpha": 0.01, "weight_decay_rate": 0.01},
+                                  "hooks": [lambda: fast.optimizer_hooks.GradientClipping(0.05)]},
+    "fp16-master-dynamic-exchange-fp32": {"optimizer": "Adam", "dtype": np.float16, "master": True,
+                                          "loss_scaling": True, "exchange": np.float32,
+                                          "hooks": [lambda: fast.optimizer_hooks.WeightDecay(1e-3)]},
+    "fp16-no-master": {"optimizer": "MomentumSGD", "dtype": np.float16, "kwargs": {"lr": 0.05}},
+    "fp64-lars": {"optimizer": "MomentumSGD", "dtype": np.float64,
+                  "hooks": [lambda: fast.optimizer_hooks.GradientLARS(threshold=1e-3)]},
+}
+
+
+def scenario_identical(comm):
+    """N ranks fed the same gradients equal one process fed them, bitwise."""
+    return {name: run_against_single_process(comm, c, 4, identical=True) for name, c in CONFIGS.items()}
+
+
+def scenario_mean(comm):
+    """N ranks fed different gradients equal one process fed their mean, bitwise."""
+    return {name: run_against_single_process(comm, c, 4, identical=False) for name, c in CONFIGS.items()}
+
+
+def scenario_nan_skip(comm):
+    """The last rank's NaN at step 2 skips that step on every rank (dynamic loss scaling)."""
+    # interval=1: after the skip the scale grows by 2 per step, so it stays a power of two and
+    # every loss-scaled gradient (and so the sum over ranks) stays exact in float16.
+    config = dict(CONFIGS["fp16-master-dynamic-fixed"], interval=1)
+    out = run_against_single_process(comm, config, 5, identical=False, poison=(2, comm.size - 1))
+    # check_nan_in_grads on its own: the last rank's inf makes every rank unsafe to update.
+    opt, params = build(config, comm, seed=comm.rank)
+    feed(params, rank_gradients(config, 0, comm.rank, comm.size, False), opt.loss_scale, np.float16)
+    if comm.rank == comm.size - 1:
+        params["b"].grad[3] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt.check_nan_in_grads()
+    out["check_nan_in_grads_safe"] = opt.is_safe_to_update()
+    return out
+
+
+def caught(action):
+    """(type name, message) of what `action` raised, or None."""
+    try:
+        action()
+    except Exception as err:
+        return [type(err).__name__, str(err)]
+    return None
+
+
+def bad_input_case(comm, opt, params, spoil, repair=None, dtype=np.float32):
+    """Spoil the last rank's input, update, and report the error and whether anything
+    changed; then (after `repair` on the last rank) a good update must go through on every
+    rank: no rank was left behind in a collective."""
+    before = state_digest(opt, params)
+    feed(params, rank_gradients(None, 9, comm.rank, comm.size, False), opt.loss_scale, dtype)
+    if comm.rank == comm.size - 1:
+        spoil(params)
+    error = caught(opt.update)
+    unchanged = state_digest(opt, params) == before
+    if repair is not None and comm.rank == comm.size - 1:
+        repair()
+    feed(params, rank_gradients(None, 10, comm.rank, comm.size, False), opt.loss_scale, dtype)
+    opt.update()
+    return {"error": error, "unchanged": unchanged, "after": state_digest(opt, params)}
+
+
+class _Loss(object):
+    def __init__(self, params, fail):
+        self.params, self.fail = params, fail
+
+    def backward(self, loss_scale=None):
+        for k, p in self.params.items():
+            p.grad = np.ones(p.shape, np.float32)
+
+
+def scenario_bad_input(comm):
+    """Bad input on the last rank: every rank raises the same error, nothing changes."""
+    config = CONFIGS["fp32-adam-clipping"]
+    opt, params = build(config, comm, seed=comm.rank)
+    last = comm.size - 1
+    out = {}
+
+    def wrong_shape(ps):
+        ps["w"]._grad = np.zeros((5, 3), np.float32)
+
+    def wrong_dtype(ps):
+        ps["b"]._grad = np.zeros(7, np.float64)
+
+    def not_an_array(ps):
+        ps["s"]._grad = [0.0]
+
+    def drifted_lr(ps):
+        opt.alpha = 0.5
+
+    def restore_lr():
+        opt.alpha = 0.01
+
+    out["wrong_shape"] = bad_input_case(comm, opt, params, wrong_shape)
+    out["wrong_dtype"] = bad_input_case(comm, opt, params, wrong_dtype)
+    out["not_an_array"] = bad_input_case(comm, opt, params, not_an_array)
+    out["drifted_hyperparameter"] = bad_input_case(comm, opt, params, drifted_lr, restore_lr)
+
+    def failing_lossfun():
+        if comm.rank == last:
+            raise ZeroDivisionError("loss of an empty batch")
+        return _Loss(params, False)
+
+    before = state_digest(opt, params)
+    out["failing_lossfun"] = {"error": caught(lambda: opt.update(failing_lossfun)),
+                              "unchanged": state_digest(opt, params) == before}
+
+    # None counts as zeros, as in one process: the mean then includes the zeros.
+    feed(params, rank_gradients(None, 11, comm.rank, comm.size, False), None, np.float32)
+    if comm.rank == last:
+        params["b"].grad = None
+    opt.update()
+    zeros_mean = [rank_gradients(None, 11, r, comm.size, False)["b"].astype(np.float32) for r in range(comm.size)]
+    zeros_mean[last] = np.zeros(7, np.float32)
+    out["none_counts_as_zeros"] = {"grad_is_mean_with_zeros": bool(
+        params["b"].grad.tobytes() == expected_mean(zeros_mean, np.float32, None).tobytes())}
+
+    # Setups that differ across ranks.
+    shapes = dict(SHAPES)
+    if comm.rank == last:
+        shapes["w"] = (5, 3)
+    bad = {k: fast.Parameter(np.zeros(s, np.float32), name=k) for k, s in shapes.items()}
+    fresh = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm)
+    out["setup_mismatch"] = {"error": caught(lambda: fresh.setup(bad)),
+                             "not_set_up": fresh.actual_optimizer.target is None}
+    names = {("v" if comm.rank == last and k == "b" else k): np.zeros(s, np.float32) for k, s in SHAPES.items()}
+    fresh2 = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm)
+    out["setup_names_differ"] = {"error": caught(lambda: fresh2.setup(
+        {k: fast.Parameter(v, name=k) for k, v in names.items()}))}
+    out["wrapper_mismatch"] = {"error": caught(lambda: fd.create_multi_node_optimizer(
+        fast.optimizers.Adam() if comm.rank != last else fast.optimizers.SGD(), comm))}
+    return out
+
+
+def scenario_checkpoint(comm, outdir):
+    """save_npz: rank 0 writes the single-process file; load_npz of a corrupt one fails
+    everywhere with nothing changed."""
+    config = CONFIGS["fp16-master-dynamic-fixed"]
+    opt, params = build(config, comm, seed=comm.rank)
+    for step in range(3):
+        feed(params, rank_gradients(config, step, comm.rank, comm.size, False), opt.loss_scale, np.float16)
+        opt.update()
+    path = os.path.join(outdir, "ckpt.npz")
+    fast.serializers.save_npz(path, opt)
+    exists_after_save = os.path.exists(path)
+    with open(path, "rb") as f:
+        saved = f.read()
+    bad = os.path.join(outdir, "corrupt.npz")
+    if comm.rank == 0:
+        with open(bad, "wb") as f:
+            f.write(saved[: len(saved) // 2])
+    comm.mpi_comm.Barrier()
+    before = state_digest(opt, params)
+    error = caught(lambda: fast.serializers.load_npz(bad, opt))
+    missing = caught(lambda: fast.serializers.load_npz(os.path.join(outdir, "absent.npz"), opt))
+    unchanged = state_digest(opt, params) == before
+    fast.serializers.load_npz(path, opt)
+    reloaded_unchanged = state_digest(opt, params) == before
+    # A replica that drifted (one element of one rank's state): save refuses on every rank
+    # and leaves the last good file in place.
+    if comm.rank == comm.size - 1:
+        params["w"].update_rule.state["m"][0, 0] += 1
+    diverged = caught(lambda: fast.serializers.save_npz(path, opt))
+    with open(path, "rb") as f:
+        kept = f.read() == saved
+    return {"exists_after_save": exists_after_save, "corrupt_error": error, "missing_error": missing,
+            "unchanged_after_bad_loads": unchanged, "reloaded_unchanged": reloaded_unchanged,
+            "state": before, "diverged_save_error": diverged, "file_kept": kept}
+
+
+RESUME = {"optimizer": "Adam", "dtype": np.float16, "master": True, "loss_scaling": True,
+          "profile": "fixed", "kwargs": {"alpha": 0.01},
+          "hooks": [lambda: fast.optimizer_hooks.GradientClipping(0.05)]}
+
+
+def resume_gradients(step, rank, size):
+    """The global gradient G of `step` plus a per-rank deviation that sums to zero over the
+    ranks, so that the mean is G exactly for any number of ranks."""
+    rng = np.random.default_rng(500 + step)
+    out = {}
+    for k, s in SHAPES.items():
+        g = quantized(rng, s, np.float64, limit=32)
+        delta = quantized(rng, s, np.float64, limit=8) * 2
+        out[k] = g + (rank - (size - 1) / 2.0) * delta
+    return out
+
+
+def resume_steps(opt, params, first, last, rank, size):
+    for step in range(first, last):
+        feed(params, resume_gradients(step, rank, size), opt.loss_scale, np.float16)
+        opt.update()
+
+
+def scenario_resume_save(comm, outdir, ckdir):
+    opt, params = build(RESUME, comm, seed=comm.rank)
+    resume_steps(opt, params, 0, 4, comm.rank, comm.size)
+    fast.serializers.save_npz(os.path.join(ckdir, "optimizer.npz"), opt)
+    if comm.rank == 0:
+        np.savez(os.path.join(ckdir, "params.npz"), **{k: p.data for k, p in params.items()})
+    return {"state": state_digest(opt, params)}
+
+
+def scenario_resume_load(comm, outdir, ckdir):
+    with np.load(os.path.join(ckdir, "params.npz")) as saved:
+        params = {k: fast.Parameter(saved[k].copy(), name=k) for k in SHAPES}
+    actual = fast.optimizers.Adam(profile="fixed", alpha=0.01)
+    opt = configure(fd.create_multi_node_optimizer(actual, comm).setup(params), RESUME)
+    fast.serializers.load_npz(os.path.join(ckdir, "optimizer.npz"), opt)
+    resume_steps(opt, params, 4, 8, comm.rank, comm.size)
+    if comm.rank == 0:
+        np.savez(os.path.join(outdir, "final.npz"), **state_of(opt, params))
+    return {"state": state_digest(opt, params)}
+
+
+def main(argv):
+    scenario, outdir = argv[1], argv[2]
+    comm = fd.create_communicator("mpi")
+    results = {"rank": comm.rank, "size": comm.size, "intra_rank": comm.intra_rank}
+    try:
+        if scenario == "all":
+            for name, run in (("identical", scenario_identical), ("mean", scenario_mean),
+                              ("nan_skip", scenario_nan_skip), ("bad_input", scenario_bad_input)):
+                results[name] = run(comm)
+            results["checkpoint"] = scenario_checkpoint(comm, outdir)
+        elif scenario == "resume-save":
+            results["resume"] = scenario_resume_save(comm, outdir, argv[3])
+        elif scenario == "resume-load":
+            results["resume"] = scenario_resume_load(comm, outdir, argv[3])
+        else:
+            raise ValueError("unknown scenario " + scenario)
+    except Exception:
+        results["crash"] = traceback.format_exc()
+        print(results["crash"], file=sys.stderr, flush=True)
+    with open(os.path.join(outdir, "rank{}.json".format(comm.rank)), "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    return 1 if "crash" in results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,175 @@
+"""fast.distributed's logic in this process, over a one-rank test double of a communicator
+(no MPI): argument checks, the pass-through API, and one rank equal to one process.
+
+The collectives themselves are tested on 2 and 3 MPI ranks in test_distributed_mpi.py.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import fast
+import fast.distributed as fd
+from fast.distributed.exchange import scale_by_reciprocal
+
+
+class OneRank(object):
+    """The communicator interface for a world of one rank: every collective is the identity."""
+    name, xp, rank, size, intra_rank = "mpi", np, 0, 1, 0
+
+    def array_device_kind(self):
+        return "cpu"
+
+    def allreduce_sum(self, array):
+        pass
+
+    def bcast_array(self, array, root=0):
+        pass
+
+    def allgather_obj(self, obj):
+        return [obj]
+
+    def bcast_obj(self, obj, root=0):
+        return obj
+
+
+def params(dtype=np.float16, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"w": fast.Parameter((rng.standard_normal((4, 3)) * 0.1).astype(dtype), name="w"),
+            "b": fast.Parameter(np.zeros(3, dtype), name="b")}
+
+
+def state(opt, ps):
+    out = [np.array(opt.t), np.array(np.nan if opt.loss_scale is None else opt.loss_scale)]
+    for p in ps.values():
+        out += [p.data.copy(), np.array(p.update_rule.t)]
+        out += [np.array(v) for _, v in sorted((p.update_rule.state or {}).items())]
+        if p.update_rule.fp32_param is not None:
+            out.append(np.array(p.update_rule.fp32_param))
+    return [a.tobytes() for a in out]
+
+
+def mixed_precision(opt):
+    opt.use_fp32_update()
+    opt.loss_scaling()
+    opt.add_hook(fast.optimizer_hooks.GradientClipping(0.5))
+    return opt
+
+
+def test_unknown_communicator_is_refused():
+    with pytest.raises(ValueError, match="unknown communicator 'gloo': use 'mpi' or 'pure_nccl'"):
+        fd.create_communicator("gloo")
+
+
+@pytest.mark.parametrize("dtype", [np.int32, "float8", np.complex64])
+def test_allreduce_grad_dtype_must_be_a_float_dtype(dtype):
+    with pytest.raises(ValueError, match="allreduce_grad_dtype must be numpy.float16, numpy.float32, numpy.float64"):
+        fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank(), allreduce_grad_dtype=dtype)
+
+
+def test_only_fast_optimizers_not_yet_set_up_are_wrapped():
+    with pytest.raises(TypeError, match="actual_optimizer must be a fast optimizer"):
+        fd.create_multi_node_optimizer(object(), OneRank())
+    with pytest.raises(ValueError, match="actual_optimizer is already set up"):
+        fd.create_multi_node_optimizer(fast.optimizers.Adam().setup(params()), OneRank())
+    with pytest.raises(TypeError, match="communicator must come from fast.distributed.create_communicator"):
+        fd.create_multi_node_optimizer(fast.optimizers.Adam(), object())
+
+
+def test_update_before_setup_says_so():
+    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank())
+    with pytest.raises(RuntimeError, match="rank 0 of 1: Optimizer is not set up"):
+        opt.update()
+
+
+def test_the_actual_optimizers_api_passes_through():
+    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(alpha=0.1), OneRank())
+    ps = params()
+    assert opt.setup(ps) is opt and opt.target is ps
+    opt.alpha = 0.25
+    assert opt.actual_optimizer.alpha == 0.25 and opt.alpha == 0.25
+    mixed_precision(opt)
+    assert opt.loss_scale == 1.0 and ps["w"].update_rule.fp32_param is None
+    with pytest.raises(KeyError, match="already exists"):
+        opt.add_hook(fast.optimizer_hooks.GradientClipping(0.5))
+
+
+@pytest.mark.parametrize("exchange", [None, np.float32])
+def test_one_rank_equals_one_process_bitwise(exchange):
+    """On one rank the mean is the gradient itself (float16 -> float32 -> float16 is exact)."""
+    mine, ref_ps = params(), params()
+    opt = mixed_precision(fd.create_multi_node_optimizer(fast.optimizers.AdamW(alpha=0.01), OneRank(),
+                                                         allreduce_grad_dtype=exchange).setup(mine))
+    ref = mixed_precision(fast.optimizers.AdamW(alpha=0.01).setup(ref_ps))
+    rng = np.random.default_rng(1)
+    for step in range(5):
+        grads = {k: rng.standard_normal(p.shape).astype(np.float16) for k, p in mine.items()}
+        if step == 2:
+            grads["w"][0, 0] = np.inf
+        for ps, o in ((mine, opt), (ref_ps, ref)):
+            for k, p in ps.items():
+                p.grad = (grads[k] * o.loss_scale).astype(np.float16)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                o.update()
+        assert state(opt, mine) == state(ref, ref_ps), step
+
+
+class Loss(object):
+    def __init__(self, ps, value):
+        self.ps, self.value = ps, value
+
+    def backward(self, loss_scale=None):
+        for p in self.ps.values():
+            p.grad = np.full(p.shape, self.value * (loss_scale or 1.0), p.dtype)
+
+
+def test_update_with_a_lossfun_backpropagates_with_the_loss_scale():
+    mine, ref_ps = params(), params()
+    opt = mixed_precision(fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank()).setup(mine))
+    ref = mixed_precision(fast.optimizers.Adam().setup(ref_ps))
+    for step in range(3):
+        opt.update(lambda v: Loss(mine, v), 0.125 * (step + 1))
+        ref.update(lambda v: Loss(ref_ps, v), 0.125 * (step + 1))
+    assert state(opt, mine) == state(ref, ref_ps)
+    assert opt.loss_scale == 8.0
+
+
+def test_a_step_that_raises_after_the_exchange_puts_the_gradients_back():
+    """RMSprop's eps (1e-8) rounds to 0 in float16 without a master: Chainer's check raises
+    after the mean was taken; the parameters, the state and the gradient objects are as before."""
+    ps = params()
+    opt = fd.create_multi_node_optimizer(fast.optimizers.RMSprop(), OneRank()).setup(ps)
+    grads = {k: np.ones(p.shape, np.float16) for k, p in ps.items()}
+    for k, p in ps.items():
+        p.grad = grads[k]
+    before = state(opt, ps)
+    with pytest.raises(ValueError, match="eps"):
+        opt.update()
+    assert state(opt, ps) == before
+    assert all(ps[k].grad is grads[k] for k in ps)
+
+
+def test_the_mean_is_the_sum_times_the_rounded_reciprocal():
+    """ChainerMN's y = x * (1.0 / N): the product in float64, rounded once to the buffer's
+    dtype; for a power of two the same bits come from multiplying in the dtype itself."""
+    x = np.random.default_rng(2).standard_normal(100_000).astype(np.float32)
+    for n in (2, 3, 4, 5, 7):
+        got = x.copy()
+        scale_by_reciprocal(got, n, np)
+        assert got.tobytes() == (x.astype(np.float64) * (1.0 / n)).astype(np.float32).tobytes(), n
+
+
+def test_an_error_is_rebuilt_as_its_nearest_agreed_type():
+    """Every rank raises the failing rank's error as the nearest type it can rebuild."""
+    from fast.distributed.agreement import RankError
+    err = RankError(np.linalg.LinAlgError("singular")).exception(2, 3)
+    assert type(err) is ValueError and str(err) == "rank 2 of 3: LinAlgError: singular"
+    err = RankError(fast.serializers.MissingKeyError("missing key 'w/m'")).exception(0, 2)
+    assert type(err) is fast.serializers.MissingKeyError and str(err) == "rank 0 of 2: missing key 'w/m'"
+
+    class Odd(Exception):
+        pass
+
+    err = RankError(Odd("strange")).exception(1, 2)
+    assert type(err) is RuntimeError and str(err) == "rank 1 of 2: Odd: strange"

@@ -1,0 +1,236 @@
+"""fast.distributed over MPI: 2 and 3 ranks launched with the mpich wheel's mpiexec.
+
+Each launch runs tests/distributed/rank_scenarios.py on every rank (the ranks check
+themselves bitwise against a single-process optimizer and write what they saw); the tests
+here compare the ranks with one another. Every launch has a time limit, after which its
+whole process group is killed and the test fails: a hang is a failure, never a stall.
+MPICH runs more ranks than this 2-core machine has cores without any flag; each rank is
+given one OpenMP thread (results do not depend on the thread count, docs/fast.md).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fast
+from tests.distributed import rank_scenarios as rs
+
+HERE = Path(__file__).resolve().parent
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+LAUNCH_TIMEOUT_S = 240
+
+
+def build_kernels_once():
+    """Build (or find) fast's CPU kernels here, so that the ranks do not all compile them."""
+    p = fast.Parameter(np.zeros(1, np.float32))
+    fast.optimizers.SGD().setup([p]).update()
+
+
+def launch(n_ranks, *args, script=HERE / "rank_scenarios.py", timeout=LAUNCH_TIMEOUT_S):
+    """Run `script` on `n_ranks` ranks; (exit status, output). Fails the test on a hang."""
+    assert MPIEXEC.exists(), "mpiexec of the mpich wheel is missing: install the project's test extra"
+    build_kernels_once()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE.parents[1]))
+    cmd = [str(MPIEXEC), "-n", str(n_ranks), sys.executable, str(script), *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail("{} ranks did not finish within {} s (a hang):\n{}".format(n_ranks, timeout, out[-4000:]))
+    return proc.returncode, out
+
+
+def rank_results(outdir, n_ranks):
+    return [json.loads((outdir / "rank{}.json".format(r)).read_text()) for r in range(n_ranks)]
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2ranks", "3ranks"])
+def ranks(request, tmp_path_factory):
+    """Every rank's results of the `all` scenarios, by rank."""
+    outdir = tmp_path_factory.mktemp("ranks{}".format(request.param))
+    status, out = launch(request.param, "all", outdir)
+    assert status == 0, out[-4000:]
+    results = rank_results(outdir, request.param)
+    for r in results:
+        assert "crash" not in r, r["crash"]
+    return results
+
+
+def same_on_every_rank(results, *path):
+    values = []
+    for r in results:
+        v = r
+        for key in path:
+            v = v[key]
+        values.append(v)
+    assert all(v == values[0] for v in values), "{} differs between ranks: {}".format("/".join(path), values)
+    return values[0]
+
+
+def test_every_rank_ran_and_knows_its_place(ranks):
+    assert [r["rank"] for r in ranks] == list(range(len(ranks)))
+    assert all(r["size"] == len(ranks) for r in ranks)
+    assert [r["intra_rank"] for r in ranks] == list(range(len(ranks)))  # one node
+
+
+@pytest.mark.parametrize("kind", ["identical", "mean"])
+def test_ranks_equal_one_process_fed_the_mean_bitwise(ranks, kind):
+    """`identical`: every rank fed the same gradients and the single process fed them too;
+    `mean`: each rank fed its own, the single process their exact mean. After every step,
+    in every dtype mode, on every rank: the same bytes."""
+    for config in rs.CONFIGS:
+        for r in ranks:
+            assert all(r[kind][config]["bitwise_equal_to_single_process"]), (kind, config, r["rank"])
+        same_on_every_rank(ranks, kind, config, "state")
+        same_on_every_rank(ranks, kind, config, "grad_mean_bytes")
+        same_on_every_rank(ranks, kind, config, "events")
+
+
+def test_one_ranks_nan_skips_the_step_on_every_rank(ranks):
+    events = same_on_every_rank(ranks, "nan_skip", "events")
+    t, scale, rule_t = zip(*events)
+    assert t == (1, 2, 3, 4, 5)                      # opt.t advances on the skipped step
+    assert scale == (2.0, 4.0, 2.0, 4.0, 8.0)        # halved by the skip at step 3 (index 2)
+    assert [rt[0] for rt in rule_t] == [1, 2, 2, 3, 4]  # rule.t does not advance
+    for r in ranks:
+        assert all(r["nan_skip"]["bitwise_equal_to_single_process"])
+    same_on_every_rank(ranks, "nan_skip", "state")
+    assert same_on_every_rank(ranks, "nan_skip", "check_nan_in_grads_safe") is False
+
+
+BAD_INPUT = {
+    "wrong_shape": ("ValueError", "gradient of parameter '/w' has shape (5, 3), expected (3, 5)"),
+    "wrong_dtype": ("TypeError", "gradient of parameter '/b' has dtype float64, expected float32"),
+    "not_an_array": ("TypeError", "gradient of parameter '/s' must be an array, got list"),
+    "failing_lossfun": ("ZeroDivisionError", "loss of an empty batch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_on_one_rank_raises_the_same_error_everywhere(ranks, case):
+    last = len(ranks) - 1
+    kind, message = BAD_INPUT[case]
+    error = same_on_every_rank(ranks, "bad_input", case, "error")
+    assert error == [kind, "rank {} of {}: {}".format(last, len(ranks), message)]
+    assert all(r["bad_input"][case]["unchanged"] for r in ranks)
+    if "after" in ranks[0]["bad_input"][case]:  # the next good step ran everywhere, alike
+        same_on_every_rank(ranks, "bad_input", case, "after")
+
+
+def test_drifted_hyperparameter_is_refused_everywhere(ranks):
+    error = same_on_every_rank(ranks, "bad_input", "drifted_hyperparameter", "error")
+    last = len(ranks) - 1
+    assert error == ["ValueError", "ranks disagree on the optimizer's hyperparameters (rank 0: alpha=0.01; "
+                     "rank {}: alpha=0.5); every rank must set up and drive the optimizer identically".format(last)]
+    assert all(r["bad_input"]["drifted_hyperparameter"]["unchanged"] for r in ranks)
+    same_on_every_rank(ranks, "bad_input", "drifted_hyperparameter", "after")
+
+
+def test_a_none_gradient_counts_as_zeros_in_the_mean(ranks):
+    assert all(r["bad_input"]["none_counts_as_zeros"]["grad_is_mean_with_zeros"] for r in ranks)
+
+
+def test_setups_that_differ_across_ranks_are_refused_everywhere(ranks):
+    last, n = len(ranks) - 1, len(ranks)
+    tail = "; every rank must set up and drive the optimizer identically"
+    assert same_on_every_rank(ranks, "bad_input", "setup_mismatch", "error") == [
+        "ValueError", "ranks disagree on parameter #0 (rank 0: /w shape=(3, 5) dtype=float32 device=cpu; "
+        "rank {}: /w shape=(5, 3) dtype=float32 device=cpu){}".format(last, tail)]
+    assert all(r["bad_input"]["setup_mismatch"]["not_set_up"] for r in ranks)
+    assert same_on_every_rank(ranks, "bad_input", "setup_names_differ", "error") == [
+        "ValueError", "ranks disagree on parameter #1 (rank 0: /b shape=(7,) dtype=float32 device=cpu; "
+        "rank {}: /v shape=(7,) dtype=float32 device=cpu){}".format(last, tail)]
+    assert same_on_every_rank(ranks, "bad_input", "wrapper_mismatch", "error") == [
+        "ValueError", "ranks disagree on the optimizer (rank 0: Adam profile=chainer; "
+        "rank {}: SGD profile=chainer){}".format(last, tail)]
+    assert n in (2, 3)
+
+
+def test_checkpoint_errors_are_agreed_and_change_nothing(ranks):
+    n = len(ranks)
+    corrupt = same_on_every_rank(ranks, "checkpoint", "corrupt_error")
+    assert corrupt[0] == "ValueError" and corrupt[1].startswith("rank 0 of {}: cannot read optimizer snapshot".format(n))
+    missing = same_on_every_rank(ranks, "checkpoint", "missing_error")
+    assert missing[0] == "ValueError" and "No such file or directory" in missing[1]
+    for r in ranks:
+        c = r["checkpoint"]
+        assert c["exists_after_save"] and c["unchanged_after_bad_loads"] and c["reloaded_unchanged"]
+        assert c["file_kept"]
+    same_on_every_rank(ranks, "checkpoint", "state")
+    diverged = same_on_every_rank(ranks, "checkpoint", "diverged_save_error")
+    assert diverged[0] == "ValueError"
+    assert diverged[1].startswith("ranks disagree on the optimizer state to save (rank 0: ")
+
+
+def single_process_resume_run(steps, checkpoint_at=None, checkpoint=None):
+    opt, params = rs.build(rs.RESUME)
+    rs.resume_steps(opt, params, 0, checkpoint_at or steps, 0, 1)
+    if checkpoint is not None:
+        fast.serializers.save_npz(checkpoint, opt)
+    rs.resume_steps(opt, params, checkpoint_at or steps, steps, 0, 1)
+    return rs.state_of(opt, params)
+
+
+def test_a_run_saved_on_3_ranks_resumes_on_2_and_on_1_exactly(tmp_path):
+    """3 ranks run 4 steps and save; 2 ranks, and one plain process, load and run 4 more:
+    both equal an uninterrupted single-process run bit for bit. Each step's per-rank
+    gradients average to the same global gradient for any number of ranks."""
+    ckdir, out3, out2 = tmp_path / "ck", tmp_path / "out3", tmp_path / "out2"
+    for d in (ckdir, out3, out2):
+        d.mkdir()
+    status, out = launch(3, "resume-save", out3, ckdir)
+    assert status == 0, out[-4000:]
+    status, out = launch(2, "resume-load", out2, ckdir)
+    assert status == 0, out[-4000:]
+    same_on_every_rank(rank_results(out3, 3), "resume", "state")
+    same_on_every_rank(rank_results(out2, 2), "resume", "state")
+
+    single_ckpt = tmp_path / "single.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        uninterrupted = single_process_resume_run(8, checkpoint_at=4, checkpoint=single_ckpt)
+
+    with np.load(single_ckpt) as one, np.load(ckdir / "optimizer.npz") as three:
+        assert sorted(one.files) == sorted(three.files)
+        for key in one.files:
+            assert one[key].dtype == three[key].dtype and one[key].tobytes() == three[key].tobytes(), key
+
+    with np.load(out2 / "final.npz") as two:
+        assert rs.bitwise_equal({k: two[k] for k in two.files}, uninterrupted)
+
+    with np.load(ckdir / "params.npz") as saved:
+        params = {k: fast.Parameter(saved[k].copy(), name=k) for k in rs.SHAPES}
+    opt = rs.configure(fast.optimizers.Adam(profile="fixed", alpha=0.01).setup(params), rs.RESUME)
+    fast.serializers.load_npz(ckdir / "optimizer.npz", opt)
+    rs.resume_steps(opt, params, 4, 8, 0, 1)
+    assert rs.bitwise_equal(rs.state_of(opt, params), uninterrupted)
+
+
+EXAMPLE = HERE.parents[1] / "examples" / "train_distributed.py"
+
+
+def test_distributed_example_is_one_process_averaging_the_shares(tmp_path):
+    """`mpiexec -n 2 python examples/train_distributed.py`: its loss curve and parameters are
+    bit for bit those of one process computing both halves' gradients and averaging them as
+    the ranks do, so it departs from one process on the whole batch by exactly the rounding
+    of the gradient average; and it learns."""
+    out = tmp_path / "curves.json"
+    status, log = launch(2, "--steps", 40, "--json", out, script=EXAMPLE)
+    assert status == 0, log[-4000:]
+    curves = json.loads(out.read_text())
+    assert curves["ranks"] == 2
+    assert curves["distributed"] == curves["one_process_averaging_shares"]
+    assert curves["same_parameters"]
+    distributed, whole = np.array(curves["distributed"]), np.array(curves["one_process_whole_batch"])
+    assert distributed[0] == whole[0]  # the same start: parameters broadcast from rank 0
+    assert distributed[-1] < 0.75 * distributed[0] and whole[-1] < 0.75 * whole[0]
+    assert "equal to one process averaging the 2 shares' gradients: True" in log
