@@ -9,7 +9,8 @@ Optional, each found by looking at the module and its classes, never by running 
 - `use_fp32_update` on the optimizer class (the float16_master dtype mode);
 - `loss_scaling` on the optimizer class (static and dynamic loss scaling);
 - `optimizer_hooks` and each hook class in it;
-- `serializers.save_npz` and `serializers.load_npz` (checkpoint cases).
+- `serializers.save_npz` and `serializers.load_npz` (checkpoint cases, and the cases that
+  start at large counters through a loaded checkpoint).
 
 A case that needs something missing is *not applicable*: it is not run, and the reasons are
 reported (`--require-all` turns it into a failure).
@@ -36,8 +37,9 @@ def missing(impl, case: Case) -> list:
     for kind in sorted({spec.kind for spec in case.hooks}):
         if not hasattr(hooks, kind):
             reasons.append(f"the implementation has no optimizer hook {kind}")
-    if case.checkpoints and not _has_serializers(impl):
-        reasons.append("the implementation has no serializers (save_npz, load_npz)")
+    if (case.checkpoints or case.resume is not None) and not _has_serializers(impl):
+        what = "resumed from a checkpoint" if case.resume is not None else "checkpoints"
+        reasons.append(f"the implementation has no serializers (save_npz, load_npz): {what}")
     return reasons
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from conformance import generators
 from conformance.applicability import missing
-from conformance.cases import Case, HookSpec, LossScaling, ParamSpec
+from conformance.cases import Case, HookSpec, LossScaling, ParamSpec, Resume
 from conformance.target import LEVEL_NAMES
 
 PARAMS = (ParamSpec("p0", (3,)),)
@@ -69,7 +69,9 @@ def test_each_optional_part_is_named_when_missing():
     assert missing(impl, case(hooks=(HookSpec("Lasso", (0.1,)),))) == [
         "the implementation has no optimizer hook Lasso"]
     assert missing(impl, case(checkpoints=(1,))) == [
-        "the implementation has no serializers (save_npz, load_npz)"]
+        "the implementation has no serializers (save_npz, load_npz): checkpoints"]
+    assert missing(impl, case(resume=Resume(1002, (1000,), ()))) == [
+        "the implementation has no serializers (save_npz, load_npz): resumed from a checkpoint"]
 
 
 def test_the_parts_when_present():
