@@ -20,6 +20,20 @@ Every report names the GPU, its driver, the CUDA runtime and CuPy; reports/gpu-c
 says what each part did, how long it took and its verdict. The exit status is 0 when every
 part passed, 1 when any failed or ran out of time.
 
+How it fits in 8 minutes on an H100/H200 machine (16 cores), by construction and by estimate
+(it has not run on a GPU yet): the parts share one budget (--budget, 480 s), and each runs
+with a limit cut to what is left, so the command ends within the budget however long a part
+would take, and the summary says which part ran out. Estimated shares, from the CPU runs here:
+the build about 15 s (one architecture; NVRTC is single-threaded, 20 s on this 2-core VM);
+the tests about 1 minute (143 GPU tests, each comparing a short run with the host build of the
+same driver); the conformance suite about 2 minutes (4,258 cases, 150 s of CPU on this VM,
+in --jobs workers, one CUDA context each); the mutants about 1 minute (the 26 kernel mutants
+whose code runs on the GPU, --jobs at a time, each one NVRTC build of its module plus the cases
+up to its first divergence, against the conformance part's report as the baseline: no second
+run of the suite); the quick benchmark plan about 2-3 minutes (110 items: AdamW, Adam and SGD
+on 16M, 100M and ResNet-50 shapes, the torch peers, the copy bandwidth, loss-scaling and
+memory rows, the no-sync evidence).
+
 `--dry-run` runs the same parts on a machine without a GPU wherever they can run there: the
 build for sm_90, the GPU tests (which then skip), the conformance suite and the device-path
 mutants through fast's GPU code path emulated on the host (a small slice, --device
