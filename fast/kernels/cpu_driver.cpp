@@ -147,6 +147,15 @@ inline bool grad_overlaps_written(const void* grad, const P* param, S* const* st
     return overlap;
 }
 
+// Whether x / d equals x * (1 / d) for every float x: d is a power of two whose inverse
+// is a normal float (both are then the correctly rounded x * 2^-k). Loss scales of
+// dynamic scaling are powers of two until the first non-finite step, and the fp16
+// update, limited by its arithmetic, is spared a division per element.
+inline bool has_exact_inverse(float d) {
+    int exponent;
+    return std::frexp(d, &exponent) == 0.5f && std::isnormal(1.0f / d);
+}
+
 inline fast_f32x8 load_f16_lanes(const fast_half* src) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)src));
 }
@@ -165,6 +174,8 @@ int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_
     V hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = _mm256_set1_ps(hp_in[k]);
     const V divisor = _mm256_set1_ps((float)a.unscale_divisor);
+    const bool by_inverse = has_exact_inverse((float)a.unscale_divisor);
+    const V inverse = _mm256_set1_ps(1.0f / (float)a.unscale_divisor);
     const int64_t base = a.tensor_offset[t];
     const fast_half* grad = (const fast_half*)a.grad[t];
     fast_half* param = (fast_half*)a.param + base;
@@ -174,7 +185,7 @@ int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_
     int64_t i = begin;
     for (; i + 8 <= end; i += 8) {
         V g = load_f16_lanes(grad + i);
-        if (UNSCALE) g = round_to<fast_half>(g / divisor);
+        if (UNSCALE) g = round_to<fast_half>(by_inverse ? g * inverse : g / divisor);
         V s[FAST_MAX_STATE];
         for (int k = 0; k < Rule::n_state; ++k) s[k] = load_f16_lanes(st[k] + i);
         V p = load_f16_lanes(param + i);
