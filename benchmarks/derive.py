@@ -96,6 +96,12 @@ class Limits:
         return None if not gbps else n_params * bytes_per_param / (gbps * 1e9)
 
 
+def _best(*gbps) -> float | None:
+    """The highest of the limits measured for one step (session samples, in-round samples)."""
+    measured = [g for g in gbps if g]
+    return max(measured) if measured else None
+
+
 def fraction(gb_per_s: float, limit: float | None) -> float | None:
     return gb_per_s / limit if limit else None
 
@@ -108,7 +114,8 @@ def step_figures(benchmarks: list[dict], limits: Limits) -> list[StepFigures]:
             continue
         step_s = stats["min"] / info["steps_per_round"]
         gb_per_s = info["n_params"] * info["bytes_per_param"] / step_s / 1e9
-        limit = limits.gbps(info["optimizer"], info["mode"], info["n_params"])
+        limit = _best(limits.gbps(info["optimizer"], info["mode"], info["n_params"]),
+                      info.get("limit_gbps_in_rounds"))
         figures.append(StepFigures(
             impl=info["impl"], variant=info.get("variant", ""), optimizer=info["optimizer"],
             mode=info["mode"], param_set=info["param_set"],

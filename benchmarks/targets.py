@@ -150,6 +150,9 @@ def interleaved_limit_fractions(m: dict, limits: Limits) -> dict:
     if "n_params" not in m:
         return {}
     limit_s = limits.step_s(m["optimizer"], m["mode"], m["n_params"], m["bytes_per_param"])
+    in_rounds = m.get("limit_s_in_rounds")  # the same rounds' limit pass, when measured
+    if in_rounds is not None:
+        limit_s = in_rounds if limit_s is None else min(limit_s, in_rounds)
     return {name: (None if limit_s is None else limit_s / best)
             for name, best in m["best_s"].items()}
 

@@ -20,6 +20,7 @@ import pytest
 
 from .api_bench import footprint_bytes, import_impl
 from .bytes_per_param import bytes_per_param, grad_read_floor
+from .limit import MixPass, mix_of
 from .per_array_baseline import PerArrayOptimizer
 from .plan import PARAM_SETS, Case
 from .torch_peers import import_torch, torch_optimizer
@@ -74,7 +75,12 @@ def test_interleaved_ratios(case, device, require_memory, record_measurement):
                                      device_arrays(host.params, dtype, device),
                                      device_arrays(host.grads, dtype, device), device.xp)
         steps["per-array"] = baseline.step
+    if not device.is_gpu:  # the limit, sampled in the same rounds under the same load
+        # (these cases are far larger than the caches)
+        steps["limit"] = MixPass(mix_of(case.optimizer, case.mode),
+                                 PARAM_SETS[case.param_set].n_params)
     times = _interleaved_times(steps, device)
+    limit_s = times.pop("limit", None)
     best = {name: float(values.min()) for name, values in times.items()}
     median = {name: float(np.median(values)) for name, values in times.items()}
     peers = [name for name in times if name != "fast"]
@@ -83,6 +89,7 @@ def test_interleaved_ratios(case, device, require_memory, record_measurement):
                        param_set=case.param_set, n_params=param_set.n_params,
                        bytes_per_param=bytes_per_param(case.optimizer, case.mode),
                        rounds=ROUNDS, best_s=best, median_s=median,
+                       limit_s_in_rounds=None if limit_s is None else float(limit_s.min()),
                        speedup={name: paired_speedup(times[name], times["fast"]) for name in peers},
                        best_speedup={name: best[name] / best["fast"] for name in peers})
 

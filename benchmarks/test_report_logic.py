@@ -45,6 +45,13 @@ def test_a_step_above_its_limit_is_flagged():
     assert outcome.measured == pytest.approx(2.0) and outcome.status == "MISSED"
 
 
+def test_the_limit_sampled_in_the_steps_rounds_counts():
+    bench = _step("fast", 0.5e-3)
+    bench["extra_info"]["limit_gbps_in_rounds"] = 70.0  # the session samples saw 28
+    (fast,) = step_figures([bench], LIMITS)
+    assert fast.limit_gbps == pytest.approx(70.0) and fast.limit_fraction == pytest.approx(0.8)
+
+
 def test_the_gpu_falls_back_to_the_copy_bandwidth():
     (fast,) = step_figures([_step("fast", 2e-3)], Limits({}, 28.0))
     assert fast.limit_gbps == pytest.approx(28.0) and fast.limit_fraction == pytest.approx(0.5)
