@@ -59,6 +59,15 @@ def bytes_per_param(optimizer: str, mode: str) -> int:
     return traffic["param_and_grad"] + STATE_ARRAYS[optimizer] * traffic["per_state"]
 
 
+def grad_read_floor(optimizer: str, mode: str) -> float:
+    """The least dynamic loss scaling can add to a step: one more read of the gradients
+    (the non-finite check must see every gradient before any parameter changes), as a
+    fraction of the step's bytes. AdamW: 4 of 28 bytes in fp32, 2 of 28 with an fp32
+    master, 2 of 14 in fp16."""
+    grad_bytes = {"fp32": 4, "fp16+master": 2, "fp16": 2, "fp64": 8}[mode]
+    return grad_bytes / bytes_per_param(optimizer, mode)
+
+
 # DESIGN.md's figures for fp16 + fp32 master, checked at import.
 _DESIGN_TABLE = {"SGD": 12, "MomentumSGD": 20, "AdamW": 28, "AMSGrad": 36}
 for _name, _bytes in _DESIGN_TABLE.items():

@@ -86,7 +86,26 @@ def reference_cases(device: str) -> list[Case]:
 
 
 def loss_scaling_cases(device: str) -> list[Case]:
-    return _grid(("AdamW",), ("fp16+master", "fp32"), ("flat-16M", "resnet50"))
+    return _grid(("AdamW",), MODES, ("flat-16M", "resnet50"))
+
+
+# One optimizer per number of state arrays: a limit case stands for every optimizer
+# that moves the same streams (benchmarks/limit.py).
+_MIX_REPRESENTATIVE = {0: "SGD", 1: "MomentumSGD", 2: "AdamW", 3: "AMSGrad"}
+
+
+def limit_cases(device: str) -> list[Case]:
+    """The stream mixes and sizes of every step case of the plan, once each (CPU only:
+    on the GPU the limit is the device copy)."""
+    if device != "cpu":
+        return []
+    steps = (fast_cases(device) + torch_cases(device) + per_array_cases(device)
+             + reference_cases(device) + loss_scaling_cases(device))
+    seen = {}
+    for case in steps:
+        mix = Case(_MIX_REPRESENTATIVE[STATE_ARRAYS[case.optimizer]], case.mode, case.param_set)
+        seen.setdefault(mix.id, mix)
+    return list(seen.values())
 
 
 def fast_memory_cases(device: str) -> list[Case]:
@@ -116,6 +135,7 @@ CASES = {
     "per-array": per_array_cases,
     "reference": reference_cases,
     "fast+loss-scaling": loss_scaling_cases,
+    "limit": limit_cases,
     "fast-memory": fast_memory_cases,
     "per-array-memory": per_array_memory_cases,
 }

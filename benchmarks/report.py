@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .derive import (Comparison, compare, comparison_dict, copy_bandwidth_gbps,
-                     step_figures)
-from .targets import evaluate
+from .derive import (Comparison, Limits, compare, comparison_dict, copy_bandwidth_gbps,
+                     mix_limits_gbps, step_figures, triad_gbps)
+from .targets import evaluate, interleaved_limit_fractions
 
 PEERS_NOTE = ("Separate benchmarks, one implementation at a time; the targets use the"
-              " interleaved timing further down where it exists.")
+              " interleaved timing further down where it exists. A peer counts only when its"
+              " one-step check passed (\"Peer checks\" below).")
 SCALING_NOTE = "Separate benchmarks; the interleaved comparison is further down."
 PEER_COLUMNS = (("torch-fused", "x torch fused"), ("torch-foreach", "x torch foreach"),
                 ("per-array", "x per-array"), ("reference", "x reference"))
+OVER_LIMIT = "MEASUREMENT ERROR: above the limit"
 
 
 def write_report(directory: Path, name: str, config, benchmark_session, machine: dict,
@@ -29,15 +31,21 @@ def write_report(directory: Path, name: str, config, benchmark_session, machine:
         machine_info=benchmark_session.get_machine_info(),
         commit_info=config.hook.pytest_benchmark_generate_commit_info(config=config))
     copy = copy_bandwidth_gbps(output["benchmarks"])
-    best_copy = max(copy.values()) if copy else None
-    comparisons = compare(step_figures(output["benchmarks"], best_copy))
-    outcomes = evaluate(machine["device"], comparisons, measurements, best_copy)
+    mixes = mix_limits_gbps(output["benchmarks"])
+    limits = Limits(mixes, max(copy.values()) if copy else None)
+    figures = step_figures(output["benchmarks"], limits)
+    comparisons = compare(figures)
+    outcomes = evaluate(machine["device"], comparisons, figures, measurements, limits)
     output["machine"] = machine
     output["measurements"] = measurements
     output["derived"] = {
         "copy_bandwidth_gbps": copy,
-        "copy_bandwidth_best_gbps": best_copy,
+        "limit_gbps": [{"mode": k[0], "n_state": k[1], "n_params": k[2], "gbps": v}
+                       for k, v in mixes.items()],
+        "triad_gbps": triad_gbps(output["benchmarks"]),
         "fast": [comparison_dict(c) for c in comparisons],
+        "steps_over_limit": [f"{f.peer_key} {f.optimizer} {f.mode} {f.param_set}"
+                             for f in figures if f.over_limit],
         "targets": [{"target": o.target.text, "measured": o.measured,
                      "threshold": o.target.threshold, "at_least": o.target.at_least,
                      "bandwidth_bound": o.bandwidth_bound, "status": o.status}
@@ -47,7 +55,8 @@ def write_report(directory: Path, name: str, config, benchmark_session, machine:
     (directory / f"{name}.json").write_text(
         json.dumps(output, indent=1, default=str, sort_keys=False) + "\n")
     (directory / f"{name}.md").write_text(
-        render(name, machine, copy, best_copy, comparisons, outcomes, measurements))
+        render(name, machine, output["benchmarks"], limits, figures, comparisons, outcomes,
+               measurements))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -64,10 +73,17 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
+def _limit_pct(value: float | None) -> str:
+    """A fraction of the limit; above 1 it is flagged, not hidden."""
+    if value is not None and value > 1.0:
+        return f"**{100 * value:.1f}% {OVER_LIMIT}**"
+    return _pct(value)
+
+
 def _fast_row(c: Comparison, with_peers: bool) -> list[str]:
     f = c.fast
     row = [f.optimizer, f.mode, f.param_set, str(f.n_arrays), f"{1e3 * f.step_s:.2f}",
-           f"{f.params_per_s / 1e6:.0f}", f"{f.gb_per_s:.1f}", _pct(f.copy_fraction)]
+           f"{f.params_per_s / 1e6:.0f}", f"{f.gb_per_s:.1f}", _limit_pct(f.limit_fraction)]
     if with_peers:
         row += [_x(c.speedup.get(key)) for key, _ in PEER_COLUMNS]
     return row
@@ -80,6 +96,8 @@ def _measured(outcome) -> str:
     metric = outcome.target.metric
     if metric.startswith("speedup") or metric == "host_sync":
         return f"{value:.2f}x"
+    if metric == "loss_scaling_over_floor":
+        return f"{100 * value:+.1f} points"
     return _pct(value)
 
 
@@ -91,9 +109,9 @@ def _load_line(machine: dict) -> str:
             f"{machine['cpu_cores']} cores; the run itself adds up to {machine['threads']}")
 
 
-def _header(name: str, machine: dict, copy: dict, best_copy) -> list[str]:
+def _header(name: str, machine: dict) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
-    lines = [
+    return [
         f"# Optimizer benchmarks: {name}", "",
         f"- Device: {machine['device']}" + (f" ({machine['gpu']})" if machine["gpu"] else ""),
         f"- CPU: {machine['cpu']}, {machine['cpu_cores']} usable cores; every implementation "
@@ -109,16 +127,72 @@ def _header(name: str, machine: dict, copy: dict, best_copy) -> list[str]:
            if machine.get("tests_deselected") else ""), "",
         "Step time is the fastest of the timed rounds (one step per round on the CPU; on "
         "the GPU enough steps per round to last 20 ms, then a synchronisation). GB/s counts "
-        "the bytes of DESIGN.md's table (benchmarks/bytes_per_param.py) and is set against "
-        "the copy bandwidth measured in this run. \"x peer\" is the peer's step time over "
-        "fast's: above 1 means fast is faster. The machine is shared, so figures can be "
-        "disturbed by other work; ratios come from one run, side by side.", "",
+        "the bytes of DESIGN.md's table (benchmarks/bytes_per_param.py); \"% limit\" sets "
+        "them against the limit measured in this run for the same stream mix and size "
+        "(below). A figure above 100% is a measurement error and is flagged. \"x peer\" is "
+        "the peer's step time over fast's: above 1 means fast is faster. The machine is "
+        "shared, so figures can be disturbed by other work; ratios come from one run, side "
+        "by side.", "",
     ]
-    if copy:
-        measured = "; ".join(f"{variant}: {gbps:.1f} GB/s" for variant, gbps in copy.items())
-        lines += [f"Copy bandwidth (2 x bytes / time): **{best_copy:.1f} GB/s** "
-                  f"(best of {measured}).", ""]
+
+
+def _limit_lines(benchmarks: list[dict], limits: Limits) -> list[str]:
+    lines = ["## The limit", ""]
+    if limits.mixes:
+        triad = triad_gbps(benchmarks)
+        lines += [
+            "Measured in this run by `benchmarks/kernels/stream_limit.cpp`, compiled with "
+            "fast's own toolchain and flags (g++ -O3 -fopenmp -march=native "
+            "-ffp-contract=off, fast.backends.cpu.FLAGS), on every thread of the run: one "
+            "pass reads the gradient stream, reads and writes the parameter (or fp32 master) "
+            "and each state stream and, with a master, writes the fp16 parameter; integer "
+            "arithmetic, arrays of the step's own size, placed in their pages as fast's "
+            "buffers are. Best of the rounds, best of a sample at the start and one at the "
+            "end of the session (the table) and, for steps of 64 MiB or more, of a pass run "
+            "before every timed round of each step benchmark and in every round of the interleaved comparisons, so that "
+            "a step's limit also saw the load its own rounds saw; a row's limit is the best "
+            "of all of these.",
+            "",
+            f"Cross-check: STREAM triad (a = b + s c, float32, 3 x 256 MiB, 12 bytes per "
+            f"element counted as STREAM counts them, same toolchain and threads): "
+            f"**{triad:.1f} GB/s**." if triad else "Cross-check: STREAM triad not measured.",
+            ""]
+        rows = [[mode, str(n_state), f"{n_params / 1e6:.2f}M", f"{gbps:.1f}"]
+                for (mode, n_state, n_params), gbps in sorted(limits.mixes.items())]
+        lines += _table(["mode", "state arrays", "params", "limit GB/s"], rows)
+    elif limits.copy_gbps:
+        lines += [f"Device-to-device copy bandwidth (2 x bytes / time): "
+                  f"**{limits.copy_gbps:.1f} GB/s**, the limit of every row.", ""]
+    else:
+        lines += ["No limit was measured in this run.", ""]
     return lines
+
+
+def _peer_rows(figures) -> list[list[str]]:
+    return [[f.peer_key, f.optimizer, f.mode, f.param_set, f"{1e3 * f.step_s:.2f}",
+             f"{f.gb_per_s:.1f}", _limit_pct(f.limit_fraction), f.peer_check or "—"]
+            for f in figures if f.impl != "fast"]
+
+
+def _interleaved_lines(interleaved: list[dict], limits: Limits) -> list[str]:
+    lines = ["## Interleaved timing (the targets' speed-ups)", "",
+             "fast, torch fused and (fp32) the per-array baseline step in turn, in rotating "
+             f"order, for {interleaved[0]['rounds']} rounds; best and median step per "
+             "implementation, and the best step's share of the limit. \"x\" is the median "
+             "over rounds of the peer's step time over fast's in the same round (the targets "
+             "use it); the ratio of the best steps is in brackets.", ""]
+    rows = []
+    for m in interleaved:
+        share = interleaved_limit_fractions(m, limits)
+        cells = [f"{1e3 * m['best_s'][k]:.1f} (median {1e3 * m['median_s'][k]:.1f}; "
+                 f"{_limit_pct(share.get(k))})" if k in m["best_s"] else "—"
+                 for k in ("fast", "torch-fused", "per-array")]
+        ratios = [f"{_x(m['speedup'].get(k))} ({_x(m.get('best_speedup', {}).get(k))})"
+                  for k in ("torch-fused", "per-array")]
+        rows.append([m["optimizer"], m["mode"], m["param_set"]] + cells + ratios)
+    return lines + _table(["optimizer", "mode", "params", "fast ms (% limit)",
+                           "torch fused ms (% limit)", "per-array ms (% limit)",
+                           "x torch fused", "x per-array"], rows)
 
 
 def _memory_rows(measurements: list[dict]) -> list[list[str]]:
@@ -135,18 +209,26 @@ def _memory_rows(measurements: list[dict]) -> list[list[str]]:
     return rows
 
 
-def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) -> str:
-    lines = _header(name, machine, copy, best_copy)
+def render(name, machine, benchmarks, limits, figures, comparisons, outcomes,
+           measurements) -> str:
+    lines = _header(name, machine) + _limit_lines(benchmarks, limits)
+    over = [f for f in figures if f.over_limit]
+    if over:
+        lines += [f"**{len(over)} step(s) above their limit: {OVER_LIMIT}** (" + "; ".join(
+            f"{f.peer_key} {f.optimizer} {f.mode} {f.param_set} {_pct(f.limit_fraction)}"
+            for f in over) + ").", ""]
     lines += ["## Targets", "",
               "\"bandwidth bound\": the speed-up fast would show if its step ran at the "
-              "measured copy bandwidth, the most any implementation moving DESIGN.md's "
-              "bytes can reach against that peer.", ""]
+              "limit, the most any implementation moving DESIGN.md's bytes can reach "
+              "against that peer. Loss-scaling targets: the overhead minus its floor, one "
+              "more read of the gradients (4 of 28 bytes for AdamW fp32, 2 of 28 with an fp32 "
+              "master, 2 of 14 in fp16).", ""]
     lines += _table(["target", "measured", "bandwidth bound", "status"],
                     [[o.target.text, _measured(o), _x(o.bandwidth_bound), o.status]
                      for o in outcomes])
     with_peers = [c for c in comparisons if c.speedup]
     alone = [c for c in comparisons if not c.speedup]
-    base = ["optimizer", "mode", "params", "arrays", "fast ms", "M params/s", "GB/s", "% copy"]
+    base = ["optimizer", "mode", "params", "arrays", "fast ms", "M params/s", "GB/s", "% limit"]
     if with_peers:
         lines += ["## fast against its peers", "", PEERS_NOTE, ""]
         lines += _table(base + [title for _, title in PEER_COLUMNS],
@@ -154,6 +236,22 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
     if alone:
         lines += ["## Every optimizer family and dtype mode (fast)", ""]
         lines += _table(base, [_fast_row(c, False) for c in alone])
+    peers = _peer_rows(figures)
+    if peers:
+        lines += ["## The peers against the limit", ""]
+        lines += _table(["impl", "optimizer", "mode", "params", "ms", "GB/s", "% limit",
+                         "one-step check"], peers)
+    checks = [m for m in measurements if m["kind"] == "peer-check"]
+    if checks:
+        lines += ["## Peer checks", "",
+                  "Each torch peer's first step against torch's own for-loop implementation "
+                  "stepping float64 copies (benchmarks/torch_peers.py, check_one_step; bound "
+                  "per element: half an ulp of the dtype per rounding of the parameter plus "
+                  "the step's rounding error). \"no work\": dropped, not timed. \"outside "
+                  "bound\": timed and listed, not used as a peer.", ""]
+        lines += _table(["peer", "optimizer", "mode", "params", "outcome"],
+                        [[f"torch {m['variant']}", m["optimizer"], m["mode"], m["param_set"],
+                          m["description"]] for m in checks])
     scaled = [c for c in comparisons if c.loss_scaling_overhead is not None]
     if scaled:
         lines += ["## Dynamic loss scaling", "", SCALING_NOTE, ""]
@@ -171,30 +269,20 @@ def render(name, machine, copy, best_copy, comparisons, outcomes, measurements) 
                          "param + state MiB", "extra MiB", "fraction"], memory)
     interleaved = [m for m in measurements if m["kind"] == "interleaved"]
     if interleaved:
-        lines += ["## Interleaved timing (the targets' speed-ups)", "",
-                  "fast, torch fused and the per-array baseline step in turn, in rotating order, "
-                  f"for {interleaved[0]['rounds']} rounds; best and median step per implementation. "
-                  "\"x\" is the median over rounds of the peer's step time over fast's in the same "
-                  "round (the targets use it); the ratio of the best steps is in brackets.",
-                  ""]
-        lines += _table(
-            ["optimizer", "mode", "params", "fast ms", "torch fused ms", "per-array ms",
-             "x torch fused", "x per-array"],
-            [[m["optimizer"], m["mode"], m["param_set"]]
-             + [f"{1e3 * m['best_s'][k]:.1f} (median {1e3 * m['median_s'][k]:.1f})"
-                for k in ("fast", "torch-fused", "per-array")]
-             + [f"{_x(m['speedup'].get(k))} ({_x(m.get('best_speedup', {}).get(k))})"
-                for k in ("torch-fused", "per-array")]
-             for m in interleaved])
+        lines += _interleaved_lines(interleaved, limits)
     scaling = [m for m in measurements if m["kind"] == "interleaved-loss-scaling"]
     if scaling:
         lines += ["### Interleaved: fast with and without dynamic loss scaling", "",
                   "Best step of each; the overhead is the median over rounds of the ratio "
-                  "within the round, minus 1.", ""]
+                  "within the round, minus 1; the floor is one more read of the gradients.",
+                  ""]
         lines += _table(
-            ["optimizer", "mode", "params", "without, ms (best)", "with, ms (best)", "overhead"],
+            ["optimizer", "mode", "params", "without, ms (best)", "with, ms (best)",
+             "overhead", "floor", "over the floor"],
             [[m["optimizer"], m["mode"], m["param_set"], f"{1e3 * m['without_s']:.2f}",
-              f"{1e3 * m['with_s']:.2f}", _pct(m["overhead"])] for m in scaling])
+              f"{1e3 * m['with_s']:.2f}", _pct(m["overhead"]), _pct(m.get("floor")),
+              "—" if m.get("floor") is None else f"{100 * (m['overhead'] - m['floor']):+.1f} points"]
+             for m in scaling])
     syncs = [m for m in measurements if m["kind"] == "host-sync"]
     if syncs:
         lines += ["## Host synchronisation (GPU)", ""]

@@ -31,6 +31,10 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
 
     `info` names what ran (impl, variant, optimizer, mode, param_set, ...); it is stored in
     the benchmark's extra_info, from which the report derives params/s, GB/s and ratios.
+    On the CPU, for steps too large for the caches, before every timed round (untimed for
+    the step) one pass of the limit kernel with the step's stream mix and size runs and is
+    timed on its own: the limit is then also sampled under the same load from other work
+    as the step's rounds (extra_info limit_gbps_in_rounds, the best of those passes).
     """
     first_s = time_once(step, device)  # state allocation and any compilation
     # The first step is the calibration only when it alone exceeds the budget (then
@@ -48,7 +52,39 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
     rounds = int(min(max_rounds, max(min_rounds, budget_s / (seconds * steps_per_round))))
     benchmark.extra_info.update(info, steps_per_round=steps_per_round, device=device.kind,
                                 threads=device.threads)
-    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    limit = LimitInRounds(info) if samples_limit_in_rounds(info, device) else None
+    benchmark.pedantic(one_round, setup=limit, rounds=rounds, iterations=1, warmup_rounds=0)
+    if limit is not None:
+        benchmark.extra_info["limit_gbps_in_rounds"] = limit.best_gbps()
+
+
+# Below this many bytes moved a step's arrays stay in the caches between rounds (the
+# 2-core EPYC has 32 MiB of L3); a limit pass between its rounds would evict them and
+# change what is measured, so such steps keep the session's limit samples only.
+IN_ROUNDS_MIN_BYTES = 64 * 2**20
+
+
+def samples_limit_in_rounds(info: dict, device: Device) -> bool:
+    return not device.is_gpu and info["n_params"] * info["bytes_per_param"] >= IN_ROUNDS_MIN_BYTES
+
+
+class LimitInRounds:
+    """One timed pass of the limit kernel (benchmarks/limit.py) for a step's mix and size,
+    run as pytest-benchmark's untimed set-up of every round."""
+
+    def __init__(self, info: dict):
+        from .limit import MixPass, mix_of
+
+        self.one_pass = MixPass(mix_of(info["optimizer"], info["mode"]), info["n_params"])
+        self.seconds: list[float] = []
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        self.one_pass()
+        self.seconds.append(time.perf_counter() - start)
+
+    def best_gbps(self) -> float:
+        return self.one_pass.bytes_moved / min(self.seconds) / 1e9
 
 
 def describe_work(impl: str, optimizer: str, mode: str, param_set: ParamSet,

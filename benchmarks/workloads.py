@@ -34,6 +34,7 @@ CHAINER_HYPERPARAMS = {
 }
 
 PARAM_SCALE = 0.02  # typical initialisation scale
+SETTLED_LOSS_SCALE = 65504.0  # where dynamic loss scaling settles with finite gradients
 GRAD_SCALE = 1e-2  # small enough that fp16 gradients stay finite under every step
 
 
@@ -70,12 +71,19 @@ def api_optimizer(impl, optimizer: str, mode: str, host: HostArrays, device: Dev
     Gradients are assigned once and stay in place, as between two backward passes that
     produce the same values; every `opt.update()` is then one full optimizer step.
     With `loss_scaling`, dynamic loss scaling is on (the gradients stay finite, so no
-    step is skipped and every step does the full update).
+    step is skipped and every step does the full update), and the gradients are those of
+    a backward pass with the scale the run settles at (SETTLED_LOSS_SCALE: the scale
+    doubles each step from 1 and is clamped there after 16 steps), so that once settled
+    the update sees the same unscaled gradients as without loss scaling. (Unscaled
+    gradients divided by 65504 would be fp16 subnormals, which no training run feeds.)
     """
     dtype = STORAGE_DTYPE[mode]
+    grads = host.grads
+    if loss_scaling:
+        grads = [SETTLED_LOSS_SCALE * g for g in host.grads]
     params = []
     for index, (data, grad) in enumerate(zip(device_arrays(host.params, dtype, device),
-                                             device_arrays(host.grads, dtype, device))):
+                                             device_arrays(grads, dtype, device))):
         param = impl.Parameter(data, name=f"p{index}")
         param.grad = grad
         params.append(param)

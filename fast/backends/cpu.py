@@ -73,21 +73,22 @@ def _cache_dir():
     return root
 
 
-def built_library(prefix, sources, flags):
-    """The path of a shared library compiled from KERNEL_DIR's ``sources`` (the last one
-    is the translation unit), built into the cache if missing. The name hashes the
-    sources, the flags, the compiler's version and the CPU."""
+def built_library(prefix, sources, flags, directory=None):
+    """The path of a shared library compiled from ``directory``'s ``sources`` (the last
+    one is the translation unit; by default fast's kernels), built into the cache if
+    missing. The name hashes the sources, the flags, the compiler's version and the CPU."""
+    directory = directory or KERNEL_DIR  # read at call time: the mutants redirect KERNEL_DIR
     cxx = _compiler()
     digest = hashlib.sha256()
     for name in sources:
-        with open(os.path.join(KERNEL_DIR, name), "rb") as f:
+        with open(os.path.join(directory, name), "rb") as f:
             digest.update(name.encode() + b"\0" + f.read())
     digest.update(" ".join(flags).encode())
     digest.update(_compiler_version(cxx).encode())
     digest.update(_cpu_identity().encode())
     path = os.path.join(_cache_dir(), "{}-{}.so".format(prefix, digest.hexdigest()[:20]))
     if not os.path.exists(path):
-        compile_shared(cxx, flags, os.path.join(KERNEL_DIR, sources[-1]), path)
+        compile_shared(cxx, flags, os.path.join(directory, sources[-1]), path)
     return path
 
 

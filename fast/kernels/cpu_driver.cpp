@@ -3,11 +3,29 @@
 #include <stdint.h>
 #include <type_traits>
 #include <vector>
+#include <immintrin.h>
+
+// Eight float lanes (a GCC vector type): the fp16 update without a master runs the
+// Rule structs of update_math.h on it (update_f16_lanes below). Its square root is
+// declared before the structs, which find it by ordinary lookup.
+typedef float fast_f32x8 __attribute__((vector_size(32)));
+static inline fast_f32x8 fast_sqrt(fast_f32x8 x) { return _mm256_sqrt_ps(x); }
+
 #include "update_math.h"
 #include "step_args.h"
 #include "element_pipeline.h"
 
-#include <immintrin.h>
+template <> inline fast_f32x8 fast_const<fast_f32x8>(int c) { return _mm256_set1_ps((float)c); }
+
+// round_to<fast_half> on 8 lanes: F16C's round trip (round to nearest even), NaN lanes
+// keeping their bits, as the scalar FastRound<fast_half, float> does; equal to it for all
+// 2^32 float inputs (the same construction as unscale_tile's, checked exhaustively).
+template <> struct FastRound<fast_half, fast_f32x8> {
+    static inline fast_f32x8 run(fast_f32x8 x) {
+        const __m256 r = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+        return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    }
+};
 
 namespace {
 
@@ -120,6 +138,91 @@ template <class E> inline bool spans_overlap(const void* a, const void* b, int64
     return x < y + bytes && y < x + bytes;
 }
 
+// Whether the gradient shares memory with an array the update writes (parameter or
+// state) over [begin, end): the update loops' pointers are __restrict.
+template <class Rule, class P, class S>
+inline bool grad_overlaps_written(const void* grad, const P* param, S* const* st, int64_t begin, int64_t end) {
+    bool overlap = spans_overlap<P>(grad, param, begin, end);
+    for (int k = 0; k < Rule::n_state; ++k) overlap = overlap || spans_overlap<S>(grad, st[k], begin, end);
+    return overlap;
+}
+
+// Whether x / d equals x * (1 / d) for every float x: d is a power of two whose inverse
+// is a normal float (both are then the correctly rounded x * 2^-k). Loss scales of
+// dynamic scaling are powers of two until the first non-finite step, and the fp16
+// update, limited by its arithmetic, is spared a division per element.
+inline bool has_exact_inverse(float d) {
+    int exponent;
+    return std::frexp(d, &exponent) == 0.5f && std::isnormal(1.0f / d);
+}
+
+inline fast_f32x8 load_f16_lanes(const fast_half* src) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)src));
+}
+inline void store_f16_lanes(fast_half* dst, fast_f32x8 x) {
+    _mm_storeu_si128((__m128i*)dst, _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+}
+
+// fp16 storage without a master (ModeF16), 8 elements at a time straight from the
+// fp16 arrays: F16C conversions on load and store, the Rule's math (update_math.h) on
+// 8 float lanes, round_to<fast_half> as F16C's round trip. The same IEEE operations in
+// the same order as the per-element loop, so the same results. Returns the first
+// element left to the tile loop (fewer than 8 remain).
+template <class Rule, bool UNSCALE>
+int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const float* hp_in) {
+    typedef fast_f32x8 V;
+    V hp[FAST_N_HPARAMS];
+    for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = _mm256_set1_ps(hp_in[k]);
+    const V divisor = _mm256_set1_ps((float)a.unscale_divisor);
+    const bool by_inverse = has_exact_inverse((float)a.unscale_divisor);
+    const V inverse = _mm256_set1_ps(1.0f / (float)a.unscale_divisor);
+    const int64_t base = a.tensor_offset[t];
+    const fast_half* grad = (const fast_half*)a.grad[t];
+    fast_half* param = (fast_half*)a.param + base;
+    fast_half* st[FAST_MAX_STATE];
+    for (int k = 0; k < Rule::n_state; ++k) st[k] = (fast_half*)a.state[k] + base;
+    if (grad_overlaps_written<Rule>(grad, param, st, begin, end)) return begin;
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+        V g = load_f16_lanes(grad + i);
+        if (UNSCALE) g = round_to<fast_half>(by_inverse ? g * inverse : g / divisor);
+        V s[FAST_MAX_STATE];
+        for (int k = 0; k < Rule::n_state; ++k) s[k] = load_f16_lanes(st[k] + i);
+        V p = load_f16_lanes(param + i);
+        Rule::template update<V, fast_half, fast_half>(p, g, s, hp);
+        for (int k = 0; k < Rule::n_state; ++k) store_f16_lanes(st[k] + i, s[k]);
+        store_f16_lanes(param + i, p);
+    }
+    return i;
+}
+
+// The update over n elements of plain T arrays (the tile loop GCC vectorises); with
+// DIVIDE the gradient is divided by the loss scale as it is read.
+template <class Rule, class M, bool DIVIDE>
+inline void update_tile(int n, typename M::T* pp, const typename M::T* gp, typename M::T* const* sp,
+                        const typename M::T* hp, typename M::T divisor) {
+    typedef typename M::T T;
+    typedef typename M::S S;
+    T* __restrict s0 = sp[0];
+    T* __restrict s1 = sp[1];
+    T* __restrict s2 = sp[2];
+    T* __restrict pr = pp;
+    const T* __restrict gr = gp;
+    for (int j = 0; j < n; ++j) {
+        T s[FAST_MAX_STATE];
+        if (Rule::n_state > 0) s[0] = s0[j];
+        if (Rule::n_state > 1) s[1] = s1[j];
+        if (Rule::n_state > 2) s[2] = s2[j];
+        T p = pr[j];
+        const T g = DIVIDE ? gr[j] / divisor : gr[j];
+        Rule::template update<T, S, typename M::PR>(p, g, s, hp);
+        if (Rule::n_state > 0) s0[j] = s[0];
+        if (Rule::n_state > 1) s1[j] = s[1];
+        if (Rule::n_state > 2) s2[j] = s[2];
+        pr[j] = p;
+    }
+}
+
 // One chunk of one tensor, in tiles. Arrays stored in the compute type are
 // updated in place; fp16 arrays are converted into local tiles of T first and
 // back afterwards. The update loop then runs over plain T pointers, a loop GCC
@@ -132,6 +235,7 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
     typedef typename M::S S;
     constexpr bool P_DIRECT = M::MASTER || std::is_same<P, T>::value;
     constexpr bool S_DIRECT = std::is_same<S, T>::value;
+    if constexpr (std::is_same<M, ModeF16>::value && !HOOKS) begin = update_f16_lanes<Rule, UNSCALE>(a, t, begin, end, hp_in);
     T hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = hp_in[k];
     const int64_t base = a.tensor_offset[t];
@@ -143,11 +247,10 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
     // A gradient already in T with nothing to apply is read where it is (no copy into
     // a tile: 4% faster at 16M fp32 AdamW, 35% at 1M), unless it shares memory with an
     // array the loop writes (the loop's pointers are __restrict).
-    bool g_direct = std::is_same<P, T>::value && !HOOKS && !UNSCALE;  // so no master either
-    if (g_direct) {
-        g_direct = !spans_overlap<P>(grad, param, begin, end);
-        for (int k = 0; k < Rule::n_state; ++k) g_direct = g_direct && !spans_overlap<S>(grad, st[k], begin, end);
-    }
+    // Unscaling it (P is T: no rounding beyond the division's) happens in the update loop.
+    bool g_direct = std::is_same<P, T>::value && !HOOKS;  // so no master either
+    if (g_direct) g_direct = !grad_overlaps_written<Rule>(grad, param, st, begin, end);
+    const bool divide_in_loop = UNSCALE && g_direct;
     const T divisor = (T)a.unscale_divisor;
     alignas(64) T gb[TILE], pb[TILE], sb[FAST_MAX_STATE][TILE];
     for (int64_t i0 = begin; i0 < end; i0 += TILE) {
@@ -176,23 +279,8 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
             if constexpr (S_DIRECT) sp[k] = (T*)(st[k] + i0);
             else { tile_load(st[k] + i0, sb[k], n); sp[k] = sb[k]; }
         }
-        T* __restrict s0 = sp[0];
-        T* __restrict s1 = sp[1];
-        T* __restrict s2 = sp[2];
-        T* __restrict pr = pp;
-        const T* __restrict gr = gp;
-        for (int j = 0; j < n; ++j) {
-            T s[FAST_MAX_STATE];
-            if (Rule::n_state > 0) s[0] = s0[j];
-            if (Rule::n_state > 1) s[1] = s1[j];
-            if (Rule::n_state > 2) s[2] = s2[j];
-            T p = pr[j];
-            Rule::template update<T, S, typename M::PR>(p, gr[j], s, hp);
-            if (Rule::n_state > 0) s0[j] = s[0];
-            if (Rule::n_state > 1) s1[j] = s[1];
-            if (Rule::n_state > 2) s2[j] = s[2];
-            pr[j] = p;
-        }
+        if (divide_in_loop) update_tile<Rule, M, true>(n, pp, gp, sp, hp, divisor);
+        else update_tile<Rule, M, false>(n, pp, gp, sp, hp, divisor);
         if constexpr (!S_DIRECT)
             for (int k = 0; k < Rule::n_state; ++k) tile_store(sb[k], st[k] + i0, n);
         if constexpr (M::MASTER || !P_DIRECT) tile_store(pp, param + i0, n);

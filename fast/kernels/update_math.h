@@ -86,6 +86,10 @@ template <> struct FastRound<fast_half, float> {
 };
 #endif
 template <class S, class T> FAST_FN T round_to(T x) { return FastRound<S, T>::run(x); }
+// The constant c in the compute type T. A function rather than T(c): on the host the
+// fp16 update also runs these structs on 8 float lanes (cpu_driver.cpp), a vector
+// type that has no conversion from a scalar and specialises this template.
+template <class T> FAST_FN T fast_const(int c) { return T(c); }
 
 // NumPy's maximum/minimum/clip propagate NaN from either operand.
 template <class T> FAST_FN T nan_max(T a, T b) { return ((a != a) | (a >= b)) ? a : b; }
@@ -99,7 +103,7 @@ template <class T> FAST_FN T nan_clip(T x, T lo, T hi) {
     return (lo != lo) ? lo : c;
 }
 template <class T> FAST_FN T sign_of(T x) {
-    return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);  // NaN and +-0 map to themselves
+    return x > fast_const<T>(0) ? fast_const<T>(1) : (x < fast_const<T>(0) ? fast_const<T>(-1) : x);  // NaN and +-0 map to themselves
 }
 
 // ---- optimizers: one struct per update rule ----
@@ -192,7 +196,7 @@ struct RuleRMSprop {
         T ms = round_to<S>(s[0] * hp[0]);
         ms = round_to<S>(ms + hp[1] * g * g);
         s[0] = ms;
-        T denom = hp[4] != T(0) ? fast_sqrt(ms + hp[2]) : fast_sqrt(ms) + hp[2];
+        T denom = hp[4] != fast_const<T>(0) ? fast_sqrt(ms + hp[2]) : fast_sqrt(ms) + hp[2];
         p = p - hp[3] * g / denom;
     }
 };
@@ -241,7 +245,7 @@ template <bool AMSGRAD, bool ADABOUND> struct RuleAdamT {
         T step = hp[2] / (fast_sqrt(vhat) + hp[3]);
         if (ADABOUND) step = nan_clip(step, hp[5], hp[6]);
         T delta = hp[8] * (step * m);
-        p = hp[9] != T(0) ? p + delta : hp[7] * p + delta;
+        p = hp[9] != fast_const<T>(0) ? p + delta : hp[7] * p + delta;
     }
 };
 typedef RuleAdamT<false, false> RuleAdam;
@@ -267,8 +271,8 @@ struct RuleMSVAG {
         T mt2 = mt * mt;
         T sv = (vt - mt2) / hp[2];
         T factor = mt2 / (mt2 + hp[3] * sv);
-        factor = nan_clip(factor, T(0), T(1));
-        factor = (factor != factor) ? T(0) : factor;
+        factor = nan_clip(factor, fast_const<T>(0), fast_const<T>(1));
+        factor = (factor != factor) ? fast_const<T>(0) : factor;
         p = p - hp[4] * (hp[5] * mt * factor + hp[6] * p);
     }
 };
@@ -280,12 +284,12 @@ struct RuleSMORMS3 {
     static const int n_state = 3;
     template <class T, class S, class P>
     FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
-        T r = T(1) / (s[0] + T(1));
-        T a = round_to<S>((T(1) - r) * s[1] + r * g);
-        T a2 = round_to<S>((T(1) - r) * s[2] + r * g * g);
+        T r = fast_const<T>(1) / (s[0] + fast_const<T>(1));
+        T a = round_to<S>((fast_const<T>(1) - r) * s[1] + r * g);
+        T a2 = round_to<S>((fast_const<T>(1) - r) * s[2] + r * g * g);
         T x = a * a / (a2 + hp[1]);
         p = p - g * nan_min(x, hp[0]) / (fast_sqrt(a2) + hp[1]);
-        s[0] = round_to<S>(T(1) + s[0] * (T(1) - x));
+        s[0] = round_to<S>(fast_const<T>(1) + s[0] * (fast_const<T>(1) - x));
         s[1] = a;
         s[2] = a2;
     }

@@ -1,0 +1,85 @@
+// The memory-bandwidth limit of an optimizer step, measured with the step's own
+// stream mix by the toolchain and flags that build fast's CPU kernels
+// (fast.backends.cpu.FLAGS: g++ -O3 -fopenmp -march=native -ffp-contract=off ...),
+// on every thread OpenMP is given, over chunks of 32768 elements split statically
+// between the threads, as fast's kernels split a group's chunk table.
+//
+// One pass reads a gradient stream of G, reads and writes N_RW streams of S (the
+// parameter or fp32 master, and each state array) and, with an fp32 master, writes
+// the fp16 parameter (W): the bytes per element of benchmarks/bytes_per_param.py.
+// The arithmetic is integer additions, so the pass is bound by memory only.
+//
+// stream_triad is STREAM's triad (a = b + s c, float32), the cross-check.
+#include <stdint.h>
+#include <type_traits>
+
+namespace {
+
+const int64_t CHUNK = 1 << 15;
+
+inline int64_t chunk_count(int64_t n) { return (n + CHUNK - 1) / CHUNK; }
+inline int64_t chunk_end(int64_t c, int64_t n) { return (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n; }
+
+// W = void: no write-only stream.
+template <class G, class S, int N_RW, class W>
+void mix_pass(const void* grad, void* const* rw, void* wo, int64_t n) {
+    const G* g = (const G*)grad;
+    S* r0 = (S*)rw[0];
+    S* r1 = N_RW > 1 ? (S*)rw[1] : nullptr;
+    S* r2 = N_RW > 2 ? (S*)rw[2] : nullptr;
+    S* r3 = N_RW > 3 ? (S*)rw[3] : nullptr;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunk_count(n); ++c) {
+        const int64_t end = chunk_end(c, n);
+        S* __restrict a0 = r0;
+        S* __restrict a1 = r1;
+        S* __restrict a2 = r2;
+        S* __restrict a3 = r3;
+        for (int64_t i = c * CHUNK; i < end; ++i) {
+            const S x = (S)g[i];
+            a0[i] += x;
+            if (N_RW > 1) a1[i] += x;
+            if (N_RW > 2) a2[i] += x;
+            if (N_RW > 3) a3[i] += x;
+            if constexpr (!std::is_void<W>::value) ((W*)wo)[i] = (W)a0[i];
+        }
+    }
+}
+
+template <class G, class S, class W>
+int mix_pass_for(int n_rw, const void* grad, void* const* rw, void* wo, int64_t n) {
+    switch (n_rw) {
+    case 1: mix_pass<G, S, 1, W>(grad, rw, wo, n); return 0;
+    case 2: mix_pass<G, S, 2, W>(grad, rw, wo, n); return 0;
+    case 3: mix_pass<G, S, 3, W>(grad, rw, wo, n); return 0;
+    case 4: mix_pass<G, S, 4, W>(grad, rw, wo, n); return 0;
+    default: return -1;
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// mode: 0 float64, 1 float32, 2 fp16 + fp32 master, 3 float16 (fast.backends.cpu's numbering).
+// n_rw: 1 + the optimizer's state arrays. wo: the fp16 parameter (mode 2 only).
+int stream_mix_pass(int mode, int n_rw, const void* grad, void* const* rw, void* wo, int64_t n) {
+    switch (mode) {
+    case 0: return mix_pass_for<uint64_t, uint64_t, void>(n_rw, grad, rw, wo, n);
+    case 1: return mix_pass_for<uint32_t, uint32_t, void>(n_rw, grad, rw, wo, n);
+    case 2: return mix_pass_for<uint16_t, uint32_t, uint16_t>(n_rw, grad, rw, wo, n);
+    case 3: return mix_pass_for<uint16_t, uint16_t, void>(n_rw, grad, rw, wo, n);
+    default: return -2;
+    }
+}
+
+void stream_triad(float* a, const float* b, const float* c, float s, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < chunk_count(n); ++k) {
+        const int64_t end = chunk_end(k, n);
+        float* __restrict x = a;
+        for (int64_t i = k * CHUNK; i < end; ++i) x[i] = b[i] + s * c[i];
+    }
+}
+
+}

@@ -1,0 +1,56 @@
+"""The CPU's memory-bandwidth limit for each stream mix and size of the plan, and a STREAM
+triad as the cross-check (benchmarks/limit.py), measured in the same run as the steps.
+
+Each is sampled at the start and again at the end of the session (other work on a shared
+machine comes and goes); the report takes the best sample, so a limit is the most the
+machine was seen to give that mix in this run.
+"""
+
+import time
+
+import pytest
+
+from .limit import MixPass, Triad, mix_of
+from .plan import PARAM_SETS
+
+WHEN = [pytest.param("start"), pytest.param("end", marks=pytest.mark.at_session_end)]
+BUDGET_S = 0.3  # timed seconds per limit case
+MIN_ROUNDS, MAX_ROUNDS = 5, 40
+
+
+def _rounds(one_pass) -> int:
+    start = time.perf_counter()
+    one_pass()
+    seconds = time.perf_counter() - start
+    return int(min(MAX_ROUNDS, max(MIN_ROUNDS, BUDGET_S / max(seconds, 1e-9))))
+
+
+@pytest.mark.parametrize("when", WHEN)
+@pytest.mark.plan("limit")
+def test_limit(benchmark, case, device, when, require_memory):
+    mix = mix_of(case.optimizer, case.mode)
+    param_set = PARAM_SETS[case.param_set]
+    require_memory(param_set.n_params * mix.bytes_per_param, case.id)
+    one_pass = MixPass(mix, param_set.n_params)
+    rounds = _rounds(one_pass)
+    benchmark.group = "limit"
+    benchmark.extra_info.update(kind="limit", mode=mix.mode, n_state=mix.n_state, mix=mix.key,
+                                param_set=param_set.name, n_params=param_set.n_params,
+                                bytes_moved=one_pass.bytes_moved, threads=device.threads,
+                                when=when, device=device.kind)
+    benchmark.pedantic(one_pass, rounds=rounds, iterations=1, warmup_rounds=1)
+    assert one_pass.moved_every_stream(rounds + 2), "the limit kernel skipped work"
+
+
+@pytest.mark.parametrize("when", WHEN)
+def test_triad(benchmark, device, when, require_memory):
+    if device.is_gpu:
+        pytest.skip("the triad cross-checks the CPU limit")
+    require_memory(3 * 4 * 64 * 2**20, "triad")
+    triad = Triad()
+    benchmark.group = "limit"
+    benchmark.extra_info.update(kind="triad", variant=f"STREAM triad, {when}",
+                                bytes_moved=triad.bytes_moved, threads=device.threads,
+                                when=when, device=device.kind)
+    benchmark.pedantic(triad, rounds=20, iterations=1, warmup_rounds=1)
+    assert float(triad.a[-1]) == 2.0
