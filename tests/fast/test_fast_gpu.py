@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fast
-from fast_testkit import OPTIMIZER_NAMES, gradients, make_params, ulp_distance
+from fast_testkit import OPTIMIZER_NAMES, assert_same_snapshot, gradients, make_params, ulp_distance
 
 pytestmark = pytest.mark.gpu
 
@@ -153,22 +153,13 @@ def _device_run(name, mode, profile, on_gpu, hooks=()):
         fast.backends.for_array = original
 
 
-def _assert_same_bits(got, want):
-    assert got.keys() == want.keys()
-    for key, value in want.items():
-        if isinstance(value, np.ndarray):
-            assert got[key].dtype == value.dtype and got[key].tobytes() == value.tobytes(), key
-        else:
-            assert got[key] == value, key
-
-
 @pytest.mark.parametrize("profile", ["chainer", "fixed"])
 @pytest.mark.parametrize("mode", ["float64", "float32", "fp16_master", "fp16"])
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
 def test_the_gpu_equals_the_emulated_device_path_bit_for_bit(name, mode, profile):
     """The GPU build computes the same IEEE operations in the same order as the host build of
     the same driver (no ftz, no fma, IEEE division and square root): every bit equal."""
-    _assert_same_bits(_device_run(name, mode, profile, on_gpu=True),
+    assert_same_snapshot(_device_run(name, mode, profile, on_gpu=True),
                       _device_run(name, mode, profile, on_gpu=False))
 
 
@@ -176,10 +167,10 @@ def test_the_gpu_equals_the_emulated_device_path_bit_for_bit(name, mode, profile
 def test_the_reducing_hooks_equal_the_emulated_device_path_bit_for_bit(mode):
     """GradientClipping and GradientLARS sum in the device's fixed tree on both sides."""
     hooks = (fast.optimizer_hooks.GradientClipping(1.0), fast.optimizer_hooks.WeightDecay(1e-2))
-    _assert_same_bits(_device_run("Adam", mode, "chainer", True, hooks),
+    assert_same_snapshot(_device_run("Adam", mode, "chainer", True, hooks),
                       _device_run("Adam", mode, "chainer", False, hooks))
     lars = (fast.optimizer_hooks.GradientLARS(),)
-    _assert_same_bits(_device_run("MomentumSGD", mode, "fixed", True, lars),
+    assert_same_snapshot(_device_run("MomentumSGD", mode, "fixed", True, lars),
                       _device_run("MomentumSGD", mode, "fixed", False, lars))
 
 
