@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from conformance.parallel import usable_cores  # noqa: E402  (the repository is on the path now)
 DEFAULT_BUDGET_S = 480
 #: What the dry run checks of the suites (each part's slice stays under a minute on 2 cores).
 DRY_CONFORMANCE_FILTER = "float16_master/"
@@ -73,8 +74,13 @@ class Part:
     result: dict = field(default_factory=dict)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+    return parse
 
 
 def gpu_arch() -> str:
@@ -175,8 +181,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python .ci/gpu_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="where reports/ is written (default: the repository; "
                         "a new temporary directory for --dry-run)")
-    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all parts together")
-    parser.add_argument("--jobs", type=int, default=usable_cores(),
+    parser.add_argument("--budget", type=_positive(float), default=DEFAULT_BUDGET_S,
+                        help="seconds for all parts together")
+    parser.add_argument("--jobs", type=_positive(int), default=usable_cores(),
                         help="conformance worker processes, and mutants checked at once")
     parser.add_argument("--logs", default=None, help="also pack every part's log and the PTX into this .tar.gz")
     parser.add_argument("--only", default=None, help="comma-separated parts to run (default: all)")

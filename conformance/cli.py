@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                         "level) instead of running the suite first")
     p.add_argument("--kind", default=None, choices=("kernel", "python"),
                    help="only kernel-source edits or only host-side patches")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=_positive_int, default=1,
                    help="mutants checked at once (each in its own process)")
     p = sub.add_parser("deep", help="hypothesis campaign against an implementation")
     p.add_argument("--impl", default="fast")

@@ -96,9 +96,10 @@ class CudaBackend(object):
         from fast.backends import nvrtc
         with cupy.cuda.Device(device_id) as device:
             arch = nvrtc.device_arch(device.compute_capability, nvrtc.supported_archs())
-            self.build = build(arch)
+            self.gpu_build = build(arch)
             self._module = cupy.cuda.function.Module()
-            self._module.load(self.build.cubin if self.build.cubin is not None else self.build.ptx.encode())
+            self._module.load(self.gpu_build.cubin if self.gpu_build.cubin is not None
+                              else self.gpu_build.ptx.encode())
         self._functions = {}
         self._in_flight = collections.deque()  # (event, pinned buffer) of uploads not yet done
 
@@ -136,7 +137,7 @@ class CudaBackend(object):
         name = kernel_name(kind, kernel_id, mode)
         function = self._functions.get(name)
         if function is None:
-            function = self._functions[name] = self._module.get_function(self.build.lowered_names[name])
+            function = self._functions[name] = self._module.get_function(self.gpu_build.lowered_names[name])
         function((grid,), (BLOCK,), (args_buffer,) + extra)
 
     # --- placing a StepSpec ---
