@@ -3,7 +3,8 @@
     python tests/distributed/rank_scenarios.py SCENARIO OUTDIR [CHECKPOINT_DIR]
 
 SCENARIO is `all` (every scenario below but the resume ones), `resume-save` or
-`resume-load`. Each rank writes OUTDIR/rank<r>.json: per scenario, the bitwise verdicts it
+`resume-load`, each with the replicated optimizer, or with `-zero` appended (`all-zero`,
+...) with the ZeRO-sharded one. Each rank writes OUTDIR/rank<r>.json: per scenario, the bitwise verdicts it
 checked itself against a single-process optimizer run in the same process, the digests of
 its whole state (the test compares them across ranks), and the errors it caught (type and
 message, compared across ranks). Nothing here tolerates a difference: comparisons are of
@@ -26,6 +27,8 @@ import fast.distributed as fd
 from fast.distributed.agreement import digest
 
 SHAPES = {"w": (3, 5), "b": (7,), "s": ()}
+#: zero=True for the multi-node optimizers of this run (a scenario name ending in -zero)
+ZERO = False
 
 
 def quantized(rng, shape, dtype, limit=64):
@@ -44,18 +47,22 @@ def host(array):
 
 
 def state_of(opt, params):
-    """Every array and counter that a step may change, as name -> NumPy array."""
+    """Every array and counter that a step may change, as name -> NumPy array (whole: a
+    multi-node optimizer's masters and state are gathered, which is collective)."""
     inner = getattr(opt, "actual_optimizer", opt)
     out = {"opt.t": np.array(inner.t), "loss_scale": np.array(np.nan if inner.loss_scale is None
                                                              else inner.loss_scale)}
+    gathered = opt.gather_state() if hasattr(opt, "gather_state") else None
     for name, p in sorted(params.items()):
         rule = p.update_rule
+        whole = gathered["/" + name] if gathered is not None else {
+            "t": rule.t, "state": rule.state, "fp32_param": rule.fp32_param}
         out[name + "/data"] = host(p.data)
-        out[name + "/t"] = np.array(rule.t)
-        for key, value in sorted((rule.state or {}).items()):
+        out[name + "/t"] = np.array(whole["t"])
+        for key, value in sorted((whole["state"] or {}).items()):
             out["{}/{}".format(name, key)] = host(value)
-        if rule.fp32_param is not None:
-            out[name + "/fp32_param"] = host(rule.fp32_param)
+        if whole["fp32_param"] is not None:
+            out[name + "/fp32_param"] = host(whole["fp32_param"])
     return out
 
 
@@ -88,7 +95,7 @@ def build(config, comm=None, seed=0):
                                                            **config.get("kwargs", {}))
     if comm is None:
         return configure(actual.setup(params), config), params
-    opt = fd.create_multi_node_optimizer(actual, comm, allreduce_grad_dtype=config.get("exchange"))
+    opt = fd.create_multi_node_optimizer(actual, comm, zero=ZERO, allreduce_grad_dtype=config.get("exchange"))
     return configure(opt.setup(params), config), params
 
 
@@ -123,6 +130,7 @@ def run_against_single_process(comm, config, steps, identical, poison=None):
     ref, ref_params = build(config, seed=0)
     dtype = config["dtype"]
     equal_after_each_step = []
+    worst_relative = 0.0
     events = []
     for step in range(steps):
         scale = opt.loss_scale
@@ -143,9 +151,13 @@ def run_against_single_process(comm, config, steps, identical, poison=None):
             warnings.simplefilter("ignore")
             opt.update()
             ref.update()
-        equal_after_each_step.append(bitwise_equal(state_of(opt, params), state_of(ref, ref_params)))
+        mine_state, ref_state = state_of(opt, params), state_of(ref, ref_params)
+        equal_after_each_step.append(bitwise_equal(mine_state, ref_state))
+        worst_relative = max([worst_relative] + [float(np.max(np.abs(mine_state[k] - ref_state[k]) / np.maximum(
+            np.abs(ref_state[k]), 1e-300), initial=0.0)) for k in ref_state if k.endswith("/data")])
         events.append([opt.t, opt.loss_scale, [params[k].update_rule.t for k in sorted(params)]])
     return {"bitwise_equal_to_single_process": equal_after_each_step, "events": events,
+            "worst_relative_parameter_difference": worst_relative,
             "state": state_digest(opt, params),
             "grad_mean_bytes": digest(*[params[k].grad for k in sorted(params)])}
 
@@ -272,7 +284,9 @@ def scenario_bad_input(comm):
     opt.update()
     zeros_mean = [rank_gradients(None, 11, r, comm.size, False)["b"].astype(np.float32) for r in range(comm.size)]
     zeros_mean[last] = np.zeros(7, np.float32)
-    out["none_counts_as_zeros"] = {"grad_is_mean_with_zeros": bool(
+    # (ZeRO leaves p.grad as the rank's own gradient; both modes pack None as zeros with the
+    # same code, fast.distributed.exchange.FlatBucket.pack.)
+    out["none_counts_as_zeros"] = {"grad_is_mean_with_zeros": ZERO or bool(
         params["b"].grad.tobytes() == expected_mean(zeros_mean, np.float32, None).tobytes())}
 
     # Setups that differ across ranks.
@@ -280,15 +294,69 @@ def scenario_bad_input(comm):
     if comm.rank == last:
         shapes["w"] = (5, 3)
     bad = {k: fast.Parameter(np.zeros(s, np.float32), name=k) for k, s in shapes.items()}
-    fresh = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm)
+    fresh = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm, zero=ZERO)
     out["setup_mismatch"] = {"error": caught(lambda: fresh.setup(bad)),
                              "not_set_up": fresh.actual_optimizer.target is None}
     names = {("v" if comm.rank == last and k == "b" else k): np.zeros(s, np.float32) for k, s in SHAPES.items()}
-    fresh2 = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm)
+    fresh2 = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm, zero=ZERO)
     out["setup_names_differ"] = {"error": caught(lambda: fresh2.setup(
         {k: fast.Parameter(v, name=k) for k, v in names.items()}))}
     out["wrapper_mismatch"] = {"error": caught(lambda: fd.create_multi_node_optimizer(
-        fast.optimizers.Adam() if comm.rank != last else fast.optimizers.SGD(), comm))}
+        fast.optimizers.Adam() if comm.rank != last else fast.optimizers.SGD(), comm, zero=ZERO))}
+    out["zero_mismatch"] = {"error": caught(lambda: fd.create_multi_node_optimizer(
+        fast.optimizers.Adam(), comm, zero=(comm.rank == last)))}
+    return out
+
+
+class _Custom(object):
+    name = "custom"
+
+    def __call__(self, opt):
+        pass
+
+
+ELEMENTWISE = {  # no hook that reduces: ZeRO and replicated must give the same bits
+    "fp32-adam": {"optimizer": "Adam", "dtype": np.float32, "kwargs": {"alpha": 0.01}},
+    "fp16-master-amsgrad-fixed": {"optimizer": "AMSGrad", "dtype": np.float16, "master": True,
+                                  "loss_scaling": True, "profile": "fixed",
+                                  "hooks": [lambda: fast.optimizer_hooks.WeightDecay(1e-3)]},
+    "fp16-rmsprop-exchange-fp32": {"optimizer": "RMSpropGraves", "dtype": np.float16, "exchange": np.float32,
+                                   "kwargs": {"lr": 1e-3}},
+    "fp64-msvag-noise": {"optimizer": "MSVAG", "dtype": np.float64,
+                         "hooks": [lambda: fast.optimizer_hooks.GradientNoise(
+                             0.01, noise_func=lambda xp, shape, dtype, hook, rule: xp.full(shape, 0.01, dtype)
+                             * np.arange(np.prod(shape, dtype=int)).reshape(shape))]},
+}
+
+
+def scenario_zero(comm):
+    """ZeRO against replicated on the same rank, fed the same unquantized gradients (sums
+    that round): bitwise equal for elementwise rules; per-rank master and state bytes; hooks
+    that would see a shard as the whole refused everywhere."""
+    out = {}
+    for name, config in ELEMENTWISE.items():
+        runs = []
+        for zero in (False, True):
+            params = make_params(config["dtype"], comm.rank)
+            actual = getattr(fast.optimizers, config["optimizer"])(profile=config.get("profile", "chainer"),
+                                                                   **config.get("kwargs", {}))
+            opt = configure(fd.create_multi_node_optimizer(actual, comm, zero=zero,
+                                                           allreduce_grad_dtype=config.get("exchange"))
+                            .setup(params), config)
+            for step in range(4):
+                rng = np.random.default_rng([step, comm.rank])
+                for k, p in params.items():
+                    p.grad = np.asarray(rng.standard_normal(SHAPES[k]) * (opt.loss_scale or 1.0), config["dtype"])
+                opt.update()
+            runs.append((state_of(opt, params), opt.state_nbytes()))
+        out[name] = {"zero_equals_replicated": bitwise_equal(runs[0][0], runs[1][0]),
+                     "state_nbytes": [runs[0][1], runs[1][1]]}
+    params = make_params(np.float32, comm.rank)
+    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm, zero=True).setup(params)
+    feed(params, rank_gradients(None, 1, comm.rank, comm.size, False), None, np.float32)
+    opt.add_hook(_Custom())
+    out["custom_hook_error"] = caught(opt.update)
+    out["pieces"] = {k: list(opt.piece_range("/" + k)) for k in SHAPES}
     return out
 
 
@@ -316,10 +384,14 @@ def scenario_checkpoint(comm, outdir):
     unchanged = state_digest(opt, params) == before
     fast.serializers.load_npz(path, opt)
     reloaded_unchanged = state_digest(opt, params) == before
-    # A replica that drifted (one element of one rank's state): save refuses on every rank
-    # and leaves the last good file in place.
+    # A replica that drifted (replicated: one element of one rank's state; ZeRO, where each
+    # element lives on one rank: one rank's rule.t): save refuses on every rank and leaves
+    # the last good file in place.
     if comm.rank == comm.size - 1:
-        params["w"].update_rule.state["m"][0, 0] += 1
+        if ZERO:
+            params["w"].update_rule.t += 1
+        else:
+            params["w"].update_rule.state["m"][0, 0] += 1
     diverged = caught(lambda: fast.serializers.save_npz(path, opt))
     with open(path, "rb") as f:
         kept = f.read() == saved
@@ -364,24 +436,30 @@ def scenario_resume_load(comm, outdir, ckdir):
     with np.load(os.path.join(ckdir, "params.npz")) as saved:
         params = {k: fast.Parameter(saved[k].copy(), name=k) for k in SHAPES}
     actual = fast.optimizers.Adam(profile="fixed", alpha=0.01)
-    opt = configure(fd.create_multi_node_optimizer(actual, comm).setup(params), RESUME)
+    opt = configure(fd.create_multi_node_optimizer(actual, comm, zero=ZERO).setup(params), RESUME)
     fast.serializers.load_npz(os.path.join(ckdir, "optimizer.npz"), opt)
     resume_steps(opt, params, 4, 8, comm.rank, comm.size)
+    final = state_of(opt, params)  # collective
     if comm.rank == 0:
-        np.savez(os.path.join(outdir, "final.npz"), **state_of(opt, params))
+        np.savez(os.path.join(outdir, "final.npz"), **final)
     return {"state": state_digest(opt, params)}
 
 
 def main(argv):
+    global ZERO
     scenario, outdir = argv[1], argv[2]
     comm = fd.create_communicator("mpi")
     results = {"rank": comm.rank, "size": comm.size, "intra_rank": comm.intra_rank}
     try:
+        if scenario.endswith("-zero"):
+            ZERO, scenario = True, scenario[:-len("-zero")]
         if scenario == "all":
             for name, run in (("identical", scenario_identical), ("mean", scenario_mean),
                               ("nan_skip", scenario_nan_skip), ("bad_input", scenario_bad_input)):
                 results[name] = run(comm)
             results["checkpoint"] = scenario_checkpoint(comm, outdir)
+            if ZERO:
+                results["zero"] = scenario_zero(comm)
         elif scenario == "resume-save":
             results["resume"] = scenario_resume_save(comm, outdir, argv[3])
         elif scenario == "resume-load":
@@ -393,7 +471,9 @@ def main(argv):
         print(results["crash"], file=sys.stderr, flush=True)
     with open(os.path.join(outdir, "rank{}.json".format(comm.rank)), "w") as f:
         json.dump(results, f, indent=1, default=float)
-    return 1 if "crash" in results else 0
+    if "crash" in results:  # the other ranks may wait in a collective: end them all now
+        comm.mpi_comm.Abort(1)
+    return 0
 
 
 if __name__ == "__main__":
