@@ -1,14 +1,16 @@
-"""Train the README's two-layer network on several ranks: replicated data parallel.
+"""Train the README's two-layer network on several ranks, ZeRO-sharded.
 
-    mpiexec -n 2 python examples/train_distributed.py [--steps 300] [--json PATH]
+    mpiexec -n 2 python examples/train_distributed.py [--steps 300] [--replicated] [--json PATH]
 
 The network, data and loss are examples/train_numpy.py's, trained the way large models are:
 float16 parameters, fp32 master weights and dynamic loss scaling. The global batch is the
 same 512 points; rank r of N takes points r, r + N, r + 2N, ... (an equal share), computes
 the gradient of the mean loss over its share, multiplies it by the loss scale and hands it
 to the multi-node optimizer, whose `update()` averages the gradients over the ranks (summed
-in float32, `allreduce_grad_dtype`, then halved and rounded back to float16) and takes the
-ordinary step on every rank. The mean of the shares' gradients is the global batch's
+in float32, `allreduce_grad_dtype`, then halved and rounded back to float16) and steps.
+With `zero=True` (the default here) each rank keeps the fp32 master and Adam's state of its
+shard of the parameters only, updates that shard, and the ranks all-gather the parameters;
+`--replicated` keeps everything on every rank (ChainerMN's way). Both give the same bits. The mean of the shares' gradients is the global batch's
 gradient, so the run follows the one-process run on the global batch except for rounding:
 each share's gradient is rounded to float16 before the average instead of the whole
 gradient once.
@@ -57,11 +59,11 @@ def scaled_fp16(grads, scale):
     return {name: (g * scale).astype(np.float16) for name, g in grads.items()}
 
 
-def train_distributed(comm, steps=300, seed=0):
+def train_distributed(comm, steps=300, seed=0, zero=True):
     """Train on `comm`'s ranks; the global-batch loss before each step (the same on every rank)."""
     import fast.distributed
     x, y, params = setup(seed)
-    opt = fast.distributed.create_multi_node_optimizer(fast.optimizers.Adam(alpha=0.02), comm,
+    opt = fast.distributed.create_multi_node_optimizer(fast.optimizers.Adam(alpha=0.02), comm, zero=zero,
                                                        allreduce_grad_dtype=np.float32)
     configure(opt, params)
     xs, ys = share(x, y, comm.rank, comm.size)
@@ -72,7 +74,7 @@ def train_distributed(comm, steps=300, seed=0):
         for name, g in scaled_fp16(grads, opt.loss_scale).items():
             params[name].grad = g
         opt.update()
-    return losses, params
+    return losses, params, opt.state_nbytes()
 
 
 def average_as_the_ranks_do(shares):
@@ -103,26 +105,31 @@ def one_process_averaging_shares(size, steps=300, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--replicated", action="store_true", help="zero=False: every rank holds everything")
     parser.add_argument("--json", help="rank 0 writes the loss curves here")
     args = parser.parse_args(argv)
     import fast.distributed
     comm = fast.distributed.create_communicator("mpi")
-    losses, params = train_distributed(comm, args.steps)
+    losses, params, state_bytes = train_distributed(comm, args.steps, zero=not args.replicated)
+    state_bytes = comm.allgather_obj(state_bytes)
     if comm.rank != 0:
         return
     import train_numpy
     emulated, emulated_params = one_process_averaging_shares(comm.size, args.steps)
     plain = train_numpy.main(steps=args.steps, mixed_precision=True)
     same_params = all(params[k].data.tobytes() == emulated_params[k].data.tobytes() for k in params)
-    print("{} ranks, fp16 + fp32 master + dynamic loss scaling: loss {:.4f} -> {:.4f}".format(
-        comm.size, losses[0], losses[-1]))
+    print("{} ranks, {}, fp16 + fp32 master + dynamic loss scaling: loss {:.4f} -> {:.4f}".format(
+        comm.size, "replicated" if args.replicated else "zero=True", losses[0], losses[-1]))
+    print("  fp32 master + Adam state bytes per rank: {} (one process: {})".format(
+        state_bytes, 12 * sum(p.size for p in params.values())))
     print("  equal to one process averaging the {} shares' gradients: {}".format(
         comm.size, losses == emulated and same_params))
     print("  largest loss difference to one process on the whole batch: {:.2e}".format(
         max(abs(a - b) for a, b in zip(losses, plain))))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"ranks": comm.size, "distributed": losses, "one_process_averaging_shares": emulated,
+            json.dump({"ranks": comm.size, "zero": not args.replicated, "state_nbytes_by_rank": state_bytes,
+                       "distributed": losses, "one_process_averaging_shares": emulated,
                        "one_process_whole_batch": plain, "same_parameters": same_params}, f)
 
 
