@@ -193,6 +193,10 @@ def _set_grad_unchecked(param, grad):
 class Engine(object):
     """Owns the groups of one optimizer and runs their kernels."""
 
+    #: whether the optimizer must decide a dynamic loss-scaling skip on the host (an engine
+    #: whose non-finite check is combined over processes cannot leave it on the device)
+    decides_skip_on_host = False
+
     def __init__(self, profile):
         self.profile = profile
         self.entries = []
@@ -353,6 +357,16 @@ class Engine(object):
         if not hooks:
             g.no_hook_tables = kinds, ha, hb, noise  # read-only: kernels only read tables
         return kinds, ha, hb, noise
+
+    # --- what hooks see of a parameter (an engine over pieces of parameters overrides these) ---
+    def hook_shape(self, entry):
+        """The shape of the parameter a hook draws per-parameter values for (noise)."""
+        return tuple(entry.param.data.shape)
+
+    def local_part(self, entry, whole):
+        """The part of ``whole`` (an array of ``hook_shape(entry)``) this engine's tensor
+        holds, contiguous."""
+        return whole
 
     def _out_array(self, g, n, dtype):
         out = g.backend.xp.zeros(max(n, 1), dtype=dtype)

@@ -113,6 +113,14 @@ class PlanContext(object):
         group = entry.rule._group
         return engine_module.hook_dtype(group.mode, group.dtype) if self.profile == "fixed" else group.dtype
 
+    def hook_shape(self, entry):
+        """The shape of the whole parameter, for values drawn per parameter (noise)."""
+        return self.engine.hook_shape(entry)
+
+    def local_part(self, entry, whole):
+        """The part of a whole-parameter array that the entry's tensor holds."""
+        return self.engine.local_part(entry, whole)
+
     def sums_of_squares(self):
         """Per-entry sums of g^2 and p^2 (g after the ops so far), in double."""
         return self.engine.sums_of_squares(list(self.ops), self.loss_scale)

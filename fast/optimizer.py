@@ -95,6 +95,8 @@ class GradientMethod(object):
         self._use_fp32_update = False
         self._loss = LossScaling()
         self._engine = None
+        #: builds the engine at setup (fast.distributed's ZeRO gives its sharded engine)
+        self._engine_factory = Engine
         self._named = []
         self._pending = None
 
@@ -124,7 +126,7 @@ class GradientMethod(object):
                 rule.use_fp32_update()
             triples.append((name, p, rule))
         self._settle()
-        engine = Engine(self._profile)
+        engine = self._engine_factory(self._profile)
         engine.settle = self._settle
         engine.bind(triples)
         for name, p, rule in triples:
@@ -243,7 +245,7 @@ class GradientMethod(object):
     def _skip_stays_on_device(self):
         """Whether this step can leave the skip decision to the device (see the module doc)."""
         engine = self._engine
-        return (self._loss.dynamic and bool(engine.groups)
+        return (self._loss.dynamic and bool(engine.groups) and not engine.decides_skip_on_host
                 and all(g.backend.asynchronous for g in engine.groups)
                 and not any(p.update_rule._hookable for _, p in self._named)
                 and all(hasattr(h, "plan") for h in self._hookable.get("pre")))

@@ -16,6 +16,7 @@ optimizer as it was; a missing key raises ``MissingKeyError`` (both a
 loaded (``allow_pickle=False``): a snapshot holds numbers and booleans only.
 A snapshot written by Chainer loads as is.
 """
+import copy
 import math
 import os
 import pickle
@@ -75,8 +76,16 @@ class NpzDeserializer(Deserializer):
         self.problems = [] if problems is None else problems
 
     def __getitem__(self, key):
-        return NpzDeserializer(self.npz, self.path + key.strip("/") + "/", self.strict, self.check_only,
-                               self.problems)
+        child = copy.copy(self)
+        child.path = self.path + key.strip("/") + "/"
+        return child
+
+    def _read(self, full):
+        """The array stored under ``full``."""
+        try:
+            return self.npz[full]
+        except Exception as err:  # zlib/zip/format errors of a damaged member
+            raise ValueError("cannot read key {!r}: {}".format(full, err)) from err
 
     def __call__(self, key, value):
         full = self.path + key.lstrip("/")
@@ -84,10 +93,7 @@ class NpzDeserializer(Deserializer):
             if self.strict:
                 raise MissingKeyError("missing key {!r}".format(full))
             return value
-        try:
-            data = self.npz[full]
-        except Exception as err:  # zlib/zip/format errors of a damaged member
-            raise ValueError("cannot read key {!r}: {}".format(full, err)) from err
+        data = self._read(full)
         if value is None:
             return data
         if isinstance(value, numpy.ndarray):
@@ -308,12 +314,13 @@ def open_npz(file, label=None):
     return npz
 
 
-def check_npz(npz, obj, label, path="", strict=True):
+def check_npz(npz, obj, label, path="", strict=True, deserializer=NpzDeserializer):
     """Run ``obj``'s whole deserialization against ``npz`` without writing anything, and
-    raise MissingKeyError or ValueError (naming ``label``) for the first problems found."""
+    raise MissingKeyError or ValueError (naming ``label``) for the first problems found.
+    ``deserializer``: NpzDeserializer or a subclass taking the same arguments."""
     problems = []
     try:
-        obj.serialize(NpzDeserializer(npz, path=path, strict=strict, check_only=True, problems=problems))
+        obj.serialize(deserializer(npz, path=path, strict=strict, check_only=True, problems=problems))
     except MissingKeyError as err:
         raise MissingKeyError("optimizer snapshot {!r} does not match the optimizer: {}".format(
             label, err)) from None

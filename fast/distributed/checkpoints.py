@@ -1,22 +1,25 @@
 """Collective npz checkpoints of a multi-node optimizer, in the single-process layout.
 
-Saving: every rank serializes its state; the ranks check that they all hold the same
-state (a digest of every key and array, exchanged), which replicated training guarantees;
-rank 0 writes the file as ``fast.serializers.save_npz`` does (atomically: a temporary file
-renamed over the target); every rank returns once it is written, or raises rank 0's error.
-Other ranks write nothing (a file object given to them is left alone).
+Saving: every rank serializes its state; the ranks check that they agree on what they must
+share (replicated: the whole state; ZeRO: every counter and scalar, since each rank holds
+different pieces of the arrays); the whole single-process mapping is formed on rank 0
+(ZeRO: rank 0 gathers every rank's pieces); rank 0 writes the file as
+``fast.serializers.save_npz`` does (atomically: a temporary file renamed over the target);
+every rank returns once it is written, or raises rank 0's error. Other ranks write nothing
+(a file object given to them is left alone).
 
 Loading: rank 0 reads the file's bytes and broadcasts them; every rank validates them
-against its optimizer exactly as ``fast.serializers.load_npz`` does, the ranks agree on the
-verdict, and only then does every rank load. So the file needs to exist on rank 0 only,
-any number of ranks can load a file saved by any number (it holds the whole state), and a
-bad file raises the same error on every rank with nothing changed.
+against its optimizer exactly as ``fast.serializers.load_npz`` does (ZeRO: reading each
+whole state or master array and keeping its own piece), the ranks agree on the verdict,
+and only then does every rank load. So the file needs to exist on rank 0 only, any number
+of ranks can load a file saved by any number (it holds the whole state), and a bad file
+raises the same error on every rank with nothing changed.
 """
 import io
 import os
 
 from fast.distributed import agreement
-from fast.serializers import DictionarySerializer, NpzDeserializer, check_npz, open_npz, write_npz
+from fast.serializers import check_npz, open_npz, write_npz
 
 
 def state_digest(arrays):
@@ -24,13 +27,6 @@ def state_digest(arrays):
     keys = sorted(arrays)
     return agreement.digest(*([arrays[k] for k in keys])) + ":" + agreement.digest(
         *[bytearray(k.encode()) for k in keys])
-
-
-def _serialized_state(opt):
-    opt._check_set_up()
-    s = DictionarySerializer()
-    opt.actual_optimizer.serialize(s)
-    return s.target
 
 
 def _rank0_only(comm, action):
@@ -44,11 +40,11 @@ def _rank0_only(comm, action):
 
 
 def save_npz(opt, file, compression=True):
-    """Collective: the single-process npz of ``opt``'s (replicated) state, written by rank 0."""
+    """Collective: the single-process npz of ``opt``'s state, written by rank 0."""
     comm = opt.communicator
-    arrays = agreement.agree(comm, lambda: _serialized_state(opt),
-                             fingerprint=lambda a: [("the optimizer state to save", state_digest(a))])
-    _rank0_only(comm, lambda: write_npz(file, arrays, compression))
+    arrays = agreement.agree(comm, opt._local_serialized, fingerprint=opt._save_fingerprint)
+    whole = opt._whole_serialized(arrays)
+    _rank0_only(comm, lambda: write_npz(file, whole, compression))
 
 
 def _read_bytes(file):
@@ -65,17 +61,18 @@ def load_npz(opt, file, path="", strict=True):
     """Collective: load a single-process npz (rank 0's file) into every rank's optimizer."""
     comm = opt.communicator
     data = _rank0_only(comm, lambda: _read_bytes(file))
-    opened = []
+    opened, deserializer = [], []
 
     def check():
         opt._check_set_up()
+        deserializer.append(opt._deserializer(path))
         npz = open_npz(io.BytesIO(data), label=file)
         opened.append(npz)
-        check_npz(npz, opt.actual_optimizer, file, path=path, strict=strict)
+        check_npz(npz, opt.actual_optimizer, file, path=path, strict=strict, deserializer=deserializer[0])
 
     try:
         agreement.agree(comm, check)
-        opt.actual_optimizer.serialize(NpzDeserializer(opened[0], path=path, strict=strict))
+        opt.actual_optimizer.serialize(deserializer[0](opened[0], path=path, strict=strict))
     finally:
         for npz in opened:
             npz.close()

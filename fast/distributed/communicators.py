@@ -3,8 +3,9 @@
 Both communicators sit on an existing engine; none moves bytes itself:
 
 - ``MpiCommunicator`` ("mpi"): NumPy arrays through mpi4py (any MPI; the tests use the
-  MPICH wheel). Arrays are exchanged with mpi4py's buffer calls (``Allreduce``, ``Bcast``),
-  small host objects with its pickle-based calls (``allgather``, ``bcast``).
+  MPICH wheel). Arrays are exchanged with mpi4py's buffer calls (``Reduce_scatter_block``,
+  ``Allgather``, ``Bcast``), small host objects with its pickle-based calls
+  (``allgather``, ``bcast``, ``gather``).
 - ``PureNcclCommunicator`` ("pure_nccl"): CuPy arrays through NCCL (``cupy.cuda.nccl``), as
   ChainerMN's communicator of that name; host objects and NCCL's unique id go over MPI.
   UNVERIFIED: no GPU was available when it was written (docs/distributed.md).
@@ -52,17 +53,35 @@ class MpiCommunicator(object):
         """The kind of array this communicator exchanges ('cpu': NumPy)."""
         return "cpu"
 
-    def allreduce_sum(self, array):
-        """Sum a contiguous float16/32/64 NumPy array over the ranks, in place."""
-        self.mpi_comm.Allreduce(self._MPI.IN_PLACE, array, op=self._MPI.SUM)
+    def reduce_scatter_sum(self, padded, shard):
+        """``shard`` = block ``rank`` of the sum over the ranks of ``padded`` (contiguous
+        NumPy arrays of one float dtype; ``padded.size == size * shard.size``)."""
+        self.mpi_comm.Reduce_scatter_block(padded, shard, op=self._MPI.SUM)
+
+    def allgather_blocks(self, padded):
+        """Every rank's block ``rank`` of ``padded`` (size * block elements) into every
+        rank's ``padded``, in place."""
+        self.mpi_comm.Allgather(self._MPI.IN_PLACE, padded)
 
     def bcast_array(self, array, root=0):
         """Overwrite a contiguous NumPy array with ``root``'s, in place."""
         self.mpi_comm.Bcast(array, root=root)
 
+    def allgather_host(self, array):
+        """Every rank's copy of a (small) host NumPy array, stacked by rank: shape
+        (size,) + array.shape. Host data goes over MPI with either communicator."""
+        array = numpy.ascontiguousarray(array)
+        out = numpy.empty((self.size,) + array.shape, dtype=array.dtype)
+        self.mpi_comm.Allgather(array, out)
+        return out
+
     def allgather_obj(self, obj):
         """Every rank's (small, picklable) ``obj``, as a list indexed by rank."""
         return self.mpi_comm.allgather(obj)
+
+    def gather_obj(self, obj, root=0):
+        """Every rank's (picklable) ``obj`` as a list on ``root``; None elsewhere."""
+        return self.mpi_comm.gather(obj, root=root)
 
     def bcast_obj(self, obj, root=0):
         """``root``'s (picklable) ``obj`` on every rank."""
@@ -113,10 +132,17 @@ class PureNcclCommunicator(MpiCommunicator):
     def _stream(self):
         return self._cupy.cuda.get_current_stream().ptr
 
-    def allreduce_sum(self, array):
-        """Sum a contiguous CuPy array over the ranks, in place (NCCL_SUM)."""
-        ptr = array.data.ptr
-        self._comm().allReduce(ptr, ptr, array.size, self._type_id(array), self._nccl.NCCL_SUM, self._stream())
+    def reduce_scatter_sum(self, padded, shard):
+        """``shard`` = block ``rank`` of the sum over the ranks of ``padded`` (ncclReduceScatter)."""
+        self._comm().reduceScatter(padded.data.ptr, shard.data.ptr, shard.size, self._type_id(shard),
+                                   self._nccl.NCCL_SUM, self._stream())
+
+    def allgather_blocks(self, padded):
+        """Every rank's block ``rank`` of ``padded`` into every rank's ``padded``, in place
+        (ncclAllGather with the send buffer inside the receive buffer)."""
+        block = padded.size // self.size
+        send = padded.data.ptr + self.rank * block * padded.itemsize
+        self._comm().allGather(send, padded.data.ptr, block, self._type_id(padded), self._stream())
 
     def bcast_array(self, array, root=0):
         """Overwrite a contiguous CuPy array with ``root``'s, in place."""

@@ -1,24 +1,26 @@
-"""The gradient average and the parameter broadcast, over flat buffers.
+"""The gradient average and the parameter broadcast, over flat padded buffers.
 
 Gradients are averaged with ChainerMN's ``pure_nccl`` arithmetic. For the parameters of
 one gradient dtype D, with exchange dtype E (``allreduce_grad_dtype``, or D itself):
 
-    buffer   = each rank's gradients cast to E, packed in parameter order
-    buffer   = the sum over ranks of buffer, in E            (one allreduce)
-    buffer   = round_E(float64(buffer) * float64(1 / N))     (ChainerMN: y = x * (1.0 / N))
-    gradient = buffer cast to D                               (a view of buffer when E == D)
+    padded   = each rank's gradients cast to E, packed in parameter order, zero-padded
+               to size * block elements (fast.distributed.sharding)
+    shard    = block ``rank`` of the sum over ranks of padded, in E   (one reduce-scatter)
+    shard    = round_E(float64(shard) * float64(1 / N))   (ChainerMN: y = x * (1.0 / N))
+    gradient = shard cast to D
 
-Every rank ends with the same bytes as long as the transport's sum is the same on every
-rank (MPICH's and NCCL's allreduce algorithms compute each element's sum once, or in the
-same order everywhere; the tests check the bytes). With N a power of two the scaling is
-exact, so N ranks fed the same gradient g step on g itself (unless the sum overflows E);
-for other N, on g exactly when N * g is representable in E.
-
-The averaged gradients stay in buffers this object owns (one per gradient dtype) and are
-handed to the optimizer as views, so their addresses do not change from step to step.
+Replicated training then all-gathers the shards (reduce-scatter + all-gather is an
+allreduce); ZeRO keeps each rank's shard. Both modes therefore compute every element's sum
+with the same collective, so they see the same bits. Each element's sum is computed once
+(by the rank whose block holds it) and copied to the others, so every rank ends with the
+same bytes. (MPICH's ``Allreduce`` and ``Reduce_scatter_block`` add three ranks' values in
+different orders, so mixing the two would break that.) With N a power of two the scaling is
+exact, so N ranks fed the same gradient g step on g itself (unless the sum overflows E); for
+other N, on g exactly when N * g is representable in E.
 """
 import numpy
 
+from fast.distributed.sharding import block_size
 from fast.parameter import check_grad
 
 #: elements scaled per float64 temporary when N is not a power of two
@@ -44,72 +46,98 @@ def scale_by_reciprocal(buffer, n_ranks, xp):
         chunk[...] = chunk.astype(numpy.float64) * reciprocal
 
 
-class _Bucket(object):
-    """The parameters of one gradient dtype: their offsets in a flat buffer of the exchange
-    dtype, and (when the two dtypes differ) a flat output buffer of the gradient dtype."""
+class FlatBucket(object):
+    """The parameters of one gradient dtype (``indices`` into the parameter list, in
+    order): their offsets in a flat buffer padded to ``size * block`` elements, the padded
+    exchange buffer (dtype E) and this rank's block of the mean (in E)."""
 
-    def __init__(self, indices, shapes, grad_dtype, exchange_dtype, xp):
+    def __init__(self, indices, shapes, grad_dtype, exchange_dtype, comm):
+        self.comm, self.xp = comm, comm.xp
         self.indices = indices
         self.shapes = shapes
+        self.grad_dtype = numpy.dtype(grad_dtype)
         self.sizes = [int(numpy.prod(s, dtype=numpy.int64)) for s in shapes]
-        self.offsets = numpy.concatenate([[0], numpy.cumsum(self.sizes, dtype=numpy.int64)])
-        total = int(self.offsets[-1])
-        self.buffer = xp.zeros(total, dtype=exchange_dtype)
-        self.output = self.buffer if grad_dtype == exchange_dtype else xp.zeros(total, dtype=grad_dtype)
+        self.offsets = [0]
+        for n in self.sizes:
+            self.offsets.append(self.offsets[-1] + n)
+        self.total = self.offsets[-1]
+        self.block = block_size(self.total, comm.size)
+        self.begin = comm.rank * self.block
+        self.padded = self.xp.zeros(self.block * comm.size, dtype=exchange_dtype)
+        self.shard = self.padded[self.begin:self.begin + self.block]
+        self.reduced = self.xp.zeros(self.block, dtype=exchange_dtype)
 
-    def _slice(self, flat, k):
-        return flat[int(self.offsets[k]):int(self.offsets[k + 1])].reshape(self.shapes[k])
+    def view(self, flat, k):
+        """Parameter ``k`` of the bucket (by position) as a view of a flat padded buffer."""
+        return flat[self.offsets[k]:self.offsets[k + 1]].reshape(self.shapes[k])
 
     def pack(self, grads):
-        """Copy (cast) each gradient into the exchange buffer; None packs zeros."""
+        """Copy (cast) each gradient into the padded exchange buffer; None packs zeros."""
         for k, i in enumerate(self.indices):
-            view = self._slice(self.buffer, k)
-            view[...] = 0 if grads[i] is None else grads[i]
+            self.view(self.padded, k)[...] = 0 if grads[i] is None else grads[i]
 
-    def unpack(self):
-        """The averaged gradients, as views of the output buffer (cast into it if needed)."""
-        if self.output is not self.buffer:
-            self.output[...] = self.buffer
-        return [(i, self._slice(self.output, k)) for k, i in enumerate(self.indices)]
+    def reduce_mean(self):
+        """Collective: ``self.reduced`` = this rank's block of the mean over ranks, in E."""
+        if self.total == 0:
+            return
+        self.comm.reduce_scatter_sum(self.padded, self.reduced)
+        scale_by_reciprocal(self.reduced, self.comm.size, self.xp)
+
+
+def buckets_by_dtype(named, comm, exchange_dtype):
+    """One FlatBucket per gradient dtype, in order of first appearance."""
+    by_dtype = {}
+    for i, (_, p) in enumerate(named):
+        by_dtype.setdefault(numpy.dtype(p.data.dtype), []).append(i)
+    buckets = []
+    for dtype, indices in by_dtype.items():
+        shapes = [tuple(named[i][1].data.shape) for i in indices]
+        exchange = dtype if exchange_dtype is None else numpy.dtype(exchange_dtype)
+        buckets.append(FlatBucket(indices, shapes, dtype, exchange, comm))
+    return buckets
+
+
+def local_gradients(named):
+    """Every parameter's gradient, validated as the single-process optimizer validates it
+    (array on the parameter's device, its shape and dtype); None stays None (zeros).
+    Raises before anything is exchanged."""
+    grads = []
+    for name, p in named:
+        grad = p.grad
+        if grad is not None:
+            check_grad(p, grad, name)
+        grads.append(grad)
+    return grads
 
 
 class GradientExchange(object):
-    """Averages the gradients of a fixed list of parameters over the ranks."""
+    """Averages the gradients of a fixed list of parameters over the ranks (replicated
+    training): reduce-scatter, scale, all-gather."""
 
     def __init__(self, named, comm, exchange_dtype=None):
         self.comm = comm
         self.named = named
-        by_dtype = {}
-        for i, (_, p) in enumerate(named):
-            by_dtype.setdefault(numpy.dtype(p.data.dtype), []).append(i)
-        self.buckets = []
-        for dtype, indices in by_dtype.items():
-            shapes = [tuple(named[i][1].data.shape) for i in indices]
-            exchange = dtype if exchange_dtype is None else numpy.dtype(exchange_dtype)
-            self.buckets.append(_Bucket(indices, shapes, dtype, exchange, comm.xp))
+        self.buckets = buckets_by_dtype(named, comm, exchange_dtype)
+        self.outputs = [b.padded if b.grad_dtype == b.padded.dtype else
+                        comm.xp.zeros(b.padded.size, dtype=b.grad_dtype) for b in self.buckets]
 
     def local_gradients(self):
-        """Every parameter's gradient, validated as the single-process optimizer validates
-        it (array on the parameter's device, its shape and dtype); None stays None (zeros).
-        Raises before anything is exchanged."""
-        grads = []
-        for name, p in self.named:
-            grad = p.grad
-            if grad is not None:
-                check_grad(p, grad, name)
-            grads.append(grad)
-        return grads
+        return local_gradients(self.named)
 
     def average(self, grads):
         """The mean over ranks of ``grads`` (a list in parameter order), as a list of views
-        into this object's buffers. Collective."""
+        into this object's buffers (the same buffers every step). Collective."""
         means = [None] * len(self.named)
-        for bucket in self.buckets:
+        for bucket, output in zip(self.buckets, self.outputs):
             bucket.pack(grads)
-            self.comm.allreduce_sum(bucket.buffer)
-            scale_by_reciprocal(bucket.buffer, self.comm.size, self.comm.xp)
-            for i, view in bucket.unpack():
-                means[i] = view
+            bucket.reduce_mean()
+            if bucket.total:
+                bucket.shard[...] = bucket.reduced
+                self.comm.allgather_blocks(bucket.padded)
+            if output is not bucket.padded:
+                output[...] = bucket.padded
+            for k, i in enumerate(bucket.indices):
+                means[i] = bucket.view(output, k)
         return means
 
 

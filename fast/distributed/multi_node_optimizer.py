@@ -14,13 +14,18 @@ whose parameter names, shapes, dtypes or devices differ from rank 0's; an optimi
 step count, loss scale, hooks or hyperparameters have drifted apart) makes every rank raise
 the same error, with no parameter, master or state changed on any rank.
 """
+import functools
+import warnings
+
 import numpy
 
 from fast.distributed import agreement, checkpoints
-from fast.distributed.exchange import GradientExchange, broadcast_parameters
+from fast.distributed.exchange import GradientExchange, broadcast_parameters, local_gradients
+from fast.distributed.zero import PieceDeserializer, ShardLayout, refuse_unsharded_hooks, sharded_engine_factory
 from fast.engine import _set_grad_unchecked
 from fast.optimizer import GradientMethod, named_parameters
 from fast.parameter import array_device
+from fast.serializers import DictionarySerializer, NpzDeserializer, is_deserializer
 
 EXCHANGE_DTYPES = ("float16", "float32", "float64")
 
@@ -56,11 +61,12 @@ def _parameter_layout(pairs, comm):
 
 def step_fingerprint(actual):
     """(field, value) pairs that must be equal on every rank before a step: everything
-    that decides what the step does, other than the gradients themselves."""
+    that decides what the step does, other than the gradients themselves. Per-rule values
+    are taken in parameter order (under zero=True the ranks group their pieces differently)."""
     engine = actual._engine
     engine.sync_hyperparameters()
     loss = actual._loss
-    groups = engine.groups
+    rules = [(e.rule._group, e.rule._index) for e in engine.entries]
     hooks = [(timing, name, type(h).__name__) for timing, table in actual._hookable.hooks.items()
              for name, h in table.items()]
     return [
@@ -69,26 +75,29 @@ def step_fingerprint(actual):
         ("the loss-scaling state (scale, dynamic, multiplier, isnan_ever)",
          (loss.scale, loss.dynamic, loss.multiplier, loss.isnan_ever)),
         ("the optimizer hooks (timing, name, type)", hooks),
-        ("the parameter groups (kernel, dtype mode, members)",
-         [(g.kernel_id, g.mode, str(g.dtype), [e.index for e in g.entries]) for g in groups]),
-        ("the rules' step counts (rule.t)", agreement.digest(*[g.t for g in groups])),
+        ("the rules' kernels and dtype modes",
+         agreement.digest(numpy.asarray([(g.kernel_id, g.mode, g.dtype.num) for g, _ in rules]))),
+        ("the rules' step counts (rule.t)", agreement.digest(numpy.asarray([g.t[i] for g, i in rules]))),
         ("the rules' enabled flags and rule-level hooks",
-         agreement.digest(*[g.enabled for g in groups], *[g.hooked for g in groups])),
+         agreement.digest(numpy.asarray([(g.enabled[i], g.hooked[i]) for g, i in rules]))),
         ("the optimizer's hyperparameters", sorted(actual.hyperparam.get_dict().items())),
         ("the rules' hyperparameters (per-rule overrides included)",
-         agreement.digest(*[g.raw for g in groups])),
+         agreement.digest(*[g.raw[i] for g, i in rules])),
     ]
 
 
 class MultiNodeOptimizer(object):
     """An optimizer that averages the gradients over the ranks, then steps as
-    ``actual_optimizer`` does. Every attribute not defined here is the actual optimizer's
-    (read and written through), so the public API is the same: hooks, loss scaling,
-    ``use_fp32_update``, ``t``, ``epoch``, ``target``, ``serialize``, ...
+    ``actual_optimizer`` does on every rank (replicated training). Every attribute not
+    defined here is the actual optimizer's (read and written through), so the public API is
+    the same: hooks, loss scaling, ``use_fp32_update``, ``t``, ``epoch``, ``target``,
+    ``serialize``, ...
 
-    ``setup``, ``update``, ``check_nan_in_grads`` and the npz save/load are collective:
-    every rank must call them, in the same order.
+    ``setup``, ``update``, ``check_nan_in_grads``, ``gather_state`` and the npz save/load
+    are collective: every rank must call them, in the same order.
     """
+
+    zero = False
 
     def __init__(self, actual_optimizer, communicator, allreduce_grad_dtype=None):
         object.__setattr__(self, "actual_optimizer", actual_optimizer)
@@ -103,9 +112,9 @@ class MultiNodeOptimizer(object):
         setattr(self.actual_optimizer, name, value)
 
     def __repr__(self):
-        return "MultiNodeOptimizer({!r}, {} communicator, rank {} of {})".format(
-            type(self.actual_optimizer).__name__, self.communicator.name, self.communicator.rank,
-            self.communicator.size)
+        return "{}({!r}, {} communicator, rank {} of {})".format(
+            type(self).__name__, type(self.actual_optimizer).__name__, self.communicator.name,
+            self.communicator.rank, self.communicator.size)
 
     # --- set-up ---
     def setup(self, target):
@@ -125,6 +134,10 @@ class MultiNodeOptimizer(object):
         if self._exchange is None:
             raise RuntimeError("Optimizer is not set up. Call `setup` method.")
 
+    def _parameters(self):
+        """(name, parameter) of the model's parameters, as the user set them up."""
+        return self.actual_optimizer._named
+
     # --- the step ---
     def update(self, lossfun=None, *args, **kwds):
         """Collective: one step on the gradients averaged over the ranks.
@@ -136,29 +149,35 @@ class MultiNodeOptimizer(object):
         """
         def local_phase():
             self._check_set_up()
+            self._check_steppable()
             if lossfun is not None:
                 self._backward(lossfun, args, kwds)
-            return self._exchange.local_gradients()
+            return local_gradients(self._parameters())
 
         grads = agreement.agree(self.communicator, local_phase,
                                 fingerprint=lambda _: step_fingerprint(self.actual_optimizer))
-        self._step_on(self._exchange.average(grads))
+        self._exchange_and_step(grads)
+
+    def _check_steppable(self):
+        """Local checks of what this kind of multi-node optimizer can run (none here)."""
+
+    def _exchange_and_step(self, grads):
+        self._step_on(self.actual_optimizer._named, self._exchange.average(grads))
 
     def _backward(self, lossfun, args, kwds):
         """Chainer's update(lossfun): the loss, cleared grads, backward with the loss scale."""
         actual = self.actual_optimizer
         loss = lossfun(*args, **kwds)
-        for _, p in actual._named:
+        for _, p in self._parameters():
             p.grad = None
         loss.backward(loss_scale=actual.loss_scale)
         del loss
 
-    def _step_on(self, means):
-        """Hand the averaged gradients to the actual optimizer and step."""
-        named = self.actual_optimizer._named
+    def _step_on(self, named, grads):
+        """Hand ``grads`` to the parameters ``named`` of the actual optimizer and step."""
         originals = [p.grad for _, p in named]
-        for (_, p), mean in zip(named, means):
-            _set_grad_unchecked(p, mean)
+        for (_, p), grad in zip(named, grads):
+            _set_grad_unchecked(p, grad)
         try:
             self.actual_optimizer.update()
         except BaseException:
@@ -181,12 +200,211 @@ class MultiNodeOptimizer(object):
             actual._loss.isnan = True
             actual._loss.isnan_ever = True
 
+    # --- reading the state ---
+    def gather_state(self):
+        """Collective: every parameter's master and optimizer state, whole, as host NumPy
+        copies, the same on every rank: name -> {"fp32_param": array or None, "state":
+        {key: array} or None, "t": rule.t}."""
+        return agreement.agree(self.communicator, lambda: self._local_state())
+
+    def _local_state(self):
+        self._check_set_up()
+        out = {}
+        for name, p in self._parameters():
+            rule = p.update_rule
+            out[name] = {"fp32_param": None if rule.fp32_param is None else _host(rule.fp32_param),
+                         "state": None if rule.state is None else {k: _host(v) for k, v in rule.state.items()},
+                         "t": rule.t}
+        return out
+
+    def state_nbytes(self):
+        """Bytes of fp32 master and optimizer state this rank holds."""
+        self._check_set_up()
+        total = 0
+        for g in self.actual_optimizer._engine.groups:
+            total += (g.master.nbytes if g.master is not None else 0) + sum(b.nbytes for b in g.state)
+        return total
+
     # --- checkpoints (fast.serializers.save_npz / load_npz come here) ---
     def _collective_save_npz(self, file, compression=True):
         checkpoints.save_npz(self, file, compression)
 
     def _collective_load_npz(self, file, path="", strict=True):
         checkpoints.load_npz(self, file, path=path, strict=strict)
+
+    def _local_serialized(self):
+        """This rank's state as the single-process serializer writes it (key -> array)."""
+        self._check_set_up()
+        s = DictionarySerializer()
+        self.actual_optimizer.serialize(s)
+        return s.target
+
+    def _save_fingerprint(self, arrays):
+        """Replicated ranks must hold the same whole state."""
+        return [("the optimizer state to save", checkpoints.state_digest(arrays))]
+
+    def _whole_serialized(self, arrays):
+        """Collective: the single-process key -> array mapping on rank 0 (here: this rank's)."""
+        return arrays
+
+    def _deserializer(self, path):
+        return NpzDeserializer
+
+
+def _host(array):
+    return numpy.array(array.get() if hasattr(array, "get") and not isinstance(array, numpy.ndarray) else array)
+
+
+class ZeroOptimizer(MultiNodeOptimizer):
+    """ZeRO stages 1 and 2 (fast.distributed.zero): gradients reduce-scattered, each rank
+    updating the master and state of its shard only, parameters all-gathered.
+
+    On a rank: ``p.data`` is the whole parameter; ``p.update_rule`` is the rule of this
+    rank's piece, so ``rule.t``, ``rule.enabled`` and ``rule.hyperparam`` are the
+    parameter's (the same on every rank) while ``rule.state[k]`` and ``rule.fp32_param`` are
+    this rank's piece only (the elements ``piece_range(name)`` of the flattened parameter,
+    1-d unless the piece is the whole parameter; an empty array where it holds none).
+    ``gather_state()`` returns them whole. ``p.grad`` is left as the rank's own gradient.
+    """
+
+    zero = True
+
+    def __init__(self, actual_optimizer, communicator, allreduce_grad_dtype=None):
+        super(ZeroOptimizer, self).__init__(actual_optimizer, communicator, allreduce_grad_dtype)
+        object.__setattr__(self, "_layout", None)
+        object.__setattr__(self, "_target", None)
+
+    @property
+    def target(self):
+        """The model's parameters as given to ``setup``."""
+        return self._target
+
+    def setup(self, target):
+        """Collective: check the ranks agree on the parameters, broadcast rank 0's values,
+        lay out the shards and set up the actual optimizer on this rank's pieces."""
+        comm = self.communicator
+        pairs = agreement.agree(comm, lambda: named_parameters(target),
+                                fingerprint=lambda pairs: _parameter_layout(pairs, comm))
+        broadcast_parameters(pairs, comm)
+        layout = ShardLayout(pairs, comm, self.allreduce_grad_dtype)
+        layout.adopt_parameters()
+        actual = self.actual_optimizer
+        actual._engine_factory = sharded_engine_factory(comm, layout)
+        actual.setup(layout.piece_parameters())
+        for (_, p), (_, piece) in zip(pairs, actual._named):
+            p.update_rule = piece.update_rule
+        object.__setattr__(self, "_layout", layout)
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_exchange", layout)
+        return self
+
+    def _parameters(self):
+        return self._layout.named
+
+    def piece_range(self, name):
+        """(b, e): the elements of parameter ``name`` (flattened) whose master and state
+        this rank holds."""
+        self._check_set_up()
+        names = [n for n, _ in self._layout.named]
+        return self._layout.pieces[names.index(name)]
+
+    def _check_steppable(self):
+        refuse_unsharded_hooks(self.actual_optimizer)
+
+    def _exchange_and_step(self, grads):
+        layout = self._layout
+        layout.refresh_pieces()
+        self._step_on(self.actual_optimizer._named, layout.reduce_to_pieces(grads))
+        if self.actual_optimizer.is_safe_to_update():
+            layout.publish()
+
+    def check_nan_in_grads(self):
+        """Collective: dynamic loss scaling's check on every rank's own gradients, agreed
+        (``update`` itself checks the averaged gradient)."""
+        actual = self.actual_optimizer
+
+        def local_check():
+            self._check_set_up()
+            actual._loss.isnan = False
+            if not actual._loss.dynamic:
+                return []
+            return [name for name, p in self._parameters()
+                    if p.grad is not None and not bool(self.communicator.xp.isfinite(p.grad).all())]
+
+        bad = agreement.agree(self.communicator, local_check)
+        for name in bad:
+            warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})".format(
+                name, actual.t, actual._loss.scale))
+        if any(self.communicator.allgather_obj(bool(bad))):
+            actual._loss.isnan = True
+            actual._loss.isnan_ever = True
+
+    # --- whole arrays from pieces ---
+    def gather_state(self):
+        local = agreement.agree(self.communicator, lambda: self._local_state())
+        by_rank = self.communicator.allgather_obj(local)
+        layout, out = self._layout, {}
+        for i, (name, _) in enumerate(layout.named):
+            mine = local[name]
+            whole = lambda key: layout.assemble(i, [r[name][key] for r in by_rank])
+            state = None if mine["state"] is None else {
+                k: layout.assemble(i, [r[name]["state"][k] for r in by_rank]) for k in mine["state"]}
+            out[name] = {"fp32_param": None if mine["fp32_param"] is None else whole("fp32_param"),
+                         "state": state, "t": mine["t"]}
+        return out
+
+    def _element_keys(self, prefix=""):
+        """Serialized key -> parameter index, for the keys holding per-element arrays (state
+        and master), as the single-process layout names them under ``prefix``."""
+        keys = {}
+        self.actual_optimizer._engine.sync_hyperparameters()
+        for i, (name, p) in enumerate(self.actual_optimizer._named):
+            base = prefix + name.lstrip("/") + "/"
+            for leaf in tuple(p.update_rule._group.state_names) + ("fp32_param",):
+                keys[base + leaf] = i
+        return keys
+
+    def _save_fingerprint(self, arrays):
+        """The ranks hold different pieces but must agree on every other saved value."""
+        elements = self._element_keys()
+        scalars = {k: v for k, v in arrays.items() if k not in elements}
+        return [("the optimizer's counters and scalars to save", checkpoints.state_digest(scalars))]
+
+    def _whole_serialized(self, arrays):
+        """Collective: rank 0 receives every rank's pieces and assembles the whole arrays."""
+        by_rank = self.communicator.gather_obj(arrays, root=0)
+        if by_rank is None:
+            return None
+        elements = self._element_keys()
+        return {k: (self._layout.assemble(elements[k], [r[k] for r in by_rank]) if k in elements else v)
+                for k, v in arrays.items()}
+
+    def _deserializer(self, path):
+        layout = self._layout
+
+        def slicer(key, whole):
+            i = elements[key]
+            if tuple(whole.shape) != layout.shapes[i]:
+                raise ValueError("key {!r} has shape {}, expected the parameter's shape {}".format(
+                    key, tuple(whole.shape), layout.shapes[i]))
+            return layout.local_slice(i, whole)
+
+        elements = self._element_keys(path)
+        return functools.partial(PieceDeserializer, slicers={k: slicer for k in elements})
+
+    def serialize(self, serializer):
+        """Collective. Saving writes the whole (single-process) state into ``serializer`` on
+        every rank; loading is done by fast.serializers.load_npz."""
+        if is_deserializer(serializer):
+            raise TypeError("under zero=True load a snapshot with fast.serializers.load_npz(file, opt), "
+                            "which gives each rank its shard")
+        arrays = agreement.agree(self.communicator, self._local_serialized,
+                                 fingerprint=lambda a: self._save_fingerprint(a))
+        by_rank = self.communicator.allgather_obj(arrays)
+        elements = self._element_keys()
+        for key, value in arrays.items():
+            serializer(key, self._layout.assemble(elements[key], [r[key] for r in by_rank])
+                       if key in elements else value)
 
 
 def _check_wrappable(actual_optimizer, communicator, exchange_dtype):
@@ -201,9 +419,13 @@ def _check_wrappable(actual_optimizer, communicator, exchange_dtype):
             ("the communicator", (communicator.name, communicator.size))]
 
 
-def create_multi_node_optimizer(actual_optimizer, communicator, allreduce_grad_dtype=None):
-    """Wrap a ``fast`` optimizer for replicated data-parallel training (ChainerMN's
-    semantics without ZeRO sharding). Collective.
+def create_multi_node_optimizer(actual_optimizer, communicator, zero=False, allreduce_grad_dtype=None):
+    """Wrap a ``fast`` optimizer for data-parallel training. Collective.
+
+    ``zero=False``: replicated (ChainerMN's semantics): every rank holds everything and
+    steps on the averaged gradient. ``zero=True``: ZeRO stages 1 and 2: each rank holds the
+    fp32 master and optimizer state of its shard only (fast.distributed.zero). Both give the
+    same bits for elementwise rules.
 
     ``allreduce_grad_dtype``: the dtype the gradients are summed and divided in (float16,
     float32 or float64); None sums each gradient in its own dtype. ChainerMN's
@@ -215,9 +437,11 @@ def create_multi_node_optimizer(actual_optimizer, communicator, allreduce_grad_d
             type(communicator).__name__))
 
     def local_check():
+        if not isinstance(zero, bool):
+            raise TypeError("zero must be True or False, got {!r}".format(zero))
         dtype = _exchange_dtype(allreduce_grad_dtype)
-        return dtype, _check_wrappable(actual_optimizer, communicator, dtype)
+        return dtype, _check_wrappable(actual_optimizer, communicator, dtype) + [("zero", zero)]
 
     dtype = agreement.agree(communicator, lambda: local_check()[0],
                             fingerprint=lambda _: local_check()[1])
-    return MultiNodeOptimizer(actual_optimizer, communicator, dtype)
+    return (ZeroOptimizer if zero else MultiNodeOptimizer)(actual_optimizer, communicator, dtype)

@@ -29,13 +29,13 @@ class GradientNoise(object):
         arrays = []
         for e in ctx.entries:
             dtype = ctx.hook_dtype(e)
-            shape = tuple(e.param.data.shape)
+            shape = ctx.hook_shape(e)
             xp = ctx.xp(e)
             noise = xp.asarray(self.noise_func(xp, shape, dtype, self, e.rule))
             if noise.shape != shape:
                 raise ValueError("noise_func returned shape {} for parameter {!r} of shape {}".format(
                     noise.shape, e.name, shape))
-            arrays.append(xp.ascontiguousarray(noise, dtype=dtype))
+            arrays.append(ctx.local_part(e, xp.ascontiguousarray(noise, dtype=dtype)))
         ctx.ops.append(hook_ops.NoiseOp(arrays))
 
     def __call__(self, rule, param):

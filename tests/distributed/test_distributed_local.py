@@ -20,13 +20,22 @@ class OneRank(object):
     def array_device_kind(self):
         return "cpu"
 
-    def allreduce_sum(self, array):
+    def reduce_scatter_sum(self, padded, shard):
+        shard[...] = padded
+
+    def allgather_blocks(self, padded):
         pass
 
     def bcast_array(self, array, root=0):
         pass
 
+    def allgather_host(self, array):
+        return np.asarray(array)[None]
+
     def allgather_obj(self, obj):
+        return [obj]
+
+    def gather_obj(self, obj, root=0):
         return [obj]
 
     def bcast_obj(self, obj, root=0):
@@ -76,14 +85,21 @@ def test_only_fast_optimizers_not_yet_set_up_are_wrapped():
         fd.create_multi_node_optimizer(fast.optimizers.Adam(), object())
 
 
-def test_update_before_setup_says_so():
-    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank())
+def test_zero_must_be_a_bool():
+    with pytest.raises(TypeError, match="zero must be True or False, got 'yes'"):
+        fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank(), zero="yes")
+
+
+@pytest.mark.parametrize("zero", [False, True])
+def test_update_before_setup_says_so(zero):
+    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank(), zero=zero)
     with pytest.raises(RuntimeError, match="rank 0 of 1: Optimizer is not set up"):
         opt.update()
 
 
-def test_the_actual_optimizers_api_passes_through():
-    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(alpha=0.1), OneRank())
+@pytest.mark.parametrize("zero", [False, True])
+def test_the_actual_optimizers_api_passes_through(zero):
+    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(alpha=0.1), OneRank(), zero=zero)
     ps = params()
     assert opt.setup(ps) is opt and opt.target is ps
     opt.alpha = 0.25
@@ -94,11 +110,12 @@ def test_the_actual_optimizers_api_passes_through():
         opt.add_hook(fast.optimizer_hooks.GradientClipping(0.5))
 
 
+@pytest.mark.parametrize("zero", [False, True])
 @pytest.mark.parametrize("exchange", [None, np.float32])
-def test_one_rank_equals_one_process_bitwise(exchange):
+def test_one_rank_equals_one_process_bitwise(exchange, zero):
     """On one rank the mean is the gradient itself (float16 -> float32 -> float16 is exact)."""
     mine, ref_ps = params(), params()
-    opt = mixed_precision(fd.create_multi_node_optimizer(fast.optimizers.AdamW(alpha=0.01), OneRank(),
+    opt = mixed_precision(fd.create_multi_node_optimizer(fast.optimizers.AdamW(alpha=0.01), OneRank(), zero=zero,
                                                          allreduce_grad_dtype=exchange).setup(mine))
     ref = mixed_precision(fast.optimizers.AdamW(alpha=0.01).setup(ref_ps))
     rng = np.random.default_rng(1)
@@ -124,9 +141,10 @@ class Loss(object):
             p.grad = np.full(p.shape, self.value * (loss_scale or 1.0), p.dtype)
 
 
-def test_update_with_a_lossfun_backpropagates_with_the_loss_scale():
+@pytest.mark.parametrize("zero", [False, True])
+def test_update_with_a_lossfun_backpropagates_with_the_loss_scale(zero):
     mine, ref_ps = params(), params()
-    opt = mixed_precision(fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank()).setup(mine))
+    opt = mixed_precision(fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank(), zero=zero).setup(mine))
     ref = mixed_precision(fast.optimizers.Adam().setup(ref_ps))
     for step in range(3):
         opt.update(lambda v: Loss(mine, v), 0.125 * (step + 1))
@@ -135,11 +153,12 @@ def test_update_with_a_lossfun_backpropagates_with_the_loss_scale():
     assert opt.loss_scale == 8.0
 
 
-def test_a_step_that_raises_after_the_exchange_puts_the_gradients_back():
+@pytest.mark.parametrize("zero", [False, True])
+def test_a_step_that_raises_after_the_exchange_puts_the_gradients_back(zero):
     """RMSprop's eps (1e-8) rounds to 0 in float16 without a master: Chainer's check raises
     after the mean was taken; the parameters, the state and the gradient objects are as before."""
     ps = params()
-    opt = fd.create_multi_node_optimizer(fast.optimizers.RMSprop(), OneRank()).setup(ps)
+    opt = fd.create_multi_node_optimizer(fast.optimizers.RMSprop(), OneRank(), zero=zero).setup(ps)
     grads = {k: np.ones(p.shape, np.float16) for k, p in ps.items()}
     for k, p in ps.items():
         p.grad = grads[k]
@@ -148,6 +167,53 @@ def test_a_step_that_raises_after_the_exchange_puts_the_gradients_back():
         opt.update()
     assert state(opt, ps) == before
     assert all(ps[k].grad is grads[k] for k in ps)
+
+
+class Custom(object):
+    name = "custom"
+
+    def __call__(self, opt):
+        pass
+
+
+def test_zero_refuses_hooks_that_would_see_a_shard_as_the_whole():
+    ps = params()
+    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank(), zero=True).setup(ps)
+    for p in ps.values():
+        p.grad = np.ones(p.shape, np.float16)
+    before = state(opt, ps)
+    opt.add_hook(Custom())
+    with pytest.raises(TypeError, match="rank 0 of 1: optimizer hook 'custom' is not one of fast's built-in "
+                                        "hooks: under zero=True"):
+        opt.update()
+    opt.remove_hook("custom")
+    ps["b"].update_rule.add_hook(fast.optimizer_hooks.GradientLARS(), name="lars")
+    with pytest.raises(TypeError, match="the update rule of parameter '/b' has hooks of its own"):
+        opt.update()
+    assert state(opt, ps) == before
+    ps["b"].update_rule.remove_hook("lars")
+    opt.update()
+    assert opt.t == 1
+
+
+def test_zero_on_one_rank_holds_the_whole_state_and_saves_the_single_process_file(tmp_path):
+    mine, ref_ps = params(np.float32), params(np.float32)
+    opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(), OneRank(), zero=True).setup(mine)
+    ref = fast.optimizers.Adam().setup(ref_ps)
+    for o, ps in ((opt, mine), (ref, ref_ps)):
+        for p in ps.values():
+            p.grad = np.full(p.shape, 0.5, np.float32)
+        o.update()
+    assert opt.piece_range("/w") == (0, 12) and opt.state_nbytes() == 2 * 4 * 15
+    whole = opt.gather_state()
+    assert whole["/w"]["state"]["m"].shape == (4, 3) and whole["/w"]["t"] == 1
+    fast.serializers.save_npz(tmp_path / "zero.npz", opt)
+    fast.serializers.save_npz(tmp_path / "one.npz", ref)
+    with np.load(tmp_path / "zero.npz") as a, np.load(tmp_path / "one.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert all(a[k].tobytes() == b[k].tobytes() for k in a.files)
+    with pytest.raises(TypeError, match="under zero=True load a snapshot with fast.serializers.load_npz"):
+        opt.serialize(fast.serializers.NpzDeserializer({}))
 
 
 def test_the_mean_is_the_sum_times_the_rounded_reciprocal():
