@@ -260,13 +260,14 @@ def distributed_cases(ranks: int, steps: int = 3):
 
     - matrix: every optimizer x dtype mode x zero (False, True) x exchange dtype (EXCHANGES),
       one profile each, alternating so that every optimizer and dtype mode runs in both;
-      float16 modes under dynamic loss scaling with one rank's NaN at step 2;
+      float16 modes under dynamic loss scaling with one rank's NaN at step 2 (3 steps; the
+      others 2 steps);
     - norms: GradientClipping and GradientLARS over NORM_SHAPES, every dtype mode x zero,
-      both profiles;
+      profiles alternating (each hook and mode in both);
     - one rank's non-finite values (NaN on the last rank, -inf on rank 0) and a None gradient
       on one rank, under dynamic scaling, every dtype mode x zero;
-    - checkpoints (save and load at step 2) in both profiles and resumed at t = 10^3, every
-      dtype mode x zero;
+    - checkpoints (save and load at step 2) and resumed at t = 10^3, every dtype mode x
+      zero, profiles alternating;
     - the elementwise optimizer-level hooks together (WeightDecay, GradientHardClipping after
       the update, GradientNoise) and per-rule hooks (replicated only: zero=True refuses them).
     """
@@ -275,18 +276,21 @@ def distributed_cases(ranks: int, steps: int = 3):
     for (o, opt), (m, mode), zero in itertools.product(enumerate(OPTIMIZERS),
                                                        enumerate(DTYPE_MODES), zeros):
         profile = PROFILES[(o + m + zero) % 2]
-        ls = LossScaling("dynamic", None, 2) if mode.startswith("float16") else LossScaling()
+        fp16 = mode.startswith("float16")
+        ls = LossScaling("dynamic", None, 2) if fp16 else LossScaling()
         params = _params(DISTRIBUTED_SHAPES)
         for exchange in EXCHANGES[mode]:
             layout = "zero" if zero else "replicated"
             yield Case(name=f"{tag}/matrix/{opt}/{mode}/{layout}/E={exchange or 'D'}/{profile}",
-                       optimizer=opt, params=params, steps=steps, dtype_mode=mode,
+                       optimizer=opt, params=params, steps=steps if fp16 else steps - 1,
+                       dtype_mode=mode,
                        profile=profile, hyperparams=MATRIX_HYPERPARAMS.get(opt, ()),
                        loss_scaling=ls, injections=_one_rank_skip(ranks, ls, params),
                        seed=len(opt), ranks=ranks, zero=zero, exchange_dtype=exchange)
-    for hook, mode, zero, profile in itertools.product(("GradientClipping", "GradientLARS"),
-                                                       DTYPE_MODES, zeros, PROFILES):
+    for (h, hook), (m, mode), zero in itertools.product(
+            enumerate(("GradientClipping", "GradientLARS")), enumerate(DTYPE_MODES), zeros):
         layout = "zero" if zero else "replicated"
+        profile = PROFILES[(h + m + zero) % 2]
         yield Case(name=f"{tag}/norm/{hook}/{mode}/{layout}/{profile}", optimizer="MomentumSGD",
                    params=_params(NORM_SHAPES), steps=steps, dtype_mode=mode, profile=profile,
                    hooks=(HookSpec(hook, HOOK_ARGS[hook]),), ranks=ranks, zero=zero)
@@ -301,10 +305,9 @@ def distributed_cases(ranks: int, steps: int = 3):
                                Injection(2, "p1", "nan", 6, rank=ranks - 1),
                                Injection(3, "p2", "-inf", 0, rank=0)), **base)
         ls = LossScaling("dynamic", None, 2) if mode.startswith("float16") else LossScaling()
-        for profile in PROFILES:
-            yield Case(name=f"{tag}/checkpoint/{mode}/{layout}/{profile}",
-                       params=_params([(6,), (13,)]), steps=steps, profile=profile,
-                       loss_scaling=ls, checkpoints=(2,), **base)
+        yield Case(name=f"{tag}/checkpoint/{mode}/{layout}/{profile}",
+                   params=_params([(6,), (13,)]), steps=steps, profile=profile,
+                   loss_scaling=ls, checkpoints=(2,), **base)
         params = _params([(5,), (17,)])
         yield Case(name=f"{tag}/resume/{mode}/{layout}/{PROFILES[(m + zero + 1) % 2]}/t=1000",
                    params=params, steps=steps, profile=PROFILES[(m + zero + 1) % 2],

@@ -20,7 +20,7 @@ of the implementation is reached by every rank in the same order):
 - at the end of a case the ranks' results are merged (`World.merge`), so every rank holds the
   same CaseResult, prints the same verdict and exits with the same status.
 
-The harness's own exchanges go through mpi4py's COMM_WORLD directly, never through the
+The harness's own exchanges go through a duplicate of mpi4py's COMM_WORLD, never through the
 implementation's communicator.
 """
 from __future__ import annotations
@@ -48,7 +48,9 @@ class World:
             from mpi4py import MPI
         except ImportError as exc:
             raise UsageError(f"--ranks {expected} needs mpi4py ({exc})") from exc
-        self.comm = MPI.COMM_WORLD
+        # A duplicate: the harness's exchanges never match one of the implementation's
+        # (which may use COMM_WORLD itself), even when a wrong implementation desynchronizes.
+        self.comm = MPI.COMM_WORLD.Dup()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         if self.size != expected:
             raise UsageError(f"--ranks {expected} runs under `mpiexec -n {expected}`; this is "
