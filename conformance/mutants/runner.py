@@ -182,15 +182,25 @@ def distributed_baseline(ranks: int, level: str, name_filter=None) -> tuple:
 def run_distributed_mutant(mutant, level: str, passing: set, name_filter=None) -> dict:
     """Plant `mutant` on every rank (conformance.mutants.planted) and gate the distributed
     slice on mutant.ranks ranks, stopping at the first failure: detected when that run fails
-    (exit 1) on a case the correct fast passes. A hang or an error is never a detection."""
+    (exit 1) on a case the correct fast passes, or dies of an MPI fatal error in the
+    implementation's own collectives (ranks that disagree on a skip call different
+    collectives; the correct fast's run passes, so it is the mutant's doing). A hang, a harness
+    error or a failure only where the correct fast fails is never a detection."""
     started = time.monotonic()
     status, payload, out = distributed_slice_results(
         mutant.ranks, level, "conformance.mutants.planted",
         env_extra={"CONFORMANCE_MUTANT": mutant.name}, fail_fast=True, name_filter=name_filter)
     outcome = {"mutant": mutant.name, "detected": False, "case": None, "divergence": None,
                "cases_run": 0, "error": None}
+    fatal = _fatal_mpi_error_of_the_implementation(out)
     if status is None:
         outcome["error"] = f"{mutant.ranks} ranks timed out after {DISTRIBUTED_TIMEOUT_S}s"
+    elif status not in (0, 1) and fatal:
+        # The ranks' collectives desynchronized inside the implementation (the harness's own
+        # exchanges use a duplicate communicator, so this is the implementation's): the run
+        # failed where the correct fast's passes. Counted, and labelled as such in the table.
+        outcome.update(detected=True, case="(the run crashed: MPI fatal error in the "
+                                           "implementation's collectives)", divergence=fatal)
     elif payload is None:
         outcome["error"] = f"exit {status}: {out[-500:]}"
     else:
@@ -202,6 +212,17 @@ def run_distributed_mutant(mutant, level: str, passing: set, name_filter=None) -
             outcome["error"] = f"failed only where the correct fast fails: {failure['case']}"
     outcome["seconds"] = round(time.monotonic() - started, 1)
     return outcome
+
+
+def _fatal_mpi_error_of_the_implementation(out: str):
+    """The first line of an MPI fatal error on MPI_COMM_WORLD (the implementation's
+    communicator; the harness uses a duplicate) in a run's output, or None."""
+    for line in out.splitlines():
+        if "Fatal error in" in line:
+            following = out[out.index(line):][:2000]
+            if "MPI_COMM_WORLD) failed" in following:
+                return line.strip()
+    return None
 
 
 def run_catalog(level="ci", only=None, write=False, reuse_baseline=False, device="cpu", kind=None,
