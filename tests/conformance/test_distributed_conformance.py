@@ -246,7 +246,7 @@ def in_root():
 def slice_run(request, in_root, tmp_path_factory):
     ranks = request.param
     path = tmp_path_factory.mktemp(f"slice{ranks}") / "run.json"
-    status, out = launch(ranks, "run", "--impl", "fast", "--ranks", str(ranks), "--level", "ci",
+    status, out = launch(ranks, "gate", "--impl", "fast", "--ranks", str(ranks), "--level", "ci",
                          "--json", str(path))
     return ranks, status, out, json.loads(path.read_text())
 
