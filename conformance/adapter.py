@@ -96,7 +96,7 @@ class Driver:
         # `profile` is passed only when it is not the default, so an implementation without
         # profiles runs the chainer-profile cases (conformance.applicability).
         profile = {} if case.profile == "chainer" else {"profile": case.profile}
-        opt = cls(**dict(case.hyperparams), **profile, **self.optimizer_kwargs)
+        opt = self._wrap(cls(**dict(case.hyperparams), **profile, **self.optimizer_kwargs))
         opt.setup(self.params)
         if case.uses_master:
             opt.use_fp32_update()
@@ -117,6 +117,10 @@ class Driver:
             else:
                 self.params[spec.param].update_rule.add_hook(hook, name=hook_name, timing=spec.timing)
         return opt
+
+    def _wrap(self, optimizer):
+        """The optimizer the case drives (conformance.ranks wraps it in a multi-node one)."""
+        return optimizer
 
     def _build_hook(self, spec):
         cls = getattr(self.impl.optimizer_hooks, spec.kind)

@@ -10,7 +10,12 @@ Optional, each found by looking at the module and its classes, never by running 
 - `loss_scaling` on the optimizer class (static and dynamic loss scaling);
 - `optimizer_hooks` and each hook class in it;
 - `serializers.save_npz` and `serializers.load_npz` (checkpoint cases, and the cases that
-  start at large counters through a loaded checkpoint).
+  start at large counters through a loaded checkpoint);
+- distributed cases (ranks > 1): `distributed.create_communicator` and
+  `distributed.create_multi_node_optimizer` (an attribute or a subpackage), taking
+  `allreduce_grad_dtype` (a case with an exchange dtype) and `zero` (a ZeRO case). Under
+  zero=True a hook attached to a single rule is refused by design (ZeRO keeps one shard of
+  each rule per rank), so such a case is not applicable there.
 
 A case that needs something missing is *not applicable*: it is not run, and the reasons are
 reported (`--require-all` turns it into a failure).
@@ -40,6 +45,26 @@ def missing(impl, case: Case) -> list:
     if (case.checkpoints or case.resume is not None) and not _has_serializers(impl):
         what = "resumed from a checkpoint" if case.resume is not None else "checkpoints"
         reasons.append(f"the implementation has no serializers (save_npz, load_npz): {what}")
+    if case.ranks > 1:
+        reasons += _missing_distributed(impl, case)
+    return reasons
+
+
+def _missing_distributed(impl, case: Case) -> list:
+    from .ranks import distributed_module
+    module = distributed_module(impl)
+    wrap = getattr(module, "create_multi_node_optimizer", None)
+    if wrap is None or not hasattr(module, "create_communicator"):
+        return ["the implementation has no distributed.create_multi_node_optimizer and "
+                "create_communicator (distributed cases)"]
+    reasons = []
+    if case.exchange_dtype is not None and not _accepts(wrap, "allreduce_grad_dtype"):
+        reasons.append("create_multi_node_optimizer takes no argument allreduce_grad_dtype")
+    if case.zero:
+        if not _accepts(wrap, "zero"):
+            reasons.append("create_multi_node_optimizer takes no argument zero (ZeRO sharding)")
+        if any(spec.param is not None for spec in case.hooks):
+            reasons.append("zero=True refuses hooks attached to a single rule")
     return reasons
 
 

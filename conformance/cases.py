@@ -6,7 +6,7 @@ read back from the implementation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 OPTIMIZERS = (
     "SGD", "MomentumSGD", "CorrectedMomentumSGD", "NesterovAG", "AdaGrad", "AdaDelta",
@@ -20,6 +20,22 @@ HOOK_KINDS = ("WeightDecay", "Lasso", "GradientClipping", "GradientHardClipping"
 LOSS_SCALING_MODES = ("none", "static", "dynamic")
 GRAD_KINDS = ("normal", "zeros", "fp16_overflow", "fp16_underflow", "subnormal")
 INJECTION_KINDS = ("inf", "-inf", "nan", "none")
+#: The exchange dtypes of a distributed case (fast.distributed's allreduce_grad_dtype; None:
+#: the gradient's own dtype).
+EXCHANGE_DTYPES = (None, "float16", "float32", "float64")
+
+
+def _repr_without_defaults(obj, optional: tuple) -> str:
+    """The dataclass repr, leaving out the fields named in `optional` while they hold their
+    default, so that adding such a field changes no existing case's repr (and `--case-repr`
+    lines printed before it still reproduce)."""
+    parts = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in optional and value == f.default:
+            continue
+        parts.append(f"{f.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -55,20 +71,27 @@ class LossScaling:
             raise ValueError("static loss scaling needs a positive scale")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Injection:
     """A non-finite value (or a None gradient) planted at one step of one parameter.
 
     `index` is the flat element index; ignored for kind 'none' (the whole grad is None).
+    `rank`: in a distributed case, the one rank whose gradient gets it (None: every rank's).
     """
     step: int
     param: str
     kind: str
     index: int = 0
+    rank: int | None = None
 
     def __post_init__(self):
         if self.kind not in INJECTION_KINDS:
             raise ValueError(f"injection kind must be one of {INJECTION_KINDS}")
+        if self.rank is not None and (int(self.rank) != self.rank or self.rank < 0):
+            raise ValueError("an injection's rank must be a non-negative integer or None")
+
+    def __repr__(self):
+        return _repr_without_defaults(self, ("rank",))
 
 
 @dataclass(frozen=True)
@@ -121,7 +144,7 @@ class ParamSpec:
         return n
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Case:
     """One conformance case.
 
@@ -130,6 +153,13 @@ class Case:
     rule; `disabled` names parameters whose rule is disabled; `checkpoints` are the steps
     after which both sides save to npz and load into a freshly built optimizer; `resume`
     (a `Resume`, or None) starts the case from a checkpoint with large counters.
+
+    Distributed cases (`ranks` > 1) run only under `mpiexec -n <ranks>` with `--ranks
+    <ranks>` (conformance.ranks): every rank feeds its own gradient stream to the
+    implementation's multi-node optimizer (`zero`: ZeRO sharding; `exchange_dtype`: its
+    allreduce_grad_dtype, None for the gradient's own dtype), and the reference is fed the
+    mean gradient with the reduction's rounding as its error bound. The three fields are left
+    out of the repr while they hold their defaults (one-process cases read as before).
     """
     name: str
     optimizer: str
@@ -146,6 +176,12 @@ class Case:
     checkpoints: tuple = ()
     seed: int = 0
     resume: Resume | None = None
+    ranks: int = 1
+    zero: bool = False
+    exchange_dtype: str | None = None
+
+    def __repr__(self):
+        return _repr_without_defaults(self, ("ranks", "zero", "exchange_dtype"))
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -167,6 +203,15 @@ class Case:
                 and len(self.resume.beta_power) in (0, len(names))):
             raise ValueError("a resumed case needs one rule_t (and beta_power, if any) per "
                              "parameter")
+        if int(self.ranks) != self.ranks or self.ranks < 1:
+            raise ValueError(f"ranks must be a positive integer, not {self.ranks!r}")
+        if self.ranks == 1 and (self.zero or self.exchange_dtype is not None):
+            raise ValueError("zero and exchange_dtype belong to distributed cases (ranks > 1)")
+        if self.exchange_dtype not in EXCHANGE_DTYPES:
+            raise ValueError(f"exchange_dtype must be one of {EXCHANGE_DTYPES}")
+        for inj in self.injections:
+            if inj.rank is not None and inj.rank >= self.ranks:
+                raise ValueError(f"injection on rank {inj.rank} of a {self.ranks}-rank case")
 
     @property
     def storage_dtype(self) -> str:

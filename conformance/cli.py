@@ -97,6 +97,10 @@ def _suite_options(p) -> None:
                         "results are the same for every N")
     p.add_argument("--require-all", action="store_true",
                    help="a case the implementation cannot run (not applicable) is a failure")
+    p.add_argument("--ranks", type=_positive_int, default=1, metavar="N",
+                   help="the distributed slice on N ranks: run under `mpiexec -n N` (each rank "
+                        "runs every case; rank 0 prints and writes the reports); 1: the "
+                        "one-process suite")
 
 
 def _array_module(device: str, impl_name: str = "fast"):
@@ -109,9 +113,15 @@ def _target(args) -> Target:
 
 
 def select_cases(args) -> list:
+    ranks = getattr(args, "ranks", 1)
     if args.case_repr:
-        return [case_from_repr(args.case_repr)]
-    cases = generators.ci_suite(args.level)
+        case = case_from_repr(args.case_repr)
+        if case.ranks != ranks:
+            raise UsageError(f"--case-repr: the case runs on {case.ranks} rank(s): "
+                             f"{'mpiexec -n %d ... ' % case.ranks if case.ranks > 1 else ''}"
+                             f"--ranks {case.ranks}")
+        return [case]
+    cases = generators.ci_suite(args.level, ranks=ranks)
     if args.case:
         cases = [c for c in cases if c.name == args.case]
         if not cases:
@@ -136,11 +146,51 @@ def print_failure(args, result, stream=sys.stdout) -> None:
     stream.write(failure_text(result, reproduce_command(args, result.case)))
 
 
+def _world(args):
+    """The ranks of a `--ranks N` run (conformance.ranks.World), or None for one process;
+    refuses a one-process run started under mpiexec with several ranks."""
+    if args.ranks == 1:
+        for variable in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+            if int(os.environ.get(variable, "1") or 1) > 1:
+                raise UsageError(f"started on {os.environ[variable]} MPI ranks without --ranks: "
+                                 f"pass --ranks {os.environ[variable]} for the distributed slice")
+        return None
+    if args.device != "cpu":
+        raise UsageError("--ranks runs on the CPU only (the 'mpi' communicator exchanges NumPy "
+                         "arrays)")
+    from .ranks import World
+    return World(args.ranks)
+
+
+def _run_distributed(args, world, cases, gate) -> list:
+    """Every rank runs every case, in this process; results identical on every rank."""
+    impl, xp = _target(args).load()
+    from .runner import run_cases
+    return run_cases(impl, cases, xp=xp, progress=world.rank == 0, fail_fast=args.fail_fast,
+                     fp16_compute=args.fp16_compute, drift=not gate,
+                     require_all=args.require_all, world=world)
+
+
 def cmd_run(args, gate=False) -> int:
     target = _target(args)
+    world = _world(args)
     cases = select_cases(args)
+    if world is not None:
+        results = _run_distributed(args, world, cases, gate)
+        failed = [r for r in results if r.failed(args.require_all)]
+        code = 1 if failed else 0
+        codes = world.allgather(code)
+        if world.rank == 0:
+            _report_run(args, results, gate)
+            if len(set(codes)) != 1:
+                print(f"error: the ranks reached different verdicts (exit codes {codes})")
+        return max(codes) if len(set(codes)) == 1 else 2
     results = run_suite(target, cases, jobs=args.jobs, progress=True, fail_fast=args.fail_fast,
                         drift=not gate, require_all=args.require_all)
+    return _report_run(args, results, gate)
+
+
+def _report_run(args, results, gate) -> int:
     records = [report.result_record(r) for r in results]
     print(report.summary_table(records))
     print(f"\n{report.count_line(records, args.require_all)}")
@@ -167,6 +217,8 @@ def _write_outputs(args, results, gate) -> None:
 def _meta(args) -> dict:
     meta = {"impl": args.impl, "device": args.device, "level": args.level,
             "filter": args.filter, "profile": args.profile, "fp16_compute": args.fp16_compute}
+    if getattr(args, "ranks", 1) > 1:
+        meta["ranks"] = args.ranks
     if args.device == "gpu":
         meta["gpu"] = describe_device("gpu")
     return meta
@@ -177,8 +229,14 @@ def cmd_report(args) -> int:
     if args.results:
         meta, records = _saved_run(args.results)
     else:
-        results = run_suite(_target(args), select_cases(args), jobs=args.jobs, progress=True,
-                            drift=True, require_all=args.require_all)
+        world = _world(args)
+        if world is not None:
+            results = _run_distributed(args, world, select_cases(args), gate=False)
+            if world.rank != 0:  # rank 0 writes; every rank has the same results
+                return 1 if any(r.failed(args.require_all) for r in results) else 0
+        else:
+            results = run_suite(_target(args), select_cases(args), jobs=args.jobs,
+                                progress=True, drift=True, require_all=args.require_all)
         meta, records = _meta(args), [report.result_record(r) for r in results]
     for path in report.write_reports(records, meta):
         print("wrote", path)
@@ -252,4 +310,6 @@ def main(argv=None) -> int:
         return 2
     except Exception:  # an internal error of the harness is not a verdict
         traceback.print_exc()
+        from .ranks import abort_if_distributed
+        abort_if_distributed(2)  # the other ranks may wait in a collective this one left
         return 2

@@ -33,15 +33,18 @@ class Divergence:
     case: str
     step: int
     array: str
-    kind: str                 # value | discrete | exception | structure
+    kind: str                 # value | discrete | exception | structure | ranks
     index: tuple = ()
     impl_value: object = None
     ref_value: object = None
     bound: float = 0.0
     normalized: float = math.inf
+    rank: int | None = None   # distributed cases: the rank that saw it
 
     def describe(self) -> str:
         where = f"{self.array}{list(self.index) if self.index else ''}"
+        if self.rank is not None:
+            where = f"rank {self.rank}: {where}"
         if self.kind == "value":
             return (f"step {self.step}: {where}: impl {self.impl_value!r} vs reference "
                     f"{self.ref_value!r}: |error| {abs(self.impl_value - self.ref_value):.6g} > "
@@ -108,7 +111,7 @@ class ReferenceSide:
 
     def __init__(self, case: Case, ctx=None):
         self.ctx = ctx if ctx is not None else tolerance.TrackedArithmetic(case.compute_dtype)
-        self.driver = Driver(reference, case, optimizer_kwargs={"arithmetic": self.ctx})
+        self.driver = _reference_driver(case, {"arithmetic": self.ctx})
 
     def force(self, snap: Snapshot) -> None:
         """Overwrite the continuous state with the implementation's (exact conversions)."""
@@ -183,6 +186,29 @@ def _run(fn):
     return None
 
 
+def _reference_driver(case: Case, optimizer_kwargs) -> Driver:
+    """The reference built from the case: fed the mean over the ranks in a distributed case."""
+    if case.ranks > 1:
+        from .ranks import MeanGradientDriver
+        return MeanGradientDriver(reference, case, optimizer_kwargs=optimizer_kwargs)
+    return Driver(reference, case, optimizer_kwargs=optimizer_kwargs)
+
+
+def _impl_driver(impl, case: Case, xp, world) -> Driver:
+    """The implementation built from the case: on this rank, in a distributed case."""
+    if case.ranks > 1:
+        from .ranks import DistributedDriver
+        if world is None or world.size != case.ranks:
+            raise UsageErrorForCase(f"case {case.name} runs on {case.ranks} ranks: "
+                                    f"mpiexec -n {case.ranks} ... --ranks {case.ranks}")
+        return DistributedDriver(impl, case, world, xp=xp)
+    return Driver(impl, case, xp=xp)
+
+
+class UsageErrorForCase(HarnessError):
+    """A distributed case asked for outside `--ranks` with its number of ranks."""
+
+
 # -- the teacher-forced loop -----------------------------------------------------------------
 def compute_dtype(case: Case, fp16_compute: str = "float32") -> str:
     """The dtype the implementation computes in: the case's, or `fp16_compute` for float16
@@ -190,25 +216,55 @@ def compute_dtype(case: Case, fp16_compute: str = "float32") -> str:
     return fp16_compute if case.dtype_mode == "float16" else case.compute_dtype
 
 
-def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32") -> CaseResult:
-    """Teacher-forced comparison of `impl` against the reference over the case's steps."""
+def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32", world=None) -> CaseResult:
+    """Teacher-forced comparison of `impl` against the reference over the case's steps.
+
+    A distributed case (case.ranks > 1) runs on every rank of `world` (conformance.ranks):
+    the same loop, with the ranks agreeing after construction, each step and each checkpoint
+    (a rank that observed something else than rank 0 is a divergence; all stop together),
+    and the result merged so that it is the same on every rank.
+    """
     result = CaseResult(case)
+    if case.ranks > 1 and world is None:
+        raise UsageErrorForCase(f"case {case.name} runs on {case.ranks} ranks: "
+                                f"mpiexec -n {case.ranks} ... --ranks {case.ranks}")
+    distributed = world if case.ranks > 1 else None
+    _check_case(impl, case, xp, fp16_compute, distributed, result)
+    if distributed is not None:
+        distributed.merge(result)
+    return result
+
+
+def _agreed(world, result, step, where, ok, driver, error=None) -> bool:
+    """`ok`, agreed over the ranks (one process: `ok` itself)."""
+    if world is None:
+        return ok
+    from .ranks import fingerprint
+    return world.agree(result, step, where, ok, [] if driver is None else fingerprint(driver, error))
+
+
+def _check_case(impl, case, xp, fp16_compute, world, result) -> None:
     impl_side, ref_side = [], []
-    impl_error = _run(lambda: impl_side.append(Driver(impl, case, xp=xp)))
+    impl_error = _run(lambda: impl_side.append(_impl_driver(impl, case, xp, world)))
     ctx = tolerance.TrackedArithmetic(compute_dtype(case, fp16_compute))
     ref_error = _run(lambda: ref_side.append(ReferenceSide(case, ctx)))
     if impl_error or ref_error:
         if impl_error != ref_error:
             result.divergences.append(Divergence(case.name, 0, "construction", "exception",
                                                  impl_value=impl_error, ref_value=ref_error))
-        return result
+        _agreed(world, result, 0, "construction", False, None)
+        return
     impl_driver, ref = impl_side[0], ref_side[0]
+    if not _agreed(world, result, 0, "construction", True, impl_driver):
+        return
     for step in range(1, case.steps + 1):
-        if not _check_step(impl_driver, ref, case, step, result):
+        ok = _check_step(impl_driver, ref, case, step, result)
+        if not _agreed(world, result, step, "step", ok, impl_driver):
             break
-        if step in case.checkpoints and not _check_checkpoint(impl_driver, ref, case, step, result):
-            break
-    return result
+        if step in case.checkpoints:
+            ok = _check_checkpoint(impl_driver, ref, case, step, result)
+            if not _agreed(world, result, step, "checkpoint", ok, impl_driver):
+                break
 
 
 def _check_checkpoint(impl_driver, ref, case, step, result) -> bool:
@@ -370,16 +426,20 @@ def _recheck_with_alternative(case, step, failures, alternative, worst):
 
 
 # -- free-running drift ----------------------------------------------------------------------
-def free_running_drift(impl, case: Case, xp=np) -> dict:
+def free_running_drift(impl, case: Case, xp=np, world=None) -> dict:
     """Both sides run on their own; the largest relative drift per array after the last step.
 
     Reported, not gated: no bound on accumulated drift is justified in general (an unstable
     recurrence amplifies one ulp). Relative to the array's largest reference magnitude.
+    In a distributed case each rank measures its own (the ranks agree on when to stop).
     """
-    impl_driver = Driver(impl, case, xp=xp)
-    ref_driver = Driver(reference, case, optimizer_kwargs={"arithmetic": Float64()})
+    impl_driver = _impl_driver(impl, case, xp, world)
+    ref_driver = _reference_driver(case, {"arithmetic": Float64()})
     for step in range(1, case.steps + 1):
-        if _run(lambda: impl_driver.step(step)) or _run(lambda: ref_driver.step(step)):
+        stop = bool(_run(lambda: impl_driver.step(step)) or _run(lambda: ref_driver.step(step)))
+        if world is not None and case.ranks > 1:
+            stop = any(world.allgather(stop))
+        if stop:
             break
     actual, expected = impl_arrays(impl_driver.snapshot()), impl_arrays(ref_driver.snapshot())
     drift = {}

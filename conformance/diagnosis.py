@@ -12,10 +12,12 @@ from .target import Target
 
 def reproduce_command(target: Target, level: str, case, by_repr: bool = False) -> str:
     """The `gate` command that runs this one case again (by name, or by its repr for a case
-    that is not in the suite)."""
+    that is not in the suite); a distributed case's under `mpiexec -n <ranks>`."""
     base = f"python -m conformance gate --impl {target.impl} --device {target.device}"
     if target.fp16_compute != "float32":
         base += f" --fp16-compute {target.fp16_compute}"
+    if case.ranks > 1:
+        base = f"mpiexec -n {case.ranks} {base} --ranks {case.ranks}"
     if by_repr or case.name == "hypothesis":
         return f"{base} --case-repr {shlex.quote(repr(case))}"
     return f"{base} --level {level} --case {shlex.quote(case.name)}"

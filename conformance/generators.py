@@ -233,11 +233,118 @@ LEVELS = {
 }
 
 
-def ci_suite(level="ci") -> list:
-    """The fixed suite at `level` ('smoke', 'ci' or 'full'), in a stable order."""
+# -- the distributed slice (--ranks N) ----------------------------------------------------------
+#: The exchange dtypes per dtype mode: the gradient's own (None) and, where it differs from
+#: it, float32 (ChainerMN's default for fp16 gradients; a narrowing cast for float64).
+EXCHANGES = {"float64": (None, "float32"), "float32": (None,),
+             "float16_master": (None, "float32"), "float16": (None, "float32")}
+#: Parameters of the distributed matrix: 14 elements in a 0-d, a 7- and a 6-element
+#: parameter, so 3 ranks get uneven shards (5, 5, 4 or however the implementation pads) and
+#: the shard edges fall inside the 7- and 6-element parameters at 2 and 3 ranks.
+DISTRIBUTED_SHAPES = ((), (7,), (2, 3))
+#: Parameters of the norm cases: 309 elements; the 300-element one straddles every shard
+#: edge at 2 and 3 ranks, next to 7, 1 and 0-d.
+NORM_SHAPES = ((7,), (300,), (1,), ())
+
+
+def _one_rank_skip(ranks: int, ls: LossScaling, params) -> tuple:
+    """Under dynamic scaling, a NaN at step 2 in the last rank's gradient only."""
+    if ls.mode != "dynamic":
+        return ()
+    target = next(p for p in params if p.size)
+    return (Injection(2, target.name, "nan", 3, rank=ranks - 1),)
+
+
+def distributed_cases(ranks: int, steps: int = 3):
+    """The distributed slice at `ranks` ranks (every case has `ranks` in its name).
+
+    - matrix: every optimizer x dtype mode x zero (False, True) x exchange dtype (EXCHANGES),
+      one profile each, alternating so that every optimizer and dtype mode runs in both;
+      float16 modes under dynamic loss scaling with one rank's NaN at step 2 (3 steps; the
+      others 2 steps);
+    - norms: GradientClipping and GradientLARS over NORM_SHAPES, every dtype mode x zero,
+      profiles alternating (each hook and mode in both);
+    - one rank's non-finite values (NaN on the last rank, -inf on rank 0) and a None gradient
+      on one rank, under dynamic scaling, every dtype mode x zero;
+    - checkpoints (save and load at step 2) and resumed at t = 10^3, every dtype mode x
+      zero, profiles alternating;
+    - the elementwise optimizer-level hooks together (WeightDecay, GradientHardClipping after
+      the update, GradientNoise) and per-rule hooks (replicated only: zero=True refuses them).
+    """
+    tag = f"ranks{ranks}"
+    zeros = (False, True)
+    for (o, opt), (m, mode), zero in itertools.product(enumerate(OPTIMIZERS),
+                                                       enumerate(DTYPE_MODES), zeros):
+        profile = PROFILES[(o + m + zero) % 2]
+        fp16 = mode.startswith("float16")
+        ls = LossScaling("dynamic", None, 2) if fp16 else LossScaling()
+        params = _params(DISTRIBUTED_SHAPES)
+        for exchange in EXCHANGES[mode]:
+            layout = "zero" if zero else "replicated"
+            yield Case(name=f"{tag}/matrix/{opt}/{mode}/{layout}/E={exchange or 'D'}/{profile}",
+                       optimizer=opt, params=params, steps=steps if fp16 else steps - 1,
+                       dtype_mode=mode,
+                       profile=profile, hyperparams=MATRIX_HYPERPARAMS.get(opt, ()),
+                       loss_scaling=ls, injections=_one_rank_skip(ranks, ls, params),
+                       seed=len(opt), ranks=ranks, zero=zero, exchange_dtype=exchange)
+    for (h, hook), (m, mode), zero in itertools.product(
+            enumerate(("GradientClipping", "GradientLARS")), enumerate(DTYPE_MODES), zeros):
+        layout = "zero" if zero else "replicated"
+        profile = PROFILES[(h + m + zero) % 2]
+        yield Case(name=f"{tag}/norm/{hook}/{mode}/{layout}/{profile}", optimizer="MomentumSGD",
+                   params=_params(NORM_SHAPES), steps=steps, dtype_mode=mode, profile=profile,
+                   hooks=(HookSpec(hook, HOOK_ARGS[hook]),), ranks=ranks, zero=zero)
+    for (m, mode), zero in itertools.product(enumerate(DTYPE_MODES), zeros):
+        layout = "zero" if zero else "replicated"
+        base = dict(optimizer="Adam", dtype_mode=mode, ranks=ranks, zero=zero)
+        profile = PROFILES[(m + zero) % 2]
+        yield Case(name=f"{tag}/one-rank-nonfinite/{mode}/{layout}/{profile}",
+                   params=_params([(5,), (8,), ()]), steps=4, profile=profile,
+                   loss_scaling=LossScaling("dynamic", None, 1),
+                   injections=(Injection(1, "p1", "none", rank=0),
+                               Injection(2, "p1", "nan", 6, rank=ranks - 1),
+                               Injection(3, "p2", "-inf", 0, rank=0)), **base)
+        ls = LossScaling("dynamic", None, 2) if mode.startswith("float16") else LossScaling()
+        yield Case(name=f"{tag}/checkpoint/{mode}/{layout}/{profile}",
+                   params=_params([(6,), (13,)]), steps=steps, profile=profile,
+                   loss_scaling=ls, checkpoints=(2,), **base)
+        params = _params([(5,), (17,)])
+        yield Case(name=f"{tag}/resume/{mode}/{layout}/{PROFILES[(m + zero + 1) % 2]}/t=1000",
+                   params=params, steps=steps, profile=PROFILES[(m + zero + 1) % 2],
+                   loss_scaling=ls, resume=resumed_counters("Adam", (), 1000, len(params)),
+                   **base)
+        hooks = (HookSpec("WeightDecay", HOOK_ARGS["WeightDecay"]),
+                 HookSpec("GradientHardClipping", (-0.05, 0.05), timing="post"),
+                 HookSpec("GradientNoise", HOOK_ARGS["GradientNoise"]))
+        yield Case(name=f"{tag}/hooks/{mode}/{layout}/{profile}", params=_params([(4,), (9,)]),
+                   steps=steps, profile=profile, hooks=hooks,
+                   loss_scaling=LossScaling("static", 8.0), **dict(base, optimizer="SGD"))
+        if not zero:
+            rule_hooks = (HookSpec("Lasso", HOOK_ARGS["Lasso"], param="p0"),
+                          HookSpec("GradientLARS", HOOK_ARGS["GradientLARS"], param="p1"))
+            yield Case(name=f"{tag}/rule-hooks/{mode}/{layout}/{profile}",
+                       params=_params([(4,), (9,)]), steps=steps, profile=profile,
+                       hooks=rule_hooks, **dict(base, optimizer="MomentumSGD"))
+
+
+#: The distributed slice at each level (the one-process levels do not change with it).
+DISTRIBUTED_LEVELS = {
+    "smoke": lambda ranks: itertools.islice(distributed_cases(ranks, steps=2), 0, None, 17),
+    "ci": lambda ranks: distributed_cases(ranks),
+    "full": lambda ranks: distributed_cases(ranks, steps=6),
+}
+
+
+def ci_suite(level="ci", ranks: int = 1) -> list:
+    """The fixed suite at `level` ('smoke', 'ci' or 'full'), in a stable order: the
+    one-process suite (ranks 1), or the distributed slice on `ranks` ranks."""
     if level not in LEVELS:
         raise ValueError(f"unknown suite level {level!r}; expected one of {sorted(LEVELS)}")
-    return list(LEVELS[level]())
+    if ranks == 1:
+        return list(LEVELS[level]())
+    if ranks < 1:
+        raise ValueError(f"ranks must be a positive integer, not {ranks!r}")
+    return list(DISTRIBUTED_LEVELS[level](ranks))
 
 
 # -- hypothesis --------------------------------------------------------------------------------

@@ -108,7 +108,8 @@ def result_record(r: CaseResult) -> dict:
 def write_reports(records: list, meta: dict, directory="reports") -> list:
     """Write conformance.json, conformance.md and the per-optimizer plots; return the paths.
     A run on another device than the CPU writes conformance-<device>.json/.md beside them
-    (no plots), so that it never replaces the CPU report."""
+    (no plots), so that it never replaces the CPU report; a distributed run (`--ranks N`)
+    writes conformance-ranks<N>.json/.md (no plots)."""
     os.makedirs(directory, exist_ok=True)
     rows = summary_rows(records)
     failures = [r for r in records if diverged(r)]
@@ -119,6 +120,8 @@ def write_reports(records: list, meta: dict, directory="reports") -> list:
                "results": records}
     device = meta.get("device", "cpu")
     stem = "conformance" if device == "cpu" else f"conformance-{device}"
+    if meta.get("ranks", 1) > 1:  # the distributed slice: beside the one-process report
+        stem, device = f"conformance-ranks{meta['ranks']}", "ranks"
     json_path = os.path.join(directory, stem + ".json")
     with open(json_path, "w") as f:
         json.dump(payload, f, indent=1, default=str)

@@ -2,7 +2,9 @@
 
 Every gradient is a pure function of (case seed, parameter position, step), generated in
 float64, multiplied by the current loss scale and cast to the storage dtype once; the very
-same array is handed to both sides of a comparison.
+same array is handed to both sides of a comparison. In a distributed case each rank has its
+own stream, a pure function of (case seed, parameter position, step, rank), so every rank can
+compute every other rank's gradient (the reference's mean, conformance.ranks) locally.
 """
 from __future__ import annotations
 
@@ -20,11 +22,25 @@ _MAGNITUDE = {
     "fp16_underflow": 2.0 ** -27,       # flushes to zero or to fp16 subnormals
 }
 _SUBNORMAL = {"float16": 2.0 ** -20, "float32": 2.0 ** -140, "float64": 2.0 ** -1060}
+#: The seed word that separates the per-rank streams of a distributed case from the
+#: one-process streams (whose seed is [seed, position, step]).
+RANK_STREAM = 1009
 
 
-def base_gradient(case: Case, position: int, spec: ParamSpec, step: int) -> np.ndarray:
-    """The unscaled float64 gradient of parameter `spec` at `step` (1-based)."""
-    rng = np.random.default_rng([case.seed, position, step])
+def _seed(case: Case, position: int, step: int, rank: int | None) -> list:
+    if case.ranks == 1:
+        return [case.seed, position, step]
+    if rank is None or not 0 <= rank < case.ranks:
+        raise ValueError(f"a {case.ranks}-rank case's gradient needs a rank in "
+                         f"0..{case.ranks - 1}, not {rank!r}")
+    return [case.seed, position, step, RANK_STREAM, rank]
+
+
+def base_gradient(case: Case, position: int, spec: ParamSpec, step: int,
+                  rank: int | None = None) -> np.ndarray:
+    """The unscaled float64 gradient of parameter `spec` at `step` (1-based), on `rank`
+    (distributed cases only; a one-process case has one stream)."""
+    rng = np.random.default_rng(_seed(case, position, step, rank))
     normal = rng.standard_normal(spec.shape)
     if spec.grad_kind == "subnormal":
         return normal * _SUBNORMAL[case.storage_dtype]
@@ -32,16 +48,19 @@ def base_gradient(case: Case, position: int, spec: ParamSpec, step: int) -> np.n
 
 
 def gradient(case: Case, position: int, spec: ParamSpec, step: int,
-             loss_scale: float | None) -> np.ndarray | None:
-    """The gradient array handed to both sides at `step`, or None for an injected None grad.
+             loss_scale: float | None, rank: int | None = None) -> np.ndarray | None:
+    """The gradient array handed to both sides at `step`, or None for an injected None grad
+    (in a distributed case: the one `rank` feeds; an injection with a rank lands on that
+    rank only).
 
     Injected non-finite values are planted after scaling, as an overflowing backward pass
     would produce them.
     """
-    injections = [i for i in case.injections if i.step == step and i.param == spec.name]
+    injections = [i for i in case.injections if i.step == step and i.param == spec.name
+                  and (i.rank is None or i.rank == rank)]
     if any(i.kind == "none" for i in injections):
         return None
-    grad = base_gradient(case, position, spec, step)
+    grad = base_gradient(case, position, spec, step, rank)
     if loss_scale is not None:
         grad = grad * loss_scale
     with np.errstate(over="ignore"):

@@ -20,6 +20,10 @@ reference's Float64 and Mpmath contexts. Every number carries (value, bound):
     s = sum(a_1..a_n)                sum ea_i + (n - 1) u sum |a_i|  (any summation order)
     round_to(c, storage dtype)       keeps the exact value, adds half an ULP of the storage
                                      dtype at round(c) (it overflows to inf as a cast does)
+    mean over N ranks (distributed)  an input with a bound: the any-order sum rule in the
+                                     exchange dtype E, then the monotone rest of the reduction
+                                     (x float64(1/N), rounded to E, cast to the gradient dtype)
+                                     applied to the ends of the interval (`mean_over_ranks`)
 
 with u = u_compute + u_float64: the unit roundoff of the dtype the implementation computes in
 (float32 for fp16 and fp32 storage, float64 for float64) plus that of the reference's own
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from reference.arithmetic import ObjectArithmetic
@@ -350,6 +355,19 @@ class TrackedArithmetic(ObjectArithmetic):
     def to_float64(self, values):
         return self._split(values)[0]
 
+    def inputs(self, values, bounds):
+        """An array of inputs that carry a known error: element i is values[i] +- bounds[i].
+
+        What a tracked input is for: a value the implementation computed before the step
+        under test, whose exact result is not knowable but bounded (the mean gradient over
+        ranks, `mean_over_ranks`). Everything downstream propagates the bound as usual.
+        """
+        values = np.asarray(values, dtype=np.float64)
+        bounds = np.broadcast_to(np.asarray(bounds, dtype=np.float64), values.shape)
+        if np.any(bounds < 0) or np.any(np.isnan(bounds)):
+            raise ValueError("an input's bound must be a non-negative number or inf")
+        return self._join(values, bounds)
+
     def _map(self, function, *arrays):
         arrays = [self._as_object(a) for a in arrays]
         out = np.frompyfunc(function, len(arrays), 1)(*arrays)
@@ -420,3 +438,133 @@ class TrackedArithmetic(ObjectArithmetic):
         bound = math.fsum(_bound(v) for v in flat) \
             + (len(flat) - 1) * _rounding(self.u, math.fsum(abs(v) for v in vals))
         return Tracked(math.fsum(vals), bound, self.u)
+
+
+# -- the mean over ranks of a distributed case ------------------------------------------------
+def sum_rounding_bound(abs_sum, n_terms: int, dtype):
+    """The rounding term of the sum rule above, for a sum of `n_terms` terms computed in
+    `dtype` in any order: (n - 1) u sum |a_i| (u: `dtype`'s unit roundoff; the terms exact).
+
+    It holds for recursive summation in every order (Rump, BIT 52 (2012) 201-220: the bound
+    needs no (1 - nu)^-1 factor under rounding to nearest), which for n <= 3 is every
+    evaluation tree; additions are exact in the subnormal range, so no underflow term.
+    Overflow is outside the rule: `mean_over_ranks` decides it separately.
+    """
+    return (n_terms - 1) * UNIT_ROUNDOFF[np.dtype(dtype).name] * np.asarray(abs_sum, np.float64)
+
+
+class AmbiguousReduction(ValueError):
+    """The reduction's outcome class (finite or not, inf or NaN) depends on the summation
+    order the transport uses: such gradients are not valid for a distributed case."""
+
+
+@dataclass
+class MeanOverRanks:
+    """The mean gradient the implementation steps on, as the reference receives it.
+
+    `value`: the nominal mean (float64, on the gradient dtype's grid, or inf/NaN); `bound`:
+    the largest distance of any summation order's result from it (0 where not finite);
+    `overflow_ambiguous`: elements whose finiteness depends on the order; `class_ambiguous`:
+    elements certainly not finite, but inf or NaN depending on the order (value NaN).
+    """
+    value: np.ndarray
+    bound: np.ndarray
+    overflow_ambiguous: np.ndarray
+    class_ambiguous: np.ndarray
+
+    @property
+    def certainly_nonfinite(self) -> np.ndarray:
+        return ~np.isfinite(self.value) & ~self.overflow_ambiguous
+
+
+def mean_over_ranks(grads, grad_dtype, exchange_dtype=None) -> MeanOverRanks:
+    """The mean over ranks of `grads` (one array of `grad_dtype` per rank, None for zeros),
+    as fast.distributed and ChainerMN's pure_nccl compute it, with its error bound.
+
+    The reduction (docs/distributed.md, "The average"), E the exchange dtype (D when None):
+
+        a_r = grad_r cast to E                  exact here: computed from every rank's stream
+        s   = a_0 + ... + a_{N-1} in E          in an order the transport chooses
+        m   = round_E(float64(s) * float64(1/N))
+        g   = m cast to D
+
+    The exact sum S (math.fsum) and the sum rule give every order's s within S +- B,
+    B = (N - 1) u_E sum |a_r| (+ the float64 rounding of S); every later operation is a
+    monotone function f of s, so g lies in [f(S - B), f(S + B)] (both ends rounded outward
+    in float64): the nominal value is f(S), the bound the larger distance to the two ends.
+    The interval rounding to E, the multiplication (exact for N a power of two) and the cast
+    to D (half an ULP of D, made exact as in `round_to`) thus add nothing beyond themselves.
+
+    Non-finite classes, decided without assuming an order: a NaN term, or terms +inf and
+    -inf, make NaN; one sign of inf makes that inf unless the finite terms' partial sums
+    can overflow (then the class is inf or NaN: `class_ambiguous`). Finite terms: where
+    no partial sum can overflow E (sum |a_r| (1 + N u_E) rounds to a finite E value) the
+    result is f(s); where the sum overflows in every order (both ends of the interval
+    overflow) it is inf of S's sign, certainly for N <= 3 (two partial sums of opposite
+    signs cannot both overflow with three terms), else of an ambiguous class; anything else
+    is `overflow_ambiguous` (finite in some orders, inf in others).
+    """
+    D = np.dtype(grad_dtype)
+    E = D if exchange_dtype is None else np.dtype(exchange_dtype)
+    n = len(grads)
+    shape = next((np.shape(g) for g in grads if g is not None), None)
+    if shape is None:
+        raise ValueError("mean_over_ranks needs the shape: at least one gradient that is not None")
+    with np.errstate(over="ignore", invalid="ignore"):
+        terms = np.stack([np.zeros(shape, E) if g is None else np.asarray(g).astype(E)
+                          for g in grads]).astype(np.float64).reshape(n, -1)
+    u_e = UNIT_ROUNDOFF[E.name]
+    reciprocal = 1.0 / n
+
+    def through(s):
+        """f: round to E, times float64(1/N) rounded to E, cast to D (float64 out)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            s_e = s.astype(E).astype(np.float64)
+            return (s_e * reciprocal).astype(E).astype(D).astype(np.float64)
+
+    def cannot_overflow(abs_sum):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.isfinite((abs_sum * (1.0 + n * u_e)).astype(E))
+
+    finite_terms = np.isfinite(terms)
+    all_finite = finite_terms.all(axis=0)
+    safe_terms = np.where(finite_terms, terms, 0.0)
+    exact = np.array([math.fsum(col) for col in safe_terms.T], dtype=np.float64)
+    abs_sum = np.array([math.fsum(col) for col in np.abs(safe_terms).T], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = (sum_rounding_bound(abs_sum, n, E) + UNIT_ROUNDOFF["float64"] * np.abs(exact))
+        lo = np.nextafter(exact - spread, -np.inf)
+        hi = np.nextafter(exact + spread, np.inf)
+    nominal, low, high = through(exact), through(lo), through(hi)
+    no_partial_overflow = cannot_overflow(abs_sum)
+
+    value = nominal.copy()
+    with np.errstate(invalid="ignore"):
+        bound = np.where(np.isfinite(nominal) & np.isfinite(low) & np.isfinite(high),
+                         np.maximum(high - nominal, nominal - low), 0.0)
+    ends_finite = np.isfinite(low) & np.isfinite(high)
+    ends_overflow = np.isinf(low) & np.isinf(high) & (np.sign(low) == np.sign(high))
+    with np.errstate(over="ignore", invalid="ignore"):
+        sum_ends_overflow = np.isinf(lo.astype(E)) & np.isinf(hi.astype(E)) & \
+            (np.sign(lo) == np.sign(hi))
+    finite_result = all_finite & ends_finite & no_partial_overflow
+    certain_inf = all_finite & ((no_partial_overflow & ends_overflow) |
+                                (~no_partial_overflow & sum_ends_overflow))
+    overflow_ambiguous = all_finite & ~finite_result & ~certain_inf
+    class_ambiguous = certain_inf & ~no_partial_overflow & (n > 3)
+    value = np.where(certain_inf, np.copysign(np.inf, exact), value)
+
+    # Columns with a non-finite term.
+    nan_term = np.isnan(terms).any(axis=0)
+    pos_inf = (terms == np.inf).any(axis=0)
+    neg_inf = (terms == -np.inf).any(axis=0)
+    nan_result = ~all_finite & (nan_term | (pos_inf & neg_inf))
+    inf_result = ~all_finite & ~nan_result
+    inf_class_ambiguous = inf_result & ~no_partial_overflow
+    value = np.where(inf_result, np.where(pos_inf, np.inf, -np.inf), value)
+    value = np.where(nan_result, np.nan, value)
+    class_ambiguous = class_ambiguous | inf_class_ambiguous
+    value = np.where(class_ambiguous | overflow_ambiguous, np.nan, value)
+    bound = np.where(np.isfinite(value), bound, 0.0)
+    return MeanOverRanks(value.reshape(shape), bound.reshape(shape),
+                         overflow_ambiguous.reshape(shape), class_ambiguous.reshape(shape))

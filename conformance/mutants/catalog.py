@@ -28,6 +28,8 @@ class Mutant:
     models: str          # the real-world bug it stands for
     visible: str         # where the suite can see it
     plant: tuple         # KernelEdit / PythonPatch objects, applied in order
+    ranks: int = 1       # > 1: a bug of fast.distributed, run on the distributed slice under
+                         # `mpiexec -n <ranks>` (every rank plants it before fast is used)
 
     @property
     def kind(self) -> str:
@@ -37,6 +39,8 @@ class Mutant:
     @property
     def devices(self) -> tuple:
         """The devices on which the planted code runs (host code runs on all of them)."""
+        if self.ranks > 1:  # the "mpi" communicator exchanges NumPy arrays
+            return ("cpu",)
         files = [p.file for p in self.plant if isinstance(p, KernelEdit)]
         return tuple(d for d in ALL_DEVICES if all(d in FILE_DEVICES[f] for f in files))
 
@@ -47,6 +51,37 @@ def _kernel(name, models, visible, file, old, new):
 
 def _python(name, models, visible, owner, attribute, make):
     return Mutant(name, models, visible, (PythonPatch(owner, attribute, make),))
+
+
+def _distributed(name, models, visible, owner, attribute, make):
+    """A host-side patch of fast.distributed, run on 3 ranks (uneven shards)."""
+    return Mutant(name, models, visible, (PythonPatch(owner, attribute, make),), ranks=3)
+
+
+# -- fast.distributed patch factories ---------------------------------------------------------
+def _no_scaling(original):
+    def scale_by_reciprocal(buffer, n_ranks, xp):
+        return None
+    return scale_by_reciprocal
+
+
+def _local_partial_sums(original):
+    def combine_partial_sums(comm, sums):
+        return sums
+    return combine_partial_sums
+
+
+def _local_nonfinite_flags(original):
+    def combine_nonfinite_flags(comm, flags):
+        return flags
+    return combine_nonfinite_flags
+
+
+def _shard_edge_off_by_one(original):
+    def shard_range(total, n_ranks, rank):
+        begin, end = original(total, n_ranks, rank)
+        return (begin + 1 if rank > 0 else begin), end
+    return shard_range
 
 
 # -- Python patch factories ---------------------------------------------------------------------
@@ -495,6 +530,27 @@ CATALOG = (
             _loss_scale_reset_on_load),
     _python("t-not-restored-on-load", "optimizer t not restored from the checkpoint",
             "checkpoints", "fast.serializers", "load_npz", _t_not_restored_on_load),
+)
+
+
+DISTRIBUTED = "fast.distributed.sharding"
+CATALOG += (
+    # --- fast.distributed (run on the distributed slice, 3 ranks) ----------------------------
+    _distributed("mean-not-divided-by-n", "the gradient sum over ranks used as the mean",
+                 "every distributed case", "fast.distributed.exchange", "scale_by_reciprocal",
+                 _no_scaling),
+    _distributed("zero-norm-over-local-shard",
+                 "ZeRO: GradientClipping/GradientLARS norms taken over the rank's shard only",
+                 "norm cases under zero=True", DISTRIBUTED, "combine_partial_sums",
+                 _local_partial_sums),
+    _distributed("zero-skip-decided-locally",
+                 "ZeRO: the dynamic loss-scaling skip decided from the rank's shard only",
+                 "one rank's non-finite gradient under zero=True", DISTRIBUTED,
+                 "combine_nonfinite_flags", _local_nonfinite_flags),
+    _distributed("zero-shard-edge-off-by-one",
+                 "ZeRO: each shard after the first starts one element late (an element updated "
+                 "by no rank)", "every zero=True case", DISTRIBUTED, "shard_range",
+                 _shard_edge_off_by_one),
 )
 
 

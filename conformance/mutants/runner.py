@@ -121,13 +121,165 @@ def select_mutants(only=None, device="cpu", kind=None) -> tuple:
     return tuple(m for m in CATALOG if device in m.devices and kind in (None, m.kind))
 
 
+# -- distributed mutants: the distributed slice under mpiexec ---------------------------------
+#: The wall-clock limit of one distributed launch; its process group is killed after it.
+DISTRIBUTED_TIMEOUT_S = 600
+
+
+def launch_ranks(ranks: int, args: list, env_extra=None, timeout=DISTRIBUTED_TIMEOUT_S) -> tuple:
+    """`mpiexec -n ranks python -m conformance <args>` with one OpenMP thread per rank;
+    (exit status, output), or (None, output) when it ran past `timeout` (killed: a hang)."""
+    import signal
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not os.path.exists(mpiexec):
+        mpiexec = "mpiexec"
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([mpiexec, "-n", str(ranks), sys.executable, "-m", "conformance", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
+    return proc.returncode, out
+
+
+def distributed_slice_results(ranks: int, level: str, impl: str, env_extra=None,
+                              fail_fast=False, name_filter=None) -> tuple:
+    """(exit status, the run's JSON or None, output) of the distributed slice on `ranks`."""
+    import tempfile
+    handle, path = tempfile.mkstemp(suffix=".json")
+    os.close(handle)
+    try:
+        args = ["gate", "--impl", impl, "--ranks", str(ranks), "--level", level, "--json", path]
+        args += ["--fail-fast"] if fail_fast else []
+        args += ["--filter", name_filter] if name_filter else []
+        status, out = launch_ranks(ranks, args, env_extra)
+        payload = None
+        if status in (0, 1) and os.path.getsize(path):
+            with open(path) as f:
+                payload = json.load(f)
+        return status, payload, out
+    finally:
+        os.unlink(path)
+
+
+def distributed_baseline(ranks: int, level: str, name_filter=None) -> tuple:
+    """The distributed slice's cases the correct fast passes on `ranks` ranks, and how many
+    it does not."""
+    status, payload, out = distributed_slice_results(ranks, level, "fast", name_filter=name_filter)
+    if payload is None:
+        raise RuntimeError(f"the correct fast's distributed slice on {ranks} ranks did not "
+                           f"finish (exit {status}): {out[-2000:]}")
+    passing = {r["case"] for r in payload["results"]
+               if r["passed"] and r.get("not_applicable") is None}
+    return passing, payload["cases"] - len(passing)
+
+
+def run_distributed_mutant(mutant, level: str, passing: set, name_filter=None) -> dict:
+    """Plant `mutant` on every rank (conformance.mutants.planted) and gate the distributed
+    slice on mutant.ranks ranks, stopping at the first failure: detected when that run fails
+    (exit 1) on a case the correct fast passes, or dies of an MPI fatal error in the
+    implementation's own collectives (ranks that disagree on a skip call different
+    collectives; the correct fast's run passes, so it is the mutant's doing). A hang, a harness
+    error or a failure only where the correct fast fails is never a detection."""
+    started = time.monotonic()
+    status, payload, out = distributed_slice_results(
+        mutant.ranks, level, "conformance.mutants.planted",
+        env_extra={"CONFORMANCE_MUTANT": mutant.name}, fail_fast=True, name_filter=name_filter)
+    outcome = {"mutant": mutant.name, "detected": False, "case": None, "divergence": None,
+               "cases_run": 0, "error": None}
+    fatal = _fatal_mpi_error_of_the_implementation(out)
+    if status is None:
+        outcome["error"] = f"{mutant.ranks} ranks timed out after {DISTRIBUTED_TIMEOUT_S}s"
+    elif status not in (0, 1) and fatal:
+        # The ranks' collectives desynchronized inside the implementation (the harness's own
+        # exchanges use a duplicate communicator, so this is the implementation's): the run
+        # failed where the correct fast's passes. Counted, and labelled as such in the table.
+        outcome.update(detected=True, case="(the run crashed: MPI fatal error in the "
+                                           "implementation's collectives)", divergence=fatal)
+    elif payload is None:
+        outcome["error"] = f"exit {status}: {out[-500:]}"
+    else:
+        outcome["cases_run"] = len(payload["results"])
+        failure = payload["failures"][0] if payload["failures"] else None
+        if status == 1 and failure and failure["case"] in passing:
+            outcome.update(detected=True, case=failure["case"], divergence=failure["diagnosis"])
+        elif failure:
+            outcome["error"] = f"failed only where the correct fast fails: {failure['case']}"
+    outcome["seconds"] = round(time.monotonic() - started, 1)
+    return outcome
+
+
+def _fatal_mpi_error_of_the_implementation(out: str):
+    """The first line of an MPI fatal error on MPI_COMM_WORLD (the implementation's
+    communicator; the harness uses a duplicate) in a run's output, or None."""
+    for line in out.splitlines():
+        if "Fatal error in" in line:
+            following = out[out.index(line):][:2000]
+            if "MPI_COMM_WORLD) failed" in following:
+                return line.strip()
+    return None
+
+
 def run_catalog(level="ci", only=None, write=False, reuse_baseline=False, device="cpu", kind=None,
                 jobs=1, name_filter=None, baseline_from=None) -> int:
     mutants = select_mutants(only, device, kind)
+    _baselines_seen.clear()
+    distributed = [m for m in mutants if m.ranks > 1]
+    one_process = [m for m in mutants if m.ranks == 1]
+    rows = []
+    if one_process:
+        rows += _run_one_process(one_process, level, reuse_baseline, device, jobs, name_filter,
+                                 baseline_from)
+    if distributed:
+        rows += _run_distributed(distributed, level, name_filter)
+    detected = sum(r["detected"] == "yes" for r in rows)
+    print()
+    print(report.format_table(rows, ["mutant", "detected", "cases_run", "seconds", "case"]))
+    print(f"\ndetected {detected}/{len(rows)} mutants")
+    if write:
+        baseline, fast_failures = _baselines_seen[0]  # the one-process one when both ran
+        stem_device = device if one_process else "distributed"
+        _write(rows, level, baseline, fast_failures, stem_device)
+    return 0 if detected == len(rows) else 1
+
+
+_baselines_seen = []
+
+
+def _row(mutant, outcome) -> dict:
+    row = {"mutant": mutant.name, "models": mutant.models, "visible": mutant.visible,
+           "detected": "yes" if outcome.get("detected") else "NO",
+           "case": outcome.get("case") or outcome.get("error") or "-",
+           "cases_run": outcome.get("cases_run", 0), "seconds": outcome["seconds"],
+           "divergence": outcome.get("divergence")}
+    print(f"  {mutant.name:38s} {row['detected']:3s} after {row['cases_run']} "
+          f"cases ({row['seconds']}s): {row['case']}", flush=True)
+    return row
+
+
+def _run_distributed(mutants, level, name_filter) -> list:
+    rows = []
+    for ranks in sorted({m.ranks for m in mutants}):
+        passing, fast_failures = distributed_baseline(ranks, level, name_filter)
+        _baselines_seen.append((len(passing), fast_failures))
+        print(f"baseline: correct fast passes {len(passing)} cases of the distributed slice on "
+              f"{ranks} ranks at level {level!r} ({fast_failures} excluded)")
+        for mutant in (m for m in mutants if m.ranks == ranks):
+            rows.append(_row(mutant, run_distributed_mutant(mutant, level, passing, name_filter)))
+    return rows
+
+
+def _run_one_process(mutants, level, reuse_baseline, device, jobs, name_filter, baseline_from):
     if baseline_from:
         passing, fast_failures = baseline_from_report(baseline_from, level, device, name_filter)
     else:
         passing, fast_failures = cached_baseline(level, reuse_baseline, device, name_filter)
+    _baselines_seen.append((len(passing), fast_failures))
     order = interleaved(passing)
     print(f"baseline: correct fast passes {len(passing)} cases at level {level!r} on {device} "
           f"({fast_failures} excluded)")
@@ -135,27 +287,17 @@ def run_catalog(level="ci", only=None, write=False, reuse_baseline=False, device
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         outcomes = pool.map(lambda m: run_mutant(m.name, order, device), mutants)
         for mutant, outcome in zip(mutants, outcomes):
-            rows.append({"mutant": mutant.name, "models": mutant.models, "visible": mutant.visible,
-                         "detected": "yes" if outcome.get("detected") else "NO",
-                         "case": outcome.get("case") or outcome.get("error") or "-",
-                         "cases_run": outcome.get("cases_run", 0), "seconds": outcome["seconds"],
-                         "divergence": outcome.get("divergence")})
-            print(f"  {mutant.name:38s} {rows[-1]['detected']:3s} after {rows[-1]['cases_run']} "
-                  f"cases ({rows[-1]['seconds']}s): {rows[-1]['case']}", flush=True)
-    detected = sum(r["detected"] == "yes" for r in rows)
-    print()
-    print(report.format_table(rows, ["mutant", "detected", "cases_run", "seconds", "case"]))
-    print(f"\ndetected {detected}/{len(rows)} mutants")
-    if write:
-        _write(rows, level, len(passing), fast_failures, device)
-    return 0 if detected == len(rows) else 1
+            rows.append(_row(mutant, outcome))
+    return rows
 
 
 def _write(rows, level, baseline, excluded, device="cpu") -> None:
     os.makedirs("reports", exist_ok=True)
     detected = sum(r["detected"] == "yes" for r in rows)
     stem = "mutants" if device == "cpu" else f"mutants-{device}"
-    described = describe_device(device)
+    described = describe_device("cpu" if device == "distributed" else device)
+    if device == "distributed":
+        described["ranks"] = "3 (mpiexec -n 3; the distributed slice)"
     with open(os.path.join("reports", stem + ".json"), "w") as f:
         json.dump({"level": level, "device": described, "baseline_cases": baseline,
                    "excluded_cases": excluded, "detected": detected, "total": len(rows),
