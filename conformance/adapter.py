@@ -155,15 +155,20 @@ class Driver:
         handle, path = tempfile.mkstemp(suffix=".npz")
         os.close(handle)
         try:
-            self.impl.serializers.save_npz(path, self.optimizer)
-            if rewrite:
-                rewrite_npz(path, rewrite)
-            for name, p in self.params.items():
-                self.params[name] = self.impl.Parameter(p.data, name=name)
-            self.optimizer = self._build_optimizer()
-            self.impl.serializers.load_npz(path, self.optimizer)
+            self.save_and_reload(path, rewrite)
         finally:
             os.unlink(path)
+
+    def save_and_reload(self, path: str, rewrite=None, rewrites_here: bool = True) -> None:
+        """Save to `path`, rewrite the counters there (when `rewrites_here`), and load the file
+        into a freshly built optimizer over fresh Parameters holding the same arrays."""
+        self.impl.serializers.save_npz(path, self.optimizer)
+        if rewrite and rewrites_here:
+            rewrite_npz(path, rewrite)
+        for name, p in self.params.items():
+            self.params[name] = self.impl.Parameter(p.data, name=name)
+        self.optimizer = self._build_optimizer()
+        self.impl.serializers.load_npz(path, self.optimizer)
 
     # -- state --------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

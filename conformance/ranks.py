@@ -33,7 +33,7 @@ import tempfile
 import numpy as np
 
 from . import streams, tolerance
-from .adapter import Driver, ParamState, Snapshot, rewrite_npz, to_host
+from .adapter import Driver, ParamState, Snapshot, to_host
 
 #: The World of this process once `--ranks N` made one (for aborting on a harness error).
 ACTIVE = None
@@ -212,13 +212,7 @@ class DistributedDriver(Driver):
             os.close(handle)
         path = self.world.bcast(path)
         try:
-            self.impl.serializers.save_npz(path, self.optimizer)
-            if rewrite and self.world.rank == 0:
-                rewrite_npz(path, rewrite)
-            for name, p in self.params.items():
-                self.params[name] = self.impl.Parameter(p.data, name=name)
-            self.optimizer = self._build_optimizer()
-            self.impl.serializers.load_npz(path, self.optimizer)
+            self.save_and_reload(path, rewrite, rewrites_here=self.world.rank == 0)
         finally:
             if self.world.rank == 0 and os.path.exists(path):
                 os.unlink(path)

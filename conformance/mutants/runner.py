@@ -127,15 +127,21 @@ DISTRIBUTED_TIMEOUT_S = 600
 
 
 def launch_ranks(ranks: int, args: list, env_extra=None, timeout=DISTRIBUTED_TIMEOUT_S) -> tuple:
-    """`mpiexec -n ranks python -m conformance <args>` with one OpenMP thread per rank;
-    (exit status, output), or (None, output) when it ran past `timeout` (killed: a hang)."""
+    """`mpiexec -n ranks python -m conformance <args>` (see launch_python)."""
+    return launch_python(ranks, ["-m", "conformance", *args], env_extra, timeout)
+
+
+def launch_python(ranks: int, python_args: list, env_extra=None, timeout=DISTRIBUTED_TIMEOUT_S) -> tuple:
+    """`mpiexec -n ranks python <python_args>` with one OpenMP thread per rank and the current
+    directory first on the ranks' import path; (exit status, output), or (None, output) when
+    it ran past `timeout` (its process group killed: a hang)."""
     import signal
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     if not os.path.exists(mpiexec):
         mpiexec = "mpiexec"
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([mpiexec, "-n", str(ranks), sys.executable, "-m", "conformance", *args],
+    proc = subprocess.Popen([mpiexec, "-n", str(ranks), sys.executable, *map(str, python_args)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     try:

@@ -8,9 +8,6 @@ MPICH runs more ranks than this 2-core machine has cores without any flag; each 
 given one OpenMP thread (results do not depend on the thread count, docs/fast.md).
 """
 import json
-import os
-import signal
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +16,7 @@ import numpy as np
 import pytest
 
 import fast
+from conformance.mutants.runner import launch_python
 from tests.distributed import rank_scenarios as rs
 
 HERE = Path(__file__).resolve().parent
@@ -36,17 +34,10 @@ def launch(n_ranks, *args, script=HERE / "rank_scenarios.py", timeout=LAUNCH_TIM
     """Run `script` on `n_ranks` ranks; (exit status, output). Fails the test on a hang."""
     assert MPIEXEC.exists(), "mpiexec of the mpich wheel is missing: install the project's test extra"
     build_kernels_once()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE.parents[1]))
-    cmd = [str(MPIEXEC), "-n", str(n_ranks), sys.executable, str(script), *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+    status, out = launch_python(n_ranks, [script, *args], {"PYTHONPATH": str(HERE.parents[1])}, timeout)
+    if status is None:
         pytest.fail("{} ranks did not finish within {} s (a hang):\n{}".format(n_ranks, timeout, out[-4000:]))
-    return proc.returncode, out
+    return status, out
 
 
 def rank_results(outdir, n_ranks):
