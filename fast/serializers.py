@@ -44,6 +44,23 @@ def _host_copy(value):
     return numpy.array(value)
 
 
+def _is_array(value):
+    """A NumPy or CuPy array (not a Python or NumPy scalar)."""
+    return isinstance(value, numpy.ndarray) or (
+        hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, numpy.generic))
+
+
+def copy_into(view, data):
+    """Copy host array ``data`` into ``view`` (a NumPy array, or a contiguous CuPy array:
+    copied to its device) under NumPy's same-kind casting."""
+    if isinstance(view, numpy.ndarray):
+        numpy.copyto(view, data, casting="same_kind")
+        return
+    if not numpy.can_cast(data.dtype, view.dtype, casting="same_kind"):
+        raise TypeError("cannot load {} values into a {} array".format(data.dtype, view.dtype))
+    view.set(numpy.ascontiguousarray(numpy.broadcast_to(data, view.shape), dtype=view.dtype))
+
+
 class Serializer(object):
     """Marker base class: a saving serializer (Chainer's protocol)."""
 
@@ -96,13 +113,13 @@ class NpzDeserializer(Deserializer):
         data = self._read(full)
         if value is None:
             return data
-        if isinstance(value, numpy.ndarray):
-            if data.shape != value.shape:
-                self.problems.append("key {!r} has shape {}, expected {}".format(full, data.shape, value.shape))
+        if _is_array(value):
+            if tuple(data.shape) != tuple(value.shape):
+                self.problems.append("key {!r} has shape {}, expected {}".format(full, data.shape, tuple(value.shape)))
             elif data.dtype.kind not in "fiub":
                 self.problems.append("key {!r} has dtype {}, expected {}".format(full, data.dtype, value.dtype))
             elif not self.check_only:
-                numpy.copyto(value, data, casting="same_kind")
+                copy_into(value, data)
             return value
         if data.shape != ():
             self.problems.append("key {!r} has shape {}, expected a scalar".format(full, data.shape))
@@ -164,7 +181,7 @@ def _rule_serialize(rule, group, index, s, fixed):
                         name, getattr(s, "path", ""), numpy.shape(v), views[name].shape))
             if not check_only and not mismatch:
                 for name, v in values.items():
-                    numpy.copyto(views[name], v, casting="same_kind")
+                    copy_into(views[name], v)
                 group.initialized[index] = 1
     if fixed and group.master is not None:
         master = group.master_view(index)

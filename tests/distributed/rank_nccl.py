@@ -2,10 +2,10 @@
 
     python tests/distributed/rank_nccl.py OUTDIR
 
-Each rank uses GPU `intra_rank`, checks the raw collectives (sum, broadcast) and then
-steps a multi-node optimizer on CuPy parameters, each rank fed its own gradients, against
-a single-process CuPy optimizer fed their exact mean (rank_scenarios.expected_mean),
-bitwise; it writes OUTDIR/rank<r>.json.
+Each rank uses GPU `intra_rank`, checks the raw collectives (reduce-scatter, all-gather,
+broadcast) and then steps a multi-node optimizer on CuPy parameters, replicated and ZeRO,
+each rank fed its own gradients, against a single-process CuPy optimizer fed their exact
+mean (rank_scenarios.expected_mean), bitwise; it writes OUTDIR/rank<r>.json.
 """
 import json
 import os
@@ -24,18 +24,27 @@ def to_gpu(params, cupy):
 
 
 def check_collectives(comm, cupy):
-    a = cupy.full(5, comm.rank + 1, dtype=cupy.float32)
-    comm.allreduce_sum(a)
+    padded = cupy.arange(4 * comm.size, dtype=cupy.float32) + comm.rank
+    block = cupy.zeros(4, dtype=cupy.float32)
+    comm.reduce_scatter_sum(padded, block)
+    want = sum(np.arange(4 * comm.size, dtype=np.float32)[4 * comm.rank:4 * comm.rank + 4] + r
+               for r in range(comm.size))
+    gathered = cupy.zeros(4 * comm.size, dtype=cupy.float64)
+    gathered[4 * comm.rank:4 * comm.rank + 4] = comm.rank
+    comm.allgather_blocks(gathered)
     b = cupy.full(3, comm.rank, dtype=cupy.float16)
     comm.bcast_array(b, root=0)
-    return {"sum": bool((a.get() == sum(range(1, comm.size + 1))).all()), "bcast": bool((b.get() == 0).all())}
+    return {"sum": bool((block.get() == want).all()),
+            "allgather": bool((gathered.get() == np.repeat(np.arange(comm.size), 4)).all()),
+            "bcast": bool((b.get() == 0).all())}
 
 
-def run(comm, cupy, config, steps=4):
+def run(comm, cupy, config, zero, steps=4):
     params = to_gpu(rs.make_params(config["dtype"], comm.rank), cupy)
     actual = getattr(fast.optimizers, config["optimizer"])(profile=config.get("profile", "chainer"),
                                                            **config.get("kwargs", {}))
-    opt = rs.configure(fd.create_multi_node_optimizer(actual, comm, config.get("exchange")).setup(params), config)
+    opt = rs.configure(fd.create_multi_node_optimizer(actual, comm, zero=zero, allreduce_grad_dtype=config.get(
+        "exchange")).setup(params), config)
     ref_params = to_gpu(rs.make_params(config["dtype"], 0), cupy)
     ref = rs.configure(getattr(fast.optimizers, config["optimizer"])(
         profile=config.get("profile", "chainer"), **config.get("kwargs", {})).setup(ref_params), config)
@@ -63,7 +72,8 @@ def main(outdir):
     out = {"rank": comm.rank}
     try:
         out["collectives"] = check_collectives(comm, cupy)
-        out["configs"] = {name: run(comm, cupy, c) for name, c in rs.CONFIGS.items()}
+        out["configs"] = {name + ("-zero" if zero else ""): run(comm, cupy, c, zero)
+                          for name, c in rs.CONFIGS.items() for zero in (False, True)}
     except Exception:
         out["crash"] = traceback.format_exc()
         print(out["crash"], file=sys.stderr, flush=True)

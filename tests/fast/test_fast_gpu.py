@@ -188,3 +188,25 @@ def test_float32_subnormals_are_kept_on_the_gpu():
     want = start - np.float32(1.0) * grad
     assert want[0] != 0 and want[1] == 0 and want[3] != 0
     assert param.data.get().tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("profile", ["chainer", "fixed"])
+def test_a_gpu_checkpoint_saves_and_loads_the_cpu_file(tmp_path, profile):
+    """save_npz copies the device state to the host; load_npz copies it back to the device
+    (host arrays are not assigned into CuPy arrays implicitly) and the run goes on as the
+    uninterrupted one."""
+    cupy = cuda_or_skip()
+    opt, params = run("Adam", np.float16, True, on_gpu=True, steps=2, loss_scaling=True)
+    fast.serializers.save_npz(tmp_path / "gpu.npz", opt)
+    cpu_opt, _ = run("Adam", np.float16, True, on_gpu=False, steps=2, loss_scaling=True)
+    fast.serializers.save_npz(tmp_path / "cpu.npz", cpu_opt)
+    with np.load(tmp_path / "gpu.npz") as g, np.load(tmp_path / "cpu.npz") as c:
+        assert sorted(g.files) == sorted(c.files)
+    fresh = {k: fast.Parameter(cupy.asarray(p.data), name=k) for k, p in params.items()}
+    loaded = fast.optimizers.Adam(profile=profile).setup(fresh)
+    loaded.use_fp32_update()
+    loaded.loss_scaling()
+    fast.serializers.load_npz(tmp_path / "gpu.npz", loaded)
+    for k, p in params.items():
+        for s, v in p.update_rule.state.items():
+            assert fresh[k].update_rule.state[s].get().tobytes() == v.get().tobytes(), (k, s)
