@@ -209,6 +209,66 @@ def _memory_rows(measurements: list[dict]) -> list[list[str]]:
     return rows
 
 
+def _mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.1f}"
+
+
+def _load(values) -> str:
+    return "unknown" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
+def _distributed_lines(measurements: list[dict]) -> list[str]:
+    """fast.distributed over MPI (benchmarks/test_distributed.py): per-rank master + state
+    bytes, and the 2-rank step against the 1-rank step, from this run."""
+    memory = [m for m in measurements if m["kind"] == "distributed-state-bytes"]
+    steps = [m for m in measurements if m["kind"] == "distributed-steps"]
+    if not memory and not steps:
+        return []
+    lines = ["## Distributed: fast.distributed over MPI (this CPU)", ""]
+    for m in memory:
+        lines += [
+            f"fp32 master + optimizer state bytes each rank holds (`opt.state_nbytes()`), "
+            f"{m['optimizer']} {m['mode']} on {m['param_set']} ({m['n_params']:,} parameters; "
+            f"one process: {m['one_process_bytes']:,} B = {_mib(m['one_process_bytes'])} MiB, "
+            f"12 B per parameter). ZeRO's bound is one block, ceil(parameters / N) x 12 B; the "
+            f"ZeRO ranks' bytes add up to one process's. Checked in the same launches: the "
+            f"first step of every mode equals one process stepped on the mean gradient, bit "
+            f"for bit (parameters, fp32 master, state) on every rank.", ""]
+        rows = []
+        for row in m["rows"]:
+            zero = row["zero"]
+            rows.append([str(row["ranks"]), _mib(max(row["replicated"])),
+                         " / ".join(_mib(b) for b in zero), _mib(row["block_bytes"]),
+                         f"{max(zero) / m['one_process_bytes']:.4f}"])
+        lines += _table(["ranks", "replicated MiB per rank", "ZeRO MiB, rank 0 / 1 / ...",
+                         "ZeRO bound MiB", "ZeRO largest / one process"], rows)
+    for m in steps:
+        s = m["summary"]
+        lines += [
+            f"Step time, {m['optimizer']} {m['mode']} on {m['param_set']}, gradients summed "
+            f"in {m['exchange_dtype']}: {m['rounds']} rounds, each one 1-rank and one 2-rank "
+            f"`mpiexec` launch (alternating which goes first), {m['threads_per_rank']} OpenMP "
+            f"thread per rank (2 ranks on the 2 cores against 1 rank on 1 core). In a launch "
+            f"the modes step in turn; every step starts at a barrier, each rank times "
+            f"`opt.update()` (time.perf_counter; start-up, set-up and {m['warmup']} warm-up "
+            f"step(s) untimed), a step's time is the slowest rank's; per round the median of "
+            f"{m['steps']} steps. \"2 / 1 ranks\": per round, the 2-rank median over the "
+            f"1-rank median; the median over rounds and its spread (min-max). The 1-rank "
+            f"figure is the multi-node optimizer on one rank; \"plain\" is `fast` without "
+            f"`fast.distributed` in the 1-rank launch: {1e3 * s['plain_s_median']:.1f} ms "
+            f"(median over rounds). Load average (1, 5, 15 min) before the launches "
+            f"{_load(m['load_average'][0])}, after {_load(m['load_average'][1])}; all "
+            f"launches (the 3-rank one included) took {m.get('wall_s', float('nan')):.0f} s.", ""]
+        rows = [[mode, f"{1e3 * s[mode]['one_rank_s_median']:.1f}",
+                 f"{1e3 * s[mode]['two_ranks_s_median']:.1f}",
+                 f"{s[mode]['ratio_median']:.2f}x ({s[mode]['ratio_min']:.2f}-"
+                 f"{s[mode]['ratio_max']:.2f})", f"{s[mode]['over_plain_median']:.2f}x"]
+                for mode in ("replicated", "zero") if mode in s]
+        lines += _table(["mode", "1 rank ms", "2 ranks ms", "2 / 1 ranks (min-max)",
+                         "2 ranks / plain"], rows)
+    return lines
+
+
 def render(name, machine, benchmarks, limits, figures, comparisons, outcomes,
            measurements) -> str:
     lines = _header(name, machine) + _limit_lines(benchmarks, limits)
@@ -283,6 +343,7 @@ def render(name, machine, benchmarks, limits, figures, comparisons, outcomes,
               f"{1e3 * m['with_s']:.2f}", _pct(m["overhead"]), _pct(m.get("floor")),
               "—" if m.get("floor") is None else f"{100 * (m['overhead'] - m['floor']):+.1f} points"]
              for m in scaling])
+    lines += _distributed_lines(measurements)
     syncs = [m for m in measurements if m["kind"] == "host-sync"]
     if syncs:
         lines += ["## Host synchronisation (GPU)", ""]

@@ -139,3 +139,24 @@ def test_the_peer_check_tells_work_from_none():
     half_step = [(before[0] - np.float32(0.5e-2) * grads[0]).astype(np.float32)]
     assert check_one_step(torch, "SGD", kwargs, "fp32", before, grads,
                           half_step).outcome == "outside bound"
+
+
+def test_the_distributed_section_states_units_load_and_spread():
+    from .report import _distributed_lines
+    memory = {"kind": "distributed-state-bytes", "optimizer": "AdamW", "mode": "fp16+master",
+              "param_set": "resnet50", "n_params": 10, "one_process_bytes": 120,
+              "rows": [{"ranks": 3, "replicated": [120] * 3, "zero": [48, 48, 24],
+                        "block_bytes": 48}]}
+    per_mode = {"ratio_median": 1.5, "ratio_min": 1.2, "ratio_max": 2.0, "over_plain_median": 6.0,
+                "one_rank_s_median": 0.4, "two_ranks_s_median": 0.6}
+    steps = {"kind": "distributed-steps", "optimizer": "AdamW", "mode": "fp16+master",
+             "param_set": "resnet50", "exchange_dtype": "float32", "rounds": 5, "steps": 3,
+             "warmup": 1, "threads_per_rank": 1, "load_average": [[3.0, 2.0, 1.0], [4.0, 2.5, 1.5]],
+             "wall_s": 123.4, "summary": {"replicated": per_mode, "zero": per_mode,
+                                          "plain_s_median": 0.1}}
+    text = "\n".join(_distributed_lines([memory, steps]))
+    assert "| 3 | 0.0 | 0.0 / 0.0 / 0.0 | 0.0 | 0.4000 |" in text
+    assert "| replicated | 400.0 | 600.0 | 1.50x (1.20-2.00) | 6.00x |" in text
+    assert "before the launches 3.00, 2.00, 1.00, after 4.00, 2.50, 1.50" in text
+    assert "took 123 s" in text and "1 OpenMP thread per rank" in text
+    assert _distributed_lines([{"kind": "memory"}]) == []
