@@ -244,12 +244,15 @@ def _agreed(world, result, step, where, ok, driver, error=None) -> bool:
 
 
 def _check_case(impl, case, xp, fp16_compute, world, result) -> None:
-    impl_side, ref_side = [], []
+    impl_side, ref_side = [], [None]
     impl_error = _run(lambda: impl_side.append(_impl_driver(impl, case, xp, world)))
     ctx = tolerance.TrackedArithmetic(compute_dtype(case, fp16_compute))
-    ref_error = _run(lambda: ref_side.append(ReferenceSide(case, ctx)))
+    # Distributed: only rank 0 runs the reference; every other rank's observations (every
+    # array's digest, every event) are compared with rank 0's at each agreement.
+    compares = world is None or world.rank == 0
+    ref_error = _run(lambda: ref_side.__setitem__(0, ReferenceSide(case, ctx))) if compares else None
     if impl_error or ref_error:
-        if impl_error != ref_error:
+        if compares and impl_error != ref_error:
             result.divergences.append(Divergence(case.name, 0, "construction", "exception",
                                                  impl_value=impl_error, ref_value=ref_error))
         _agreed(world, result, 0, "construction", False, None)
@@ -272,17 +275,23 @@ def _check_checkpoint(impl_driver, ref, case, step, result) -> bool:
 
     The reference is forced to the implementation's state first, so both save the same
     values; after loading, every array, counter and the loss scale must be equal (bound 0),
-    and the same arrays (state, masters) must exist.
+    and the same arrays (state, masters) must exist. The implementation's calls come first
+    and do not depend on the reference (in a distributed case they are collective, and only
+    rank 0 has a reference: `ref` is None elsewhere).
     """
-    ref.force(impl_driver.snapshot())
+    before = impl_driver.snapshot()
     impl_error = _run(impl_driver.checkpoint)
+    loaded = None if impl_error else impl_driver.snapshot()
+    if ref is None:
+        return impl_error is None
+    ref.force(before)
     ref_error = _run(ref.driver.checkpoint)
     if impl_error or ref_error:
         if impl_error != ref_error:
             result.divergences.append(Divergence(case.name, step, "checkpoint", "exception",
                                                  impl_value=impl_error, ref_value=ref_error))
         return False
-    loaded, ref_loaded = impl_driver.snapshot(), ref.driver.snapshot()
+    ref_loaded = ref.driver.snapshot()
     if not _same_discrete(case, step, None, None, loaded, ref_loaded, result):
         return False
     actual, expected = impl_arrays(loaded), impl_arrays(ref_loaded)
@@ -299,10 +308,13 @@ def _check_checkpoint(impl_driver, ref, case, step, result) -> bool:
 
 
 def _check_step(impl_driver, ref, case, step, result) -> bool:
-    """One teacher-forced step; returns False when the case cannot go on."""
+    """One teacher-forced step; returns False when the case cannot go on. (`ref` None: a
+    distributed case's rank other than 0, which only drives the implementation.)"""
     before = impl_driver.snapshot()
     impl_error = _run(lambda: impl_driver.step(step))
     after = impl_driver.snapshot()
+    if ref is None:
+        return impl_error is None
     ref.force(before)
     saved = ref.discrete_state()
     with tolerance.decisions() as log:

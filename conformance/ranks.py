@@ -10,8 +10,8 @@ of the implementation is reached by every rank in the same order):
   (streams.gradient(..., rank)), reads the parameters (whole on every rank) and the masters
   and state gathered over the ranks (`opt.gather_state()`), and saves and loads checkpoints
   collectively through one path that rank 0 makes and broadcasts;
-- the reference side (`MeanGradientDriver`) is the one-process reference fed the mean of all
-  ranks' gradients (every rank computes every rank's stream locally) as a tracked input whose
+- the reference side (`MeanGradientDriver`, built and run on rank 0 only) is the
+  one-process reference fed the mean of all ranks' gradients (every rank computes every rank's stream locally) as a tracked input whose
   bound is the reduction's rounding (tolerance.mean_over_ranks);
 - after construction, every step and every checkpoint the ranks exchange a fingerprint of
   what they observed (the exception, opt.t, epoch, loss scale, each rule.t, which state and
