@@ -137,6 +137,28 @@ def _declare(lib):
 library = LazyLibrary("fastkernels", SOURCES, FLAGS, _declare)
 
 
+def _declare_casts(lib):
+    for name in ("fast_cast_f16_to_f32", "fast_cast_f32_to_f16"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        getattr(lib, name).restype = ctypes.c_int
+
+
+#: float16 <-> float32 casts of host buffers (built on first use).
+cast_library = LazyLibrary("fastcasts", ("convert.cpp",), FLAGS, _declare_casts)
+_CASTS = {("float16", "float32"): "fast_cast_f16_to_f32", ("float32", "float16"): "fast_cast_f32_to_f16"}
+
+
+def cast_into(dst, src):
+    """``dst[...] = src`` for NumPy arrays of the same shape, one float16 and the other
+    float32, both C-contiguous, with F16C on every thread (the same bits as NumPy's cast).
+    Returns False, having done nothing, for any other pair or where F16C is missing."""
+    name = _CASTS.get((src.dtype.name, dst.dtype.name))
+    if (name is None or type(src) is not numpy.ndarray or type(dst) is not numpy.ndarray
+            or src.shape != dst.shape or not (src.flags.c_contiguous and dst.flags.c_contiguous)):
+        return False
+    return getattr(cast_library(), name)(src.ctypes.data, dst.ctypes.data, src.size) == 0
+
+
 def _check(code, what):
     if code != 0:
         raise RuntimeError("kernel {} rejected its arguments (code {})".format(what, code))

@@ -20,6 +20,7 @@ other N, on g exactly when N * g is representable in E.
 """
 import numpy
 
+from fast.backends import cpu as cpu_backend
 from fast.distributed.sharding import block_size
 from fast.parameter import check_grad
 
@@ -44,6 +45,13 @@ def scale_by_reciprocal(buffer, n_ranks, xp):
     for begin in range(0, buffer.size, SCALE_CHUNK):
         chunk = buffer[begin:begin + SCALE_CHUNK]
         chunk[...] = chunk.astype(numpy.float64) * reciprocal
+
+
+def copy_cast(dst, src):
+    """``dst[...] = src``, a cast where the dtypes differ (NumPy's float16 casts run an
+    element at a time; host float16 <-> float32 goes through fast's F16C cast, same bits)."""
+    if not cpu_backend.cast_into(dst, src):
+        dst[...] = src
 
 
 class FlatBucket(object):
@@ -74,7 +82,10 @@ class FlatBucket(object):
     def pack(self, grads):
         """Copy (cast) each gradient into the padded exchange buffer; None packs zeros."""
         for k, i in enumerate(self.indices):
-            self.view(self.padded, k)[...] = 0 if grads[i] is None else grads[i]
+            if grads[i] is None:
+                self.view(self.padded, k)[...] = 0
+            else:
+                copy_cast(self.view(self.padded, k), grads[i])
 
     def reduce_mean(self):
         """Collective: ``self.reduced`` = this rank's block of the mean over ranks, in E."""
@@ -135,7 +146,7 @@ class GradientExchange(object):
                 bucket.shard[...] = bucket.reduced
                 self.comm.allgather_blocks(bucket.padded)
             if output is not bucket.padded:
-                output[...] = bucket.padded
+                copy_cast(output, bucket.padded)
             for k, i in enumerate(bucket.indices):
                 means[i] = bucket.view(output, k)
         return means

@@ -28,7 +28,7 @@ import functools
 import numpy
 
 from fast.distributed import sharding
-from fast.distributed.exchange import buckets_by_dtype
+from fast.distributed.exchange import buckets_by_dtype, copy_cast
 from fast.engine import Engine
 from fast.parameter import Parameter
 from fast.serializers import NpzDeserializer
@@ -145,7 +145,7 @@ class ShardLayout(object):
             bucket.pack(grads)
             bucket.reduce_mean()
             if mean is not bucket.reduced:
-                mean[...] = bucket.reduced
+                copy_cast(mean, bucket.reduced)
         out = []
         for i in range(len(self.named)):
             bucket, start, stop = self._flat_range(i)
