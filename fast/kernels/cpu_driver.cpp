@@ -164,18 +164,51 @@ inline void store_f16_lanes(fast_half* dst, fast_f32x8 x) {
     _mm_storeu_si128((__m128i*)dst, _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
+// Whether the fp16 lanes may unscale by the inverse: round_to<fast_half>(g * (1 / d))
+// equals round_to<fast_half>(g / d), bit for bit, for each of the 2^16 fp16 values g
+// (inf and NaN included), compared on the lanes' own code. An fp16 gradient has no other
+// values, so the product then gives the division's results. True for a power of two
+// (has_exact_inverse) and for most other scales, 65504 (where dynamic scaling settles)
+// among them; false for about 6% of scales drawn at random in [1, 65504], which keep the
+// division. The answer for the last divisor is kept per calling thread: the comparison
+// costs about as much as unscaling 2^16 elements, so update_group asks only for groups
+// far larger (F16_INVERSE_MIN_ELEMENTS).
+static const int64_t F16_INVERSE_MIN_ELEMENTS = 1 << 20;
+
+inline bool f16_quotient_by_inverse(float d) {
+    if (has_exact_inverse(d)) return true;
+    static thread_local uint32_t seen = 0xffffffffu;  // a NaN's bits: no divisor matches it
+    static thread_local bool seen_ok = false;
+    const uint32_t bits = __builtin_bit_cast(uint32_t, d);
+    if (bits == seen) return seen_ok;
+    const fast_f32x8 divisor = _mm256_set1_ps(d), inverse = _mm256_set1_ps(1.0f / d);
+    const __m128i step = _mm_set1_epi16(8);
+    __m128i h = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+    bool ok = true;
+    for (int k = 0; k < (1 << 16) / 8 && ok; ++k, h = _mm_add_epi16(h, step)) {
+        const fast_f32x8 g = _mm256_cvtph_ps(h);
+        const __m256i by_product = (__m256i)round_to<fast_half>(g * inverse);
+        const __m256i by_quotient = (__m256i)round_to<fast_half>(g / divisor);
+        ok = _mm256_movemask_epi8(_mm256_cmpeq_epi32(by_product, by_quotient)) == -1;
+    }
+    seen = bits;
+    seen_ok = ok;
+    return ok;
+}
+
 // fp16 storage without a master (ModeF16), 8 elements at a time straight from the
 // fp16 arrays: F16C conversions on load and store, the Rule's math (update_math.h) on
 // 8 float lanes, round_to<fast_half> as F16C's round trip. The same IEEE operations in
 // the same order as the per-element loop, so the same results. Returns the first
 // element left to the tile loop (fewer than 8 remain).
+// by_inverse: f16_quotient_by_inverse(divisor) holds (update_group asks).
 template <class Rule, bool UNSCALE>
-int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const float* hp_in) {
+int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const float* hp_in,
+                         bool by_inverse) {
     typedef fast_f32x8 V;
     V hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = _mm256_set1_ps(hp_in[k]);
     const V divisor = _mm256_set1_ps((float)a.unscale_divisor);
-    const bool by_inverse = has_exact_inverse((float)a.unscale_divisor);
     const V inverse = _mm256_set1_ps(1.0f / (float)a.unscale_divisor);
     const int64_t base = a.tensor_offset[t];
     const fast_half* grad = (const fast_half*)a.grad[t];
@@ -230,13 +263,14 @@ inline void update_tile(int n, typename M::T* pp, const typename M::T* gp, typen
 // vectorises. With hooks or unscale-first, the gradient goes through
 // gradient_tile.
 template <class Rule, class M, bool HOOKS, bool UNSCALE>
-void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const typename M::T* hp_in) {
+void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const typename M::T* hp_in,
+                 bool f16_by_inverse) {
     typedef typename M::T T;
     typedef typename M::P P;
     typedef typename M::S S;
     constexpr bool P_DIRECT = M::MASTER || std::is_same<P, T>::value;
     constexpr bool S_DIRECT = std::is_same<S, T>::value;
-    if constexpr (std::is_same<M, ModeF16>::value && !HOOKS) begin = update_f16_lanes<Rule, UNSCALE>(a, t, begin, end, hp_in);
+    if constexpr (std::is_same<M, ModeF16>::value && !HOOKS) begin = update_f16_lanes<Rule, UNSCALE>(a, t, begin, end, hp_in, f16_by_inverse);
     T hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = hp_in[k];
     const int64_t base = a.tensor_offset[t];
@@ -289,22 +323,32 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
 }
 
 template <class Rule, class M>
-void update_chunk(const FastStepArgs& a, int64_t c) {
+void update_chunk(const FastStepArgs& a, int64_t c, bool f16_by_inverse) {
     typedef typename M::T T;
     const int64_t t = a.chunk_tensor[c];
     if (!a.tensor_active[t]) return;
     T hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = (T)a.hparams[t * FAST_N_HPARAMS + k];
     const int64_t b = a.chunk_begin[c], e = a.chunk_end[c];
-    if (a.n_hooks || (a.unscale && a.unscale_first)) update_span<Rule, M, true, true>(a, t, b, e, hp);
-    else if (a.unscale) update_span<Rule, M, false, true>(a, t, b, e, hp);
-    else update_span<Rule, M, false, false>(a, t, b, e, hp);
+    if (a.n_hooks || (a.unscale && a.unscale_first)) update_span<Rule, M, true, true>(a, t, b, e, hp, false);
+    else if (a.unscale) update_span<Rule, M, false, true>(a, t, b, e, hp, f16_by_inverse);
+    else update_span<Rule, M, false, false>(a, t, b, e, hp, false);
 }
 
 template <class Rule, class M>
 void update_group(const FastStepArgs& a) {
+    bool f16_by_inverse = false;
+    if constexpr (std::is_same<M, ModeF16>::value) {
+        const float d = (float)a.unscale_divisor;
+        if (a.unscale && !a.unscale_first && !a.n_hooks) {
+            int64_t total = 0;
+            for (int64_t c = 0; c < a.n_chunks && total < F16_INVERSE_MIN_ELEMENTS; ++c)
+                total += a.chunk_end[c] - a.chunk_begin[c];
+            f16_by_inverse = has_exact_inverse(d) || (total >= F16_INVERSE_MIN_ELEMENTS && f16_quotient_by_inverse(d));
+        }
+    }
 #pragma omp parallel for schedule(static) if (worth_parallel(a))
-    for (int64_t c = 0; c < a.n_chunks; ++c) update_chunk<Rule, M>(a, c);
+    for (int64_t c = 0; c < a.n_chunks; ++c) update_chunk<Rule, M>(a, c, f16_by_inverse);
 }
 
 // The bits of a stored value, as a signed integer of the same width. With the

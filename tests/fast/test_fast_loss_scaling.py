@@ -300,3 +300,31 @@ def test_an_engine_that_overrides_the_two_passes_gets_them_called():
     opt._engine.__class__ = Combining
     run_steps(opt, params, 1)
     assert calls == ["names", ("sums", 1, 1.0)]
+
+
+@pytest.mark.parametrize("scale", [65504.0, 3.0, 1000.0, 0.3, 1024.0])
+def test_fp16_unscale_by_inverse_gives_the_division(scale):
+    """Without a master, a large group's fp16 lanes unscale by the scale's inverse where that
+    gives the division's result for every fp16 value (cpu_driver.cpp,
+    f16_quotient_by_inverse: 65504, 3 and 1024 do; 1000 and 0.3 do not and keep the division).
+    Every finite fp16 value, as a gradient in a group past 2^20 elements, steps bitwise as in
+    the tile path, which divides (a GradientHardClipping that clips nothing sends it there)."""
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    values = bits.view(np.float16)[np.isfinite(bits.view(np.float16))]
+    grad = np.tile(values, 17)  # 1,079,296 elements
+    rng = np.random.default_rng(0)
+    start = np.array(0.1 * rng.standard_normal(grad.size), dtype=np.float16)
+    results = []
+    for clip in (False, True):
+        param = fast.Parameter(start.copy(), name="w")
+        opt = fast.optimizers.Adam()
+        opt.setup({"w": param})
+        opt.set_loss_scale(scale)
+        if clip:
+            opt.add_hook(fast.optimizer_hooks.GradientHardClipping(-np.inf, np.inf))
+        for _ in range(2):
+            param.grad = grad.copy()
+            with np.errstate(all="ignore"):
+                opt.update()
+        results.append(snapshot(opt, {"w": param}))
+    assert_same_snapshot(results[0], results[1])
