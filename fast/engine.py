@@ -403,6 +403,28 @@ class Engine(object):
         """Per-parameter (sum g^2, sum p^2) of the gradient after ``hooks``, in entry order,
         on the host (a GPU group's sums are copied back: the hooks' rates are formed on the
         host, as Chainer forms them)."""
+        return self._sums_of_squares(hooks, unscale, None)
+
+    def nonfinite_names_and_sums_of_squares(self, hooks, unscale):
+        """``(self.nonfinite_names(), self.sums_of_squares(hooks, unscale))``, from one read
+        of the gradients where the group's backend can flag non-finite values in its
+        reduction pass (the CPU's; other groups make the two passes). The flags are those
+        of the raw gradients, before unscaling and ``hooks``.
+
+        A subclass that overrides ``nonfinite_names`` or ``sums_of_squares`` (to combine
+        their results over processes, say) and not this method gets its two overrides
+        called, in that order; an override of this method returns the same pair."""
+        cls = type(self)
+        if (cls.nonfinite_names_and_sums_of_squares is Engine.nonfinite_names_and_sums_of_squares
+                and (cls.nonfinite_names is not Engine.nonfinite_names
+                     or cls.sums_of_squares is not Engine.sums_of_squares)):
+            return self.nonfinite_names(), self.sums_of_squares(hooks, unscale)
+        bad = numpy.zeros(len(self.entries), dtype=bool)
+        sums = self._sums_of_squares(hooks, unscale, bad)
+        return [e.name for e in self.entries if bad[e.index]], sums
+
+    def _sums_of_squares(self, hooks, unscale, bad):
+        """sums_of_squares; with ``bad`` (entry-ordered booleans), the non-finite flags too."""
         gsq = numpy.zeros(len(self.entries))
         psq = numpy.zeros(len(self.entries))
         for g in self.groups:
@@ -412,9 +434,20 @@ class Engine(object):
             out_p, address_p = self._out_array(g, len(g.entries), numpy.float64)
             spec.pointer("tensor_gsq", address_g, out_g)
             spec.pointer("tensor_psq", address_p, out_p)
+            flags = None
+            if bad is not None:
+                flags, address_f = self._out_array(g, len(g.entries), numpy.uint8)
+                if getattr(g.backend, "reduce_checks_finite", False) and not self._viewed_as_fp32(g):
+                    spec.pointer("tensor_nonfinite", address_f, flags)
+                else:
+                    check = self.args(g)
+                    check.pointer("tensor_nonfinite", address_f, flags)
+                    g.backend.check_finite(g.mode, check)
             g.backend.reduce(self.kernel_mode(g), spec)
             gsq[g.global_index] = g.backend.to_host(out_g)[:len(g.entries)]
             psq[g.global_index] = g.backend.to_host(out_p)[:len(g.entries)]
+            if flags is not None:
+                bad[g.global_index] = numpy.asarray(g.backend.to_host(flags)[:len(g.entries)]).astype(bool)
         return gsq, psq
 
     def materialize_in_place(self, hooks, loss_scale=None):

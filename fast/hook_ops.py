@@ -93,12 +93,15 @@ class NoiseOp(object):
 class PlanContext(object):
     """What a hook needs to plan itself: the profile, the ops so far, reductions."""
 
-    def __init__(self, optimizer, engine, loss_scale):
+    def __init__(self, optimizer, engine, loss_scale, pending_check=None):
         self.optimizer = optimizer
         self.profile = optimizer.profile
         self.engine = engine
         self.loss_scale = loss_scale
         self.ops = []
+        #: dynamic loss scaling's non-finite check, when the optimizer left it to the first
+        #: reduction (fast.optimizer._DeferredCheck), else None
+        self.pending_check = pending_check
 
     @property
     def entries(self):
@@ -122,5 +125,11 @@ class PlanContext(object):
         return self.engine.local_part(entry, whole)
 
     def sums_of_squares(self):
-        """Per-entry sums of g^2 and p^2 (g after the ops so far), in double."""
+        """Per-entry sums of g^2 and p^2 (g after the ops so far), in double. The first call
+        with a non-finite check pending makes it in the same pass and settles it first."""
+        pending = self.pending_check
+        if pending is not None and not pending.done:
+            names, sums = self.engine.nonfinite_names_and_sums_of_squares(list(self.ops), self.loss_scale)
+            pending.settle(names)
+            return sums
         return self.engine.sums_of_squares(list(self.ops), self.loss_scale)

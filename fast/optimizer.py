@@ -3,7 +3,9 @@
 One ``update()`` does, in Chainer's order (DESIGN.md):
  1. (lossfun given) compute the loss, clear the grads, backward with the scale;
  2. fill missing grads with zeros; validate every grad (shape, dtype, device);
- 3. dynamic loss scaling: one compiled pass flags non-finite gradients;
+ 3. dynamic loss scaling: one compiled pass flags non-finite gradients (the
+    reduction pass of GradientClipping or GradientLARS where one of them is
+    planned: see _DeferredCheck);
  4. 'pre' optimizer hooks: built-in hooks are planned into ops the update
     kernel applies as it loads each gradient (their reductions run first, one
     pass each); any other hook is called as Chainer calls it, on the grads;
@@ -224,10 +226,12 @@ class GradientMethod(object):
         engine.collect_grads()
         if self._skip_stays_on_device() and self._update_deciding_on_device():
             return
-        self._flag_nonfinite_grads()
-        if self.is_safe_to_update():
-            self._check_rules()
-        ops, scale, originals = self._pre_hooks()
+        pending = self._check_joining_hooks()
+        if pending is None:
+            self._flag_nonfinite_grads()
+            if self.is_safe_to_update():
+                self._check_rules()
+        ops, scale, originals = self._pre_hooks(pending_check=pending)
         try:
             self.t += 1
             if self.is_safe_to_update():
@@ -291,7 +295,18 @@ class GradientMethod(object):
                                   .format(e.name, pending.t, pending.scale))
         self.update_loss_scale()
 
-    def _pre_hooks(self, step_goes_ahead=None, journal=None):
+    def _check_joining_hooks(self):
+        """A _DeferredCheck when dynamic loss scaling's non-finite check can be made in the
+        reduction pass of a planned 'pre' hook (GradientClipping, GradientLARS), else None."""
+        if not self._loss.dynamic:
+            return None
+        pre = self._hookable.get("pre")
+        if not (all(hasattr(h, "plan") for h in pre) and any(getattr(h, "plan_reads_gradients", False)
+                                                              for h in pre)):
+            return None
+        return _DeferredCheck(self)
+
+    def _pre_hooks(self, step_goes_ahead=None, journal=None, pending_check=None):
         """Run or plan the 'pre' optimizer hooks.
 
         Returns (ops for the fused pass, the loss scale the update still has to
@@ -299,8 +314,26 @@ class GradientMethod(object):
         built-in: nothing is run, the hooks become ops. Otherwise the hooks run
         one by one on the gradients, as in Chainer; in the fixed profile the
         gradients are unscaled first (fp32 copies for fp16-master parameters).
+
+        ``pending_check`` (a _DeferredCheck, all hooks plannable): the non-finite check
+        is still to be made; the first reduction a hook asks for makes it in the same
+        pass, and it is settled before a hook whose planning is not pure, or at the end.
         """
         engine, pre, scale = self._engine, self._hookable.get("pre"), self._loss.scale
+        if pending_check is not None:
+            pending_check.journal = journal
+            if self._profile == "fixed" and pre:
+                engine.prepare_masters(False)  # the values the hooks read; marked once settled
+            ctx = PlanContext(self, engine, scale, pending_check)
+            try:
+                for hook in pre:
+                    if not pending_check.done and not getattr(hook, "plan_is_pure", False):
+                        pending_check.settle()
+                    hook.plan(ctx)
+            finally:
+                if not pending_check.done:
+                    pending_check.settle()
+            return ctx.ops, scale, None
         if step_goes_ahead is None:
             step_goes_ahead = self.is_safe_to_update()
         if self._profile == "fixed" and pre:
@@ -371,12 +404,13 @@ class GradientMethod(object):
         self._engine.collect_grads(missing_as_zero=True)
         self._flag_nonfinite_grads()
 
-    def _flag_nonfinite_grads(self):
-        """check_nan_in_grads on the gradient tables ``update`` has just collected."""
+    def _flag_nonfinite_grads(self, names=None):
+        """check_nan_in_grads on the gradient tables ``update`` has just collected (``names``:
+        the check's outcome, Engine.nonfinite_names(), when it was made already)."""
         self._loss.isnan = False
         if not self._loss.dynamic:
             return
-        for name in self._engine.nonfinite_names():
+        for name in self._engine.nonfinite_names() if names is None else names:
             self._loss.isnan = True
             self._loss.isnan_ever = True
             warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})".format(
@@ -406,6 +440,34 @@ class GradientMethod(object):
         from fast.serializers import serialize_optimizer
         self._settle()
         serialize_optimizer(self, serializer)
+
+
+class _DeferredCheck(object):
+    """Dynamic loss scaling's non-finite check of a host step, left to the reduction pass
+    that the first planned GradientClipping or GradientLARS asks for, so that the gradients
+    are read once for both (Engine.nonfinite_names_and_sums_of_squares).
+
+    Nothing observable moves: the hooks planned before it (``plan_is_pure``) only add ops,
+    the raw gradients the check reads are the same, and ``settle`` does what ``update``
+    does without a deferral (the warnings, the skip decision, the rules' checks, which may
+    raise, and, in the fixed profile, marking the masters the step keeps) before the
+    reduction's result reaches the hook. It is settled on its own before a hook whose
+    planning is not pure (GradientNoise draws random numbers), when planning raised, or
+    after the last hook."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.journal = None
+        self.done = False
+
+    def settle(self, names=None):
+        self.done = True
+        opt = self.optimizer
+        opt._flag_nonfinite_grads(names)
+        if opt.is_safe_to_update():
+            opt._check_rules()
+        if opt._profile == "fixed" and opt._hookable.get("pre"):
+            opt._engine.prepare_masters(opt.is_safe_to_update(), self.journal)
 
 
 class _PendingStep(object):

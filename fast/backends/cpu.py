@@ -206,6 +206,8 @@ class CpuBackend(HostMemory):
 
     name = "cpu"
     asynchronous = False
+    #: ``reduce`` also fills spec's tensor_nonfinite when it is set (one read for both)
+    reduce_checks_finite = True
 
     @staticmethod
     def _place(spec):

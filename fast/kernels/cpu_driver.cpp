@@ -4,6 +4,7 @@
 #include <type_traits>
 #include <vector>
 #include <immintrin.h>
+#include <omp.h>
 
 // Eight float lanes (a GCC vector type): the fp16 update without a master runs the
 // Rule structs of update_math.h on it (update_f16_lanes below). Its square root is
@@ -163,18 +164,51 @@ inline void store_f16_lanes(fast_half* dst, fast_f32x8 x) {
     _mm_storeu_si128((__m128i*)dst, _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
+// Whether the fp16 lanes may unscale by the inverse: round_to<fast_half>(g * (1 / d))
+// equals round_to<fast_half>(g / d), bit for bit, for each of the 2^16 fp16 values g
+// (inf and NaN included), compared on the lanes' own code. An fp16 gradient has no other
+// values, so the product then gives the division's results. True for a power of two
+// (has_exact_inverse) and for most other scales, 65504 (where dynamic scaling settles)
+// among them; false for about 6% of scales drawn at random in [1, 65504], which keep the
+// division. The answer for the last divisor is kept per calling thread: the comparison
+// costs about as much as unscaling 2^16 elements, so update_group asks only for groups
+// far larger (F16_INVERSE_MIN_ELEMENTS).
+static const int64_t F16_INVERSE_MIN_ELEMENTS = 1 << 20;
+
+inline bool f16_quotient_by_inverse(float d) {
+    if (has_exact_inverse(d)) return true;
+    static thread_local uint32_t seen = 0xffffffffu;  // a NaN's bits: no divisor matches it
+    static thread_local bool seen_ok = false;
+    const uint32_t bits = __builtin_bit_cast(uint32_t, d);
+    if (bits == seen) return seen_ok;
+    const fast_f32x8 divisor = _mm256_set1_ps(d), inverse = _mm256_set1_ps(1.0f / d);
+    const __m128i step = _mm_set1_epi16(8);
+    __m128i h = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+    bool ok = true;
+    for (int k = 0; k < (1 << 16) / 8 && ok; ++k, h = _mm_add_epi16(h, step)) {
+        const fast_f32x8 g = _mm256_cvtph_ps(h);
+        const __m256i by_product = (__m256i)round_to<fast_half>(g * inverse);
+        const __m256i by_quotient = (__m256i)round_to<fast_half>(g / divisor);
+        ok = _mm256_movemask_epi8(_mm256_cmpeq_epi32(by_product, by_quotient)) == -1;
+    }
+    seen = bits;
+    seen_ok = ok;
+    return ok;
+}
+
 // fp16 storage without a master (ModeF16), 8 elements at a time straight from the
 // fp16 arrays: F16C conversions on load and store, the Rule's math (update_math.h) on
 // 8 float lanes, round_to<fast_half> as F16C's round trip. The same IEEE operations in
 // the same order as the per-element loop, so the same results. Returns the first
 // element left to the tile loop (fewer than 8 remain).
+// by_inverse: f16_quotient_by_inverse(divisor) holds (update_group asks).
 template <class Rule, bool UNSCALE>
-int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const float* hp_in) {
+int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const float* hp_in,
+                         bool by_inverse) {
     typedef fast_f32x8 V;
     V hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = _mm256_set1_ps(hp_in[k]);
     const V divisor = _mm256_set1_ps((float)a.unscale_divisor);
-    const bool by_inverse = has_exact_inverse((float)a.unscale_divisor);
     const V inverse = _mm256_set1_ps(1.0f / (float)a.unscale_divisor);
     const int64_t base = a.tensor_offset[t];
     const fast_half* grad = (const fast_half*)a.grad[t];
@@ -229,13 +263,14 @@ inline void update_tile(int n, typename M::T* pp, const typename M::T* gp, typen
 // vectorises. With hooks or unscale-first, the gradient goes through
 // gradient_tile.
 template <class Rule, class M, bool HOOKS, bool UNSCALE>
-void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const typename M::T* hp_in) {
+void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const typename M::T* hp_in,
+                 bool f16_by_inverse) {
     typedef typename M::T T;
     typedef typename M::P P;
     typedef typename M::S S;
     constexpr bool P_DIRECT = M::MASTER || std::is_same<P, T>::value;
     constexpr bool S_DIRECT = std::is_same<S, T>::value;
-    if constexpr (std::is_same<M, ModeF16>::value && !HOOKS) begin = update_f16_lanes<Rule, UNSCALE>(a, t, begin, end, hp_in);
+    if constexpr (std::is_same<M, ModeF16>::value && !HOOKS) begin = update_f16_lanes<Rule, UNSCALE>(a, t, begin, end, hp_in, f16_by_inverse);
     T hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = hp_in[k];
     const int64_t base = a.tensor_offset[t];
@@ -288,38 +323,124 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
 }
 
 template <class Rule, class M>
-void update_chunk(const FastStepArgs& a, int64_t c) {
+void update_chunk(const FastStepArgs& a, int64_t c, bool f16_by_inverse) {
     typedef typename M::T T;
     const int64_t t = a.chunk_tensor[c];
     if (!a.tensor_active[t]) return;
     T hp[FAST_N_HPARAMS];
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = (T)a.hparams[t * FAST_N_HPARAMS + k];
     const int64_t b = a.chunk_begin[c], e = a.chunk_end[c];
-    if (a.n_hooks || (a.unscale && a.unscale_first)) update_span<Rule, M, true, true>(a, t, b, e, hp);
-    else if (a.unscale) update_span<Rule, M, false, true>(a, t, b, e, hp);
-    else update_span<Rule, M, false, false>(a, t, b, e, hp);
+    if (a.n_hooks || (a.unscale && a.unscale_first)) update_span<Rule, M, true, true>(a, t, b, e, hp, false);
+    else if (a.unscale) update_span<Rule, M, false, true>(a, t, b, e, hp, f16_by_inverse);
+    else update_span<Rule, M, false, false>(a, t, b, e, hp, false);
 }
 
 template <class Rule, class M>
 void update_group(const FastStepArgs& a) {
+    bool f16_by_inverse = false;
+    if constexpr (std::is_same<M, ModeF16>::value) {
+        const float d = (float)a.unscale_divisor;
+        if (a.unscale && !a.unscale_first && !a.n_hooks) {
+            int64_t total = 0;
+            for (int64_t c = 0; c < a.n_chunks && total < F16_INVERSE_MIN_ELEMENTS; ++c)
+                total += a.chunk_end[c] - a.chunk_begin[c];
+            f16_by_inverse = has_exact_inverse(d) || (total >= F16_INVERSE_MIN_ELEMENTS && f16_quotient_by_inverse(d));
+        }
+    }
 #pragma omp parallel for schedule(static) if (worth_parallel(a))
-    for (int64_t c = 0; c < a.n_chunks; ++c) update_chunk<Rule, M>(a, c);
+    for (int64_t c = 0; c < a.n_chunks; ++c) update_chunk<Rule, M>(a, c, f16_by_inverse);
+}
+
+// The bits of a stored value, as a signed integer of the same width. With the
+// sign bit cleared, a value is inf or NaN exactly when these bits reach the
+// all-ones exponent (inf's bits), so the check is an integer max.
+template <class P> struct StoredBits;
+template <> struct StoredBits<float> {
+    typedef int32_t I;
+    static const I MAGNITUDE = 0x7fffffff, INF = 0x7f800000;
+};
+template <> struct StoredBits<double> {
+    typedef int64_t I;
+    static const I MAGNITUDE = 0x7fffffffffffffffLL, INF = 0x7ff0000000000000LL;
+};
+template <> struct StoredBits<fast_half> {
+    typedef int16_t I;
+    static const I MAGNITUDE = 0x7fff, INF = 0x7c00;
+};
+
+// Whether any of n stored values is inf or NaN: one branch-free loop (it vectorises to
+// loads, ands and maxes).
+template <class P> inline bool any_nonfinite(const P* g, int64_t n) {
+    typedef typename StoredBits<P>::I I;
+    const I* bits = (const I*)g;
+    I largest = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const I b = (I)(bits[i] & StoredBits<P>::MAGNITUDE);
+        largest = b > largest ? b : largest;
+    }
+    return largest >= StoredBits<P>::INF;
+}
+
+// The check reads each chunk as CHECK_STREAMS streams walked together (its quarters), a
+// tile of each at a time: a pass that only reads gets more of the memory bandwidth from
+// several streams per core than from one (measured on the 2-core EPYC: 20-25% more for
+// 4 streams, the most of 1, 2, 4 and 8). A chunk stops at its first tile that holds a
+// non-finite value, which decides its flag either way.
+static const int CHECK_STREAMS = 4;
+static const int CHECK_TILE = 1024;  // elements of each stream per early-exit test
+
+template <class P>
+bool chunk_has_nonfinite(const P* g, int64_t begin, int64_t end) {
+    typedef typename StoredBits<P>::I I;
+    const I* bits = (const I*)g + begin;
+    const int64_t n = end - begin;
+    const int64_t q = n / CHECK_STREAMS;  // each stream's length; the rest is checked last
+    for (int64_t i0 = 0; i0 < q; i0 += CHECK_TILE) {
+        const int64_t i1 = (q - i0) < CHECK_TILE ? q : i0 + CHECK_TILE;
+        I m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        for (int64_t i = i0; i < i1; ++i) {
+            const I b0 = (I)(bits[i] & StoredBits<P>::MAGNITUDE);
+            const I b1 = (I)(bits[q + i] & StoredBits<P>::MAGNITUDE);
+            const I b2 = (I)(bits[2 * q + i] & StoredBits<P>::MAGNITUDE);
+            const I b3 = (I)(bits[3 * q + i] & StoredBits<P>::MAGNITUDE);
+            m0 = b0 > m0 ? b0 : m0;
+            m1 = b1 > m1 ? b1 : m1;
+            m2 = b2 > m2 ? b2 : m2;
+            m3 = b3 > m3 ? b3 : m3;
+        }
+        m0 = m1 > m0 ? m1 : m0;
+        m2 = m3 > m2 ? m3 : m2;
+        if ((m2 > m0 ? m2 : m0) >= StoredBits<P>::INF) return true;
+    }
+    return any_nonfinite((const P*)(bits + CHECK_STREAMS * q), n - CHECK_STREAMS * q);
 }
 
 // Sums of squares of the hooked gradient (the first n_hooks ops) and of the
-// hook operand, per chunk in double, then per tensor in chunk order.
+// hook operand, per chunk in double, then per tensor in chunk order. With
+// tensor_nonfinite set, the same pass also flags the tensors whose raw gradient
+// (before unscaling and hooks) holds inf or NaN, as check_group does: each tile is
+// checked as it is read, and gradient_tile then finds it in the L1 cache, so
+// dynamic loss scaling costs no read of its own where a hook needs this pass.
 template <class M>
 void reduce_group(const FastStepArgs& a) {
     typedef typename M::T T;
+    typedef typename M::P P;
     std::vector<double> gsq(a.n_chunks, 0.0), psq(a.n_chunks, 0.0);
+    const bool check = a.tensor_nonfinite != nullptr;
+    std::vector<uint8_t> bad(check ? a.n_chunks : 0, 0);
 #pragma omp parallel for schedule(static) if (worth_parallel(a))
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         const int64_t t = a.chunk_tensor[c];
-        if (!a.tensor_active[t]) continue;
+        if (!a.tensor_active[t]) {
+            if (check) bad[c] = chunk_has_nonfinite((const P*)a.grad[t], a.chunk_begin[c], a.chunk_end[c]);
+            continue;
+        }
         double gs = 0.0, ps = 0.0;
+        bool nonfinite = false;
         alignas(64) T gb[TILE], pb[TILE];
         for (int64_t i0 = a.chunk_begin[c]; i0 < a.chunk_end[c]; i0 += TILE) {
             const int n = (int)((a.chunk_end[c] - i0) < TILE ? (a.chunk_end[c] - i0) : TILE);
+            if (check && !nonfinite) nonfinite = any_nonfinite((const P*)a.grad[t] + i0, n);
             gradient_tile<M>(a, t, i0, n, gb, pb);
             // eight interleaved partial sums (element j goes to lane j % 8), combined
             // in lane order: a fixed order, whatever the vector width or thread count
@@ -341,59 +462,47 @@ void reduce_group(const FastStepArgs& a) {
         }
         gsq[c] = gs;
         psq[c] = ps;
+        if (check) bad[c] = nonfinite;
     }
     for (int64_t t = 0; t < a.n_tensors; ++t) a.tensor_gsq[t] = a.tensor_psq[t] = 0.0;
     for (int64_t c = 0; c < a.n_chunks; ++c) {
         a.tensor_gsq[a.chunk_tensor[c]] += gsq[c];
         a.tensor_psq[a.chunk_tensor[c]] += psq[c];
     }
-}
-
-// The bits of a stored value, as a signed integer of the same width. With the
-// sign bit cleared, a value is inf or NaN exactly when these bits reach the
-// all-ones exponent (inf's bits), so the check is an integer max.
-template <class P> struct StoredBits;
-template <> struct StoredBits<float> {
-    typedef int32_t I;
-    static const I MAGNITUDE = 0x7fffffff, INF = 0x7f800000;
-};
-template <> struct StoredBits<double> {
-    typedef int64_t I;
-    static const I MAGNITUDE = 0x7fffffffffffffffLL, INF = 0x7ff0000000000000LL;
-};
-template <> struct StoredBits<fast_half> {
-    typedef int16_t I;
-    static const I MAGNITUDE = 0x7fff, INF = 0x7c00;
-};
-
-// Elements per early-exit test: the loop within stays branch-free (it
-// vectorises to loads, ands and maxes); a chunk stops at its first tile that
-// holds a non-finite value, which decides its flag either way.
-static const int CHECK_TILE = 4096;
-
-template <class P>
-bool chunk_has_nonfinite(const P* g, int64_t begin, int64_t end) {
-    typedef typename StoredBits<P>::I I;
-    const I* bits = (const I*)g;
-    for (int64_t i0 = begin; i0 < end; i0 += CHECK_TILE) {
-        const int64_t i1 = (end - i0) < CHECK_TILE ? end : i0 + CHECK_TILE;
-        I largest = 0;
-        for (int64_t i = i0; i < i1; ++i) {
-            const I b = (I)(bits[i] & StoredBits<P>::MAGNITUDE);
-            largest = b > largest ? b : largest;
-        }
-        if (largest >= StoredBits<P>::INF) return true;
+    if (check) {
+        for (int64_t t = 0; t < a.n_tensors; ++t) a.tensor_nonfinite[t] = 0;
+        for (int64_t c = 0; c < a.n_chunks; ++c) a.tensor_nonfinite[a.chunk_tensor[c]] |= bad[c];
     }
-    return false;
 }
 
+// The chunks [first, last) that OpenMP's static schedule gives the calling thread of a
+// parallel region over n chunks (contiguous blocks, the first n % threads one longer:
+// libgomp's split, which update_group's loop gets).
+inline void static_block(int64_t n, int64_t* first, int64_t* last) {
+    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    int64_t q = n / threads, r = n % threads;
+    if (id < r) {
+        ++q;
+        r = 0;
+    }
+    *first = q * id + r;
+    *last = *first + q;
+}
+
+// Each thread checks the chunks it will update (update_group's split), last to first, so
+// that the update, which walks them first to last, finds the gradients it starts with
+// still in the caches.
 template <class M>
 void check_group(const FastStepArgs& a) {
     typedef typename M::P P;
     std::vector<uint8_t> bad(a.n_chunks, 0);
-#pragma omp parallel for schedule(static) if (worth_parallel(a))
-    for (int64_t c = 0; c < a.n_chunks; ++c)
-        bad[c] = chunk_has_nonfinite((const P*)a.grad[a.chunk_tensor[c]], a.chunk_begin[c], a.chunk_end[c]);
+#pragma omp parallel if (worth_parallel(a))
+    {
+        int64_t first, last;
+        static_block(a.n_chunks, &first, &last);
+        for (int64_t c = last - 1; c >= first; --c)
+            bad[c] = chunk_has_nonfinite((const P*)a.grad[a.chunk_tensor[c]], a.chunk_begin[c], a.chunk_end[c]);
+    }
     for (int64_t t = 0; t < a.n_tensors; ++t) a.tensor_nonfinite[t] = 0;
     for (int64_t c = 0; c < a.n_chunks; ++c) a.tensor_nonfinite[a.chunk_tensor[c]] |= bad[c];
 }

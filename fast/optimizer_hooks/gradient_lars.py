@@ -18,6 +18,11 @@ class GradientLARS(object):
     name = "GradientLARS"
     call_for_each_param = True
     timing = "pre"
+    #: planning changes nothing but ctx.ops (the optimizer may plan it before it settles
+    #: dynamic loss scaling's non-finite check: fast.optimizer)
+    plan_is_pure = True
+    #: planning reads the gradients (ctx.sums_of_squares), a pass the non-finite check joins
+    plan_reads_gradients = True
 
     def __init__(self, threshold=1e-2, weight_decay=0.0, eps=1e-9):
         self.threshold = threshold

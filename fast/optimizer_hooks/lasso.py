@@ -8,6 +8,9 @@ class Lasso(object):
     name = "Lasso"
     call_for_each_param = True
     timing = "pre"
+    #: planning changes nothing but ctx.ops (the optimizer may plan it before it settles
+    #: dynamic loss scaling's non-finite check: fast.optimizer)
+    plan_is_pure = True
 
     def __init__(self, rate):
         self.rate = rate

@@ -12,6 +12,9 @@ class WeightDecay(object):
     name = "WeightDecay"
     call_for_each_param = True
     timing = "pre"
+    #: planning changes nothing but ctx.ops (the optimizer may plan it before it settles
+    #: dynamic loss scaling's non-finite check: fast.optimizer)
+    plan_is_pure = True
 
     def __init__(self, rate):
         self.rate = rate

@@ -9,7 +9,7 @@ import pytest
 import fast
 from fast_testkit import (
     DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, assert_same_snapshot, gradients, make_optimizer,
-    run_steps, set_grads, snapshot,
+    run_steps, same_bits, set_grads, snapshot,
 )
 
 
@@ -218,3 +218,113 @@ def test_fp16_gradient_is_unscaled_as_numpy_1_casts_the_scale(profile, shape, ex
     param.grad = np.full(shape, 0.09375, np.float16)  # already scaled
     opt.update()
     assert param.data.reshape(()) == np.float16(-expected)
+
+
+def _clipping_optimizer(threshold=1e-3, profile="chainer", mode="float32"):
+    opt, params = make_optimizer("Adam", mode, profile, shapes={"a": (70001,), "b": (3, 5), "c": (7,)})
+    opt.loss_scaling()
+    opt.add_hook(fast.optimizer_hooks.WeightDecay(1e-4))
+    opt.add_hook(fast.optimizer_hooks.GradientClipping(threshold))
+    return opt, params
+
+
+@pytest.mark.parametrize("bad", [None, ("a", 70000), ("b", 14), ("c", 0)])
+def test_check_in_the_norm_pass_gives_both_results(bad):
+    """Engine.nonfinite_names_and_sums_of_squares: the names of nonfinite_names() and the
+    sums of sums_of_squares(), bitwise, from the one reduction pass."""
+    opt, params = _clipping_optimizer()
+    grads = gradients(params, 0)
+    if bad is not None:
+        grads[bad[0]].reshape(-1)[bad[1]] = np.nan
+    set_grads(params, grads)
+    engine = opt._engine
+    engine.collect_grads()
+    ops = [fast.hook_ops.ConstOp(fast.hook_ops.ADD_PARAM, 1e-4)]
+    names, (gsq, psq) = engine.nonfinite_names_and_sums_of_squares(ops, 8.0)
+    assert names == engine.nonfinite_names() == ([] if bad is None else ["/" + bad[0]])
+    expected_g, expected_p = engine.sums_of_squares(ops, 8.0)
+    assert same_bits(gsq, expected_g) and same_bits(psq, expected_p)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("mode", list(DTYPE_MODES))
+def test_dynamic_scaling_with_clipping_reads_the_gradients_once(monkeypatch, mode, profile):
+    """With GradientClipping planned, the non-finite check is made in its norm pass: no
+    separate check, and the step (skipped or not) is bitwise the one of the separate check."""
+    results = []
+    for fused in (True, False):
+        opt, params = _clipping_optimizer(profile=profile, mode=mode)
+        if not fused:
+            monkeypatch.setattr(type(opt), "_check_joining_hooks", lambda self: None)
+        else:
+            calls = []
+            monkeypatch.setattr(opt._engine, "nonfinite_names", lambda: calls.append(1) or [])
+        run_steps(opt, params, 2)
+        step_with_non_finite_grad(opt, params, np.inf)
+        run_steps(opt, params, 1, first_step=5)
+        monkeypatch.undo()
+        if fused:
+            assert calls == []
+        results.append(snapshot(opt, params))
+    assert_same_snapshot(results[0], results[1])
+
+
+def test_the_non_finite_warning_names_the_parameter_with_clipping():
+    opt, params = _clipping_optimizer()
+    run_steps(opt, params, 1)
+    grads = gradients(params, 3, scale=opt.loss_scale)
+    grads["c"][6] = -np.inf
+    set_grads(params, grads)
+    before = snapshot(opt, params)
+    with pytest.warns(UserWarning, match=r"param.grad of /c \(iteration: 1"):
+        opt.update()
+    assert_skipped_step_changed_only_counters(before, snapshot(opt, params))
+
+
+def test_an_engine_that_overrides_the_two_passes_gets_them_called():
+    """A subclass overriding nonfinite_names and sums_of_squares (an allreduce, say), and not
+    the fused method, sees both called, with the fused method's arguments."""
+    from fast.engine import Engine
+    calls = []
+
+    class Combining(Engine):
+        def nonfinite_names(self):
+            calls.append("names")
+            return super().nonfinite_names()
+
+        def sums_of_squares(self, hooks, unscale):
+            calls.append(("sums", len(hooks), unscale))
+            return super().sums_of_squares(hooks, unscale)
+
+    opt, params = _clipping_optimizer()
+    opt._engine.__class__ = Combining
+    run_steps(opt, params, 1)
+    assert calls == ["names", ("sums", 1, 1.0)]
+
+
+@pytest.mark.parametrize("scale", [65504.0, 3.0, 1000.0, 0.3, 1024.0])
+def test_fp16_unscale_by_inverse_gives_the_division(scale):
+    """Without a master, a large group's fp16 lanes unscale by the scale's inverse where that
+    gives the division's result for every fp16 value (cpu_driver.cpp,
+    f16_quotient_by_inverse: 65504, 3 and 1024 do; 1000 and 0.3 do not and keep the division).
+    Every finite fp16 value, as a gradient in a group past 2^20 elements, steps bitwise as in
+    the tile path, which divides (a GradientHardClipping that clips nothing sends it there)."""
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    values = bits.view(np.float16)[np.isfinite(bits.view(np.float16))]
+    grad = np.tile(values, 17)  # 1,079,296 elements
+    rng = np.random.default_rng(0)
+    start = np.array(0.1 * rng.standard_normal(grad.size), dtype=np.float16)
+    results = []
+    for clip in (False, True):
+        param = fast.Parameter(start.copy(), name="w")
+        opt = fast.optimizers.Adam()
+        opt.setup({"w": param})
+        opt.set_loss_scale(scale)
+        if clip:
+            opt.add_hook(fast.optimizer_hooks.GradientHardClipping(-np.inf, np.inf))
+        for _ in range(2):
+            param.grad = grad.copy()
+            with np.errstate(all="ignore"):
+                opt.update()
+        results.append(snapshot(opt, {"w": param}))
+    assert_same_snapshot(results[0], results[1])
