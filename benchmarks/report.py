@@ -148,10 +148,12 @@ def _limit_lines(benchmarks: list[dict], limits: Limits) -> list[str]:
             "and each state stream and, with a master, writes the fp16 parameter; integer "
             "arithmetic, arrays of the step's own size, placed in their pages as fast's "
             "buffers are. Best of the rounds, best of a sample at the start and one at the "
-            "end of the session (the table) and, for steps of 64 MiB or more, of a pass run "
-            "before every timed round of each step benchmark and in every round of the interleaved comparisons, so that "
-            "a step's limit also saw the load its own rounds saw; a row's limit is the best "
-            "of all of these.",
+            "end of the session (the table), of passes beside each step benchmark's own rounds "
+            "(steps of 64 MiB or more: a pass before every timed round; smaller steps, which "
+            "stay in the caches between rounds: as many passes right after the rounds, on warm "
+            "caches) and of a pass in every round of the interleaved comparisons, so that a "
+            "step's limit also saw the load and the caches its own rounds saw; a row's limit is "
+            "the best of all of these.",
             "",
             f"Cross-check: STREAM triad (a = b + s c, float32, 3 x 256 MiB, 12 bytes per "
             f"element counted as STREAM counts them, same toolchain and threads): "

@@ -31,10 +31,12 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
 
     `info` names what ran (impl, variant, optimizer, mode, param_set, ...); it is stored in
     the benchmark's extra_info, from which the report derives params/s, GB/s and ratios.
-    On the CPU, for steps too large for the caches, before every timed round (untimed for
-    the step) one pass of the limit kernel with the step's stream mix and size runs and is
-    timed on its own: the limit is then also sampled under the same load from other work
-    as the step's rounds (extra_info limit_gbps_in_rounds, the best of those passes).
+    On the CPU the limit kernel, with the step's stream mix and size, is also sampled beside
+    the step's own rounds, so that it sees the same load from other work and the same caches
+    (extra_info limit_gbps_in_rounds, the best of those passes): for steps too large for the
+    caches, one pass before every timed round (untimed for the step); for steps that stay in
+    the caches between rounds (where a pass between rounds would evict the step's arrays),
+    as many passes as there were rounds, right after them, on caches as warm as the step's.
     """
     first_s = time_once(step, device)  # state allocation and any compilation
     # The first step is the calibration only when it alone exceeds the budget (then
@@ -52,15 +54,21 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
     rounds = int(min(max_rounds, max(min_rounds, budget_s / (seconds * steps_per_round))))
     benchmark.extra_info.update(info, steps_per_round=steps_per_round, device=device.kind,
                                 threads=device.threads)
-    limit = LimitInRounds(info) if samples_limit_in_rounds(info, device) else None
-    benchmark.pedantic(one_round, setup=limit, rounds=rounds, iterations=1, warmup_rounds=0)
+    between_rounds = samples_limit_in_rounds(info, device)
+    limit = LimitInRounds(info) if not device.is_gpu else None
+    benchmark.pedantic(one_round, setup=limit if between_rounds else None, rounds=rounds, iterations=1,
+                       warmup_rounds=0)
     if limit is not None:
+        if not between_rounds:
+            for _ in range(rounds + 1):  # the first pass warms the caches with the limit's arrays
+                limit()
+            del limit.seconds[0]
         benchmark.extra_info["limit_gbps_in_rounds"] = limit.best_gbps()
 
 
 # Below this many bytes moved a step's arrays stay in the caches between rounds (the
 # 2-core EPYC has 32 MiB of L3); a limit pass between its rounds would evict them and
-# change what is measured, so such steps keep the session's limit samples only.
+# change what is measured, so such steps sample the limit right after their rounds.
 IN_ROUNDS_MIN_BYTES = 64 * 2**20
 
 

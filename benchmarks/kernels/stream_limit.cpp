@@ -21,29 +21,33 @@ inline int64_t chunk_count(int64_t n) { return (n + CHUNK - 1) / CHUNK; }
 inline int64_t chunk_end(int64_t c, int64_t n) { return (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n; }
 
 // W = void: no write-only stream.
+// One chunk, every stream a restrict-qualified parameter: with five or six pointers that may
+// alias, GCC gives up the runtime alias checks it needs to vectorise and the pass runs
+// scalar (restrict on local variables is not enough for it).
+template <class G, class S, int N_RW, class W, class Out>
+__attribute__((noinline)) void chunk_pass(const G* __restrict g, S* __restrict a0, S* __restrict a1,
+                                          S* __restrict a2, S* __restrict a3, Out* __restrict w,
+                                          int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const S x = (S)g[i];
+        a0[i] += x;
+        if (N_RW > 1) a1[i] += x;
+        if (N_RW > 2) a2[i] += x;
+        if (N_RW > 3) a3[i] += x;
+        if constexpr (!std::is_void<W>::value) w[i] = (Out)a0[i];
+    }
+}
+
 template <class G, class S, int N_RW, class W>
 void mix_pass(const void* grad, void* const* rw, void* wo, int64_t n) {
-    const G* g = (const G*)grad;
-    S* r0 = (S*)rw[0];
+    using Out = typename std::conditional<std::is_void<W>::value, S, W>::type;
     S* r1 = N_RW > 1 ? (S*)rw[1] : nullptr;
     S* r2 = N_RW > 2 ? (S*)rw[2] : nullptr;
     S* r3 = N_RW > 3 ? (S*)rw[3] : nullptr;
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunk_count(n); ++c) {
-        const int64_t end = chunk_end(c, n);
-        S* __restrict a0 = r0;
-        S* __restrict a1 = r1;
-        S* __restrict a2 = r2;
-        S* __restrict a3 = r3;
-        for (int64_t i = c * CHUNK; i < end; ++i) {
-            const S x = (S)g[i];
-            a0[i] += x;
-            if (N_RW > 1) a1[i] += x;
-            if (N_RW > 2) a2[i] += x;
-            if (N_RW > 3) a3[i] += x;
-            if constexpr (!std::is_void<W>::value) ((W*)wo)[i] = (W)a0[i];
-        }
-    }
+    for (int64_t c = 0; c < chunk_count(n); ++c)
+        chunk_pass<G, S, N_RW, W, Out>((const G*)grad, (S*)rw[0], r1, r2, r3, (Out*)wo, c * CHUNK,
+                                       chunk_end(c, n));
 }
 
 template <class G, class S, class W>
