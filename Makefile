@@ -39,8 +39,8 @@ run: $(VENV)/.installed-test
 # pytest exits 5 when it collects nothing; that is a failure here, as any non-zero exit is.
 # Two workers (pytest-xdist), one per core of the 2-core CI machine; --dist loadscope keeps a
 # module's tests in one worker, so a module-scoped fixture (the ci suite, an mpiexec launch)
-# runs once. Measured from a fresh clone on the quiet 2-core VM: 4 min 48 s of pytest with
-# two workers, against 9 min 58 s (at load 3) with one.
+# runs once. Measured from a fresh clone (`bash .ci/run`) on the quiet 2-core VM: 6 min 45 s in
+# all, 6 min 5 s of it pytest with two workers, against 9 min 58 s of pytest (at load 3) with one.
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadscope tests
 
