@@ -50,7 +50,17 @@ class ShardedEngine(Engine):
         return [e.name for e in self.entries if bad[e.index]]
 
     def sums_of_squares(self, hooks, unscale):
-        gsq, psq = super(ShardedEngine, self).sums_of_squares(hooks, unscale)
+        return self._combined_sums(*super(ShardedEngine, self).sums_of_squares(hooks, unscale))
+
+    def nonfinite_names_and_sums_of_squares(self, hooks, unscale):
+        """The pieces' non-finite flags and partial sums from one read of the gradients,
+        each combined over the ranks."""
+        bad = numpy.zeros(len(self.entries), dtype=bool)
+        gsq, psq = self._sums_of_squares(hooks, unscale, bad)
+        bad = sharding.combine_nonfinite_flags(self.comm, bad)
+        return [e.name for e in self.entries if bad[e.index]], self._combined_sums(gsq, psq)
+
+    def _combined_sums(self, gsq, psq):
         both = sharding.combine_partial_sums(self.comm, numpy.concatenate([gsq, psq]))
         return both[:len(gsq)], both[len(gsq):]
 
