@@ -315,8 +315,10 @@ class ZeroOptimizer(MultiNodeOptimizer):
         layout = self._layout
         layout.refresh_pieces()
         self._step_on(self.actual_optimizer._named, layout.reduce_to_pieces(grads))
-        if self.actual_optimizer.is_safe_to_update():
-            layout.publish()
+        # Also after a skipped step (nothing changed): the ranks' sequence of collectives never
+        # depends on a decision of the step, so ranks that decided differently (a bug) diverge
+        # visibly instead of deadlocking or crashing in mismatched collectives.
+        layout.publish()
 
     def check_nan_in_grads(self):
         """Collective: dynamic loss scaling's check on every rank's own gradients, agreed
