@@ -64,6 +64,12 @@ def named_parameters(target):
     return pairs
 
 
+def warn_nonfinite(name, iteration, loss_scale):
+    """Chainer's warning for a non-finite gradient found by dynamic loss scaling."""
+    warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})".format(
+        name, iteration, loss_scale))
+
+
 class _RuleParam(object):
     """What a rule's own hooks see: ``data`` (master or parameter), ``grad``
     (unscaled) and ``_loss_scale``, the scale Chainer's parameter would carry
@@ -291,8 +297,7 @@ class GradientMethod(object):
             self._loss.isnan_ever = True
             for e in pending.engine.entries:
                 if bad[e.index]:
-                    warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})"
-                                  .format(e.name, pending.t, pending.scale))
+                    warn_nonfinite(e.name, pending.t, pending.scale)
         self.update_loss_scale()
 
     def _check_joining_hooks(self):
@@ -413,8 +418,7 @@ class GradientMethod(object):
         for name in self._engine.nonfinite_names() if names is None else names:
             self._loss.isnan = True
             self._loss.isnan_ever = True
-            warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})".format(
-                name, self.t, self._loss.scale))
+            warn_nonfinite(name, self.t, self._loss.scale)
 
     def is_safe_to_update(self):
         self._settle()

@@ -37,7 +37,7 @@ class MissingKeyError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-def _host_copy(value):
+def host_copy(value):
     """A NumPy copy of ``value`` (a CuPy array is copied off its device)."""
     if not isinstance(value, numpy.ndarray) and type(value).__module__.startswith("cupy"):
         return value.get()
@@ -80,7 +80,7 @@ class DictionarySerializer(Serializer):
         return DictionarySerializer(self.target, self.path + key.strip("/") + "/")
 
     def __call__(self, key, value):
-        self.target[self.path + key.lstrip("/")] = _host_copy(value) if value is not None else numpy.asarray(None)
+        self.target[self.path + key.lstrip("/")] = host_copy(value) if value is not None else numpy.asarray(None)
         return value
 
 

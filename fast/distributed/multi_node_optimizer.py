@@ -15,7 +15,6 @@ step count, loss scale, hooks or hyperparameters have drifted apart) makes every
 the same error, with no parameter, master or state changed on any rank.
 """
 import functools
-import warnings
 
 import numpy
 
@@ -23,9 +22,9 @@ from fast.distributed import agreement, checkpoints
 from fast.distributed.exchange import GradientExchange, broadcast_parameters, local_gradients
 from fast.distributed.zero import PieceDeserializer, ShardLayout, refuse_unsharded_hooks, sharded_engine_factory
 from fast.engine import _set_grad_unchecked
-from fast.optimizer import GradientMethod, named_parameters
+from fast.optimizer import GradientMethod, named_parameters, warn_nonfinite
 from fast.parameter import array_device
-from fast.serializers import DictionarySerializer, NpzDeserializer, is_deserializer
+from fast.serializers import DictionarySerializer, NpzDeserializer, host_copy, is_deserializer
 
 EXCHANGE_DTYPES = ("float16", "float32", "float64")
 
@@ -212,8 +211,8 @@ class MultiNodeOptimizer(object):
         out = {}
         for name, p in self._parameters():
             rule = p.update_rule
-            out[name] = {"fp32_param": None if rule.fp32_param is None else _host(rule.fp32_param),
-                         "state": None if rule.state is None else {k: _host(v) for k, v in rule.state.items()},
+            out[name] = {"fp32_param": None if rule.fp32_param is None else host_copy(rule.fp32_param),
+                         "state": None if rule.state is None else {k: host_copy(v) for k, v in rule.state.items()},
                          "t": rule.t}
         return out
 
@@ -249,10 +248,6 @@ class MultiNodeOptimizer(object):
 
     def _deserializer(self, path):
         return NpzDeserializer
-
-
-def _host(array):
-    return numpy.array(array.get() if hasattr(array, "get") and not isinstance(array, numpy.ndarray) else array)
 
 
 class ZeroOptimizer(MultiNodeOptimizer):
@@ -305,8 +300,7 @@ class ZeroOptimizer(MultiNodeOptimizer):
         """(b, e): the elements of parameter ``name`` (flattened) whose master and state
         this rank holds."""
         self._check_set_up()
-        names = [n for n, _ in self._layout.named]
-        return self._layout.pieces[names.index(name)]
+        return self._layout.piece_range(name)
 
     def _check_steppable(self):
         refuse_unsharded_hooks(self.actual_optimizer)
@@ -335,8 +329,7 @@ class ZeroOptimizer(MultiNodeOptimizer):
 
         bad = agreement.agree(self.communicator, local_check)
         for name in bad:
-            warnings.warn("Non finite number found in param.grad of {} (iteration: {}, loss_scale: {})".format(
-                name, actual.t, actual._loss.scale))
+            warn_nonfinite(name, actual.t, actual._loss.scale)
         if any(self.communicator.allgather_obj(bool(bad))):
             actual._loss.isnan = True
             actual._loss.isnan_ever = True

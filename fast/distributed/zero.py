@@ -94,7 +94,26 @@ class ShardLayout(object):
             self.values.append(comm.xp.zeros(bucket.padded.size, dtype=bucket.grad_dtype))
             self.means.append(bucket.reduced if bucket.reduced.dtype == bucket.grad_dtype else
                               comm.xp.zeros(bucket.block, dtype=bucket.grad_dtype))
+        #: per parameter: this rank's piece as a view of the padded parameter buffer, and of
+        #: the block of the mean (the same views every step)
+        self.value_views, self.mean_views = [], []
+        for i in range(len(named)):
+            bucket, k = self.bucket_of[i]
+            b, e = self.pieces[i]
+            start = bucket.offsets[k] + b
+            j = self.buckets.index(bucket)
+            shape = self.piece_shapes[i]
+            self.value_views.append(self.values[j][start:start + e - b].reshape(shape))
+            block_start = start - bucket.begin
+            self.mean_views.append(self.means[j][block_start:block_start + e - b].reshape(shape))
+        self.index_of = {name: i for i, (name, _) in enumerate(named)}
         self.pieces_params = None
+
+    def piece_range(self, name):
+        """(b, e) of parameter ``name``'s elements (flattened) held by this rank."""
+        if name not in self.index_of:
+            raise KeyError("no parameter named {!r}; the parameters are {}".format(name, sorted(self.index_of)))
+        return self.pieces[self.index_of[name]]
 
     def _pieces(self, rank):
         out = [None] * len(self.named)
@@ -109,14 +128,6 @@ class ShardLayout(object):
         is whole everywhere), else 1-d."""
         size = int(numpy.prod(self.shapes[i], dtype=numpy.int64))
         return self.shapes[i] if (b, e) == (0, size) or size == 0 else (e - b,)
-
-    def _flat_range(self, i):
-        """(bucket index, start, stop) of this rank's piece of parameter i in its bucket's
-        padded buffers, and the start relative to this rank's block."""
-        bucket, k = self.bucket_of[i]
-        b, e = self.pieces[i]
-        start = bucket.offsets[k] + b
-        return bucket, start, start + (e - b)
 
     # --- set-up ---
     def adopt_parameters(self):
@@ -133,20 +144,15 @@ class ShardLayout(object):
 
     def piece_parameters(self):
         """name -> a fast.Parameter holding this rank's piece of each parameter (a copy)."""
-        pieces = {}
-        for i, (name, p) in enumerate(self.named):
-            bucket, start, stop = self._flat_range(i)
-            values = self.values[self.buckets.index(bucket)][start:stop].reshape(self.piece_shapes[i])
-            pieces[name] = Parameter(values.copy(), name=name)
+        pieces = {name: Parameter(view.copy(), name=name) for (name, _), view in zip(self.named, self.value_views)}
         self.pieces_params = list(pieces.values())
         return pieces
 
     # --- one step ---
     def refresh_pieces(self):
         """Copy the parameters' values into the pieces (``p.data`` may have been written)."""
-        for i, piece in enumerate(self.pieces_params):
-            bucket, start, stop = self._flat_range(i)
-            piece.data[...] = self.values[self.buckets.index(bucket)][start:stop].reshape(piece.data.shape)
+        for piece, view in zip(self.pieces_params, self.value_views):
+            piece.data[...] = view
 
     def reduce_to_pieces(self, grads):
         """Collective: this rank's block of the mean gradient, as one array per piece (views
@@ -156,18 +162,12 @@ class ShardLayout(object):
             bucket.reduce_mean()
             if mean is not bucket.reduced:
                 copy_cast(mean, bucket.reduced)
-        out = []
-        for i in range(len(self.named)):
-            bucket, start, stop = self._flat_range(i)
-            mean = self.means[self.buckets.index(bucket)]
-            out.append(mean[start - bucket.begin:stop - bucket.begin].reshape(self.piece_shapes[i]))
-        return out
+        return self.mean_views
 
     def publish(self):
         """Collective: every rank's updated pieces into every rank's parameters."""
-        for i, piece in enumerate(self.pieces_params):
-            bucket, start, stop = self._flat_range(i)
-            self.values[self.buckets.index(bucket)][start:stop] = piece.data.reshape(-1)
+        for piece, view in zip(self.pieces_params, self.value_views):
+            view[...] = piece.data
         for bucket, values in zip(self.buckets, self.values):
             if bucket.total:
                 self.comm.allgather_blocks(values)

@@ -205,6 +205,8 @@ def test_zero_on_one_rank_holds_the_whole_state_and_saves_the_single_process_fil
             p.grad = np.full(p.shape, 0.5, np.float32)
         o.update()
     assert opt.piece_range("/w") == (0, 12) and opt.state_nbytes() == 2 * 4 * 15
+    with pytest.raises(KeyError, match="no parameter named '/v'; the parameters are \\['/b', '/w'\\]"):
+        opt.piece_range("/v")
     whole = opt.gather_state()
     assert whole["/w"]["state"]["m"].shape == (4, 3) and whole["/w"]["t"] == 1
     fast.serializers.save_npz(tmp_path / "zero.npz", opt)
