@@ -18,13 +18,32 @@ static inline fast_f32x8 fast_sqrt(fast_f32x8 x) { return _mm256_sqrt_ps(x); }
 
 template <> inline fast_f32x8 fast_const<fast_f32x8>(int c) { return _mm256_set1_ps((float)c); }
 
-// round_to<fast_half> on 8 lanes: F16C's round trip (round to nearest even), NaN lanes
-// keeping their bits, as the scalar FastRound<fast_half, float> does; equal to it for all
-// 2^32 float inputs (the same construction as unscale_tile's, checked exhaustively).
+// round_to<fast_half> on 8 lanes: F16C's round trip (round to nearest even). It equals the
+// scalar FastRound<fast_half, float> for every float but a NaN, whose low 13 mantissa bits it
+// clears and whose quiet bit it sets. Those are bits no fp16 store keeps and no lane decision
+// reads (a NaN compares unordered whatever its payload), and the lanes only round the results
+// of arithmetic, which are quiet: an fp16 step gives the same bits either way.
 template <> struct FastRound<fast_half, fast_f32x8> {
     static inline fast_f32x8 run(fast_f32x8 x) {
-        const __m256 r = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
-        return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    }
+};
+
+// The fp16 state of 8 lanes (update_math.h's state interface): the values as float lanes and
+// the fp16 bits that loading or keep()'s rounding produced, which are stored as they are. A
+// rounded value is thus converted to fp16 once, not once to round it and again to store it
+// (2 of the 5 float-to-fp16 conversions of an Adam step).
+struct HalfLanes {
+    fast_f32x8 v[FAST_MAX_STATE];
+    __m128i bits[FAST_MAX_STATE];
+    inline fast_f32x8 operator[](int k) const { return v[k]; }
+    inline fast_f32x8 keep(int k, fast_f32x8 x) {
+        bits[k] = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
+        return v[k] = _mm256_cvtph_ps(bits[k]);
+    }
+    inline void set(int k, fast_f32x8 x) {
+        bits[k] = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
+        v[k] = x;
     }
 };
 
@@ -198,9 +217,9 @@ inline bool f16_quotient_by_inverse(float d) {
 
 // fp16 storage without a master (ModeF16), 8 elements at a time straight from the
 // fp16 arrays: F16C conversions on load and store, the Rule's math (update_math.h) on
-// 8 float lanes, round_to<fast_half> as F16C's round trip. The same IEEE operations in
-// the same order as the per-element loop, so the same results. Returns the first
-// element left to the tile loop (fewer than 8 remain).
+// 8 float lanes, round_to<fast_half> as F16C's round trip, the state in HalfLanes. The
+// same IEEE operations in the same order as the per-element loop, so the same stored
+// bits. Returns the first element left to the tile loop (fewer than 8 remain).
 // by_inverse: f16_quotient_by_inverse(divisor) holds (update_group asks).
 template <class Rule, bool UNSCALE>
 int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, const float* hp_in,
@@ -220,11 +239,14 @@ int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_
     for (; i + 8 <= end; i += 8) {
         V g = load_f16_lanes(grad + i);
         if (UNSCALE) g = round_to<fast_half>(by_inverse ? g * inverse : g / divisor);
-        V s[FAST_MAX_STATE];
-        for (int k = 0; k < Rule::n_state; ++k) s[k] = load_f16_lanes(st[k] + i);
+        HalfLanes s;
+        for (int k = 0; k < Rule::n_state; ++k) {
+            s.bits[k] = _mm_loadu_si128((const __m128i*)(st[k] + i));
+            s.v[k] = _mm256_cvtph_ps(s.bits[k]);
+        }
         V p = load_f16_lanes(param + i);
         Rule::template update<V, fast_half, fast_half>(p, g, s, hp);
-        for (int k = 0; k < Rule::n_state; ++k) store_f16_lanes(st[k] + i, s[k]);
+        for (int k = 0; k < Rule::n_state; ++k) _mm_storeu_si128((__m128i*)(st[k] + i), s.bits[k]);
         store_f16_lanes(param + i, p);
     }
     return i;
@@ -243,16 +265,16 @@ inline void update_tile(int n, typename M::T* pp, const typename M::T* gp, typen
     T* __restrict pr = pp;
     const T* __restrict gr = gp;
     for (int j = 0; j < n; ++j) {
-        T s[FAST_MAX_STATE];
-        if (Rule::n_state > 0) s[0] = s0[j];
-        if (Rule::n_state > 1) s[1] = s1[j];
-        if (Rule::n_state > 2) s[2] = s2[j];
+        StateSlots<T, S> s;
+        if (Rule::n_state > 0) s.v[0] = s0[j];
+        if (Rule::n_state > 1) s.v[1] = s1[j];
+        if (Rule::n_state > 2) s.v[2] = s2[j];
         T p = pr[j];
         const T g = DIVIDE ? gr[j] / divisor : gr[j];
         Rule::template update<T, S, typename M::PR>(p, g, s, hp);
-        if (Rule::n_state > 0) s0[j] = s[0];
-        if (Rule::n_state > 1) s1[j] = s[1];
-        if (Rule::n_state > 2) s2[j] = s[2];
+        if (Rule::n_state > 0) s0[j] = s.v[0];
+        if (Rule::n_state > 1) s1[j] = s.v[1];
+        if (Rule::n_state > 2) s2[j] = s.v[2];
         pr[j] = p;
     }
 }

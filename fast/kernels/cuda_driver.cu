@@ -34,10 +34,10 @@ __global__ void fast_update_kernel(const FastStepArgs* __restrict__ args, const 
         for (int64_t i = a.chunk_begin[c] + threadIdx.x; i < a.chunk_end[c]; i += blockDim.x) {
             const T g = load_gradient<M>(a, t, i, base + i);
             T p = M::MASTER ? (T)master[i] : (T)fast_load(param[i]);
-            T s[FAST_MAX_STATE];
-            for (int k = 0; k < Rule::n_state; ++k) s[k] = (T)fast_load(((S*)a.state[k] + base)[i]);
+            StateSlots<T, S> s;
+            for (int k = 0; k < Rule::n_state; ++k) s.v[k] = (T)fast_load(((S*)a.state[k] + base)[i]);
             Rule::template update<T, S, typename M::PR>(p, g, s, hp);
-            for (int k = 0; k < Rule::n_state; ++k) ((S*)a.state[k] + base)[i] = store_as<S>(s[k]);
+            for (int k = 0; k < Rule::n_state; ++k) ((S*)a.state[k] + base)[i] = store_as<S>(s.v[k]);
             if (M::MASTER) master[i] = (float)p;
             param[i] = store_as<P>(p);
         }

@@ -17,6 +17,15 @@ struct Mode {
     static const bool MASTER = MASTER_;
 };
 
+// The state of one element as an update rule sees it (update_math.h): the values
+// in the compute type T, each new one rounded to the state dtype S as it is kept.
+template <class T, class S> struct StateSlots {
+    T v[FAST_MAX_STATE];
+    FAST_METHOD T operator[](int k) const { return v[k]; }
+    FAST_METHOD T keep(int k, T x) { return v[k] = round_to<S>(x); }
+    FAST_METHOD void set(int k, T x) { v[k] = x; }
+};
+
 template <class M>
 FAST_FN typename M::T hook_operand(const FastStepArgs& a, int64_t off) {
     typedef typename M::T T;

@@ -17,6 +17,7 @@
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define FAST_FN __device__ __forceinline__
 #define FAST_MEMBER __device__ __forceinline__ static
+#define FAST_METHOD __device__ __forceinline__
 #include <cuda_fp16.h>
 typedef __half fast_half;
 FAST_FN float fast_load(fast_half x) { return __half2float(x); }
@@ -28,6 +29,7 @@ FAST_FN double fast_sqrt(double x) { return sqrt(x); }
 #include <immintrin.h>
 #define FAST_FN static inline __attribute__((always_inline))
 #define FAST_MEMBER static inline __attribute__((always_inline))
+#define FAST_METHOD inline __attribute__((always_inline))
 // _Float16 is the storage type; conversions go through F16C (round to
 // nearest even), which g++ 12 would otherwise route through libgcc calls.
 typedef _Float16 fast_half;
@@ -108,23 +110,28 @@ template <class T> FAST_FN T sign_of(T x) {
 
 // ---- optimizers: one struct per update rule ----
 // update(p, g, s, hp): p is the parameter value (master or parameter), g the
-// unscaled, hooked gradient, s[] the state values; all in T.
+// unscaled, hooked gradient, hp[] the hyperparameters, all in T; s the state,
+// which the driver loads before the update and stores after it. s[k] reads
+// slot k; s.keep(k, x) rounds x to the state dtype S, makes it slot k's new
+// value and returns it; s.set(k, x) makes x, already a value of S, the new
+// value. A rule reads a slot before it writes it. (StateSlots in
+// element_pipeline.h is the plain form; the CPU's fp16 lanes keep the fp16 bits
+// the rounding made and store those, without converting the value again.)
 
 // SGD:            p <- p - lr * g                                  hp: lr
 struct RuleSGD {
     static const int n_state = 0;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) { p = p - hp[0] * g; }
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) { p = p - hp[0] * g; }
 };
 
 // MomentumSGD:    v <- momentum * v - lr * g;  p <- p + v          hp: momentum, lr
 struct RuleMomentumSGD {
     static const int n_state = 1;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
         T v = round_to<S>(s[0] * hp[0]);
-        v = round_to<S>(v - hp[1] * g);
-        s[0] = v;
+        v = s.keep(0, v - hp[1] * g);
         p = p + v;
     }
 };
@@ -132,11 +139,10 @@ struct RuleMomentumSGD {
 // CorrectedMomentumSGD: v <- momentum * v - g;  p <- p + lr * v    hp: momentum, lr
 struct RuleCorrectedMomentumSGD {
     static const int n_state = 1;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
         T v = round_to<S>(s[0] * hp[0]);
-        v = round_to<S>(v - g);
-        s[0] = v;
+        v = s.keep(0, v - g);
         p = p + hp[1] * v;
     }
 };
@@ -146,11 +152,10 @@ struct RuleCorrectedMomentumSGD {
 //                 hp: momentum, lr, momentum^2, (1 + momentum) * lr
 struct RuleNesterovAG {
     static const int n_state = 1;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
         T v = round_to<S>(s[0] * hp[0]);
-        v = round_to<S>(v - hp[1] * g);
-        s[0] = v;
+        v = s.keep(0, v - hp[1] * g);
         p = round_to<P>(p + hp[2] * v);
         p = p - hp[3] * g;
     }
@@ -159,10 +164,9 @@ struct RuleNesterovAG {
 // AdaGrad:        h <- h + g^2;  p <- p - lr * g / (sqrt(h) + eps) hp: lr, eps
 struct RuleAdaGrad {
     static const int n_state = 1;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
-        T h = round_to<S>(s[0] + g * g);
-        s[0] = h;
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
+        T h = s.keep(0, s[0] + g * g);
         p = p - hp[0] * g / (fast_sqrt(h) + hp[1]);
     }
 };
@@ -173,15 +177,13 @@ struct RuleAdaGrad {
 //                 hp: rho, 1 - rho, eps
 struct RuleAdaDelta {
     static const int n_state = 2;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
         T msg = round_to<S>(s[0] * hp[0]);
-        msg = round_to<S>(msg + hp[1] * g * g);
+        msg = s.keep(0, msg + hp[1] * g * g);
         T dx = fast_sqrt((s[1] + hp[2]) / (msg + hp[2])) * g;
         T msdx = round_to<S>(s[1] * hp[0]);
-        msdx = round_to<S>(msdx + hp[1] * dx * dx);
-        s[0] = msg;
-        s[1] = msdx;
+        s.keep(1, msdx + hp[1] * dx * dx);
         p = p - dx;
     }
 };
@@ -191,11 +193,10 @@ struct RuleAdaDelta {
 //                 hp: alpha, 1 - alpha, eps, lr, eps_inside_sqrt (0/1)
 struct RuleRMSprop {
     static const int n_state = 1;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
         T ms = round_to<S>(s[0] * hp[0]);
-        ms = round_to<S>(ms + hp[1] * g * g);
-        s[0] = ms;
+        ms = s.keep(0, ms + hp[1] * g * g);
         T denom = hp[4] != fast_const<T>(0) ? fast_sqrt(ms + hp[2]) : fast_sqrt(ms) + hp[2];
         p = p - hp[3] * g / denom;
     }
@@ -208,17 +209,14 @@ struct RuleRMSprop {
 //                 hp: alpha, 1 - alpha, momentum, lr, eps
 struct RuleRMSpropGraves {
     static const int n_state = 3;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
         T n = round_to<S>(s[0] * hp[0]);
-        n = round_to<S>(n + hp[1] * g * g);
+        n = s.keep(0, n + hp[1] * g * g);
         T a = round_to<S>(s[1] * hp[0]);
-        a = round_to<S>(a + hp[1] * g);
+        a = s.keep(1, a + hp[1] * g);
         T delta = round_to<S>(s[2] * hp[2]);
-        delta = round_to<S>(delta - hp[3] * g / fast_sqrt(n - a * a + hp[4]));
-        s[0] = n;
-        s[1] = a;
-        s[2] = delta;
+        delta = s.keep(2, delta - hp[3] * g / fast_sqrt(n - a * a + hp[4]));
         p = p + delta;
     }
 };
@@ -231,17 +229,15 @@ struct RuleRMSpropGraves {
 //   hp: 1-beta1, 1-beta2, alpha_t, eps, (unused), lower, upper, a, -eta, a_is_one
 template <bool AMSGRAD, bool ADABOUND> struct RuleAdamT {
     static const int n_state = AMSGRAD ? 3 : 2;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
-        T m = round_to<S>(s[0] + hp[0] * (g - s[0]));
-        T v = round_to<S>(s[1] + hp[1] * (g * g - s[1]));
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
+        T m = s.keep(0, s[0] + hp[0] * (g - s[0]));
+        T v = s.keep(1, s[1] + hp[1] * (g * g - s[1]));
         T vhat = v;
         if (AMSGRAD) {
             vhat = nan_max(s[2], v);
-            s[2] = vhat;
+            s.set(2, vhat);
         }
-        s[0] = m;
-        s[1] = v;
         T step = hp[2] / (fast_sqrt(vhat) + hp[3]);
         if (ADABOUND) step = nan_clip(step, hp[5], hp[6]);
         T delta = hp[8] * (step * m);
@@ -260,12 +256,10 @@ typedef RuleAdamT<true, true> RuleAMSBound;
 //         hp: 1-beta, 1-beta_power, 1-rho, rho, eta, lr, weight_decay_rate
 struct RuleMSVAG {
     static const int n_state = 2;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
-        T m = round_to<S>(s[0] + hp[0] * (g - s[0]));
-        T v = round_to<S>(s[1] + hp[0] * (g * g - s[1]));
-        s[0] = m;
-        s[1] = v;
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
+        T m = s.keep(0, s[0] + hp[0] * (g - s[0]));
+        T v = s.keep(1, s[1] + hp[0] * (g * g - s[1]));
         T mt = m / hp[1];
         T vt = v / hp[1];
         T mt2 = mt * mt;
@@ -282,16 +276,14 @@ struct RuleMSVAG {
 //          mem <- 1 + mem (1 - x)          hp: lr, eps
 struct RuleSMORMS3 {
     static const int n_state = 3;
-    template <class T, class S, class P>
-    FAST_MEMBER void update(T& p, T g, T* s, const T* hp) {
+    template <class T, class S, class P, class State>
+    FAST_MEMBER void update(T& p, T g, State& s, const T* hp) {
         T r = fast_const<T>(1) / (s[0] + fast_const<T>(1));
-        T a = round_to<S>((fast_const<T>(1) - r) * s[1] + r * g);
-        T a2 = round_to<S>((fast_const<T>(1) - r) * s[2] + r * g * g);
+        T a = s.keep(1, (fast_const<T>(1) - r) * s[1] + r * g);
+        T a2 = s.keep(2, (fast_const<T>(1) - r) * s[2] + r * g * g);
         T x = a * a / (a2 + hp[1]);
         p = p - g * nan_min(x, hp[0]) / (fast_sqrt(a2) + hp[1]);
-        s[0] = round_to<S>(fast_const<T>(1) + s[0] * (fast_const<T>(1) - x));
-        s[1] = a;
-        s[2] = a2;
+        s.keep(0, fast_const<T>(1) + s[0] * (fast_const<T>(1) - x));
     }
 };
 
