@@ -360,7 +360,7 @@ CATALOG = (
             "        if (ADABOUND) step = nan_clip(step, hp[5], hp[6]);\n", ""),
     _kernel("adamw-decay-dropped", "decoupled weight decay not applied in the fused path",
             "AdamW / Adam with weight_decay_rate", MATH,
-            "p = hp[9] != fast_const<T>(0) ? p + delta : hp[7] * p + delta;", "p = p + delta;"),
+            "p = hp[7] * p + delta;", "p = p + delta;"),
     _kernel("momentum-state-not-stored", "velocity computed but not written back",
             "MomentumSGD from step 2", MATH,
             "        v = s.keep(0, v - hp[1] * g);\n        p = p + v;",

@@ -225,8 +225,9 @@ struct RuleRMSpropGraves {
 //   m <- m + (1 - beta1) (g - m);  v <- v + (1 - beta2) (g^2 - v)
 //   vhat <- max(vhat, v) (AMSGrad) or v
 //   step <- alpha_t / (sqrt(vhat) + eps), clipped to [lower, upper] (AdaBound)
-//   p <- a p - eta (step m), a = 1 - eta * weight_decay_rate
-//   hp: 1-beta1, 1-beta2, alpha_t, eps, (unused), lower, upper, a, -eta, a_is_one
+//   p <- a p - eta (step m), a = 1 - eta * weight_decay_rate (without decay a is 1, and
+//        a p is then p exactly: one formula serves Adam and AdamW)
+//   hp: 1-beta1, 1-beta2, alpha_t, eps, (unused), lower, upper, a, -eta
 template <bool AMSGRAD, bool ADABOUND> struct RuleAdamT {
     static const int n_state = AMSGRAD ? 3 : 2;
     template <class T, class S, class P, class State>
@@ -241,7 +242,7 @@ template <bool AMSGRAD, bool ADABOUND> struct RuleAdamT {
         T step = hp[2] / (fast_sqrt(vhat) + hp[3]);
         if (ADABOUND) step = nan_clip(step, hp[5], hp[6]);
         T delta = hp[8] * (step * m);
-        p = hp[9] != fast_const<T>(0) ? p + delta : hp[7] * p + delta;
+        p = hp[7] * p + delta;
     }
 };
 typedef RuleAdamT<false, false> RuleAdam;

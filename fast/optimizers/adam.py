@@ -110,7 +110,7 @@ class AdamRule(FamilyRule):
                 out[:, 5], out[:, 6] = numpy.where(adabound != 0, lower, 0), numpy.where(adabound != 0, upper, 0)
         out[:, 0], out[:, 1], out[:, 3] = 1.0 - beta1, 1.0 - beta2, eps
         out[:, 4] = adabound
-        out[:, 7], out[:, 8], out[:, 9] = a, -eta, (a == 1.0)
+        out[:, 7], out[:, 8] = a, -eta
         return out
 
 
