@@ -14,6 +14,7 @@ from pathlib import Path
 from .derive import (Comparison, Limits, compare, comparison_dict, copy_bandwidth_gbps,
                      mix_limits_gbps, step_figures, triad_gbps)
 from .targets import evaluate, interleaved_limit_fractions
+from .timing import LIMIT_PASSES_PER_ROUND
 
 PEERS_NOTE = ("Separate benchmarks, one implementation at a time; the targets use the"
               " interleaved timing further down where it exists. A peer counts only when its"
@@ -149,9 +150,9 @@ def _limit_lines(benchmarks: list[dict], limits: Limits) -> list[str]:
             "arithmetic, arrays of the step's own size, placed in their pages as fast's "
             "buffers are. Best of the rounds, best of a sample at the start and one at the "
             "end of the session (the table), of passes beside each step benchmark's own rounds "
-            "(steps of 64 MiB or more: a pass before every timed round; smaller steps, which "
-            "stay in the caches between rounds: as many passes right after the rounds, on warm "
-            "caches) and of a pass in every round of the interleaved comparisons, so that a "
+            f"(steps of 64 MiB or more: {LIMIT_PASSES_PER_ROUND} passes before every timed "
+            f"round; smaller steps, which stay in the caches between rounds: as many passes "
+            f"right after the rounds, on warm caches) and of a pass in every round of the interleaved comparisons, so that a "
             "step's limit also saw the load and the caches its own rounds saw; a row's limit is "
             "the best of all of these.",
             "",
