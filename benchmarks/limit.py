@@ -27,6 +27,9 @@ from .bytes_per_param import DTYPE_MODES, STATE_ARRAYS
 KERNEL_DIR = os.path.join(os.path.dirname(__file__), "kernels")
 SOURCE = "stream_limit.cpp"
 TRIAD_ELEMENTS = 64 * 2**20  # float32: 3 x 256 MiB
+# Streams per thread of a read pass: a pass that only reads gets more bandwidth from several
+# streams per core (fast's check reads 4); 8 was the fastest of 1, 2, 4 and 8 here.
+READ_STREAMS = 8
 
 # Stream widths (bytes) of each dtype mode: gradient, read-and-written arrays, written-only.
 _STREAMS = {
@@ -76,6 +79,8 @@ def library() -> ctypes.CDLL:
                                     ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                     ctypes.c_int64]
     lib.stream_mix_pass.restype = ctypes.c_int
+    lib.stream_read_pass.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
+    lib.stream_read_pass.restype = ctypes.c_int64
     lib.stream_triad.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                  ctypes.c_float, ctypes.c_int64]
     lib.stream_triad.restype = None
@@ -122,6 +127,25 @@ class MixPass:
         if self.written is not None:
             ok = ok and int(self.written[-1]) == expected
         return ok
+
+
+class ReadPass:
+    """One read of the gradients of a mix over n elements (callable): the least a check for
+    inf and NaN must add to a step, on an array it allocates and touches. Each thread reads
+    its part of a chunk as READ_STREAMS streams walked together."""
+
+    def __init__(self, mix: Mix, n: int):
+        self.width = _STREAMS[mix.mode][0]
+        self.n = n
+        self.grad = _touched(n, self.width, 5)
+
+    @property
+    def bytes_moved(self) -> int:
+        return self.n * self.width
+
+    def __call__(self) -> None:
+        if library().stream_read_pass(self.width, READ_STREAMS, self.grad.ctypes.data, self.n) != 1:
+            raise RuntimeError("stream_read_pass did not read the array it was given")
 
 
 class Triad:

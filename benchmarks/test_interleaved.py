@@ -20,7 +20,7 @@ import pytest
 
 from .api_bench import footprint_bytes, import_impl
 from .bytes_per_param import bytes_per_param, grad_read_floor
-from .limit import MixPass, mix_of
+from .limit import MixPass, ReadPass, mix_of
 from .per_array_baseline import PerArrayOptimizer
 from .plan import PARAM_SETS, Case
 from .torch_peers import import_torch, torch_optimizer
@@ -103,9 +103,14 @@ def test_interleaved_loss_scaling(case, device, require_memory, record_measureme
     steps = {scaled: api_optimizer(fast, case.optimizer, case.mode, host, device,
                                    loss_scaling=scaled)[0].update
              for scaled in (False, True)}
+    if not device.is_gpu:  # the least a check must add: one read of as many gradient bytes
+        steps["read"] = ReadPass(mix_of(case.optimizer, case.mode),
+                                 PARAM_SETS[case.param_set].n_params)
     times = _interleaved_times(steps, device)
+    read = times.pop("read", None)
     record_measurement(kind="interleaved-loss-scaling", optimizer=case.optimizer,
                        mode=case.mode, param_set=case.param_set, rounds=ROUNDS,
                        floor=grad_read_floor(case.optimizer, case.mode),
+                       read_floor=None if read is None else paired_speedup(read, times[False]),
                        without_s=float(times[False].min()), with_s=float(times[True].min()),
                        overhead=paired_speedup(times[True], times[False]) - 1)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .limit import MixPass, Triad, mix_of
+from .limit import MixPass, ReadPass, Triad, library, mix_of
 from .plan import PARAM_SETS
 
 WHEN = [pytest.param("start"), pytest.param("end", marks=pytest.mark.at_session_end)]
@@ -54,3 +54,23 @@ def test_triad(benchmark, device, when, require_memory):
                                 when=when, device=device.kind)
     benchmark.pedantic(triad, rounds=20, iterations=1, warmup_rounds=1)
     assert float(triad.a[-1]) == 2.0
+
+
+@pytest.mark.parametrize("width", [2, 4, 8])
+def test_the_read_pass_reads_every_word(width):
+    """The loss-scaling floor's read pass (ReadPass) must read every word, whatever the
+    streams and the chunk and stream edges: a larger word anywhere is its result."""
+    import numpy as np
+
+    dtype = {2: np.uint16, 4: np.uint32, 8: np.uint64}[width]
+    n = 3 * 32768 + 17  # chunks, streams and a tail that do not divide evenly
+    words = np.ones(n, dtype=dtype)
+    for streams in (1, 2, 4, 8):
+        for where in (0, 32767, 32768, 32768 + 32768 // streams, n - 18, n - 1):
+            words[where] = 6
+            found = library().stream_read_pass(width, streams, words.ctypes.data, n)
+            words[where] = 1
+            assert found == (3 if width == 8 else 6), (streams, where)
+    read = ReadPass(mix_of("AdamW", "fp16"), n)
+    read()
+    assert read.bytes_moved == 2 * n

@@ -116,6 +116,12 @@ def test_loss_scaling_is_measured_against_its_floor():
     assert target.measured == pytest.approx(0.16 - 4 / 28) and target.status == "met"
 
 
+def test_the_loss_scaling_table_sets_the_overhead_against_the_read_pass_too():
+    from .report import _points_over
+    assert _points_over(0.226, 0.25) == "-2.4 points"
+    assert _points_over(0.226, None) == "—"
+
+
 def test_paired_speedup_is_the_median_of_ratios_within_rounds():
     from .test_interleaved import paired_speedup
     # round 2 is a slow spell for both: the ratio within it still counts as 2

@@ -61,6 +61,37 @@ int mix_pass_for(int n_rw, const void* grad, void* const* rw, void* wo, int64_t 
     }
 }
 
+// One read of n words, each chunk's thread reading its chunk as S equal streams read in the
+// same loop (as fast's non-finite check reads, with 4), the words reduced to their max so
+// that no load is dead.
+template <class W, int S>
+W read_pass(const W* a, int64_t n) {
+    W best = 0;
+#pragma omp parallel for schedule(static) reduction(max : best)
+    for (int64_t c = 0; c < chunk_count(n); ++c) {
+        const int64_t begin = c * CHUNK, end = chunk_end(c, n);
+        const int64_t q = (end - begin) / S;
+        const W* __restrict x = a + begin;
+        W m[S] = {};
+        for (int64_t i = 0; i < q; ++i)
+            for (int s = 0; s < S; ++s) m[s] = x[s * q + i] > m[s] ? x[s * q + i] : m[s];
+        for (int64_t i = begin + S * q; i < end; ++i) m[0] = a[i] > m[0] ? a[i] : m[0];
+        for (int s = 0; s < S; ++s) best = m[s] > best ? m[s] : best;
+    }
+    return best;
+}
+
+template <class W>
+W read_pass_for(int streams, const W* a, int64_t n) {
+    switch (streams) {
+    case 1: return read_pass<W, 1>(a, n);
+    case 2: return read_pass<W, 2>(a, n);
+    case 4: return read_pass<W, 4>(a, n);
+    case 8: return read_pass<W, 8>(a, n);
+    default: return 0;
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -74,6 +105,17 @@ int stream_mix_pass(int mode, int n_rw, const void* grad, void* const* rw, void*
     case 2: return mix_pass_for<uint16_t, uint32_t, uint16_t>(n_rw, grad, rw, wo, n);
     case 3: return mix_pass_for<uint16_t, uint16_t, void>(n_rw, grad, rw, wo, n);
     default: return -2;
+    }
+}
+
+// width: 2, 4 or 8 bytes per word; streams: 1, 2, 4 or 8. Returns the largest word (0 for a
+// bad number of streams, -1 for a bad width).
+int64_t stream_read_pass(int width, int streams, const void* a, int64_t n) {
+    switch (width) {
+    case 2: return read_pass_for(streams, (const uint16_t*)a, n);
+    case 4: return read_pass_for(streams, (const uint32_t*)a, n);
+    case 8: return (int64_t)(read_pass_for(streams, (const uint64_t*)a, n) >> 1);
+    default: return -1;
     }
 }
 
