@@ -34,7 +34,8 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
     On the CPU the limit kernel, with the step's stream mix and size, is also sampled beside
     the step's own rounds, so that it sees the same load from other work and the same caches
     (extra_info limit_gbps_in_rounds, the best of those passes): for steps too large for the
-    caches, LIMIT_PASSES_PER_ROUND passes before every timed round (untimed for the step); for
+    caches, LIMIT_PASSES_PER_ROUND passes before every timed round (untimed for the step) and
+    after the last one, so that each round is bracketed by passes; for
     steps that stay in the caches between rounds (where a pass between rounds would evict the
     step's arrays), as many passes right after the rounds, on caches as warm as the step's.
     """
@@ -59,7 +60,9 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
     benchmark.pedantic(one_round, setup=limit if between_rounds else None, rounds=rounds, iterations=1,
                        warmup_rounds=0)
     if limit is not None:
-        if not between_rounds:
+        if between_rounds:
+            limit()  # after the last round too: every round has passes on both sides
+        else:
             limit.one_pass()  # warms the caches with the limit's arrays
             for _ in range(rounds):
                 limit()
@@ -70,7 +73,10 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
 # estimates of a maximum on a machine whose bandwidth varies from round to round. A step that
 # runs within a few percent of the limit (RMSpropGraves fp32 at 16M: 96% of it, the median of
 # 30 interleaved rounds) beat the best of one pass per round by 5.6% in one run (d5f830b); the
-# limit gets three passes for each round of the step, so that its estimate is the tighter one.
+# limit gets three passes for each round of the step, so that its estimate is the tighter one,
+# and passes after the last round too: the bandwidth left to the run changes within a second
+# (AdamW fp32 on GPT-2 small, 3 rounds in bdc1880: 94.9, 125 and 139 ms), and one round in a
+# quiet spell beat every pass taken before it by 3.9%.
 LIMIT_PASSES_PER_ROUND = 3
 
 # Below this many bytes moved a step's arrays stay in the caches between rounds (the
