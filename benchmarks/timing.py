@@ -76,7 +76,7 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
 # limit gets three passes for each round of the step, so that its estimate is the tighter one,
 # and passes after the last round too: the bandwidth left to the run changes within a second
 # (AdamW fp32 on GPT-2 small, 3 rounds in bdc1880: 94.9, 125 and 139 ms), and one round in a
-# quiet spell beat every pass taken before it by 3.9%.
+# quiet spell beat all 19 passes of its limit by 3.9%.
 LIMIT_PASSES_PER_ROUND = 3
 
 # Below this many bytes moved a step's arrays stay in the caches between rounds (the
