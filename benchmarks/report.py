@@ -155,10 +155,11 @@ def _limit_lines(benchmarks: list[dict], limits: Limits) -> list[str]:
             "buffers are. Best of the rounds, best of a sample at the start and one at the "
             "end of the session (the table), of passes beside each step benchmark's own rounds "
             f"(steps of 64 MiB or more: {LIMIT_PASSES_PER_ROUND} passes before every timed "
-            f"round and after the last; smaller steps, which stay in the caches between rounds: as many passes "
-            f"right after the rounds, on warm caches) and of a pass in every round of the interleaved comparisons, so that a "
-            "step's limit also saw the load and the caches its own rounds saw; a row's limit is "
-            "the best of all of these.",
+            f"round and after the last; smaller steps, which stay in the caches between "
+            f"rounds: as many passes right after the rounds, on warm caches) and of "
+            f"{LIMIT_PASSES_PER_ROUND} passes in every round of the interleaved comparisons, "
+            "so that a step's limit also saw the load and the caches its own rounds saw; a "
+            "row's limit is the best of all of these.",
             "",
             f"Cross-check: STREAM triad (a = b + s c, float32, 3 x 256 MiB, 12 bytes per "
             f"element counted as STREAM counts them, same toolchain and threads): "
