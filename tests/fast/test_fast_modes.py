@@ -1,11 +1,16 @@
 """Every optimizer in every dtype mode and profile takes steps that are finite, move the
-parameters and keep state and master in the dtypes DESIGN.md prescribes."""
+parameters and keep state and master in the dtypes DESIGN.md prescribes; without a master,
+the CPU's fp16 lanes store the tile loop's bits for every fp16 gradient."""
+
+import warnings
 
 import numpy as np
 import pytest
 
+import fast
 from fast_testkit import (
-    DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, assert_finite, make_optimizer, run_steps,
+    DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, assert_finite, assert_same_snapshot, make_optimizer,
+    run_steps, snapshot,
 )
 
 STEPS = 3
@@ -88,3 +93,27 @@ def test_fp16_master_holds_more_precision_than_the_parameter():
     np.testing.assert_array_equal(p_master["w"].update_rule.fp32_param,
                                   fp32_sgd_from_one(steps=100, lr=1e-5))
     assert np.all(p_master["w"].data < 1.0)
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_fp16_lanes_store_the_tile_loops_bits_for_every_fp16_gradient(name):
+    """Without a master, fp16 updates run 8 lanes at a time (cpu_driver.cpp,
+    update_f16_lanes, whose state keeps the fp16 bits its rounding made and whose round trip
+    clears NaN payload bits the scalar rounding keeps) unless a hook sends them through the
+    tile loop (a GradientHardClipping that clips nothing). Fed every fp16 value as a
+    gradient (NaN, infinities, subnormals and the largest values included), then a step of
+    ordinary gradients from the NaN and infinite states that made, both store the same bits."""
+    every_value = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    ordinary = np.asarray(np.random.default_rng(0).standard_normal(1 << 16), dtype=np.float16)
+    results = []
+    for through_tiles in (False, True):
+        opt, params = make_optimizer(name, "fp16", shapes={"w": (1 << 16,)})
+        if through_tiles:
+            opt.add_hook(fast.optimizer_hooks.GradientHardClipping(-np.inf, np.inf))
+        for grad in (every_value, ordinary):
+            params["w"].grad = grad.copy()
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                opt.update()
+        results.append(snapshot(opt, params))
+    assert_same_snapshot(*results)
