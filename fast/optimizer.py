@@ -468,10 +468,11 @@ class _DeferredCheck(object):
         self.done = True
         opt = self.optimizer
         opt._flag_nonfinite_grads(names)
-        if opt.is_safe_to_update():
+        goes_ahead = opt.is_safe_to_update()
+        if goes_ahead:
             opt._check_rules()
         if opt._profile == "fixed" and opt._hookable.get("pre"):
-            opt._engine.prepare_masters(opt.is_safe_to_update(), self.journal)
+            opt._engine.prepare_masters(goes_ahead, self.journal)
 
 
 class _PendingStep(object):
