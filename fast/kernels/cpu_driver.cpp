@@ -328,7 +328,9 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
     // Unscaling it (P is T: no rounding beyond the division's) happens in the update loop.
     bool g_direct = std::is_same<P, T>::value && !HOOKS;  // so no master either
     if (g_direct) g_direct = !grad_overlaps_written<Rule>(grad, param, st, begin, end);
-    const bool divide_in_loop = UNSCALE && g_direct;
+    // With a master, the fp16 gradient's unscaled value is not rounded again: the update loop
+    // divides the converted tile as it reads it, as it divides a gradient read in place.
+    const bool divide_in_loop = UNSCALE && (g_direct || (M::MASTER && !HOOKS));
     const T divisor = (T)a.unscale_divisor;
     alignas(64) T gb[TILE], pb[TILE], sb[FAST_MAX_STATE][TILE];
     for (int64_t i0 = begin; i0 < end; i0 += TILE) {
@@ -343,10 +345,7 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
                 gradient_tile<M>(a, t, i0, n, gb, pb);  // pb (hook operand) is reloaded below if needed
             } else {
                 tile_load(grad + i0, gb, n);
-                if (UNSCALE) {
-                    if (M::MASTER) for (int j = 0; j < n; ++j) gb[j] = gb[j] / divisor;
-                    else unscale_tile<P>(gb, n, divisor);
-                }
+                if (UNSCALE && !M::MASTER) unscale_tile<P>(gb, n, divisor);
             }
             gp = gb;
         }
