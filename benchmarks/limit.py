@@ -11,6 +11,12 @@ whose arrays stay in the caches are set against a limit measured in the caches t
 
 A STREAM triad (a = b + s c, float32, 12 bytes per element counted, as STREAM counts)
 built the same way is the cross-check.
+
+In fp16 without a master a step also converts: every element it loads to float and every
+value it stores back to fp16, and each state value it rounds (Chainer stores it in fp16)
+it reads back as rounded. ConvertPass does those conversions alone, with the step's
+streams: the F16C floor, the most a step with these semantics can reach on a CPU that
+converts with F16C, set beside the limit.
 """
 
 from __future__ import annotations
@@ -81,6 +87,9 @@ def library() -> ctypes.CDLL:
     lib.stream_mix_pass.restype = ctypes.c_int
     lib.stream_read_pass.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
     lib.stream_read_pass.restype = ctypes.c_int64
+    lib.stream_f16_convert_pass.argtypes = [ctypes.c_int, ctypes.c_void_p,
+                                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64]
+    lib.stream_f16_convert_pass.restype = ctypes.c_int
     lib.stream_triad.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                  ctypes.c_float, ctypes.c_int64]
     lib.stream_triad.restype = None
@@ -146,6 +155,32 @@ class ReadPass:
     def __call__(self) -> None:
         if library().stream_read_pass(self.width, READ_STREAMS, self.grad.ctypes.data, self.n) != 1:
             raise RuntimeError("stream_read_pass did not read the array it was given")
+
+
+class ConvertPass:
+    """The F16C floor of a step in fp16 without a master (callable), over n elements of
+    the mix's streams, on arrays it allocates: per element the gradient and the parameter
+    converted to float, each state value converted, added to, rounded back to fp16 for its
+    store and read back from those bits, the parameter converted back for its store
+    (stream_f16_convert_pass). Additions stand in for the step's arithmetic."""
+
+    def __init__(self, mix: Mix, n: int):
+        if mix.mode != "fp16":
+            raise ValueError(f"the F16C floor is the fp16 mix's (no master), not {mix.mode}'s")
+        self.mix, self.n = mix, n
+        self.rw = [_touched(n, 2, slot) for slot in range(1 + mix.n_state)]
+        self.grad = _touched(n, 2, 5)
+        self._rw_ptrs = (ctypes.c_void_p * 4)(*[a.ctypes.data for a in self.rw])
+
+    @property
+    def bytes_moved(self) -> int:
+        return self.n * self.mix.bytes_per_param
+
+    def __call__(self) -> None:
+        code = library().stream_f16_convert_pass(len(self.rw), self.grad.ctypes.data,
+                                                 self._rw_ptrs, self.n)
+        if code != 0:
+            raise RuntimeError(f"stream_f16_convert_pass rejected {self.mix} (code {code})")
 
 
 class Triad:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .derive import (Comparison, Limits, compare, comparison_dict, copy_bandwidth_gbps,
                      mix_limits_gbps, step_figures, triad_gbps)
-from .targets import evaluate, interleaved_limit_fractions
+from .targets import evaluate, f16c_floor_fraction, interleaved_limit_fractions
 from .timing import LIMIT_PASSES_PER_ROUND
 
 PEERS_NOTE = ("Separate benchmarks, one implementation at a time; the targets use the"
@@ -102,6 +102,12 @@ def _measured(outcome) -> str:
     return _pct(value)
 
 
+def _bound(outcome) -> str:
+    if outcome.f16c_floor is not None:
+        return f"F16C floor {_pct(outcome.f16c_floor)}"
+    return _x(outcome.bandwidth_bound)
+
+
 def _points_over(overhead: float, floor: float | None) -> str:
     return "—" if floor is None else f"{100 * (overhead - floor):+.1f} points"
 
@@ -188,19 +194,26 @@ def _interleaved_lines(interleaved: list[dict], limits: Limits) -> list[str]:
              f"order, for {interleaved[0]['rounds']} rounds; best and median step per "
              "implementation, and the best step's share of the limit. \"x\" is the median "
              "over rounds of the peer's step time over fast's in the same round (the targets "
-             "use it); the ratio of the best steps is in brackets.", ""]
+             "use it); the ratio of the best steps is in brackets. In fp16, the F16C floor "
+             "(best of 3 passes per round, benchmarks/limit.py, ConvertPass): the step's "
+             "streams with only the conversions such a step must make (each element loaded "
+             "to float, each state rounded to fp16 and read back, each store converted) and "
+             "additions in place of its arithmetic.", ""]
     rows = []
     for m in interleaved:
         share = interleaved_limit_fractions(m, limits)
         cells = [f"{1e3 * m['best_s'][k]:.1f} (median {1e3 * m['median_s'][k]:.1f}; "
                  f"{_limit_pct(share.get(k))})" if k in m["best_s"] else "—"
                  for k in ("fast", "torch-fused", "per-array")]
+        floor_s = m.get("f16c_floor_s")
+        cells.append("—" if floor_s is None else
+                     f"{1e3 * floor_s:.1f} ({_limit_pct(f16c_floor_fraction(m, limits))})")
         ratios = [f"{_x(m['speedup'].get(k))} ({_x(m.get('best_speedup', {}).get(k))})"
                   for k in ("torch-fused", "per-array")]
         rows.append([m["optimizer"], m["mode"], m["param_set"]] + cells + ratios)
     return lines + _table(["optimizer", "mode", "params", "fast ms (% limit)",
                            "torch fused ms (% limit)", "per-array ms (% limit)",
-                           "x torch fused", "x per-array"], rows)
+                           "F16C floor ms (% limit)", "x torch fused", "x per-array"], rows)
 
 
 def _memory_rows(measurements: list[dict]) -> list[list[str]]:
@@ -286,15 +299,18 @@ def render(name, machine, benchmarks, limits, figures, comparisons, outcomes,
             f"{f.peer_key} {f.optimizer} {f.mode} {f.param_set} {_pct(f.limit_fraction)}"
             for f in over) + ").", ""]
     lines += ["## Targets", "",
-              "\"bandwidth bound\": the speed-up fast would show if its step ran at the "
+              "\"bound\", for a speed-up: the speed-up fast would show if its step ran at the "
               "limit, the most any implementation moving DESIGN.md's bytes can reach "
-              "against that peer. Loss-scaling targets: the overhead minus its floor, one "
+              "against that peer. For fp16's share of the limit: the share the F16C floor "
+              "reached in the same rounds (benchmarks/limit.py, ConvertPass: only the "
+              "conversions an fp16 step with Chainer's fp16 state must make, F16C's 8 "
+              "lanes, with the step's streams), the most a step that converts with F16C "
+              "reached here. Loss-scaling targets: the overhead minus its floor, one "
               "more read of the gradients (4 of 28 bytes for AdamW fp32, 2 of 28 with an fp32 "
               "master, 2 of 14 in fp16); the loss-scaling section below also sets the "
               "overhead against that read measured in the same rounds.", ""]
-    lines += _table(["target", "measured", "bandwidth bound", "status"],
-                    [[o.target.text, _measured(o), _x(o.bandwidth_bound), o.status]
-                     for o in outcomes])
+    lines += _table(["target", "measured", "bound", "status"],
+                    [[o.target.text, _measured(o), _bound(o), o.status] for o in outcomes])
     with_peers = [c for c in comparisons if c.speedup]
     alone = [c for c in comparisons if not c.speedup]
     base = ["optimizer", "mode", "params", "arrays", "fast ms", "M params/s", "GB/s", "% limit"]

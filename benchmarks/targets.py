@@ -78,6 +78,9 @@ class Outcome:
     # For speed-up targets: the speed-up fast would have if it ran at its limit (the peer's
     # step time over the shortest step the limit allows), the most it can reach.
     bandwidth_bound: float | None = None
+    # For an fp16 share of the limit: the share the F16C floor reached in the same rounds
+    # (limit.ConvertPass), the most a step that converts with F16C reached here.
+    f16c_floor: float | None = None
 
     @property
     def status(self) -> str:
@@ -145,16 +148,37 @@ def _measure(target: Target, comparisons: list[Comparison], figures: list[StepFi
     return None
 
 
-def interleaved_limit_fractions(m: dict, limits: Limits) -> dict:
-    """Each implementation's best interleaved step as a fraction of its limit."""
+def _interleaved_limit_s(m: dict, limits: Limits) -> float | None:
+    """The shortest step the limit allows an interleaved case: the best of the run's limit
+    and the limit pass timed in the case's own rounds."""
     if "n_params" not in m:
-        return {}
+        return None
     limit_s = limits.step_s(m["optimizer"], m["mode"], m["n_params"], m["bytes_per_param"])
     in_rounds = m.get("limit_s_in_rounds")  # the same rounds' limit pass, when measured
     if in_rounds is not None:
         limit_s = in_rounds if limit_s is None else min(limit_s, in_rounds)
+    return limit_s
+
+
+def interleaved_limit_fractions(m: dict, limits: Limits) -> dict:
+    """Each implementation's best interleaved step as a fraction of its limit."""
+    limit_s = _interleaved_limit_s(m, limits)
     return {name: (None if limit_s is None else limit_s / best)
             for name, best in m["best_s"].items()}
+
+
+def f16c_floor_fraction(m: dict, limits: Limits) -> float | None:
+    """The F16C floor's best pass in an interleaved case's rounds as a fraction of the
+    limit (None where it was not measured)."""
+    limit_s, floor_s = _interleaved_limit_s(m, limits), m.get("f16c_floor_s")
+    return None if limit_s is None or floor_s is None else limit_s / floor_s
+
+
+def _f16c_bound(target: Target, measurements: list[dict], limits: Limits) -> float | None:
+    if target.metric != "limit_fraction":
+        return None
+    m = _interleaved(target, measurements, "interleaved")
+    return None if m is None else f16c_floor_fraction(m, limits)
 
 
 def _peer_step_s(target: Target, comparison: Comparison, measurements: list[dict]):
@@ -184,5 +208,6 @@ def _bandwidth_bound(target: Target, comparisons: list[Comparison], measurements
 def evaluate(device: str, comparisons: list[Comparison], figures: list[StepFigures],
              measurements: list[dict], limits: Limits) -> list[Outcome]:
     return [Outcome(target, _measure(target, comparisons, figures, measurements, limits),
-                    _bandwidth_bound(target, comparisons, measurements, limits))
+                    _bandwidth_bound(target, comparisons, measurements, limits),
+                    _f16c_bound(target, measurements, limits))
             for target in TARGETS if target.device == device]

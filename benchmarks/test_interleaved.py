@@ -3,7 +3,8 @@ step in turn, round after round, so load from other work on a shared machine fal
 of them alike (AdamW in fp32 and in fp16 without a master, on one 16M tensor and on
 ResNet-50's shapes; the per-array baseline in fp32 only); likewise fast with and without
 dynamic loss scaling, in every dtype mode. Torch fused steps only after its one-step
-check passed (torch_peers.check_one_step). The order rotates from
+check passed (torch_peers.check_one_step). On the CPU the limit's pass (and in fp16 the
+F16C floor's, limit.ConvertPass) runs in the same rounds, three times back to back. The order rotates from
 round to round, so each implementation goes first (after the others' cache traffic) equally
 often.
 
@@ -20,7 +21,7 @@ import pytest
 
 from .api_bench import footprint_bytes, import_impl
 from .bytes_per_param import bytes_per_param, grad_read_floor
-from .limit import MixPass, ReadPass, mix_of
+from .limit import ConvertPass, MixPass, ReadPass, mix_of
 from .per_array_baseline import PerArrayOptimizer
 from .plan import PARAM_SETS, Case
 from .timing import LIMIT_PASSES_PER_ROUND
@@ -79,12 +80,17 @@ def test_interleaved_ratios(case, device, require_memory, record_measurement):
                                      device_arrays(host.params, dtype, device),
                                      device_arrays(host.grads, dtype, device), device.xp)
         steps["per-array"] = baseline.step
+    passes = {}
     if not device.is_gpu:  # the limit, sampled in the same rounds under the same load
-        # (these cases are far larger than the caches)
-        steps["limit"] = MixPass(mix_of(case.optimizer, case.mode),
-                                 PARAM_SETS[case.param_set].n_params)
-    times = _interleaved_times(steps, device, best_of={"limit": LIMIT_PASSES_PER_ROUND})
+        # (these cases are far larger than the caches); in fp16, the F16C floor beside it
+        mix, n = mix_of(case.optimizer, case.mode), PARAM_SETS[case.param_set].n_params
+        passes["limit"] = MixPass(mix, n)
+        if case.mode == "fp16":
+            passes["f16c-floor"] = ConvertPass(mix, n)
+    times = _interleaved_times(steps | passes, device,
+                               best_of={name: LIMIT_PASSES_PER_ROUND for name in passes})
     limit_s = times.pop("limit", None)
+    f16c_floor_s = times.pop("f16c-floor", None)
     best = {name: float(values.min()) for name, values in times.items()}
     median = {name: float(np.median(values)) for name, values in times.items()}
     peers = [name for name in times if name != "fast"]
@@ -94,6 +100,7 @@ def test_interleaved_ratios(case, device, require_memory, record_measurement):
                        bytes_per_param=bytes_per_param(case.optimizer, case.mode),
                        rounds=ROUNDS, best_s=best, median_s=median,
                        limit_s_in_rounds=None if limit_s is None else float(limit_s.min()),
+                       f16c_floor_s=None if f16c_floor_s is None else float(f16c_floor_s.min()),
                        speedup={name: paired_speedup(times[name], times["fast"]) for name in peers},
                        best_speedup={name: best[name] / best["fast"] for name in peers})
 

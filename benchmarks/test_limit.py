@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .limit import MixPass, ReadPass, Triad, library, mix_of
+from .limit import ConvertPass, MixPass, ReadPass, Triad, library, mix_of
 from .plan import PARAM_SETS
 
 WHEN = [pytest.param("start"), pytest.param("end", marks=pytest.mark.at_session_end)]
@@ -74,3 +74,32 @@ def test_the_read_pass_reads_every_word(width):
     read = ReadPass(mix_of("AdamW", "fp16"), n)
     read()
     assert read.bytes_moved == 2 * n
+
+
+@pytest.mark.parametrize("n_state", [0, 1, 2, 3])
+def test_the_f16c_floor_does_the_conversions_of_an_fp16_step(n_state):
+    """ConvertPass, the F16C floor set beside the fp16 steps, must do every conversion it
+    stands for, in every chunk and in the tail: its result equals NumPy doing them (float32
+    additions, each state rounded to fp16 and read back, the parameter rounded on store)."""
+    import numpy as np
+
+    n = 2 * 32768 + 13  # two chunks, a tail shorter than eight lanes
+    optimizer = {0: "SGD", 1: "MomentumSGD", 2: "AdamW", 3: "RMSpropGraves"}[n_state]
+    floor = ConvertPass(mix_of(optimizer, "fp16"), n)
+    rng = np.random.default_rng(n_state)
+    for array in [floor.grad] + floor.rw:
+        array[...] = rng.standard_normal(n).astype(np.float16).view(np.uint16)
+    x = floor.grad.view(np.float16).astype(np.float32)
+    param = floor.rw[0].view(np.float16).astype(np.float32) + x
+    states = []
+    for array in floor.rw[1:]:
+        kept = (array.view(np.float16).astype(np.float32) + x).astype(np.float16)
+        states.append(kept)
+        param = param + kept.astype(np.float32)
+    floor()
+    assert np.array_equal(floor.rw[0].view(np.float16), param.astype(np.float16))
+    for array, kept in zip(floor.rw[1:], states):
+        assert np.array_equal(array.view(np.float16), kept)
+    assert floor.bytes_moved == n * mix_of(optimizer, "fp16").bytes_per_param
+    with pytest.raises(ValueError, match="fp16 mix"):
+        ConvertPass(mix_of("AdamW", "fp32"), 16)

@@ -107,6 +107,30 @@ def test_interleaved_measurement_takes_precedence():
         pytest.approx(0.8)
 
 
+def test_the_fp16_share_of_the_limit_has_the_f16c_floor_beside_it():
+    from .report import _bound, _interleaved_lines
+    # AdamW fp16 on 1M parameters moves 14 B/param: 14 MB; the limit pass took 0.5 ms in the
+    # rounds, the F16C floor 0.625 ms (80% of the limit), fast 1 ms (50%)
+    interleaved = [{"kind": "interleaved", "optimizer": "AdamW", "mode": "fp16",
+                    "param_set": "flat-16M", "n_params": 10**6, "bytes_per_param": 14,
+                    "rounds": 40, "best_s": {"fast": 1e-3, "torch-fused": 1.1e-3},
+                    "median_s": {"fast": 1e-3, "torch-fused": 1.1e-3},
+                    "speedup": {"torch-fused": 1.1}, "limit_s_in_rounds": 0.5e-3,
+                    "f16c_floor_s": 0.625e-3}]
+    outcomes = {o.target.text: o for o in evaluate("cpu", [], [], interleaved, LIMITS)}
+    share = outcomes["AdamW fp16, flat 16M: >= 85% of the limit"]
+    assert share.measured == pytest.approx(0.5) and share.status == "MISSED"
+    assert share.f16c_floor == pytest.approx(0.8)
+    assert _bound(share) == "F16C floor 80.0%"
+    speedup = outcomes["AdamW fp16, flat 16M: fast >= 1.0x torch fused AdamW fp16"]
+    assert speedup.f16c_floor is None and speedup.status == "met"
+    table = "\n".join(_interleaved_lines(interleaved, LIMITS))
+    assert "| 0.6 (80.0%) |" in table
+    interleaved[0]["f16c_floor_s"] = None  # not measured (the GPU): no bound is claimed
+    outcomes = {o.target.text: o for o in evaluate("cpu", [], [], interleaved, LIMITS)}
+    assert outcomes["AdamW fp16, flat 16M: >= 85% of the limit"].f16c_floor is None
+
+
 def test_loss_scaling_is_measured_against_its_floor():
     scaling = [{"kind": "interleaved-loss-scaling", "optimizer": "AdamW", "mode": "fp32",
                 "param_set": "flat-16M", "overhead": 0.16, "floor": 4 / 28}]

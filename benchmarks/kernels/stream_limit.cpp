@@ -10,8 +10,12 @@
 // The arithmetic is integer additions, so the pass is bound by memory only.
 //
 // stream_triad is STREAM's triad (a = b + s c, float32), the cross-check.
+//
+// f16_convert_pass is the F16C floor of an fp16 step without a master: the conversions
+// such a step cannot do without, and additions in place of its arithmetic.
 #include <stdint.h>
 #include <type_traits>
+#include <immintrin.h>
 
 namespace {
 
@@ -92,6 +96,51 @@ W read_pass_for(int streams, const W* a, int64_t n) {
     }
 }
 
+// One chunk of the F16C floor (fp16 storage, float arithmetic, as fast's fp16 update
+// without a master computes): per element the gradient and the parameter are converted to
+// float; each state value is converted, added to, rounded back to fp16 (the bits that are
+// stored) and read back from those bits, as an update reads the rounded state it goes on
+// with; the parameter is converted back on its store. Eight elements at a time (F16C's
+// width on 256-bit registers), the rest one at a time with the same instructions.
+template <int N_STATE>
+__attribute__((noinline)) void f16_convert_chunk(const uint16_t* __restrict g, uint16_t* __restrict p,
+                                                 uint16_t* __restrict s0, uint16_t* __restrict s1,
+                                                 uint16_t* __restrict s2, int64_t begin, int64_t end) {
+    uint16_t* const state[3] = {s0, s1, s2};
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+        const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(g + i)));
+        __m256 y = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + i))), x);
+        for (int k = 0; k < N_STATE; ++k) {
+            const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(state[k] + i)));
+            const __m128i kept = _mm256_cvtps_ph(_mm256_add_ps(v, x), _MM_FROUND_TO_NEAREST_INT);
+            _mm_storeu_si128((__m128i*)(state[k] + i), kept);
+            y = _mm256_add_ps(y, _mm256_cvtph_ps(kept));
+        }
+        _mm_storeu_si128((__m128i*)(p + i), _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < end; ++i) {
+        const float x = _cvtsh_ss(g[i]);
+        float y = _cvtsh_ss(p[i]) + x;
+        for (int k = 0; k < N_STATE; ++k) {
+            const uint16_t kept = _cvtss_sh(_cvtsh_ss(state[k][i]) + x, _MM_FROUND_TO_NEAREST_INT);
+            state[k][i] = kept;
+            y += _cvtsh_ss(kept);
+        }
+        p[i] = _cvtss_sh(y, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+template <int N_STATE>
+void f16_convert_pass(const uint16_t* g, uint16_t* const* rw, int64_t n) {
+    uint16_t* s0 = N_STATE > 0 ? rw[1] : nullptr;
+    uint16_t* s1 = N_STATE > 1 ? rw[2] : nullptr;
+    uint16_t* s2 = N_STATE > 2 ? rw[3] : nullptr;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunk_count(n); ++c)
+        f16_convert_chunk<N_STATE>(g, rw[0], s0, s1, s2, c * CHUNK, chunk_end(c, n));
+}
+
 }  // namespace
 
 extern "C" {
@@ -115,6 +164,21 @@ int64_t stream_read_pass(int width, int streams, const void* a, int64_t n) {
     case 2: return read_pass_for(streams, (const uint16_t*)a, n);
     case 4: return read_pass_for(streams, (const uint32_t*)a, n);
     case 8: return (int64_t)(read_pass_for(streams, (const uint64_t*)a, n) >> 1);
+    default: return -1;
+    }
+}
+
+// The F16C floor of an fp16 step without a master (f16_convert_chunk), over the arrays of
+// stream_mix_pass's fp16 mix: rw[0] the parameter, rw[1..n_rw-1] the state. Returns -1 for
+// a bad n_rw.
+int stream_f16_convert_pass(int n_rw, const void* grad, void* const* rw, int64_t n) {
+    const uint16_t* g = (const uint16_t*)grad;
+    uint16_t* const* a = (uint16_t* const*)rw;
+    switch (n_rw) {
+    case 1: f16_convert_pass<0>(g, a, n); return 0;
+    case 2: f16_convert_pass<1>(g, a, n); return 0;
+    case 3: f16_convert_pass<2>(g, a, n); return 0;
+    case 4: f16_convert_pass<3>(g, a, n); return 0;
     default: return -1;
     }
 }
