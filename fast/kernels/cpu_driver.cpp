@@ -239,6 +239,17 @@ inline bool f16_quotient_by_inverse(float d) {
     return ok;
 }
 
+// The fp16 lanes request each stream's cache line F16_PREFETCH_AHEAD elements before they
+// reach it. Their loop is long in arithmetic per byte, so the out-of-order window holds few
+// of its loads and the hardware prefetchers alone leave memory time unused: 1.05-1.11x at
+// 16M parameters (AdamW, 2 threads, median of 31 interleaved rounds). Prefetches do not
+// fault, so the last lines may ask for bytes past a span.
+static const int64_t F16_LINE = 64 / sizeof(fast_half);  // elements per cache line
+static const int64_t F16_PREFETCH_AHEAD = 512;
+inline void prefetch_ahead(const fast_half* p) {
+    _mm_prefetch((const char*)(p + F16_PREFETCH_AHEAD), _MM_HINT_T0);
+}
+
 // fp16 storage without a master (ModeF16), 8 elements at a time straight from the
 // fp16 arrays: F16C conversions on load and store, the Rule's math (update_math.h) on
 // 8 float lanes, round_to<fast_half> as F16C's round trip, the state in HalfLanes. The
@@ -259,8 +270,7 @@ int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_
     fast_half* st[FAST_MAX_STATE];
     for (int k = 0; k < Rule::n_state; ++k) st[k] = (fast_half*)a.state[k] + base;
     if (grad_overlaps_written<Rule>(grad, param, st, begin, end)) return begin;
-    int64_t i = begin;
-    for (; i + 8 <= end; i += 8) {
+    auto step = [&](int64_t i) __attribute__((always_inline)) {
         V g = load_f16_lanes(grad + i);
         if (UNSCALE) g = round_to<fast_half>(by_inverse ? g * inverse : g / divisor);
         HalfLanes s;
@@ -269,7 +279,15 @@ int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_
         Rule::template update<V, fast_half, fast_half>(p, g, s, hp);
         for (int k = 0; k < Rule::n_state; ++k) s.store(k, st[k] + i);
         store_f16_lanes(param + i, p);
+    };
+    int64_t i = begin;
+    for (; i + F16_LINE <= end; i += F16_LINE) {
+        prefetch_ahead(grad + i);
+        prefetch_ahead(param + i);
+        for (int k = 0; k < Rule::n_state; ++k) prefetch_ahead(st[k] + i);
+        for (int j = 0; j < F16_LINE; j += 8) step(i + j);
     }
+    for (; i + 8 <= end; i += 8) step(i);
     return i;
 }
 

@@ -117,3 +117,35 @@ def test_fp16_lanes_store_the_tile_loops_bits_for_every_fp16_gradient(name):
                 opt.update()
         results.append(snapshot(opt, params))
     assert_same_snapshot(*results)
+
+
+# Spans around the fp16 lanes' blocks: 8 lanes, 32 elements (a cache line of each stream,
+# prefetched ahead), the tile loop's tail of fewer than 8, and a tensor of two 32768-element
+# chunks and a short third one.
+LANE_SPAN_SIZES = (1, 7, 8, 9, 24, 31, 32, 33, 40, 63, 64, 65, 100, 2 * 32768 + 61)
+
+
+@pytest.mark.parametrize("loss_scaling", [False, True], ids=["unscaled", "loss-scaled"])
+@pytest.mark.parametrize("name", ["SGD", "MomentumSGD", "Adam", "RMSpropGraves"])
+def test_fp16_lanes_cover_every_span_length(name, loss_scaling):
+    """Every element of every span length is updated once, as the tile loop updates it:
+    the lanes' 32-element blocks, their 8-element blocks and the tile loop's tail
+    together store the tile loop's bits (0 to 3 state arrays, with and without unscaling)."""
+    shapes = {f"t{n}": (n,) for n in LANE_SPAN_SIZES}
+    rng = np.random.default_rng(5)
+    scale = 2.0 ** 10 if loss_scaling else 1.0
+    grads = [{key: np.asarray(rng.standard_normal(shape) * scale, dtype=np.float16)
+              for key, shape in shapes.items()} for _ in range(STEPS)]
+    results = []
+    for through_tiles in (False, True):
+        opt, params = make_optimizer(name, "fp16", shapes=shapes)
+        if loss_scaling:
+            opt.set_loss_scale(scale)
+        if through_tiles:
+            opt.add_hook(fast.optimizer_hooks.GradientHardClipping(-np.inf, np.inf))
+        for step_grads in grads:
+            for key, grad in step_grads.items():
+                params[key].grad = grad.copy()
+            opt.update()
+        results.append(snapshot(opt, params))
+    assert_same_snapshot(*results)
