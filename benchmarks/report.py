@@ -195,7 +195,7 @@ def _interleaved_lines(interleaved: list[dict], limits: Limits) -> list[str]:
              "implementation, and the best step's share of the limit. \"x\" is the median "
              "over rounds of the peer's step time over fast's in the same round (the targets "
              "use it); the ratio of the best steps is in brackets. In fp16, the F16C floor "
-             "(best of 3 passes per round, benchmarks/limit.py, ConvertPass): the step's "
+             f"(best of {LIMIT_PASSES_PER_ROUND} passes per round, benchmarks/limit.py, ConvertPass): the step's "
              "streams with only the conversions such a step must make (each element loaded "
              "to float, each state rounded to fp16 and read back, each store converted) and "
              "additions in place of its arithmetic.", ""]

@@ -4,9 +4,9 @@ of them alike (AdamW in fp32 and in fp16 without a master, on one 16M tensor and
 ResNet-50's shapes; the per-array baseline in fp32 only); likewise fast with and without
 dynamic loss scaling, in every dtype mode. Torch fused steps only after its one-step
 check passed (torch_peers.check_one_step). On the CPU the limit's pass (and in fp16 the
-F16C floor's, limit.ConvertPass) runs in the same rounds, three times back to back. The order rotates from
-round to round, so each implementation goes first (after the others' cache traffic) equally
-often.
+F16C floor's, limit.ConvertPass) runs in the same rounds, LIMIT_PASSES_PER_ROUND times back
+to back. The order rotates from round to round, so each implementation goes first (after the
+others' cache traffic) equally often.
 
 A speed-up is the median over rounds of the two step times' ratio within the round: a
 paired statistic, so a slow spell on the machine moves both times of a round together.

@@ -73,11 +73,15 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
 # estimates of a maximum on a machine whose bandwidth varies from round to round. A step that
 # runs within a few percent of the limit (RMSpropGraves fp32 at 16M: 96% of it, the median of
 # 30 interleaved rounds) beat the best of one pass per round by 5.6% in one run (d5f830b); the
-# limit gets three passes for each round of the step, so that its estimate is the tighter one,
-# and passes after the last round too: the bandwidth left to the run changes within a second
-# (AdamW fp32 on GPT-2 small, 3 rounds in bdc1880: 94.9, 125 and 139 ms), and one round in a
-# quiet spell beat all 19 passes of its limit by 3.9%.
-LIMIT_PASSES_PER_ROUND = 3
+# limit gets LIMIT_PASSES_PER_ROUND passes for each round of the step, so that its estimate is
+# the tighter one, and passes after the last round too: the bandwidth left to the run changes
+# within a second (AdamW fp32 on GPT-2 small, 3 rounds in bdc1880: 94.9, 125 and 139 ms), and
+# one round in a quiet spell beat all 19 passes of its limit by 3.9%. A step that runs at its
+# limit (fast's AdamW fp32 at 100M: its loop moves the same bytes as the limit's) ties it, and
+# the best of k samples beats the best of j samples of the same distribution with probability
+# k / (k + j): with three passes per round that step came out 0.05% above its limit in 85a81fb
+# (10 rounds against 33 passes, odds 23%); six per round make them 12%.
+LIMIT_PASSES_PER_ROUND = 6
 
 # Below this many bytes moved a step's arrays stay in the caches between rounds (the
 # 2-core EPYC has 32 MiB of L3); a limit pass between its rounds would evict them and
