@@ -157,24 +157,17 @@ class ReadPass:
             raise RuntimeError("stream_read_pass did not read the array it was given")
 
 
-class ConvertPass:
-    """The F16C floor of a step in fp16 without a master (callable), over n elements of
-    the mix's streams, on arrays it allocates: per element the gradient and the parameter
-    converted to float, each state value converted, added to, rounded back to fp16 for its
-    store and read back from those bits, the parameter converted back for its store
-    (stream_f16_convert_pass). Additions stand in for the step's arithmetic."""
+class ConvertPass(MixPass):
+    """The F16C floor of a step in fp16 without a master (callable), over the arrays of the
+    fp16 mix's pass: per element the gradient and the parameter converted to float, each
+    state value converted, added to, rounded back to fp16 for its store and read back from
+    those bits, the parameter converted back for its store (stream_f16_convert_pass).
+    Additions stand in for the step's arithmetic."""
 
     def __init__(self, mix: Mix, n: int):
         if mix.mode != "fp16":
             raise ValueError(f"the F16C floor is the fp16 mix's (no master), not {mix.mode}'s")
-        self.mix, self.n = mix, n
-        self.rw = [_touched(n, 2, slot) for slot in range(1 + mix.n_state)]
-        self.grad = _touched(n, 2, 5)
-        self._rw_ptrs = (ctypes.c_void_p * 4)(*[a.ctypes.data for a in self.rw])
-
-    @property
-    def bytes_moved(self) -> int:
-        return self.n * self.mix.bytes_per_param
+        super().__init__(mix, n)
 
     def __call__(self) -> None:
         code = library().stream_f16_convert_pass(len(self.rw), self.grad.ctypes.data,
