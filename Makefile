@@ -6,6 +6,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
+# Real Chainer 7.8.1 for the drop-in tests (tests/chainer): it needs NumPy < 2, so it lives in
+# an environment of its own beside .venv, with the project installed into it as well.
+CHAINER_VENV := .venv-chainer
+CPY          := $(CHAINER_VENV)/bin/python
+CPIP         := $(CPY) -m pip --disable-pip-version-check -q
+
 .PHONY: run test bench gpu-check clean
 
 $(PY):
@@ -15,6 +21,18 @@ $(PY):
 # The gpu extra (CuPy, NVRTC, cuda_fp16.h) lets the tests compile every GPU kernel without a GPU.
 $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PIP) install -e '.[test,plot,gpu]'
+	touch $@
+
+# Chainer's sdist builds only with an old setuptools and without build isolation; mpi4py and
+# the mpich wheel are for ChainerMN under mpiexec. The project itself is installed editable
+# with its test extra (NumPy held below 2 by the constraint).
+$(CHAINER_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CHAINER_VENV)
+	$(CPIP) install --upgrade pip
+	$(CPIP) install 'setuptools<70' wheel 'numpy<2'
+	$(CPIP) install --no-build-isolation 'chainer==7.8.1'
+	echo 'numpy<2' > $(CHAINER_VENV)/constraints.txt
+	$(CPIP) install -c $(CHAINER_VENV)/constraints.txt -e '.[test]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)

@@ -53,7 +53,7 @@ def master_and_state_bytes(optimizer) -> int:
     """Bytes of fp32 master and optimizer state a plain `fast` optimizer holds (the
     figure `state_nbytes()` gives on a multi-node one)."""
     return sum((g.master.nbytes if g.master is not None else 0) + sum(b.nbytes for b in g.state)
-               for g in optimizer._engine.groups)
+               for g in optimizer.engine.groups)
 
 
 def make_optimizer(mode: str, params: dict, comm, exchange=None):

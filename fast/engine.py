@@ -16,10 +16,11 @@ has one code path for the CPU and the GPU.
 """
 import numpy
 
-from fast import backends, hyperparameter
+from fast import backends, boundary, hyperparameter
 from fast.backends import cpu as cpu_backend
 from fast.backends.step import StepSpec
 from fast.parameter import array_device, check_grad
+from fast.slots import GroupSlot
 
 CHUNK = 1 << 15
 F16, F32, F64 = numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)
@@ -46,11 +47,25 @@ def hook_dtype(mode, dtype):
 
 
 class Entry(object):
-    """One parameter known to the engine, with its global position."""
-    __slots__ = ("index", "name", "param", "rule")
+    """One parameter of the target: its name, the parameter, its rule and the parameter's
+    kind (fast.boundary). Once the parameter has an array the entry is in a group:
+    ``index`` is its position among the engine's entries, ``group``/``position`` where its
+    values live; before that (a lazily initialized Chainer parameter) ``group`` is None."""
+    __slots__ = ("index", "name", "param", "rule", "kind", "group", "position")
 
-    def __init__(self, index, name, param, rule):
-        self.index, self.name, self.param, self.rule = index, name, param, rule
+    def __init__(self, name, param, rule):
+        self.name, self.param, self.rule = name, param, rule
+        self.kind = boundary.kind_of(param)
+        self.index, self.group, self.position = -1, None, -1
+
+    def array(self):
+        return self.kind.array(self.param)
+
+    def grad(self):
+        return self.kind.grad(self.param)
+
+    def set_grad(self, value):
+        self.kind.set_grad(self.param, value)
 
 
 def _chunk_table(sizes):
@@ -76,7 +91,7 @@ class Group(object):
         self.state_names = tuple(state_names)
         self.entries = entries
         self.global_index = numpy.asarray([e.index for e in entries], dtype=numpy.int64)
-        self.shapes = [tuple(e.param.data.shape) for e in entries]
+        self.shapes = [tuple(e.array().shape) for e in entries]
         #: every tensor is 0-d (the engine groups 0-d parameters apart: NumPy 1.x
         #: divides them by the loss scale in float64)
         self.zero_d = all(len(shape) == 0 for shape in self.shapes)
@@ -101,7 +116,8 @@ class Group(object):
         self.no_hook_tables = None
         self.update_spec = None  # (key, StepSpec): see Engine._update_spec
         self.grad_ptrs = self.grad_keep = None  # gathered by Engine.collect_grads
-        self.engine = None
+        #: the parameter arrays as the parameters hold them (Engine.sync_parameters)
+        self.views = [None] * n
 
     # --- views ---
     def _slice(self, buf, i):
@@ -123,7 +139,7 @@ class Group(object):
         hooks of their own (adding or removing one also bumps the generation)."""
         self.raw = numpy.asarray([e.rule.raw_hparams() for e in self.entries], dtype=numpy.float64)
         self.raw = self.raw.reshape(len(self.entries), -1)
-        self.hooked = numpy.asarray([bool(e.rule._hookable) for e in self.entries], dtype=bool)
+        self.hooked = numpy.asarray([e.rule.has_hooks for e in self.entries], dtype=bool)
 
     def initialize(self, i):
         """Create rule ``i``'s state (and master) at its first update, as Chainer does."""
@@ -139,76 +155,117 @@ class Group(object):
             self.master_view(i)[...] = self.param_view(i)
             self.master_ready[i] = 1
 
-
-def _snapshot(entry):
-    """Everything the engine holds for one rule, as copies."""
-    rule = entry.rule
-    snap = {"t": rule.t, "enabled": rule.enabled, "extras": {}}
-    group = rule._group
-    if group is not None:
-        i = rule._index
-        snap["initialized"] = bool(group.initialized[i])
-        snap["state"] = {k: v.copy() for k, v in group.state_views(i).items()}
-        ready = group.master is not None and group.master_ready[i]
-        snap["master"] = group.master_view(i).copy() if ready else None
-        snap["extras"] = {k: float(v[i]) for k, v in group.extras.items()}
-    else:
-        snap["initialized"] = False
-        snap["extras"] = dict(rule._unbound_extras)
-    snap["data"] = entry.param.data.copy()
-    return snap
-
-
-def _restore(group, i, entry, snap):
-    view = group.param_view(i)
-    view[...] = snap["data"]
-    param = entry.param
-    if hasattr(param, "_adopt_storage"):
-        param._adopt_storage(view)
-    else:
-        param.array = view
-    group.t[i] = snap["t"]
-    group.enabled[i] = snap["enabled"]
-    for k, v in snap["extras"].items():
-        if k in group.extras:
-            group.extras[k][i] = v
-    if snap["initialized"]:
-        for k, v in group.state_views(i).items():
-            old = snap["state"].get(k)
-            v[...] = old if old is not None else group.rule_cls.state_fill.get(k, 0)
-        if group.master is not None and snap["master"] is not None:
-            group.master_view(i)[...] = snap["master"]
-            group.master_ready[i] = 1
-        group.initialized[i] = 1
-    entry.rule._group, entry.rule._index = group, i
+    def fill(self, i, entry, values, data):
+        """Position ``i`` takes the parameter's values ``data`` (its array, which becomes a
+        view of this group's buffer) and the rule's ``values`` (a fast.slots.DetachedSlot).
+        A state name the values lack (AMSGrad switched on) starts at its initial value."""
+        view = self.param_view(i)
+        view[...] = data
+        entry.kind.adopt(entry.param, view)
+        self.views[i] = view
+        self.t[i] = values.t
+        self.enabled[i] = values.enabled
+        for k, v in values.extras.items():
+            if k in self.extras:
+                self.extras[k][i] = v
+        if values.state is not None:
+            for k, v in self.state_views(i).items():
+                old = values.state.get(k)
+                if old is not None and tuple(numpy.shape(old)) != self.shapes[i]:
+                    raise ValueError("the optimizer state {!r} of parameter {!r} has shape {}, but the "
+                                     "parameter's array has shape {}".format(k, entry.name, numpy.shape(old),
+                                                                              self.shapes[i]))
+                v[...] = self.backend.xp.asarray(old) if old is not None else self.rule_cls.state_fill.get(k, 0)
+            if self.master is not None and values.master is not None:
+                self.master_view(i)[...] = self.backend.xp.asarray(values.master)
+                self.master_ready[i] = 1
+            self.initialized[i] = 1
 
 
-def _set_grad_unchecked(param, grad):
-    if hasattr(param, "_grad"):
-        param._grad = grad
-    else:
-        param.grad = grad
+class LocalScope(object):
+    """What the engine's tensors are part of: here, whole parameters of one process, so its
+    reductions and non-finite flags are final as computed. fast.distributed's ZeRO gives
+    an engine over pieces of parameters a scope that combines them over the ranks."""
+
+    #: whether the optimizer must decide a dynamic loss-scaling skip on the host (a scope
+    #: that combines the non-finite check over processes cannot leave it on the device)
+    decides_skip_on_host = False
+
+    def combine_flags(self, bad):
+        """Entry-ordered non-finite flags, combined over everything the tensors are part of."""
+        return bad
+
+    def combine_sums(self, gsq, psq):
+        """Entry-ordered sums of squares of the gradients and the parameters, combined."""
+        return gsq, psq
+
+    def hook_shape(self, entry):
+        """The shape of the whole parameter a hook draws per-parameter values for (noise)."""
+        return tuple(entry.array().shape)
+
+    def local_part(self, entry, whole):
+        """The part of ``whole`` (an array of ``hook_shape(entry)``) the entry's tensor
+        holds, contiguous."""
+        return whole
+
+
+def divisor_classes(scales, active):
+    """The active tensors split by the loss scale their gradients carry: a list of
+    (mask, scale or None). One class in the usual case (every gradient scaled alike)."""
+    active = active.astype(bool)
+    chosen = scales[active]
+    if len(chosen) == 0 or numpy.all(chosen == chosen[0]) or numpy.all(numpy.isnan(chosen)):
+        first = chosen[0] if len(chosen) else numpy.nan
+        return [(active, None if numpy.isnan(first) else float(first))]
+    classes = []
+    unscaled = active & numpy.isnan(scales)
+    if unscaled.any():
+        classes.append((unscaled, None))
+    for value in numpy.unique(chosen[~numpy.isnan(chosen)]):
+        classes.append((active & (scales == value), float(value)))
+    return classes
 
 
 class Engine(object):
-    """Owns the groups of one optimizer and runs their kernels."""
+    """Owns the groups of one optimizer and runs their kernels.
 
-    #: whether the optimizer must decide a dynamic loss-scaling skip on the host (an engine
-    #: whose non-finite check is combined over processes cannot leave it on the device)
-    decides_skip_on_host = False
+    ``members``: every parameter of the target (an Entry each), in the target's order;
+    ``entries``: those that have an array, in the same order. A lazily initialized Chainer
+    parameter joins ``entries`` (and a group) the first time the engine finds it has an
+    array (``sync_parameters``); until then its rule's values stay in the rule.
+    """
 
-    def __init__(self, profile):
+    def __init__(self, profile, scope=None):
         self.profile = profile
+        self.scope = LocalScope() if scope is None else scope
+        self.members = []
         self.entries = []
         self.groups = []
+        self.keys = []
         self.seen_generation = None
-        # fixed profile with a custom optimizer hook: fp16-master groups expose
-        # unscaled fp32 gradients, and their kernels run on the master as fp32.
+        # fixed profile with a custom optimizer hook: fp16-master groups expose their fp32
+        # masters with unscaled fp32 gradients, and their kernels run on the master as fp32.
         self.fp32_view = False
+        self._pending = None
+
+    @property
+    def decides_skip_on_host(self):
+        return self.scope.decides_skip_on_host
+
+    # --- a step whose skip decision is still on the device (see fast.optimizer) ---
+    def hold(self, settle):
+        """Register ``settle``, called once before anything reads what the step changed."""
+        self._pending = settle
+
+    @property
+    def pending(self):
+        """Whether a step's outcome is still to be settled."""
+        return self._pending is not None
 
     def settle(self):
-        """Settle a step whose skip decision is still on the device (the optimizer
-        installs its own; an engine alone has nothing pending)."""
+        settle, self._pending = self._pending, None
+        if settle is not None:
+            settle()
 
     def _viewed_as_fp32(self, g):
         return self.fp32_view and g.master is not None
@@ -220,38 +277,64 @@ class Engine(object):
     # --- layout ---
     def bind(self, named_params):
         """Take the (name, param, rule) triples of a new setup."""
-        self.entries = [Entry(i, n, p, r) for i, (n, p, r) in enumerate(named_params)]
-        for e in self.entries:
-            if array_device(e.param.data) is None:
+        members = [Entry(n, p, r) for n, p, r in named_params]
+        for e in members:
+            array = e.array()
+            if array is not None and array_device(array) is None:
                 raise TypeError("parameter {!r} holds a {}, not a NumPy or CuPy array".format(
-                    e.name, type(e.param.data).__name__))
+                    e.name, type(array).__name__))
+        self.members = members
         self._regroup()
 
     def _layout_key(self, entry):
-        rule, dtype = entry.rule, entry.param.data.dtype
-        use_master = rule._use_fp32_update and dtype == F16
+        rule, array = entry.rule, entry.array()
+        dtype = array.dtype
+        use_master = rule.uses_fp32_update and dtype == F16
         hp = rule.hyperparam
-        return (array_device(entry.param.data), dtype_mode(dtype, use_master, self.profile), str(dtype),
-                type(rule), rule.kernel_id(hp), tuple(rule.state_names(hp)), entry.param.data.ndim == 0)
+        return (array_device(array), dtype_mode(dtype, use_master, self.profile), str(dtype),
+                type(rule), rule.kernel_id(hp), tuple(rule.state_names(hp)), array.ndim == 0)
 
     def _regroup(self):
-        snaps = [_snapshot(e) for e in self.entries]
+        """Lay out every member that has an array, carrying every value over."""
+        carried = {id(e): (e.rule.slot.detached(), e.array()) for e in self.members if e.array() is not None}
+        entries = [e for e in self.members if id(e) in carried]
+        for i, e in enumerate(entries):
+            e.index = i
         buckets = {}
-        for e in self.entries:
+        for e in entries:
             buckets.setdefault(self._layout_key(e), []).append(e)
         groups = []
         for (_, mode, dtype, rule_cls, kernel_id, names, _), members in buckets.items():
-            backend = backends.for_array(members[0].param.data)
+            backend = backends.for_array(members[0].array())
             g = Group(backend, rule_cls, kernel_id, mode, numpy.dtype(dtype), names, members)
-            g.engine = self
             for i, e in enumerate(members):
-                _restore(g, i, e, snaps[e.index])
+                values, data = carried[id(e)]
+                g.fill(i, e, values, data)
+                e.group, e.position = g, i
+                e.rule.attach(GroupSlot(g, i), settle=self.settle)
             groups.append(g)
-        self.groups = groups
-        self.keys = [self._layout_key(e) for e in self.entries]
+        self.entries, self.groups = entries, groups
+        self.keys = [self._layout_key(e) for e in entries]
         for g in groups:
             g.refresh_hparams()
         self.seen_generation = hyperparameter.generation()
+
+    def sync_parameters(self):
+        """Take in what happened to the parameters since the last step: a lazily initialized
+        parameter that now has an array joins its group (its rule's values with it); a
+        parameter whose array was replaced (``link.W.array = x``, ``to_device``) has its
+        new values copied in, and its optimizer state kept."""
+        changed = False
+        for e in self.members:
+            array = e.array()
+            if e.group is None:
+                changed = changed or array is not None
+            elif array is None:
+                raise ValueError("parameter {!r} lost its array after the optimizer was set up".format(e.name))
+            elif array is not e.group.views[e.position]:
+                changed = True
+        if changed:
+            self._regroup()
 
     def sync_hyperparameters(self):
         """Regroup or re-read hyperparameters if any changed since the last step."""
@@ -280,6 +363,24 @@ class Engine(object):
                         journal.masters_marked.append((g, i))
 
     # --- gradients ---
+    def fill_missing_grads(self):
+        """Give every parameter without a gradient a zero one (Chainer's
+        ``reallocate_cleared_grads``)."""
+        for e in self.entries:
+            if e.grad() is None:
+                e.set_grad(e.group.backend.xp.zeros_like(e.array()))
+
+    def loss_scales(self, optimizer_scale):
+        """Entry-ordered loss scale each gradient carries (NaN: unscaled), fast.boundary's
+        ``loss_scale`` of every parameter."""
+        default = numpy.nan if optimizer_scale is None else float(optimizer_scale)
+        out = numpy.full(len(self.entries), default)
+        for e in self.entries:
+            scale = e.kind.loss_scale(e.param, optimizer_scale)
+            if scale is not optimizer_scale:
+                out[e.index] = numpy.nan if scale is None else float(scale)
+        return out
+
     def collect_grads(self, missing_as_zero=False):
         """Validate every gradient and gather per-group pointer tables.
 
@@ -296,14 +397,16 @@ class Engine(object):
             # referenced elsewhere (here, by grad_keep) cannot be resized in place.
             previous = g.grad_keep or [None] * len(g.entries)
             for i, e in enumerate(g.entries):
-                grad = e.param.grad
+                grad = e.grad()
                 if grad is None and missing_as_zero:
                     grad = xp.zeros(g.shapes[i], dtype=expected_dtype)
                 if type(grad) is not xp.ndarray or grad.dtype != expected_dtype or grad.shape != g.shapes[i]:
                     if fp32_view:
                         raise TypeError("gradient of parameter {!r} must stay a float32 array of shape {} "
                                         "while the hooks run".format(e.name, g.shapes[i]))
-                    check_grad(e.param, grad, e.name)
+                    if grad is None:
+                        raise TypeError("gradient of parameter {!r} is None".format(e.name))
+                    check_grad(e.name, grad, g.views[i])
                 if not grad.flags.c_contiguous:
                     grad = xp.ascontiguousarray(grad)
                 keep.append(grad)
@@ -323,7 +426,7 @@ class Engine(object):
         for field in ("chunk_tensor", "chunk_begin", "chunk_end"):
             spec.table(field, getattr(g, field))
         spec.table("tensor_offset", g.offsets)
-        spec.table("tensor_active", active)
+        spec.table("tensor_active", active.astype(numpy.uint8))
         spec.table("grad", g.grad_ptrs if grad_ptrs is None else grad_ptrs)
         spec.grads = g.grad_keep
         spec.pointer("param", pointer(param), param)
@@ -340,8 +443,8 @@ class Engine(object):
         spec.keep.append(hooks)
         return spec
 
-    def _hook_tables(self, g, hooks):
-        from fast import hook_ops  # hook_ops imports this module
+    @staticmethod
+    def _hook_tables(g, hooks):
         if not hooks and g.no_hook_tables is not None:
             return g.no_hook_tables
         n = len(g.entries)
@@ -350,7 +453,7 @@ class Engine(object):
         hb = numpy.zeros_like(ha)
         noise = numpy.zeros((max(len(hooks), 1), n), dtype=numpy.uint64)
         for k, op in enumerate(hooks):
-            kinds[k] = hook_ops.kind_for(op, g)
+            kinds[k] = op.kind_for(g)
             ha[k], hb[k], ptrs = op.tables(g)
             if ptrs is not None:
                 noise[k] = ptrs
@@ -358,25 +461,17 @@ class Engine(object):
             g.no_hook_tables = kinds, ha, hb, noise  # read-only: kernels only read tables
         return kinds, ha, hb, noise
 
-    # --- what hooks see of a parameter (an engine over pieces of parameters overrides these) ---
-    def hook_shape(self, entry):
-        """The shape of the parameter a hook draws per-parameter values for (noise)."""
-        return tuple(entry.param.data.shape)
-
-    def local_part(self, entry, whole):
-        """The part of ``whole`` (an array of ``hook_shape(entry)``) this engine's tensor
-        holds, contiguous."""
-        return whole
-
     def _out_array(self, g, n, dtype):
         out = g.backend.xp.zeros(max(n, 1), dtype=dtype)
         return out, g.backend.pointer(out)
 
     # --- passes ---
     def nonfinite_names(self):
-        """Names of the parameters whose gradient holds inf or NaN (read on the host)."""
+        """Names of the parameters whose gradient holds inf or NaN (read on the host),
+        combined over the engine's scope."""
         flags = self.check_finite_on_device(found=None)
         bad = self.to_host_flags([g.backend.to_host(f) for g, f in zip(self.groups, flags)])
+        bad = self.scope.combine_flags(bad)
         return [e.name for e in self.entries if bad[e.index]]
 
     def check_finite_on_device(self, found):
@@ -399,69 +494,76 @@ class Engine(object):
             bad[g.global_index] = numpy.asarray(host[:len(g.entries)]).astype(bool)
         return bad
 
-    def sums_of_squares(self, hooks, unscale):
+    def sums_of_squares(self, hooks, scales):
         """Per-parameter (sum g^2, sum p^2) of the gradient after ``hooks``, in entry order,
         on the host (a GPU group's sums are copied back: the hooks' rates are formed on the
-        host, as Chainer forms them)."""
-        return self._sums_of_squares(hooks, unscale, None)
+        host, as Chainer forms them), combined over the engine's scope. ``scales``: the loss
+        scales the gradients carry (``loss_scales``), divided out first in the fixed profile."""
+        return self.scope.combine_sums(*self._sums_of_squares(hooks, scales, None))
 
-    def nonfinite_names_and_sums_of_squares(self, hooks, unscale):
-        """``(self.nonfinite_names(), self.sums_of_squares(hooks, unscale))``, from one read
+    def nonfinite_names_and_sums_of_squares(self, hooks, scales):
+        """``(self.nonfinite_names(), self.sums_of_squares(hooks, scales))``, from one read
         of the gradients where the group's backend can flag non-finite values in its
         reduction pass (the CPU's; other groups make the two passes). The flags are those
-        of the raw gradients, before unscaling and ``hooks``.
-
-        A subclass that overrides ``nonfinite_names`` or ``sums_of_squares`` (to combine
-        their results over processes, say) and not this method gets its two overrides
-        called, in that order; an override of this method returns the same pair."""
-        cls = type(self)
-        if (cls.nonfinite_names_and_sums_of_squares is Engine.nonfinite_names_and_sums_of_squares
-                and (cls.nonfinite_names is not Engine.nonfinite_names
-                     or cls.sums_of_squares is not Engine.sums_of_squares)):
-            return self.nonfinite_names(), self.sums_of_squares(hooks, unscale)
+        of the raw gradients, before unscaling and ``hooks``."""
         bad = numpy.zeros(len(self.entries), dtype=bool)
-        sums = self._sums_of_squares(hooks, unscale, bad)
-        return [e.name for e in self.entries if bad[e.index]], sums
+        gsq, psq = self._sums_of_squares(hooks, scales, bad)
+        bad = self.scope.combine_flags(bad)
+        return [e.name for e in self.entries if bad[e.index]], self.scope.combine_sums(gsq, psq)
 
-    def _sums_of_squares(self, hooks, unscale, bad):
-        """sums_of_squares; with ``bad`` (entry-ordered booleans), the non-finite flags too."""
+    def _unscale_classes(self, g, scales, active=None):
+        """divisor_classes of ``g``'s tensors for a pass that unscales only in the fixed
+        profile (the hooks' view of the gradient)."""
+        active = numpy.ones(len(g.entries), dtype=bool) if active is None else active
+        if self.profile != "fixed":
+            return [(active, None)]
+        return divisor_classes(scales[g.global_index], active)
+
+    def _sums_of_squares(self, hooks, scales, bad):
+        """sums_of_squares before combining; with ``bad`` (entry-ordered booleans), the
+        non-finite flags too."""
         gsq = numpy.zeros(len(self.entries))
         psq = numpy.zeros(len(self.entries))
         for g in self.groups:
-            spec = self.args(g, hooks=hooks)
-            self._set_unscale(spec, g, unscale, hooks_only=True)
-            out_g, address_g = self._out_array(g, len(g.entries), numpy.float64)
-            out_p, address_p = self._out_array(g, len(g.entries), numpy.float64)
-            spec.pointer("tensor_gsq", address_g, out_g)
-            spec.pointer("tensor_psq", address_p, out_p)
-            flags = None
-            if bad is not None:
-                flags, address_f = self._out_array(g, len(g.entries), numpy.uint8)
-                if getattr(g.backend, "reduce_checks_finite", False) and not self._viewed_as_fp32(g):
-                    spec.pointer("tensor_nonfinite", address_f, flags)
-                else:
-                    check = self.args(g)
-                    check.pointer("tensor_nonfinite", address_f, flags)
-                    g.backend.check_finite(g.mode, check)
-            g.backend.reduce(self.kernel_mode(g), spec)
-            gsq[g.global_index] = g.backend.to_host(out_g)[:len(g.entries)]
-            psq[g.global_index] = g.backend.to_host(out_p)[:len(g.entries)]
-            if flags is not None:
-                bad[g.global_index] = numpy.asarray(g.backend.to_host(flags)[:len(g.entries)]).astype(bool)
+            n = len(g.entries)
+            for mask, scale in self._unscale_classes(g, scales):
+                spec = self.args(g, active=mask, hooks=hooks)
+                self._set_unscale(spec, g, scale, hooks_only=True)
+                out_g, address_g = self._out_array(g, n, numpy.float64)
+                out_p, address_p = self._out_array(g, n, numpy.float64)
+                spec.pointer("tensor_gsq", address_g, out_g)
+                spec.pointer("tensor_psq", address_p, out_p)
+                flags = None
+                if bad is not None:
+                    flags, address_f = self._out_array(g, n, numpy.uint8)
+                    if getattr(g.backend, "reduce_checks_finite", False) and not self._viewed_as_fp32(g):
+                        spec.pointer("tensor_nonfinite", address_f, flags)
+                    else:
+                        check = self.args(g)
+                        check.pointer("tensor_nonfinite", address_f, flags)
+                        g.backend.check_finite(g.mode, check)
+                g.backend.reduce(self.kernel_mode(g), spec)
+                chosen = g.global_index[mask]
+                gsq[chosen] = g.backend.to_host(out_g)[:n][mask]
+                psq[chosen] = g.backend.to_host(out_p)[:n][mask]
+                if flags is not None:
+                    bad[g.global_index] |= numpy.asarray(g.backend.to_host(flags)[:n]).astype(bool)
         return gsq, psq
 
-    def materialize_in_place(self, hooks, loss_scale=None):
-        """Apply ``hooks`` to every ``p.grad`` in place (used around custom hooks);
-        in the fixed profile a loss scale given here is divided out first (not
-        for gradients in the fp32 view, which are unscaled already)."""
+    def materialize_in_place(self, hooks, scales=None):
+        """Apply ``hooks`` to every ``p.grad`` in place (used around custom hooks); in the
+        fixed profile, with ``scales`` given, each gradient's loss scale is divided out
+        first (not for gradients in the fp32 view, which are unscaled already)."""
         for g in self.groups:
-            if loss_scale is not None and self._viewed_as_fp32(g):
+            if scales is not None and self._viewed_as_fp32(g):
                 continue
-            spec = self.args(g, hooks=hooks)
-            self._set_unscale(spec, g, loss_scale, hooks_only=True)
-            spec.table("grad_out", spec.tables["grad"])
-            spec.out_param_dtype = 1
-            g.backend.materialize(self.kernel_mode(g), spec)
+            classes = self._unscale_classes(g, scales) if scales is not None else [(None, None)]
+            for mask, scale in classes:
+                spec = self.args(g, active=mask, hooks=hooks)
+                self._set_unscale(spec, g, scale, hooks_only=True)
+                spec.table("grad_out", spec.tables["grad"])
+                spec.out_param_dtype = 1
+                g.backend.materialize(self.kernel_mode(g), spec)
 
     def _set_unscale(self, spec, g, loss_scale, hooks_only=False):
         """Loss-scale division: before the hooks (fixed) or after them (chainer)."""
@@ -503,9 +605,10 @@ class Engine(object):
         g.update_spec = key, spec
         return spec
 
-    def update(self, hooks, loss_scale, hooked_rules_path, skip=None):
+    def update(self, hooks, scales, hooked_rules_path, skip=None):
         """One fused step of every group. Returns a Journal of the host bookkeeping done.
 
+        ``scales``: the loss scale each gradient carries (``loss_scales``), divided out.
         ``skip`` (a device flag, asynchronous backends only): the kernels read it and do
         nothing when it is set; the host does its bookkeeping as if the step went ahead
         and undoes it with ``Journal.roll_back`` once the flag is known to be set.
@@ -527,13 +630,15 @@ class Engine(object):
                     for i in stepped[g.master_ready[stepped] == 0]:
                         g.prepare_master(i)
                 g.t[stepped] += 1
-                spec = self._update_spec(g, active, hooks)
-                self._set_unscale(spec, g, loss_scale)
-                spec.refill("hparams", self._kernel_table(g))
-                g.backend.update(g.kernel_id, g.mode, spec, skip)
+                table = self._kernel_table(g)
+                for mask, scale in divisor_classes(scales[g.global_index], active):
+                    spec = self._update_spec(g, mask.astype(numpy.uint8), hooks)
+                    self._set_unscale(spec, g, scale)
+                    spec.refill("hparams", table)
+                    g.backend.update(g.kernel_id, g.mode, spec, skip)
                 g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
             for i in slow.tolist():
-                hooked_rules_path(self, g, i, hooks, loss_scale)
+                hooked_rules_path(self, g, i, hooks, scales[g.global_index[i]])
         return journal
 
     def update_one_from_gradient(self, g, i, grad):
@@ -560,18 +665,20 @@ class Engine(object):
             g.param_view(i)[...] = g.master_view(i)
         g.rule_cls.after_step(g.raw, g.extras, active.astype(bool))
 
-    def enter_fp32_view(self, loss_scale, step_goes_ahead):
-        """Fixed profile, custom optimizer hooks: give every fp16-master parameter an
-        unscaled fp32 gradient (returned: the original gradients, to restore)."""
+    def enter_fp32_view(self, scales, step_goes_ahead):
+        """Fixed profile, custom optimizer hooks: every fp16 parameter with an fp32 master
+        shows its master as its array and its unscaled gradient in fp32 (the working
+        parameter the hooks act on). Returns what to restore (``leave_fp32_view``)."""
         originals = []
         for g in self.groups:
             if g.master is None:
                 continue
             self.prepare_masters(step_goes_ahead)
             for i, e in enumerate(g.entries):
-                grad32 = self.gradient_for_rule(g, i, (), loss_scale)
-                originals.append((e.param, e.param.grad))
-                _set_grad_unchecked(e.param, grad32)
+                grad32 = self.gradient_for_rule(g, i, (), scales[e.index])
+                originals.append((e, e.grad()))
+                e.kind.adopt(e.param, g.master_view(i))
+                e.set_grad(grad32)
         self.fp32_view = bool(originals)
         if self.fp32_view:
             self.collect_grads()
@@ -579,11 +686,13 @@ class Engine(object):
 
     def leave_fp32_view(self, originals):
         self.fp32_view = False
-        for param, grad in originals:
-            _set_grad_unchecked(param, grad)
+        for e, grad in originals:
+            e.kind.adopt(e.param, e.group.views[e.position])
+            e.set_grad(grad)
 
     def gradient_for_rule(self, g, i, hooks, loss_scale):
-        """Tensor ``i``'s gradient as its rule sees it: hooked, unscaled, fp32 with a master."""
+        """Tensor ``i``'s gradient as its rule sees it: hooked, unscaled, fp32 with a master.
+        ``loss_scale``: the scale it carries (NaN or None: unscaled)."""
         n = len(g.entries)
         active = numpy.zeros(n, dtype=numpy.uint8)
         active[i] = 1
@@ -592,7 +701,8 @@ class Engine(object):
         outs = numpy.zeros(n, dtype=numpy.uint64)
         outs[i] = g.backend.pointer(out)
         spec = self.args(g, active=active, hooks=hooks)
-        self._set_unscale(spec, g, loss_scale)
+        scale = None if loss_scale is None or numpy.isnan(loss_scale) else float(loss_scale)
+        self._set_unscale(spec, g, scale)
         spec.table("grad_out", outs)
         spec.out_param_dtype = int(g.master is None)
         spec.keep.append(out)

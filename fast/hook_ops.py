@@ -8,7 +8,7 @@ gradient in, as NumPy rounds a Python float operand to the array's dtype.
 """
 import numpy
 
-from fast import engine as engine_module
+from fast.engine import hook_dtype
 
 ADD_PARAM, ADD_SIGN, CLIP, SCALE, SCALE_TENSOR, ADD_NOISE = 1, 2, 3, 4, 5, 6
 #: The kinds ``g += a * p`` and ``g += a * sign(p)`` take for a group of 0-d gradients:
@@ -26,27 +26,43 @@ def numpy1_scalar(value, array):
     return numpy.result_type(array.dtype, numpy.min_scalar_type(float(value))).type(value)
 
 
-def kind_for(op, group):
-    """The kernel's hook kind for ``op`` on ``group``."""
-    return WIDE_KIND.get(op.kind, op.kind) if group.zero_d else op.kind
+class Op(object):
+    """One elementwise operation of the fused pass: its kind and per-tensor scalars."""
 
+    kind = None
 
-class ConstOp(object):
-    """An op with the same scalars for every tensor."""
-
-    def __init__(self, kind, a, b=0.0, round_to_grad_dtype=True):
-        self.kind, self.a, self.b = kind, float(a), float(b)
-        self.round = round_to_grad_dtype
+    def kind_for(self, group):
+        """The kernel's hook kind on ``group`` (0-d groups take the wide kinds)."""
+        return WIDE_KIND.get(self.kind, self.kind) if group.zero_d else self.kind
 
     def tables(self, group):
-        n = len(group.entries)
-        a, b = numpy.full(n, self.a), numpy.full(n, self.b)
+        """(a, b, noise pointers or None): the op's scalars for each tensor of ``group``."""
+        raise NotImplementedError
+
+
+class ConstOp(Op):
+    """An op with scalars ``a`` and ``b``: numbers, or entry-ordered arrays (one value per
+    parameter, e.g. a WeightDecay rate multiplied by each parameter's loss scale)."""
+
+    def __init__(self, kind, a, b=0.0, round_to_grad_dtype=True):
+        self.kind = kind
+        self.a = numpy.asarray(a, dtype=numpy.float64)
+        self.b = numpy.asarray(b, dtype=numpy.float64)
+        self.round = round_to_grad_dtype
+
+    def _per_tensor(self, values, group):
+        if values.ndim == 0:
+            return numpy.full(len(group.entries), float(values))
+        return values[group.global_index]
+
+    def tables(self, group):
+        a, b = self._per_tensor(self.a, group), self._per_tensor(self.b, group)
         if self.round:
             if self.kind == SCALE:
                 return scale_as_numpy_converts(a, group), b, None
             if self.kind in WIDE_KIND and group.zero_d:
                 return a, b, None
-            dtype = engine_module.hook_dtype(group.mode, group.dtype)
+            dtype = hook_dtype(group.mode, group.dtype)
             with numpy.errstate(over="ignore"):
                 a, b = a.astype(dtype).astype(numpy.float64), b.astype(dtype).astype(numpy.float64)
         return a, b, None
@@ -56,14 +72,14 @@ def scale_as_numpy_converts(rates, group):
     """The factors of ``g *= rate`` per tensor of ``group``, as NumPy 1.x converts the float64
     rate: to the dtype the hook sees the gradient in, except for a 0-d gradient, which
     counts as a scalar itself, so the product is float64, rounded once on store."""
-    dtype = engine_module.hook_dtype(group.mode, group.dtype)
+    dtype = hook_dtype(group.mode, group.dtype)
     with numpy.errstate(over="ignore"):
         rounded = rates.astype(dtype).astype(numpy.float64)
     zero_d = numpy.asarray([len(shape) == 0 for shape in group.shapes], dtype=bool)
     return numpy.where(zero_d, rates, rounded)
 
 
-class TensorScaleOp(object):
+class TensorScaleOp(Op):
     """g <- g * rate[parameter] (GradientLARS), the rates converted as NumPy 1.x
     converts them (scale_as_numpy_converts)."""
     kind = SCALE_TENSOR
@@ -76,7 +92,7 @@ class TensorScaleOp(object):
         return a, numpy.zeros_like(a), None
 
 
-class NoiseOp(object):
+class NoiseOp(Op):
     """g <- g + noise[parameter] (GradientNoise); arrays in entry order."""
     kind = ADD_NOISE
 
@@ -91,45 +107,51 @@ class NoiseOp(object):
 
 
 class PlanContext(object):
-    """What a hook needs to plan itself: the profile, the ops so far, reductions."""
+    """What a hook needs to plan itself: the profile, the ops so far, reductions.
 
-    def __init__(self, optimizer, engine, loss_scale, pending_check=None):
+    ``optimizer``: the optimizer planning; ``loss_scales``: entry-ordered, the loss scale
+    each gradient carries (NaN: unscaled; see fast.boundary). In the chainer profile the
+    hooks see the gradients still scaled; in the fixed profile unscaled.
+    """
+
+    def __init__(self, optimizer, loss_scales, pending_check=None):
         self.optimizer = optimizer
         self.profile = optimizer.profile
-        self.engine = engine
-        self.loss_scale = loss_scale
+        self.engine = optimizer.engine
+        self.loss_scales = loss_scales
         self.ops = []
         #: dynamic loss scaling's non-finite check, when the optimizer left it to the first
-        #: reduction (fast.optimizer._DeferredCheck), else None
+        #: reduction (fast.optimizer.DeferredCheck), else None
         self.pending_check = pending_check
 
     @property
     def entries(self):
         return self.engine.entries
 
-    def xp(self, entry):
+    @staticmethod
+    def xp(entry):
         """The array module of the entry's device (NumPy or CuPy)."""
-        return entry.rule._group.backend.xp
+        return entry.group.backend.xp
 
     def hook_dtype(self, entry):
         """The dtype this profile shows the entry's gradient in to hooks."""
-        group = entry.rule._group
-        return engine_module.hook_dtype(group.mode, group.dtype) if self.profile == "fixed" else group.dtype
+        group = entry.group
+        return hook_dtype(group.mode, group.dtype) if self.profile == "fixed" else group.dtype
 
     def hook_shape(self, entry):
         """The shape of the whole parameter, for values drawn per parameter (noise)."""
-        return self.engine.hook_shape(entry)
+        return self.engine.scope.hook_shape(entry)
 
     def local_part(self, entry, whole):
         """The part of a whole-parameter array that the entry's tensor holds."""
-        return self.engine.local_part(entry, whole)
+        return self.engine.scope.local_part(entry, whole)
 
     def sums_of_squares(self):
         """Per-entry sums of g^2 and p^2 (g after the ops so far), in double. The first call
         with a non-finite check pending makes it in the same pass and settles it first."""
         pending = self.pending_check
         if pending is not None and not pending.done:
-            names, sums = self.engine.nonfinite_names_and_sums_of_squares(list(self.ops), self.loss_scale)
+            names, sums = self.engine.nonfinite_names_and_sums_of_squares(list(self.ops), self.loss_scales)
             pending.settle(names)
             return sums
-        return self.engine.sums_of_squares(list(self.ops), self.loss_scale)
+        return self.engine.sums_of_squares(list(self.ops), self.loss_scales)

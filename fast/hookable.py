@@ -33,13 +33,13 @@ class Hookable(object):
         if timing not in TIMINGS:
             raise ValueError("timing must be either 'pre' or 'post', got {!r}".format(timing))
         self.hooks[timing][name] = hook
-        hyperparameter._bump()  # the engine re-reads which rules have hooks
+        hyperparameter.bump()  # the engine re-reads which rules have hooks
 
     def remove(self, name):
         for timing in TIMINGS:
             if name in self.hooks[timing]:
                 del self.hooks[timing][name]
-                hyperparameter._bump()
+                hyperparameter.bump()
                 return
         raise KeyError(name)
 

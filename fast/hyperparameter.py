@@ -16,7 +16,8 @@ def generation():
     return _current[0]
 
 
-def _bump():
+def bump():
+    """Mark every hyperparameter as possibly changed (the engine re-reads them)."""
     _current[0] = next(_generation)
 
 
@@ -36,11 +37,11 @@ class Hyperparameter(object):
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
-        _bump()
+        bump()
 
     def __delattr__(self, name):
         object.__delattr__(self, name)
-        _bump()
+        bump()
 
     def __repr__(self):
         d = self.get_dict()

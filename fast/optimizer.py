@@ -1,19 +1,27 @@
 """``GradientMethod``: Chainer's optimizer control flow over the fused engine.
 
-One ``update()`` does, in Chainer's order (DESIGN.md):
+One ``update()`` does, in Chainer's order (docs/fast.md):
  1. (lossfun given) compute the loss, clear the grads, backward with the scale;
- 2. fill missing grads with zeros; validate every grad (shape, dtype, device);
+ 2. take in what happened to the parameters (a lazily initialized Chainer parameter that
+    now has an array joins the engine; a replaced array is copied in); fill missing grads
+    with zeros; validate every grad (shape, dtype, device);
  3. dynamic loss scaling: one compiled pass flags non-finite gradients (the
     reduction pass of GradientClipping or GradientLARS where one of them is
-    planned: see _DeferredCheck);
- 4. 'pre' optimizer hooks: built-in hooks are planned into ops the update
+    planned: see DeferredCheck);
+ 4. 'pre' optimizer hooks: fast's own hooks are planned into ops the update
     kernel applies as it loads each gradient (their reductions run first, one
     pass each); any other hook is called as Chainer calls it, on the grads;
  5. ``t += 1`` (also on a skipped step);
  6. unless skipped: one fused kernel call per group (unscale, hooks, update,
-    master -> fp16 cast); rules with their own hooks take a per-parameter path;
+    master -> fp16 cast); rules with their own hooks take a per-parameter path; the rule
+    of a parameter that still has no array counts the step (Chainer's ``rule.t += 1``)
+    and runs its hooks, and nothing else;
  7. 'post' hooks; 8. the loss-scale schedule.
 Everything that can be rejected is checked before anything changes.
+
+Each gradient is divided by the loss scale it carries (fast.boundary): a fast.Parameter's
+by the optimizer's loss scale, a chainer.Parameter's by the scale ``backward(loss_scale=)``
+recorded on it, as Chainer's update rule does.
 
 On a GPU with dynamic loss scaling the host does not wait for step 3: the
 check raises a device flag that the update kernels read (they do nothing
@@ -23,39 +31,44 @@ creation, the masters) as if the step went ahead, and it settles the step
 loss-scale schedule) from an asynchronous copy of the flags the next time
 anything depends on the outcome: the next ``update``, ``loss_scale``,
 ``rule.t``, ``rule.state``, serialization. Steps whose control flow needs
-the outcome on the host (rule-level hooks, custom 'pre' hooks) settle at
-once.
+the outcome on the host (rule-level hooks, custom 'pre' hooks, a parameter
+still without an array) settle at once.
 """
 import warnings
 
 import numpy
 
-from fast import backends, hyperparameter
-from fast.engine import Engine, F16, F32
+from fast import boundary, hyperparameter, serializers
+from fast.engine import Engine, F16, F32, Journal, LocalScope
 from fast.hook_ops import PlanContext
 from fast.hookable import Hookable
 from fast.loss_scaling import LossScaling
+from fast.optimizer_hooks import is_fused
 from fast.parameter import array_device
 
 PROFILES = ("chainer", "fixed")
 
 
 def named_parameters(target):
-    """(name, parameter) pairs of a mapping, a Link-like object or an iterable."""
+    """(name, parameter) pairs of a mapping, a Link-like object or an iterable. A Chainer
+    parameter may still have no array (a lazily initialized link)."""
+    if isinstance(target, (str, bytes)) or not (hasattr(target, "namedparams") or hasattr(target, "items")
+                                                or hasattr(target, "__iter__")):
+        raise TypeError("optimization target must be a link (an object with namedparams()), a mapping of "
+                        "Parameters or an iterable of Parameters; got {}".format(type(target).__name__))
     if hasattr(target, "namedparams"):
         pairs = list(target.namedparams())
     elif hasattr(target, "items"):
         pairs = [("/" + str(k).lstrip("/"), p) for k, p in target.items()]
     else:
-        try:
-            pairs = [("/{}".format(i), p) for i, p in enumerate(target)]
-        except TypeError:
-            raise TypeError("optimization target must be a mapping of Parameters, an iterable of "
-                            "Parameters or an object with namedparams(); got {}".format(type(target).__name__))
+        pairs = [("/{}".format(i), p) for i, p in enumerate(target)]
     names = set()
     for name, p in pairs:
-        if not hasattr(p, "data") or array_device(getattr(p, "data", None)) is None:
+        if not boundary.is_parameter(p):
             raise TypeError("target entry {!r} is not a Parameter (got {})".format(name, type(p).__name__))
+        array = boundary.array(p)
+        if array is not None and array_device(array) is None:
+            raise TypeError("parameter {!r} holds a {}, not a NumPy or CuPy array".format(name, type(array).__name__))
         if name in names:
             raise ValueError("duplicate parameter name {!r}".format(name))
         names.add(name)
@@ -70,7 +83,7 @@ def warn_nonfinite(name, iteration, loss_scale):
         name, iteration, loss_scale))
 
 
-class _RuleParam(object):
+class RuleParam(object):
     """What a rule's own hooks see: ``data`` (master or parameter), ``grad``
     (unscaled) and ``_loss_scale``, the scale Chainer's parameter would carry
     (set by ``backward``; None on an fp32 master, which Chainer creates
@@ -83,6 +96,10 @@ class _RuleParam(object):
     @property
     def array(self):
         return self.data
+
+
+def _unscaled(scales):
+    return numpy.full_like(scales, numpy.nan)
 
 
 class GradientMethod(object):
@@ -103,10 +120,7 @@ class GradientMethod(object):
         self._use_fp32_update = False
         self._loss = LossScaling()
         self._engine = None
-        #: builds the engine at setup (fast.distributed's ZeRO gives its sharded engine)
-        self._engine_factory = Engine
-        self._named = []
-        self._pending = None
+        self._checked = None
 
     @property
     def profile(self):
@@ -120,12 +134,47 @@ class GradientMethod(object):
         for name, value in values.items():
             setattr(self.hyperparam, name, value)
 
+    # --- the internal interface (fast.serializers, fast.distributed; docs/fast.md) ---
+    @property
+    def engine(self):
+        """The engine (fast.engine.Engine) holding the parameters, after setup; else None."""
+        return self._engine
+
+    @property
+    def scaling(self):
+        """The loss-scaling state (fast.loss_scaling.LossScaling), after settling a step
+        the device may still skip; change it only through its methods."""
+        self._settle()
+        return self._loss
+
+    def named_parameters(self):
+        """(name, parameter) of every parameter set up, in the target's order."""
+        self._check_set_up()
+        return [(e.name, e.param) for e in self._engine.members]
+
+    def named_hooks(self):
+        """(timing, name, hook) of every optimizer hook, in the order they run."""
+        self._check_set_up()
+        return [(timing, name, hook) for timing in ("pre", "post")
+                for name, hook in self._hookable.hooks[timing].items()]
+
+    # --- Chainer's attributes that wrappers and extensions read ---
+    @property
+    def _loss_scale(self):
+        """The loss scale (None when off): Chainer's attribute, read by ChainerMN's
+        multi-node optimizer to backward with it."""
+        return self.loss_scale
+
     # --- set-up ---
     def create_update_rule(self):
         return self.rule_class(self.hyperparam, profile=self._profile)
 
-    def setup(self, target):
-        """Create a rule per parameter and move the parameters into flat buffers."""
+    def setup(self, target, *, scope=None):
+        """Create a rule per parameter and move the parameters into flat buffers.
+
+        ``scope`` (fast.engine.LocalScope by default): what the engine's tensors are part
+        of; fast.distributed's ZeRO passes a scope whose tensors are pieces of the ranks'
+        parameters."""
         pairs = named_parameters(target)
         triples = []
         for name, p in pairs:
@@ -134,12 +183,11 @@ class GradientMethod(object):
                 rule.use_fp32_update()
             triples.append((name, p, rule))
         self._settle()
-        engine = self._engine_factory(self._profile)
-        engine.settle = self._settle
+        engine = Engine(self._profile, scope)
         engine.bind(triples)
         for name, p, rule in triples:
             p.update_rule = rule
-        self._engine, self._named, self.target = engine, [(n, p) for n, p, _ in triples], target
+        self._engine, self.target = engine, target
         self.t = 0
         self.epoch = 0
         self._hookable = Hookable(invalid_timing_fallback=True)
@@ -153,10 +201,34 @@ class GradientMethod(object):
         """Use fp32 masters for fp16 parameters (from the next step)."""
         self._settle()
         self._use_fp32_update = flag
-        for _, p in self._named:
-            p.update_rule.use_fp32_update(flag)
         if self._engine is not None:
+            for e in self._engine.members:
+                e.rule.use_fp32_update(flag)
             self._engine.sync_hyperparameters()
+
+    # --- pickling and copying: the engine is rebuilt from the parameters and rules ---
+    def __getstate__(self):
+        self._settle()
+        state = self.__dict__.copy()
+        engine = state.pop("_engine")
+        state["_checked"] = None
+        members = None
+        if engine is not None:
+            if not isinstance(engine.scope, LocalScope):
+                raise TypeError("the optimizer of a fast.distributed multi-node optimizer holds one rank's "
+                                "pieces and cannot be pickled or copied; save it with fast.serializers.save_npz")
+            members = [(e.name, e.param, e.rule) for e in engine.members]
+        state["_members"] = members
+        return state
+
+    def __setstate__(self, state):
+        members = state.pop("_members")
+        self.__dict__.update(state)
+        self._engine = None
+        if members is not None:
+            engine = Engine(self._profile)
+            engine.bind(members)
+            self._engine = engine
 
     # --- hooks ---
     def add_hook(self, hook, name=None, timing="auto"):
@@ -171,49 +243,54 @@ class GradientMethod(object):
         """Run the hooks of ``timing`` on the current gradients (in place)."""
         self._check_set_up()
         self._settle()
-        self._engine.sync_hyperparameters()
-        self._reallocate_cleared_grads()
-        self._engine.collect_grads()
-        self._run_hooks_in_place(self._hookable.get(timing))
+        engine = self._engine
+        engine.sync_parameters()
+        engine.sync_hyperparameters()
+        engine.fill_missing_grads()
+        engine.collect_grads()
+        self._run_hooks_in_place(self._hookable.get(timing), engine.loss_scales(self._loss.scale))
 
-    def _call_custom_hook(self, hook):
+    def call_hook(self, hook):
+        """Call one hook as Chainer does: per parameter (``hook(rule, param)``) when it has
+        ``call_for_each_param``, else ``hook(optimizer)``."""
         if getattr(hook, "call_for_each_param", False):
-            for _, p in self._named:
-                hook(p.update_rule, p)
+            for e in self._engine.members:
+                hook(e.rule, e.param)
         else:
             hook(self)
 
-    def _run_hooks_in_place(self, hooks, unscaled=False):
-        """Hooks one at a time on the gradients themselves (Chainer's way)."""
-        scale = None if unscaled else self._loss.scale
+    def _run_hooks_in_place(self, hooks, scales):
+        """Hooks one at a time on the gradients themselves (Chainer's way). ``scales``: the
+        loss scale each gradient carries (NaN: already unscaled)."""
         for hook in hooks:
-            if hasattr(hook, "plan"):
-                ctx = PlanContext(self, self._engine, scale)
+            if is_fused(hook):
+                ctx = PlanContext(self, scales)
                 hook.plan(ctx)
                 if ctx.ops:
                     self._engine.materialize_in_place(ctx.ops)
             else:
-                self._call_custom_hook(hook)
-            self._reallocate_cleared_grads()
+                self.call_hook(hook)
+            self._engine.fill_missing_grads()
             self._engine.collect_grads()
 
     # --- the step ---
-    def _reallocate_cleared_grads(self):
-        for _, p in self._named:
-            if p.grad is None:
-                p.grad = backends.for_array(p.data).xp.zeros_like(p.data)
+    def reallocate_cleared_grads(self):
+        """Give every parameter without a gradient a zero one (Chainer's name)."""
+        self._check_set_up()
+        self._engine.fill_missing_grads()
 
     def _check_rules(self):
         """Hyperparameter checks Chainer makes during the update, done up front;
         repeated only after a hyperparameter, the fp32 update or ``enabled`` changed."""
         key = hyperparameter.generation()
-        if key == getattr(self, "_checked", None):
+        if key == self._checked:
             return
-        for name, p in self._named:
-            rule = p.update_rule
+        for e in self._engine.entries:
+            rule = e.rule
             if rule.enabled:
-                master = rule._use_fp32_update and p.data.dtype == F16
-                rule.check_hyperparameters(p.data.dtype, F32 if master else p.data.dtype)
+                dtype = e.group.dtype
+                master = rule.uses_fp32_update and dtype == F16
+                rule.check_hyperparameters(dtype, F32 if master else dtype)
         self._checked = key
 
     def update(self, lossfun=None, *args, **kwds):
@@ -222,45 +299,57 @@ class GradientMethod(object):
         self._settle()
         if lossfun is not None:
             loss = lossfun(*args, **kwds)
-            for _, p in self._named:
-                p.grad = None
+            boundary.clear_grads(self.target, [e.param for e in self._engine.members])
             loss.backward(loss_scale=self._loss.scale)
             del loss
         engine = self._engine
+        engine.sync_parameters()
         engine.sync_hyperparameters()
-        self._reallocate_cleared_grads()
+        engine.fill_missing_grads()
         engine.collect_grads()
-        if self._skip_stays_on_device() and self._update_deciding_on_device():
+        scales = engine.loss_scales(self._loss.scale)
+        if self._skip_stays_on_device() and self._update_deciding_on_device(scales):
             return
         pending = self._check_joining_hooks()
         if pending is None:
             self._flag_nonfinite_grads()
             if self.is_safe_to_update():
                 self._check_rules()
-        ops, scale, originals = self._pre_hooks(pending_check=pending)
+        ops, update_scales, originals = self._pre_hooks(scales, pending_check=pending)
         try:
             self.t += 1
             if self.is_safe_to_update():
-                engine.update(ops, scale, self._hooked_rule_step)
-            self._reallocate_cleared_grads()
+                engine.update(ops, update_scales, self._hooked_rule_step)
+                self._count_rules_without_arrays()
+            engine.fill_missing_grads()
             post = self._hookable.get("post")
             if post:
                 engine.collect_grads()
-                self._run_hooks_in_place(post, unscaled=originals is not None)
+                self._run_hooks_in_place(post, scales if originals is None else _unscaled(scales))
         finally:
             if originals is not None:
                 engine.leave_fp32_view(originals)
         self.update_loss_scale()
+
+    def _count_rules_without_arrays(self):
+        """Chainer's rule update of a parameter that has no array yet: ``t`` advances and the
+        rule's hooks run; nothing else happens."""
+        for e in self._engine.members:
+            if e.group is None and e.rule.enabled:
+                e.rule.t += 1
+                for hook in e.rule.hooks("pre") + e.rule.hooks("post"):
+                    hook(e.rule, e.param)
 
     def _skip_stays_on_device(self):
         """Whether this step can leave the skip decision to the device (see the module doc)."""
         engine = self._engine
         return (self._loss.dynamic and bool(engine.groups) and not engine.decides_skip_on_host
                 and all(g.backend.asynchronous for g in engine.groups)
-                and not any(p.update_rule._hookable for _, p in self._named)
-                and all(hasattr(h, "plan") for h in self._hookable.get("pre")))
+                and all(e.group is not None for e in engine.members)
+                and not any(e.rule.has_hooks for e in engine.members)
+                and all(is_fused(h) for h in self._hookable.get("pre")))
 
-    def _update_deciding_on_device(self):
+    def _update_deciding_on_device(self, scales):
         """Steps 3-7 of ``update`` with the non-finite check's outcome left on the device.
         False (nothing done) when a hyperparameter check fails: whether Chainer would raise
         depends on the outcome, so the caller takes the host path."""
@@ -269,98 +358,101 @@ class GradientMethod(object):
         found = backend.xp.zeros(1, dtype=numpy.int32)
         flags = engine.check_finite_on_device(found)
         copies = [g.backend.start_copy_to_host(f) for g, f in zip(engine.groups, flags)]
-        pending = _PendingStep(engine, copies, self.t, self._loss.scale)
+        pending = PendingStep(engine, copies, self.t, self._loss.scale)
         try:
             self._check_rules()
         except ValueError:
             return False
-        ops, scale, _ = self._pre_hooks(step_goes_ahead=True, journal=pending.journal)
+        ops, update_scales, _ = self._pre_hooks(scales, step_goes_ahead=True, journal=pending.journal)
         self.t += 1
-        pending.journal.records += engine.update(ops, scale, self._hooked_rule_step, skip=found).records
-        self._pending = pending
-        self._reallocate_cleared_grads()
+        pending.journal.records += engine.update(ops, update_scales, self._hooked_rule_step, skip=found).records
+        engine.hold(lambda: self._settle_step(pending))
+        engine.fill_missing_grads()
         post = self._hookable.get("post")
         if post:
             engine.collect_grads()
-            self._run_hooks_in_place(post)
+            self._run_hooks_in_place(post, scales)
         return True
 
     def _settle(self):
-        """Settle a step whose skip decision was left on the device (see the module doc)."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
+        """Settle a step whose skip decision was left on the device, if there is one."""
+        if self._engine is not None:
+            self._engine.settle()
+
+    def _settle_step(self, pending):
+        """What a step whose skip decision was left on the device did, once its outcome is
+        known (see the module doc)."""
         bad = pending.nonfinite()
-        self._loss.isnan = bool(bad.any())
-        if self._loss.isnan:
+        if bad.any():
             pending.journal.roll_back()
-            self._loss.isnan_ever = True
+            self._loss.found_nonfinite()
             for e in pending.engine.entries:
                 if bad[e.index]:
                     warn_nonfinite(e.name, pending.t, pending.scale)
+        else:
+            self._loss.begin_check()
         self.update_loss_scale()
 
     def _check_joining_hooks(self):
-        """A _DeferredCheck when dynamic loss scaling's non-finite check can be made in the
+        """A DeferredCheck when dynamic loss scaling's non-finite check can be made in the
         reduction pass of a planned 'pre' hook (GradientClipping, GradientLARS), else None."""
         if not self._loss.dynamic:
             return None
         pre = self._hookable.get("pre")
-        if not (all(hasattr(h, "plan") for h in pre) and any(getattr(h, "plan_reads_gradients", False)
-                                                              for h in pre)):
+        if not (all(is_fused(h) for h in pre) and any(h.plan_reads_gradients for h in pre)):
             return None
-        return _DeferredCheck(self)
+        return DeferredCheck(self)
 
-    def _pre_hooks(self, step_goes_ahead=None, journal=None, pending_check=None):
+    def _pre_hooks(self, scales, step_goes_ahead=None, journal=None, pending_check=None):
         """Run or plan the 'pre' optimizer hooks.
 
-        Returns (ops for the fused pass, the loss scale the update still has to
-        divide out, the gradients to restore after the step or None). All
-        built-in: nothing is run, the hooks become ops. Otherwise the hooks run
-        one by one on the gradients, as in Chainer; in the fixed profile the
-        gradients are unscaled first (fp32 copies for fp16-master parameters).
+        Returns (ops for the fused pass, the loss scales the update still has to divide
+        out, the views to restore after the step or None). All fused: nothing is run, the
+        hooks become ops. Otherwise the hooks run one by one on the gradients, as in
+        Chainer; in the fixed profile the gradients are unscaled first (fp16 parameters
+        with a master show it, with an fp32 gradient).
 
-        ``pending_check`` (a _DeferredCheck, all hooks plannable): the non-finite check
+        ``pending_check`` (a DeferredCheck, all hooks fused): the non-finite check
         is still to be made; the first reduction a hook asks for makes it in the same
         pass, and it is settled before a hook whose planning is not pure, or at the end.
         """
-        engine, pre, scale = self._engine, self._hookable.get("pre"), self._loss.scale
+        engine, pre = self._engine, self._hookable.get("pre")
         if pending_check is not None:
             pending_check.journal = journal
             if self._profile == "fixed" and pre:
                 engine.prepare_masters(False)  # the values the hooks read; marked once settled
-            ctx = PlanContext(self, engine, scale, pending_check)
+            ctx = PlanContext(self, scales, pending_check)
             try:
                 for hook in pre:
-                    if not pending_check.done and not getattr(hook, "plan_is_pure", False):
+                    if not pending_check.done and not hook.plan_is_pure:
                         pending_check.settle()
                     hook.plan(ctx)
             finally:
                 if not pending_check.done:
                     pending_check.settle()
-            return ctx.ops, scale, None
+            return ctx.ops, scales, None
         if step_goes_ahead is None:
             step_goes_ahead = self.is_safe_to_update()
         if self._profile == "fixed" and pre:
             engine.prepare_masters(step_goes_ahead, journal)
-        if all(hasattr(h, "plan") for h in pre):
-            ctx = PlanContext(self, engine, scale)
+        if all(is_fused(h) for h in pre):
+            ctx = PlanContext(self, scales)
             for hook in pre:
                 hook.plan(ctx)
-            return ctx.ops, scale, None
+            return ctx.ops, scales, None
         originals = None
         if self._profile == "fixed":
-            originals = engine.enter_fp32_view(scale, self.is_safe_to_update())
-            if scale is not None:
-                engine.materialize_in_place([], scale)
-                engine.collect_grads()
-            scale = None
-        self._run_hooks_in_place(pre, unscaled=scale is None)
-        return [], scale, originals
+            originals = engine.enter_fp32_view(scales, self.is_safe_to_update())
+            engine.materialize_in_place([], scales)
+            engine.collect_grads()
+            scales = _unscaled(scales)
+        self._run_hooks_in_place(pre, scales)
+        return [], scales, originals
 
     @staticmethod
     def _hooked_rule_step(engine, group, i, ops, scale):
-        """A parameter whose rule has hooks: Chainer's per-rule sequence."""
+        """A parameter whose rule has hooks: Chainer's per-rule sequence. ``scale``: the
+        loss scale its gradient carries (NaN: unscaled)."""
         entry = group.entries[i]
         rule = entry.rule
         if not group.initialized[i]:
@@ -368,16 +460,17 @@ class GradientMethod(object):
         group.prepare_master(i)
         group.t[i] += 1
         if engine.fp32_view and group.master is not None:
-            grad = entry.param.grad  # already unscaled fp32 and hooked
+            grad = entry.grad()  # already unscaled fp32 and hooked
         else:
             grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
-        tagged_scale = scale if engine.profile == "chainer" and group.master is None else None
-        view = _RuleParam(entry.param.name, data, grad, rule, tagged_scale)
-        for hook in rule._hookable.get("pre"):
+        carried = None if numpy.isnan(scale) else float(scale)
+        tagged_scale = carried if engine.profile == "chainer" and group.master is None else None
+        view = RuleParam(entry.param.name, data, grad, rule, tagged_scale)
+        for hook in rule.hooks("pre"):
             hook(rule, view)
         engine.update_one_from_gradient(group, i, view.grad)
-        for hook in rule._hookable.get("post"):
+        for hook in rule.hooks("post"):
             hook(rule, view)
 
     # --- loss scaling ---
@@ -398,26 +491,26 @@ class GradientMethod(object):
     def check_nan_in_grads(self):
         """Dynamic loss scaling: look for inf/NaN in every gradient.
 
-        Callable on its own: it reads the current ``p.grad`` arrays (a
-        gradient that is None counts as zeros and is left None).
+        Callable on its own: it reads the current gradients (a gradient that is None
+        counts as zeros and is left None).
         """
         self._settle()
-        self._loss.isnan = False
+        self._loss.begin_check()
         if not self._loss.dynamic:
             return
         self._check_set_up()
+        self._engine.sync_parameters()
         self._engine.collect_grads(missing_as_zero=True)
         self._flag_nonfinite_grads()
 
     def _flag_nonfinite_grads(self, names=None):
         """check_nan_in_grads on the gradient tables ``update`` has just collected (``names``:
         the check's outcome, Engine.nonfinite_names(), when it was made already)."""
-        self._loss.isnan = False
+        self._loss.begin_check()
         if not self._loss.dynamic:
             return
         for name in self._engine.nonfinite_names() if names is None else names:
-            self._loss.isnan = True
-            self._loss.isnan_ever = True
+            self._loss.found_nonfinite()
             warn_nonfinite(name, self.t, self._loss.scale)
 
     def is_safe_to_update(self):
@@ -441,12 +534,11 @@ class GradientMethod(object):
     # --- serialization ---
     def serialize(self, serializer):
         """Chainer's protocol: ``t``, ``epoch`` and every rule under its name."""
-        from fast.serializers import serialize_optimizer
         self._settle()
-        serialize_optimizer(self, serializer)
+        serializers.serialize_optimizer(self, serializer)
 
 
-class _DeferredCheck(object):
+class DeferredCheck(object):
     """Dynamic loss scaling's non-finite check of a host step, left to the reduction pass
     that the first planned GradientClipping or GradientLARS asks for, so that the gradients
     are read once for both (Engine.nonfinite_names_and_sums_of_squares).
@@ -471,17 +563,16 @@ class _DeferredCheck(object):
         goes_ahead = opt.is_safe_to_update()
         if goes_ahead:
             opt._check_rules()
-        if opt._profile == "fixed" and opt._hookable.get("pre"):
-            opt._engine.prepare_masters(goes_ahead, self.journal)
+        if opt.profile == "fixed" and opt._hookable.get("pre"):
+            opt.engine.prepare_masters(goes_ahead, self.journal)
 
 
-class _PendingStep(object):
+class PendingStep(object):
     """A step whose non-finite check is still on the device: the asynchronous copies
     of its per-group flags, the host bookkeeping to undo if it was skipped, and the
     iteration and loss scale Chainer's warning names."""
 
     def __init__(self, engine, copies, t, scale):
-        from fast.engine import Journal
         self.engine, self.copies, self.t, self.scale = engine, copies, t, scale
         self.journal = Journal()
         self._bad = None

@@ -53,8 +53,14 @@ class Parameter(object):
 
     array = data
 
-    def _adopt_storage(self, view):
-        """Engine hook: make ``view`` (already holding the values) the storage."""
+    def adopt_storage(self, view):
+        """Make ``view`` (already holding the parameter's values, same shape) the
+        parameter's storage. The engine calls this (through fast.boundary, the only caller)
+        at setup with a view of its flat buffer, and, in the fixed profile while custom
+        hooks run, with the view of an fp16 parameter's fp32 master."""
+        if tuple(view.shape) != self.shape:
+            raise ValueError("cannot adopt an array of shape {} as the storage of parameter {!r} "
+                             "of shape {}".format(tuple(view.shape), self.name, self.shape))
         self._data = view
 
     @property
@@ -82,7 +88,7 @@ class Parameter(object):
     @grad.setter
     def grad(self, value):
         if value is not None:
-            check_grad(self, value)
+            check_grad(self.name, value, self._data)
         self._grad = value
 
     def cleargrad(self):
@@ -95,17 +101,18 @@ class Parameter(object):
         return "fast.Parameter(name={!r}, shape={}, dtype={})".format(self.name, self.shape, self.dtype)
 
 
-def check_grad(param, grad, name=None):
-    """Raise a clear error unless ``grad`` can serve as ``param``'s gradient."""
-    label = name or getattr(param, "name", None) or "<unnamed>"
+def check_grad(name, grad, array):
+    """Raise a clear error unless ``grad`` can serve as the gradient of the parameter
+    ``name`` whose array is ``array``."""
+    label = name or "<unnamed>"
     device = array_device(grad)
     if device is None:
         raise TypeError("gradient of parameter {!r} must be an array, got {}".format(label, type(grad).__name__))
-    pdevice = array_device(param.data)
+    pdevice = array_device(array)
     if device != pdevice:
         raise ValueError("gradient of parameter {!r} is on {} but the parameter is on {}".format(label, device, pdevice))
-    if tuple(grad.shape) != tuple(param.data.shape):
+    if tuple(grad.shape) != tuple(array.shape):
         raise ValueError("gradient of parameter {!r} has shape {}, expected {}".format(
-            label, tuple(grad.shape), tuple(param.data.shape)))
-    if grad.dtype != param.data.dtype:
-        raise TypeError("gradient of parameter {!r} has dtype {}, expected {}".format(label, grad.dtype, param.data.dtype))
+            label, tuple(grad.shape), tuple(array.shape)))
+    if grad.dtype != array.dtype:
+        raise TypeError("gradient of parameter {!r} has dtype {}, expected {}".format(label, grad.dtype, array.dtype))

@@ -151,50 +151,69 @@ def _has_key(s, key):
     return npz is not None and (getattr(s, "path", "") + key) in npz
 
 
-def _rule_serialize(rule, group, index, s, fixed):
-    """One rule: ``t``, state (and, in the fixed profile, master and extras)."""
+def _rule_serialize(rule, s, fixed):
+    """One rule: ``t``, state (and, in the fixed profile, master and extras). A rule whose
+    state does not exist yet takes a snapshot's state as Chainer's does (every key of its
+    state, or none); a rule whose parameter has no array yet keeps it until it has one."""
     loading = is_deserializer(s)
     check_only = loading and getattr(s, "check_only", False)
     t = s("t", rule.t)
     if not check_only:
         rule.t = t
-    if group.initialized[index]:
-        views = group.state_views(index)
-        for name in group.state_names:
+    slot = rule.slot
+    names = rule.state_names(rule.hyperparam)
+    views = slot.state_views()
+    if views is not None:
+        for name in names:
             s(name, views[name])
     elif loading:
-        values = {}
-        for name in group.state_names:
-            try:
-                values[name] = s(name, None)
-            except KeyError:
-                if rule.enabled:
-                    raise
-                values[name] = None
-        if group.state_names and all(v is not None for v in values.values()):
-            views = group.state_views(index)
-            mismatch = False
-            for name, v in values.items():
-                if numpy.shape(v) != views[name].shape:
-                    mismatch = True
-                    _report(s, "state {!r} of {} has shape {}, expected {}".format(
-                        name, getattr(s, "path", ""), numpy.shape(v), views[name].shape))
-            if not check_only and not mismatch:
-                for name, v in values.items():
-                    copy_into(views[name], v)
-                group.initialized[index] = 1
-    if fixed and group.master is not None:
-        master = group.master_view(index)
-        if loading:
-            if not _has_key(s, "fp32_param"):
-                return
-            s("fp32_param", master)
-            if not check_only:
-                group.master_ready[index] = 1
-        elif group.master_ready[index]:
-            s("fp32_param", master)
+        _load_new_state(rule, slot, names, s, check_only)
     if fixed:
+        _serialize_master(slot, s, loading, check_only)
         _serialize_extras(rule, s, loading, check_only)
+
+
+def _load_new_state(rule, slot, names, s, check_only):
+    values = {}
+    for name in names:
+        try:
+            values[name] = s(name, None)
+        except KeyError:
+            if rule.enabled:
+                raise
+            values[name] = None
+    if not names or any(v is None for v in values.values()):
+        return
+    if slot.bound:
+        shape = slot.group.shapes[slot.index]
+        mismatched = [(k, numpy.shape(v)) for k, v in values.items() if numpy.shape(v) != shape]
+        for name, got in mismatched:
+            _report(s, "state {!r} of {} has shape {}, expected {}".format(name, getattr(s, "path", ""), got, shape))
+        if mismatched:
+            return
+    if not check_only:
+        slot.take_state({k: host_copy(v) for k, v in values.items()})
+
+
+def _serialize_master(slot, s, loading, check_only):
+    """The fixed profile's fp32 master, where the rule keeps one."""
+    if slot.bound and slot.group.master is None:
+        return
+    if not loading:
+        master = slot.master_view()
+        if master is not None:
+            s("fp32_param", master)
+        return
+    if not _has_key(s, "fp32_param"):
+        return
+    if slot.bound:
+        s("fp32_param", slot.group.master_view(slot.index))
+        if not check_only:
+            slot.group.master_ready[slot.index] = 1
+    else:
+        value = s("fp32_param", None)
+        if not check_only:
+            slot.master = host_copy(value)
 
 
 def _serialize_extras(rule, s, loading, check_only):
@@ -202,39 +221,38 @@ def _serialize_extras(rule, s, loading, check_only):
     Chainer wrote) leaves the current values."""
     for name in rule.saved_extras():
         if not loading:
-            s(name, rule._get_extra(name))
+            s(name, rule.extra(name))
         elif _has_key(s, name):
-            value = s(name, rule._get_extra(name))
+            value = s(name, rule.extra(name))
             if not check_only:
-                rule._set_extra(name, value)
+                rule.set_extra(name, value)
 
 
 def serialize_rule(rule, s):
-    """A single rule through Chainer's serializer protocol (after setup)."""
-    if rule._group is None:
-        raise RuntimeError("the rule is not set up: call opt.setup(...) first")
-    _rule_serialize(rule, rule._group, rule._index, s, rule._profile == "fixed")
+    """A single rule through Chainer's serializer protocol."""
+    _rule_serialize(rule, s, rule.profile == "fixed")
 
 
 def serialize_optimizer(opt, s):
     """Chainer's Optimizer.serialize, plus the fixed profile's extra keys."""
-    opt._check_set_up()
-    opt._engine.sync_hyperparameters()
+    engine = opt.engine
+    if engine is None:
+        raise RuntimeError("Optimizer is not set up. Call `setup` method.")
+    engine.sync_parameters()
+    engine.sync_hyperparameters()
     fixed = opt.profile == "fixed"
     loading = is_deserializer(s)
     check_only = loading and getattr(s, "check_only", False)
     t, epoch = s("t", opt.t), s("epoch", opt.epoch)
     if not check_only:
         opt.t, opt.epoch = t, epoch
-    for name, p in opt._named:
-        rule = p.update_rule
-        _rule_serialize(rule, rule._group, rule._index, s[name], fixed)
+    for e in engine.members:
+        _rule_serialize(e.rule, s[e.name], fixed)
     if fixed:
-        _serialize_loss_scaling(opt, s["loss_scaling"], loading, check_only)
+        _serialize_loss_scaling(opt.scaling, s["loss_scaling"], loading, check_only)
 
 
-def _serialize_loss_scaling(opt, s, loading, check_only):
-    ls = opt._loss
+def _serialize_loss_scaling(ls, s, loading, check_only):
     if loading and not all(_has_key(s, k) for k in ("scale", "dynamic", "multiplier", "isnan_ever")):
         return
     scale = s("scale", float("nan") if ls.scale is None else float(ls.scale))
@@ -247,10 +265,8 @@ def _serialize_loss_scaling(opt, s, loading, check_only):
             _report(s, problem)
             return
     if loading and not check_only:
-        ls.scale = None if math.isnan(scale) else scale
-        ls.dynamic = bool(dynamic)
-        ls.multiplier = None if math.isnan(multiplier) else multiplier
-        ls.isnan_ever = bool(isnan_ever)
+        ls.restore(None if math.isnan(scale) else scale, dynamic,
+                   None if math.isnan(multiplier) else multiplier, isnan_ever)
 
 
 def _loss_scaling_problem(scale, dynamic, multiplier):

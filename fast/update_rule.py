@@ -1,16 +1,22 @@
 """``UpdateRule``: the per-parameter face of the engine.
 
-A rule owns no arrays. Its counters (``t``, ``enabled``), its state and its
-fp32 master live in its group's flat buffers; the properties below read and
-write them there, so what the conformance harness writes through
-``rule.state[name][...]`` or ``rule.t`` is what the next fused step uses.
-Each optimizer family subclasses it with the family's layout and host-side
-scalar schedule (see fast/optimizers/).
+A rule owns no arrays: its counters, per-rule scalars, state and fp32 master live in its
+slot (fast.slots), a position in an engine group once its parameter is set up and has an
+array, or values held by the rule itself before that. The properties below read and write
+the slot, so what the conformance harness writes through ``rule.state[name][...]`` or
+``rule.t`` is what the next fused step uses. Each optimizer family subclasses the rule with
+the family's layout and host-side scalar schedule (see fast/optimizers/).
+
+The engine's side of the interface: ``slot``/``attach`` (where the values live),
+``uses_fp32_update``, ``has_hooks``/``hooks(timing)`` (a rule with hooks of its own takes
+the per-parameter path), ``extra``/``set_extra`` (the family's per-rule scalars), and the
+family interface at the end of the class.
 """
 import numpy
 
 from fast import hyperparameter
 from fast.hookable import Hookable
+from fast.slots import DetachedSlot
 
 
 class StateView(dict):
@@ -33,101 +39,114 @@ class UpdateRule(object):
 
     - ``state_names(hp)``: the state arrays, in kernel order;
     - ``state_fill``: initial value per state name (default 0);
-    - ``kernel_id(hp)``: which kernel of cpu_driver.cpp runs the family;
-    - ``raw_hparams(hp, rule)``: the hyperparameters the schedule needs;
-    - ``kernel_table(raw, t, extras)``: per-tensor kernel scalars (vectorised);
-    - ``extras``: per-rule floating scalars kept by the engine (e.g. beta_power).
+    - ``kernel_id(hp)``: which kernel of the fused update runs the family;
+    - ``raw_hparams()``: the hyperparameters the schedule needs;
+    - ``kernel_table(raw, t, extras, update_dtype)``: per-tensor kernel scalars (vectorised);
+    - ``extras``: names of per-rule floating scalars the engine keeps (e.g. beta_power),
+      with their initial values from ``initial_extras()``.
     """
 
     state_fill = {}
     extras = ()
-    N_RAW = 0
 
     def __init__(self, parent_hyperparam=None, profile="chainer"):
         self.hyperparam = hyperparameter.Hyperparameter(parent_hyperparam)
         self._profile = profile
         self._hookable = Hookable()
         self._use_fp32_update = False
-        self._group = None
-        self._index = -1
-        self._unbound = {"t": 0, "enabled": True}
-        self._unbound_extras = {}
+        self._slot = DetachedSlot()
+        self._settle = None
 
-    # --- counters, read and written in the group's arrays ---
-    def _settled_group(self):
-        """The group, after settling a step whose skip decision is still on the device."""
-        if self._group is not None:
-            self._group.engine.settle()
-        return self._group
+    # --- the engine's interface ---
+    @property
+    def slot(self):
+        """Where the rule's values live (fast.slots), after settling a step whose skip
+        decision is still on the device."""
+        if self._settle is not None:
+            self._settle()
+        return self._slot
 
-    def _get(self, field):
-        if self._settled_group() is None:
-            return self._unbound[field]
-        return getattr(self._group, field)[self._index]
+    def attach(self, slot, settle=None):
+        """Keep the rule's values in ``slot`` from now on (the engine calls this with a
+        GroupSlot it has filled, or a DetachedSlot). ``settle``: called before any read,
+        so that a step the device may still skip is decided first."""
+        self._slot = slot
+        self._settle = settle
 
-    def _set(self, field, value):
-        if self._settled_group() is None:
-            self._unbound[field] = value
-        else:
-            getattr(self._group, field)[self._index] = value
+    @property
+    def uses_fp32_update(self):
+        """Whether an fp16 parameter of this rule is updated through an fp32 master."""
+        return self._use_fp32_update
+
+    @property
+    def has_hooks(self):
+        return bool(self._hookable)
+
+    def hooks(self, timing):
+        """The rule's own hooks of ``timing`` ('pre' or 'post'), in registration order."""
+        return self._hookable.get(timing)
+
+    def extra(self, name):
+        """The family's per-rule scalar ``name`` (see ``extras``)."""
+        return self.slot.extra(name)
+
+    def set_extra(self, name, value):
+        self.slot.set_extra(name, float(value))
+
+    def initial_extras(self):
+        """name -> initial value of each of the family's per-rule scalars."""
+        return {}
+
+    # --- pickling: the values travel with the rule, never the engine ---
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_slot"] = self.slot.detached()
+        state["_settle"] = None
+        return state
 
     @property
     def profile(self):
         """The owning optimizer's profile, 'chainer' or 'fixed' (read-only)."""
         return self._profile
 
+    # --- counters ---
     @property
     def t(self):
         """Number of updates this rule has made."""
-        return int(self._get("t"))
+        return self.slot.t
 
     @t.setter
     def t(self, value):
         if int(value) != value or value < 0:
             raise ValueError("rule.t must be a non-negative integer, got {!r}".format(value))
-        self._set("t", int(value))
+        self.slot.t = int(value)
 
     @property
     def enabled(self):
         """False: the rule leaves its parameter alone."""
-        return bool(self._get("enabled"))
+        return self.slot.enabled
 
     @enabled.setter
     def enabled(self, value):
-        self._set("enabled", bool(value))
-        hyperparameter._bump()  # an enabled rule's hyperparameters must be checked again
-
-    def _get_extra(self, name):
-        if self._settled_group() is None:
-            return self._unbound_extras[name]
-        return float(self._group.extras[name][self._index])
-
-    def _set_extra(self, name, value):
-        if self._settled_group() is None:
-            self._unbound_extras[name] = float(value)
-        else:
-            self._group.extras[name][self._index] = value
+        self.slot.enabled = bool(value)
+        hyperparameter.bump()  # an enabled rule's hyperparameters must be checked again
 
     # --- arrays ---
     @property
     def state(self):
         """name -> view of the state buffer, or None before the first update."""
-        if self._settled_group() is None or not self._group.initialized[self._index]:
-            return None
-        return StateView(self._group.state_views(self._index))
+        views = self.slot.state_views()
+        return None if views is None else StateView(views)
 
     @property
     def fp32_param(self):
         """The fp32 master (a view), or None unless the master is in use."""
-        group = self._settled_group()
-        if group is None or group.master is None or not group.master_ready[self._index]:
-            return None
-        return self._group.master_view(self._index)
+        return self.slot.master_view()
 
     def use_fp32_update(self, flag=True):
         """Keep an fp32 master for an fp16 parameter and update it in fp32."""
         self._use_fp32_update = bool(flag)
-        hyperparameter._bump()
+        hyperparameter.bump()
 
     # --- hooks ---
     def add_hook(self, hook, name=None, timing="auto"):

@@ -60,7 +60,7 @@ def _distributed(name, models, visible, owner, attribute, make):
 
 # -- fast.distributed patch factories ---------------------------------------------------------
 def _no_scaling(original):
-    def scale_by_reciprocal(buffer, n_ranks, xp):
+    def scale_by_reciprocal(buffer, n_ranks):
         return None
     return scale_by_reciprocal
 
@@ -177,7 +177,7 @@ def _master_not_written_on_step_4(original):
     """The optimizer's 4th step leaves every fp16 parameter that has a master as it was."""
     def update(self, *args, **kwargs):
         import numpy
-        kept = [(p, numpy.array(p.data, copy=True)) for _, p in self._named] if self.t == 3 else []
+        kept = [(p, numpy.array(p.data, copy=True)) for _, p in self.named_parameters()] if self.t == 3 else []
         result = original(self, *args, **kwargs)
         for p, old in kept:
             if p.update_rule.fp32_param is not None:
@@ -196,7 +196,7 @@ def _rule_t_on_skipped_steps(original):
     def update(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
         if not self.is_safe_to_update():
-            for g in self._engine.groups:
+            for g in self.engine.groups:
                 g.t[g.enabled.astype(bool) & g.initialized.astype(bool)] += 1
         return result
     return update
@@ -227,7 +227,7 @@ def _noise_from_optimizer(original):
         import numpy
         from fast import hook_ops
         arrays = [numpy.ascontiguousarray(
-            numpy.asarray(self.noise_func(numpy, tuple(e.param.data.shape), ctx.hook_dtype(e),
+            numpy.asarray(self.noise_func(numpy, tuple(e.array().shape), ctx.hook_dtype(e),
                                           self, ctx.optimizer)), dtype=ctx.hook_dtype(e))
                   for e in ctx.entries]
         ctx.ops.append(hook_ops.NoiseOp(arrays))
@@ -283,8 +283,8 @@ def _rule_t_not_read_on_load(original):
 def _loss_scale_reset_on_load(original):
     def load_npz(file, obj, *args, **kwargs):
         result = original(file, obj, *args, **kwargs)
-        if obj._loss.dynamic:
-            obj._loss.scale = 1.0
+        if obj.scaling.dynamic:
+            obj.scaling.restore(1.0, *obj.scaling.fields()[1:])
         return result
     return load_npz
 
@@ -300,7 +300,7 @@ def _t_not_restored_on_load(original):
 
 def _none_grad_skips_rule(original):
     def update(self, *args, **kwargs):
-        skipped = [p for _, p in self._named if p.grad is None and p.update_rule.enabled]
+        skipped = [p for _, p in self.named_parameters() if p.grad is None and p.update_rule.enabled]
         for p in skipped:
             p.update_rule.enabled = False
         try:

@@ -20,6 +20,7 @@ other N, on g exactly when N * g is representable in E.
 """
 import numpy
 
+from fast import boundary
 from fast.backends import cpu as cpu_backend
 from fast.distributed.sharding import block_size
 from fast.parameter import check_grad
@@ -32,7 +33,7 @@ def _is_power_of_two(n):
     return n & (n - 1) == 0
 
 
-def scale_by_reciprocal(buffer, n_ranks, xp):
+def scale_by_reciprocal(buffer, n_ranks):
     """``buffer[...] = round_E(float64(buffer) * (1.0 / n_ranks))`` in place, E its dtype.
 
     For a power of two the product is exact, so the multiplication runs in E directly
@@ -92,17 +93,17 @@ class FlatBucket(object):
         if self.total == 0:
             return
         self.comm.reduce_scatter_sum(self.padded, self.reduced)
-        scale_by_reciprocal(self.reduced, self.comm.size, self.xp)
+        scale_by_reciprocal(self.reduced, self.comm.size)
 
 
 def buckets_by_dtype(named, comm, exchange_dtype):
     """One FlatBucket per gradient dtype, in order of first appearance."""
     by_dtype = {}
     for i, (_, p) in enumerate(named):
-        by_dtype.setdefault(numpy.dtype(p.data.dtype), []).append(i)
+        by_dtype.setdefault(numpy.dtype(boundary.array(p).dtype), []).append(i)
     buckets = []
     for dtype, indices in by_dtype.items():
-        shapes = [tuple(named[i][1].data.shape) for i in indices]
+        shapes = [tuple(boundary.array(named[i][1]).shape) for i in indices]
         exchange = dtype if exchange_dtype is None else numpy.dtype(exchange_dtype)
         buckets.append(FlatBucket(indices, shapes, dtype, exchange, comm))
     return buckets
@@ -114,9 +115,9 @@ def local_gradients(named):
     Raises before anything is exchanged."""
     grads = []
     for name, p in named:
-        grad = p.grad
+        grad = boundary.grad(p)
         if grad is not None:
-            check_grad(p, grad, name)
+            check_grad(name, grad, boundary.array(p))
         grads.append(grad)
     return grads
 
@@ -131,9 +132,6 @@ class GradientExchange(object):
         self.buckets = buckets_by_dtype(named, comm, exchange_dtype)
         self.outputs = [b.padded if b.grad_dtype == b.padded.dtype else
                         comm.xp.zeros(b.padded.size, dtype=b.grad_dtype) for b in self.buckets]
-
-    def local_gradients(self):
-        return local_gradients(self.named)
 
     def average(self, grads):
         """The mean over ranks of ``grads`` (a list in parameter order), as a list of views
@@ -156,12 +154,11 @@ def broadcast_parameters(named, comm, root=0):
     """Overwrite every parameter with ``root``'s values: one flat broadcast per dtype."""
     by_dtype = {}
     for _, p in named:
-        by_dtype.setdefault(numpy.dtype(p.data.dtype), []).append(p)
-    for dtype, params in by_dtype.items():
-        flat = comm.xp.concatenate([p.data.reshape(-1) for p in params]) if params else None
+        by_dtype.setdefault(numpy.dtype(boundary.array(p).dtype), []).append(boundary.array(p))
+    for dtype, arrays in by_dtype.items():
+        flat = comm.xp.concatenate([a.reshape(-1) for a in arrays])
         comm.bcast_array(flat, root=root)
         offset = 0
-        for p in params:
-            n = p.data.size
-            p.data[...] = flat[offset:offset + n].reshape(p.data.shape)
-            offset += n
+        for a in arrays:
+            a[...] = flat[offset:offset + a.size].reshape(a.shape)
+            offset += a.size

@@ -18,10 +18,10 @@ import functools
 
 import numpy
 
+from fast import boundary
 from fast.distributed import agreement, checkpoints
 from fast.distributed.exchange import GradientExchange, broadcast_parameters, local_gradients
-from fast.distributed.zero import PieceDeserializer, ShardLayout, refuse_unsharded_hooks, sharded_engine_factory
-from fast.engine import _set_grad_unchecked
+from fast.distributed.zero import PieceDeserializer, ShardLayout, ShardScope, refuse_unsharded_hooks
 from fast.optimizer import GradientMethod, named_parameters, warn_nonfinite
 from fast.parameter import array_device
 from fast.serializers import DictionarySerializer, NpzDeserializer, host_copy, is_deserializer
@@ -49,30 +49,41 @@ def _parameter_layout(pairs, comm):
     kind = comm.array_device_kind()
     fields = [("the number of parameters", len(pairs))]
     for k, (name, p) in enumerate(pairs):
-        device = array_device(p.data)
+        array = boundary.array(p)
+        if array is None:
+            fields.append(("parameter #{}".format(k), "{} (no array yet)".format(name)))
+            continue
+        device = array_device(array)
         if not device.startswith(kind):
             raise TypeError("parameter {!r} is on {}, but the {!r} communicator exchanges {} arrays".format(
                 name, device, comm.name, "NumPy" if kind == "cpu" else "CuPy"))
         fields.append(("parameter #{}".format(k), "{} shape={} dtype={} device={}".format(
-            name, tuple(p.data.shape), p.data.dtype, kind)))
+            name, tuple(array.shape), array.dtype, kind)))
     return fields
+
+
+def _with_arrays(pairs):
+    """``pairs``, if every parameter has its array (ZeRO lays out the shards at setup)."""
+    for name, p in pairs:
+        if boundary.array(p) is None:
+            raise ValueError("parameter {!r} has no array yet: under zero=True the shards are laid out "
+                             "at setup, so run one forward pass of a lazily initialized link before "
+                             "setting the optimizer up".format(name))
+    return pairs
 
 
 def step_fingerprint(actual):
     """(field, value) pairs that must be equal on every rank before a step: everything
     that decides what the step does, other than the gradients themselves. Per-rule values
     are taken in parameter order (under zero=True the ranks group their pieces differently)."""
-    engine = actual._engine
+    engine = actual.engine
     engine.sync_hyperparameters()
-    loss = actual._loss
-    rules = [(e.rule._group, e.rule._index) for e in engine.entries]
-    hooks = [(timing, name, type(h).__name__) for timing, table in actual._hookable.hooks.items()
-             for name, h in table.items()]
+    rules = [(e.group, e.position) for e in engine.entries]
+    hooks = [(timing, name, type(h).__name__) for timing, name, h in actual.named_hooks()]
     return [
         ("the optimizer's step count t", actual.t),
         ("the epoch", actual.epoch),
-        ("the loss-scaling state (scale, dynamic, multiplier, isnan_ever)",
-         (loss.scale, loss.dynamic, loss.multiplier, loss.isnan_ever)),
+        ("the loss-scaling state (scale, dynamic, multiplier, isnan_ever)", actual.scaling.fields()),
         ("the optimizer hooks (timing, name, type)", hooks),
         ("the rules' kernels and dtype modes",
          agreement.digest(numpy.asarray([(g.kernel_id, g.mode, g.dtype.num) for g, _ in rules]))),
@@ -125,8 +136,9 @@ class MultiNodeOptimizer(object):
                         fingerprint=lambda pairs: _parameter_layout(pairs, comm))
         actual = self.actual_optimizer
         actual.setup(target)
-        broadcast_parameters(actual._named, comm)
-        object.__setattr__(self, "_exchange", GradientExchange(actual._named, comm, self.allreduce_grad_dtype))
+        ready = [(n, p) for n, p in actual.named_parameters() if boundary.array(p) is not None]
+        broadcast_parameters(ready, comm)
+        object.__setattr__(self, "_exchange", GradientExchange(ready, comm, self.allreduce_grad_dtype))
         return self
 
     def _check_set_up(self):
@@ -134,8 +146,9 @@ class MultiNodeOptimizer(object):
             raise RuntimeError("Optimizer is not set up. Call `setup` method.")
 
     def _parameters(self):
-        """(name, parameter) of the model's parameters, as the user set them up."""
-        return self.actual_optimizer._named
+        """(name, parameter) of the model's parameters that take part in the exchange (those
+        that have arrays), as the user set them up."""
+        return self._exchange.named
 
     # --- the step ---
     def update(self, lossfun=None, *args, **kwds):
@@ -145,43 +158,66 @@ class MultiNodeOptimizer(object):
         A gradient that is None counts as zeros. After the step ``p.grad`` is the averaged
         gradient (a view of the exchange buffer, as ChainerMN leaves the mean in
         ``param.grad``); if the step raises, the gradients are put back as they were.
+
+        A call that finds parameters that got their arrays since the last one (a lazily
+        initialized link's first forward) broadcasts rank 0's values of them and does no
+        step, as ChainerMN's first update does: the gradients were taken at each rank's own
+        initial values.
         """
         def local_phase():
             self._check_set_up()
             self._check_steppable()
             if lossfun is not None:
                 self._backward(lossfun, args, kwds)
-            return local_gradients(self._parameters())
+            new = self._newly_initialized()
+            return new, (None if new else local_gradients(self._parameters()))
 
-        grads = agreement.agree(self.communicator, local_phase,
-                                fingerprint=lambda _: step_fingerprint(self.actual_optimizer))
+        new, grads = agreement.agree(
+            self.communicator, local_phase,
+            fingerprint=lambda result: step_fingerprint(self.actual_optimizer) + [
+                ("the parameters that got their arrays", _parameter_layout(result[0], self.communicator))])
+        if new:
+            self._take_in(new)
+            return
         self._exchange_and_step(grads)
+
+    def _newly_initialized(self):
+        """(name, parameter) of the parameters that have arrays but are not exchanged yet."""
+        known = {id(p) for _, p in self._exchange.named}
+        return [(n, p) for n, p in self.actual_optimizer.named_parameters()
+                if id(p) not in known and boundary.array(p) is not None]
+
+    def _take_in(self, new):
+        """Collective: rank 0's values of newly initialized parameters on every rank, and an
+        exchange that includes them."""
+        broadcast_parameters(new, self.communicator)
+        ready = [(n, p) for n, p in self.actual_optimizer.named_parameters() if boundary.array(p) is not None]
+        object.__setattr__(self, "_exchange", GradientExchange(ready, self.communicator, self.allreduce_grad_dtype))
 
     def _check_steppable(self):
         """Local checks of what this kind of multi-node optimizer can run (none here)."""
 
     def _exchange_and_step(self, grads):
-        self._step_on(self.actual_optimizer._named, self._exchange.average(grads))
+        self._step_on(self._parameters(), self._exchange.average(grads))
 
     def _backward(self, lossfun, args, kwds):
         """Chainer's update(lossfun): the loss, cleared grads, backward with the loss scale."""
         actual = self.actual_optimizer
         loss = lossfun(*args, **kwds)
-        for _, p in self._parameters():
-            p.grad = None
+        boundary.clear_grads(actual.target, [p for _, p in actual.named_parameters()])
         loss.backward(loss_scale=actual.loss_scale)
         del loss
 
     def _step_on(self, named, grads):
         """Hand ``grads`` to the parameters ``named`` of the actual optimizer and step."""
-        originals = [p.grad for _, p in named]
+        originals = [boundary.grad(p) for _, p in named]
         for (_, p), grad in zip(named, grads):
-            _set_grad_unchecked(p, grad)
+            boundary.set_grad(p, grad)
         try:
             self.actual_optimizer.update()
         except BaseException:
             for (_, p), grad in zip(named, originals):
-                _set_grad_unchecked(p, grad)
+                boundary.set_grad(p, grad)
             raise
 
     def check_nan_in_grads(self):
@@ -196,8 +232,7 @@ class MultiNodeOptimizer(object):
 
         bad = agreement.agree(self.communicator, local_check)
         if any(self.communicator.allgather_obj(bad)):
-            actual._loss.isnan = True
-            actual._loss.isnan_ever = True
+            actual.scaling.found_nonfinite()
 
     # --- reading the state ---
     def gather_state(self):
@@ -220,7 +255,7 @@ class MultiNodeOptimizer(object):
         """Bytes of fp32 master and optimizer state this rank holds."""
         self._check_set_up()
         total = 0
-        for g in self.actual_optimizer._engine.groups:
+        for g in self.actual_optimizer.engine.groups:
             total += (g.master.nbytes if g.master is not None else 0) + sum(b.nbytes for b in g.state)
         return total
 
@@ -278,15 +313,14 @@ class ZeroOptimizer(MultiNodeOptimizer):
         """Collective: check the ranks agree on the parameters, broadcast rank 0's values,
         lay out the shards and set up the actual optimizer on this rank's pieces."""
         comm = self.communicator
-        pairs = agreement.agree(comm, lambda: named_parameters(target),
+        pairs = agreement.agree(comm, lambda: _with_arrays(named_parameters(target)),
                                 fingerprint=lambda pairs: _parameter_layout(pairs, comm))
         broadcast_parameters(pairs, comm)
         layout = ShardLayout(pairs, comm, self.allreduce_grad_dtype)
         layout.adopt_parameters()
         actual = self.actual_optimizer
-        actual._engine_factory = sharded_engine_factory(comm, layout)
-        actual.setup(layout.piece_parameters())
-        for (_, p), (_, piece) in zip(pairs, actual._named):
+        actual.setup(layout.piece_parameters(), scope=ShardScope(comm, layout))
+        for (_, p), (_, piece) in zip(pairs, actual.named_parameters()):
             p.update_rule = piece.update_rule
         object.__setattr__(self, "_layout", layout)
         object.__setattr__(self, "_target", target)
@@ -295,6 +329,9 @@ class ZeroOptimizer(MultiNodeOptimizer):
 
     def _parameters(self):
         return self._layout.named
+
+    def _newly_initialized(self):
+        return []
 
     def piece_range(self, name):
         """(b, e): the elements of parameter ``name`` (flattened) whose master and state
@@ -308,7 +345,7 @@ class ZeroOptimizer(MultiNodeOptimizer):
     def _exchange_and_step(self, grads):
         layout = self._layout
         layout.refresh_pieces()
-        self._step_on(self.actual_optimizer._named, layout.reduce_to_pieces(grads))
+        self._step_on(self.actual_optimizer.named_parameters(), layout.reduce_to_pieces(grads))
         # Also after a skipped step (nothing changed): the ranks' sequence of collectives never
         # depends on a decision of the step, so ranks that decided differently (a bug) diverge
         # visibly instead of deadlocking or crashing in mismatched collectives.
@@ -321,18 +358,17 @@ class ZeroOptimizer(MultiNodeOptimizer):
 
         def local_check():
             self._check_set_up()
-            actual._loss.isnan = False
-            if not actual._loss.dynamic:
+            actual.scaling.begin_check()
+            if not actual.scaling.dynamic:
                 return []
             return [name for name, p in self._parameters()
                     if p.grad is not None and not bool(self.communicator.xp.isfinite(p.grad).all())]
 
         bad = agreement.agree(self.communicator, local_check)
         for name in bad:
-            warn_nonfinite(name, actual.t, actual._loss.scale)
+            warn_nonfinite(name, actual.t, actual.scaling.scale)
         if any(self.communicator.allgather_obj(bool(bad))):
-            actual._loss.isnan = True
-            actual._loss.isnan_ever = True
+            actual.scaling.found_nonfinite()
 
     # --- whole arrays from pieces ---
     def gather_state(self):
@@ -352,10 +388,11 @@ class ZeroOptimizer(MultiNodeOptimizer):
         """Serialized key -> parameter index, for the keys holding per-element arrays (state
         and master), as the single-process layout names them under ``prefix``."""
         keys = {}
-        self.actual_optimizer._engine.sync_hyperparameters()
-        for i, (name, p) in enumerate(self.actual_optimizer._named):
+        self.actual_optimizer.engine.sync_hyperparameters()
+        for i, (name, p) in enumerate(self.actual_optimizer.named_parameters()):
             base = prefix + name.lstrip("/") + "/"
-            for leaf in tuple(p.update_rule._group.state_names) + ("fp32_param",):
+            rule = p.update_rule
+            for leaf in tuple(rule.state_names(rule.hyperparam)) + ("fp32_param",):
                 keys[base + leaf] = i
         return keys
 

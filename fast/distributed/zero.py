@@ -23,44 +23,31 @@ One step (``update``):
  4. each rank writes its pieces into its block of the parameters' buffer and the blocks
     are all-gathered.
 """
-import functools
-
 import numpy
 
+from fast import boundary
 from fast.distributed import sharding
 from fast.distributed.exchange import buckets_by_dtype, copy_cast
-from fast.engine import Engine
+from fast.engine import LocalScope
+from fast.optimizer_hooks import is_fused
 from fast.parameter import Parameter
 from fast.serializers import NpzDeserializer
 
 
-class ShardedEngine(Engine):
-    """The engine of one rank's pieces: what spans pieces is combined over the ranks."""
+class ShardScope(LocalScope):
+    """The scope of an engine over one rank's pieces: what spans pieces (the non-finite
+    flags, the sums of squares) is combined over the ranks, so every rank takes the same
+    decisions, and hooks draw per-parameter values for the whole parameter."""
 
     decides_skip_on_host = True
 
-    def __init__(self, profile, comm=None, layout=None):
-        super(ShardedEngine, self).__init__(profile)
+    def __init__(self, comm, layout):
         self.comm, self.layout = comm, layout
 
-    def nonfinite_names(self):
-        flags = self.check_finite_on_device(found=None)
-        bad = self.to_host_flags([g.backend.to_host(f) for g, f in zip(self.groups, flags)])
-        bad = sharding.combine_nonfinite_flags(self.comm, bad)
-        return [e.name for e in self.entries if bad[e.index]]
+    def combine_flags(self, bad):
+        return sharding.combine_nonfinite_flags(self.comm, bad)
 
-    def sums_of_squares(self, hooks, unscale):
-        return self._combined_sums(*super(ShardedEngine, self).sums_of_squares(hooks, unscale))
-
-    def nonfinite_names_and_sums_of_squares(self, hooks, unscale):
-        """The pieces' non-finite flags and partial sums from one read of the gradients,
-        each combined over the ranks."""
-        bad = numpy.zeros(len(self.entries), dtype=bool)
-        gsq, psq = self._sums_of_squares(hooks, unscale, bad)
-        bad = sharding.combine_nonfinite_flags(self.comm, bad)
-        return [e.name for e in self.entries if bad[e.index]], self._combined_sums(gsq, psq)
-
-    def _combined_sums(self, gsq, psq):
+    def combine_sums(self, gsq, psq):
         both = sharding.combine_partial_sums(self.comm, numpy.concatenate([gsq, psq]))
         return both[:len(gsq)], both[len(gsq):]
 
@@ -78,7 +65,7 @@ class ShardLayout(object):
 
     def __init__(self, named, comm, exchange_dtype):
         self.comm, self.named = comm, named
-        self.shapes = [tuple(p.data.shape) for _, p in named]
+        self.shapes = [tuple(boundary.array(p).shape) for _, p in named]
         self.buckets = buckets_by_dtype(named, comm, exchange_dtype)
         self.bucket_of = {}
         for bucket in self.buckets:
@@ -136,11 +123,8 @@ class ShardLayout(object):
             for k, i in enumerate(bucket.indices):
                 p = self.named[i][1]
                 view = bucket.view(values, k)
-                view[...] = p.data
-                if hasattr(p, "_adopt_storage"):
-                    p._adopt_storage(view)
-                else:
-                    p.array = view
+                view[...] = boundary.array(p)
+                boundary.adopt(p, view)
 
     def piece_parameters(self):
         """name -> a fast.Parameter holding this rank's piece of each parameter (a copy)."""
@@ -189,24 +173,17 @@ class ShardLayout(object):
 
 def refuse_unsharded_hooks(actual):
     """zero=True runs only hooks that see the whole gradient through the sharded engine."""
-    for table in actual._hookable.hooks.values():
-        for name, hook in table.items():
-            if not hasattr(hook, "plan"):
-                raise TypeError(
-                    "optimizer hook {!r} is not one of fast's built-in hooks: under zero=True each rank "
-                    "holds only its shard of the gradients, which a custom hook would see as the whole; "
-                    "use zero=False for custom hooks".format(name))
-    for name, p in actual._named:
-        if p.update_rule._hookable:
+    for _, name, hook in actual.named_hooks():
+        if not is_fused(hook):
+            raise TypeError(
+                "optimizer hook {!r} is not one of fast's built-in hooks: under zero=True each rank "
+                "holds only its shard of the gradients, which a custom hook would see as the whole; "
+                "use zero=False for custom hooks".format(name))
+    for name, p in actual.named_parameters():
+        if p.update_rule.has_hooks:
             raise TypeError("the update rule of parameter {!r} has hooks of its own: under zero=True "
                             "a rule holds only this rank's piece of its parameter; add the hook to the "
                             "optimizer (opt.add_hook) or use zero=False".format(name))
-
-
-def sharded_engine_factory(comm, layout):
-    return functools.partial(ShardedEngine, comm=comm, layout=layout)
-
-
 
 
 class PieceDeserializer(NpzDeserializer):

@@ -25,17 +25,12 @@ import math
 import numpy
 
 from fast import hook_ops
+from fast.optimizer_hooks.fused import FusedHook
 
 
-class GradientClipping(object):
+class GradientClipping(FusedHook):
     name = "GradientClipping"
-    timing = "pre"
-    #: planning changes nothing but ctx.ops (the optimizer may plan it before it settles
-    #: dynamic loss scaling's non-finite check: fast.optimizer)
-    plan_is_pure = True
-    #: planning reads the gradients (ctx.sums_of_squares), a pass the non-finite check joins
     plan_reads_gradients = True
-    call_for_each_param = False
 
     def __init__(self, threshold):
         self.threshold = threshold

@@ -1,16 +1,13 @@
 import numpy
 
 from fast import hook_ops
+from fast.optimizer_hooks.fused import FusedHook
 
 
-class GradientHardClipping(object):
+class GradientHardClipping(FusedHook):
     """g <- clip(g, lower_bound, upper_bound) (NaN stays NaN)."""
     name = "GradientHardClipping"
     call_for_each_param = True
-    timing = "pre"
-    #: planning changes nothing but ctx.ops (the optimizer may plan it before it settles
-    #: dynamic loss scaling's non-finite check: fast.optimizer)
-    plan_is_pure = True
 
     def __init__(self, lower_bound, upper_bound):
         self.lower_bound = lower_bound

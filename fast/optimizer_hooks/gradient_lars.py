@@ -11,17 +11,13 @@ the rate to the gradient's dtype (see hook_ops.TensorScaleOp).
 """
 import numpy
 
-from fast import hook_ops
+from fast import backends, hook_ops
+from fast.optimizer_hooks.fused import FusedHook
 
 
-class GradientLARS(object):
+class GradientLARS(FusedHook):
     name = "GradientLARS"
     call_for_each_param = True
-    timing = "pre"
-    #: planning changes nothing but ctx.ops (the optimizer may plan it before it settles
-    #: dynamic loss scaling's non-finite check: fast.optimizer)
-    plan_is_pure = True
-    #: planning reads the gradients (ctx.sums_of_squares), a pass the non-finite check joins
     plan_reads_gradients = True
 
     def __init__(self, threshold=1e-2, weight_decay=0.0, eps=1e-9):
@@ -52,7 +48,7 @@ class GradientLARS(object):
         # squares below 2**-25 becomes 0; ``fixed``: float64), converted to the gradient's
         # dtype for ``g *= rate`` (and ``weight_decay`` for ``g += weight_decay * p``).
         norm_dtype = numpy.float64 if rule.profile == "fixed" else None
-        xp = rule._group.backend.xp
+        xp = backends.for_array(g).xp
         p_norm = numpy.float64(float(xp.linalg.norm(p.astype(norm_dtype or p.dtype, copy=False))))
         g_norm = numpy.float64(float(xp.linalg.norm(g.astype(norm_dtype or g.dtype, copy=False))))
         local_rate = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)

@@ -7,7 +7,8 @@ step that dynamic loss scaling skips, so the random stream matches).
 """
 import numpy
 
-from fast import hook_ops
+from fast import backends, hook_ops
+from fast.optimizer_hooks.fused import FusedHook
 
 
 def exponential_decay_noise(xp, shape, dtype, hook, opt):
@@ -16,10 +17,11 @@ def exponential_decay_noise(xp, shape, dtype, hook, opt):
     return xp.random.normal(0, std, shape).astype(dtype)
 
 
-class GradientNoise(object):
+class GradientNoise(FusedHook):
     name = "GradientNoise"
     call_for_each_param = True
-    timing = "pre"
+    #: noise_func draws random numbers: planning must come after the non-finite check
+    plan_is_pure = False
 
     def __init__(self, eta, noise_func=exponential_decay_noise):
         self.eta = eta
@@ -43,4 +45,4 @@ class GradientNoise(object):
         g = param.grad
         if g is None:
             return
-        g += self.noise_func(rule._group.backend.xp, g.shape, g.dtype, self, rule)
+        g += self.noise_func(backends.for_array(g).xp, g.shape, g.dtype, self, rule)

@@ -1,28 +1,30 @@
+import numpy
+
 from fast import hook_ops
+from fast.optimizer_hooks.fused import FusedHook
 
 
-class WeightDecay(object):
+class WeightDecay(FusedHook):
     """g <- g + rate * p.
 
     As an optimizer hook, ``chainer`` profile: the gradient is still
-    loss-scaled, so the rate is multiplied by the loss scale (Chainer's rule);
-    ``fixed``: the gradient is already unscaled and the rate is used as given.
+    loss-scaled, so the rate is multiplied by the loss scale that parameter's
+    gradient carries (Chainer's rule reads ``param._loss_scale``, which
+    ``backward(loss_scale=...)`` sets; see fast.boundary); ``fixed``: the
+    gradient is already unscaled and the rate is used as given.
     As a rule hook see ``__call__``.
     """
     name = "WeightDecay"
     call_for_each_param = True
-    timing = "pre"
-    #: planning changes nothing but ctx.ops (the optimizer may plan it before it settles
-    #: dynamic loss scaling's non-finite check: fast.optimizer)
-    plan_is_pure = True
 
     def __init__(self, rate):
         self.rate = rate
 
     def plan(self, ctx):
         rate = self.rate
-        if ctx.profile == "chainer" and ctx.loss_scale is not None:
-            rate = rate * ctx.loss_scale
+        if ctx.profile == "chainer":
+            scales = ctx.loss_scales
+            rate = numpy.where(numpy.isnan(scales), numpy.float64(rate), rate * scales)
         ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_PARAM, rate))
 
     def __call__(self, rule, param):

@@ -47,20 +47,19 @@ class AdamRule(FamilyRule):
         for name, value in given.items():
             if value is not None:
                 setattr(self.hyperparam, name, value)
-        self._unbound_extras["initial_alpha"] = (
-            float(self.hyperparam.alpha) if self.hyperparam.adabound else float("nan"))
+        self.set_extra("initial_alpha", float(self.hyperparam.alpha) if self.hyperparam.adabound else float("nan"))
 
     @property
     def initial_alpha(self):
         """AdaBound's alpha when the rule was created."""
-        value = self._get_extra("initial_alpha")
+        value = self.extra("initial_alpha")
         if math.isnan(value):
             raise AttributeError("initial_alpha is set only for rules created with adabound=True")
         return value
 
     @initial_alpha.setter
     def initial_alpha(self, value):
-        self._set_extra("initial_alpha", float(value))
+        self.set_extra("initial_alpha", float(value))
 
     @classmethod
     def state_names(cls, hp):
@@ -76,11 +75,16 @@ class AdamRule(FamilyRule):
     def check_hyperparameters(self, param_dtype, update_dtype):
         super().check_hyperparameters(param_dtype, update_dtype)
         check_eps_for("Adam", self.hyperparam.eps, intermediate_dtype(update_dtype))
-        if self.hyperparam.adabound and math.isnan(self._get_extra("initial_alpha")):
+        if self.hyperparam.adabound and math.isnan(self.extra("initial_alpha")):
             raise AttributeError("adabound was switched on after the rule was created: it has no initial_alpha")
 
     @property
     def alpha_t(self):
+        return learning_rate(self.hyperparam, self.t)
+
+    @property
+    def lr(self):
+        """alpha_t at the rule's t (Chainer's name; RuntimeError before the first step)."""
         return learning_rate(self.hyperparam, self.t)
 
     @property
@@ -139,6 +143,12 @@ class Adam(GradientMethod):
     @property
     def alpha_t(self):
         """alpha_t at the optimizer's t (RuntimeError before the first step)."""
+        return learning_rate(self.hyperparam, self.t)
+
+    @property
+    def lr(self):
+        """alpha_t at the optimizer's t: Chainer's name, which ``extensions.observe_lr``
+        reads (RuntimeError before the first step)."""
         return learning_rate(self.hyperparam, self.t)
 
 

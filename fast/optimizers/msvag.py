@@ -28,15 +28,15 @@ class MSVAGRule(FamilyRule):
         for name, value in (("lr", lr), ("beta", beta), ("eta", eta), ("weight_decay_rate", weight_decay_rate)):
             if value is not None:
                 setattr(self.hyperparam, name, value)
-        self._unbound_extras["beta_power"] = float(self.hyperparam.beta)
+        self.set_extra("beta_power", float(self.hyperparam.beta))
 
     @property
     def beta_power(self):
-        return self._get_extra("beta_power")
+        return self.extra("beta_power")
 
     @beta_power.setter
     def beta_power(self, value):
-        self._set_extra("beta_power", float(value))
+        self.set_extra("beta_power", float(value))
 
     @classmethod
     def state_names(cls, hp):

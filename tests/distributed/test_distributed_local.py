@@ -224,7 +224,7 @@ def test_the_mean_is_the_sum_times_the_rounded_reciprocal():
     x = np.random.default_rng(2).standard_normal(100_000).astype(np.float32)
     for n in (2, 3, 4, 5, 7):
         got = x.copy()
-        scale_by_reciprocal(got, n, np)
+        scale_by_reciprocal(got, n)
         assert got.tobytes() == (x.astype(np.float64) * (1.0 / n)).astype(np.float32).tobytes(), n
 
 

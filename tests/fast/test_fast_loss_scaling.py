@@ -8,7 +8,7 @@ import pytest
 
 import fast
 from fast_testkit import (
-    DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, assert_same_snapshot, gradients, make_optimizer,
+    DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, assert_same_snapshot, gradients, make_optimizer, make_params,
     run_steps, same_bits, set_grads, snapshot,
 )
 
@@ -237,12 +237,13 @@ def test_check_in_the_norm_pass_gives_both_results(bad):
     if bad is not None:
         grads[bad[0]].reshape(-1)[bad[1]] = np.nan
     set_grads(params, grads)
-    engine = opt._engine
+    engine = opt.engine
     engine.collect_grads()
     ops = [fast.hook_ops.ConstOp(fast.hook_ops.ADD_PARAM, 1e-4)]
-    names, (gsq, psq) = engine.nonfinite_names_and_sums_of_squares(ops, 8.0)
+    scales = engine.loss_scales(8.0)
+    names, (gsq, psq) = engine.nonfinite_names_and_sums_of_squares(ops, scales)
     assert names == engine.nonfinite_names() == ([] if bad is None else ["/" + bad[0]])
-    expected_g, expected_p = engine.sums_of_squares(ops, 8.0)
+    expected_g, expected_p = engine.sums_of_squares(ops, scales)
     assert same_bits(gsq, expected_g) and same_bits(psq, expected_p)
 
 
@@ -258,7 +259,7 @@ def test_dynamic_scaling_with_clipping_reads_the_gradients_once(monkeypatch, mod
             monkeypatch.setattr(type(opt), "_check_joining_hooks", lambda self: None)
         else:
             calls = []
-            monkeypatch.setattr(opt._engine, "nonfinite_names", lambda: calls.append(1) or [])
+            monkeypatch.setattr(opt.engine, "nonfinite_names", lambda: calls.append(1) or [])
         run_steps(opt, params, 2)
         step_with_non_finite_grad(opt, params, np.inf)
         run_steps(opt, params, 1, first_step=5)
@@ -281,25 +282,36 @@ def test_the_non_finite_warning_names_the_parameter_with_clipping():
     assert_skipped_step_changed_only_counters(before, snapshot(opt, params))
 
 
-def test_an_engine_that_overrides_the_two_passes_gets_them_called():
-    """A subclass overriding nonfinite_names and sums_of_squares (an allreduce, say), and not
-    the fused method, sees both called, with the fused method's arguments."""
-    from fast.engine import Engine
+def test_the_engines_scope_combines_the_one_pass_flags_and_sums():
+    """What an engine's tensors are part of (its scope: fast.distributed's ZeRO combines over
+    the ranks) combines the non-finite flags and the sums of squares of the one reduction
+    pass, once each per step, and what it returns is what the hooks use."""
+    from fast.engine import LocalScope
     calls = []
 
-    class Combining(Engine):
-        def nonfinite_names(self):
-            calls.append("names")
-            return super().nonfinite_names()
+    class Quadrupling(LocalScope):
+        def combine_flags(self, bad):
+            calls.append("flags")
+            return bad
 
-        def sums_of_squares(self, hooks, unscale):
-            calls.append(("sums", len(hooks), unscale))
-            return super().sums_of_squares(hooks, unscale)
+        def combine_sums(self, gsq, psq):
+            calls.append("sums")
+            return gsq * 4.0, psq
 
-    opt, params = _clipping_optimizer()
-    opt._engine.__class__ = Combining
-    run_steps(opt, params, 1)
-    assert calls == ["names", ("sums", 1, 1.0)]
+    results = []
+    for scope in (None, Quadrupling()):
+        params = make_params({"a": (70001,), "b": (3, 5)}, np.float32)
+        for p in params.values():
+            p.data[...] = 0
+        opt = fast.optimizers.SGD(lr=0.5).setup(params, scope=scope)
+        opt.loss_scaling()
+        opt.add_hook(fast.optimizer_hooks.GradientClipping(1e-3))
+        run_steps(opt, params, 1)
+        results.append({k: p.data.copy() for k, p in params.items()})
+    assert calls == ["flags", "sums"]
+    # the norm the hook saw doubled: from zero, the clipped step is exactly half as long
+    for k in results[0]:
+        np.testing.assert_array_equal(results[1][k], results[0][k] / 2)
 
 
 @pytest.mark.parametrize("scale", [65504.0, 3.0, 1000.0, 0.3, 1024.0])
