@@ -61,18 +61,27 @@ def load_npz(opt, file, path="", strict=True):
     """Collective: load a single-process npz (rank 0's file) into every rank's optimizer."""
     comm = opt.communicator
     data = _rank0_only(comm, lambda: _read_bytes(file))
-    opened, deserializer = [], []
+    opened = []
+    try:
+        load_opened(opt, lambda: opened.append(open_npz(io.BytesIO(data), label=file)) or opened[0],
+                    file, path, strict)
+    finally:
+        for npz in opened:
+            npz.close()
+
+
+def load_opened(opt, open_archive, label, path="", strict=True):
+    """Collective: every rank validates the archive ``open_archive()`` returns against its
+    optimizer (under ZeRO: its pieces of each whole array), the ranks agree on the verdict,
+    and only then does every rank load. ``label`` names the archive in errors."""
+    deserializer, archive = [], []
 
     def check():
         opt._check_set_up()
         deserializer.append(opt._deserializer(path))
-        npz = open_npz(io.BytesIO(data), label=file)
-        opened.append(npz)
-        check_npz(npz, opt.actual_optimizer, file, path=path, strict=strict, deserializer=deserializer[0])
+        archive.append(open_archive())
+        check_npz(archive[0], opt.actual_optimizer, label, path=path, strict=strict,
+                  deserializer=deserializer[0])
 
-    try:
-        agreement.agree(comm, check)
-        opt.actual_optimizer.serialize(deserializer[0](opened[0], path=path, strict=strict))
-    finally:
-        for npz in opened:
-            npz.close()
+    agreement.agree(opt.communicator, check)
+    opt.actual_optimizer.serialize(deserializer[0](archive[0], path=path, strict=strict))

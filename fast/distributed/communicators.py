@@ -12,7 +12,12 @@ Both communicators sit on an existing engine; none moves bytes itself:
 
 Every call is collective: all ranks must make the same calls in the same order.
 """
+import pickle
+
 import numpy
+
+#: ChainerMN's default chunk for broadcasting a pickled object (MPI counts are 32-bit ints)
+OBJECT_CHUNK_BYTES = 256 * 1024 * 1024
 
 
 def _world(mpi_comm):
@@ -25,19 +30,32 @@ def _world(mpi_comm):
     return MPI, (MPI.COMM_WORLD if mpi_comm is None else mpi_comm)
 
 
-def _intra_rank(MPI, comm):
-    """The rank among the processes of this node (MPI's shared-memory split)."""
+def _node_layout(MPI, comm):
+    """(intra_rank, intra_size, inter_rank, inter_size): this process's place among the
+    processes of its node (MPI's shared-memory split) and its node's among the nodes, as
+    ChainerMN names them. Collective."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
-        return node.Get_rank()
+        intra_rank, intra_size = node.Get_rank(), node.Get_size()
+        leaders = comm.Split(0 if intra_rank == 0 else MPI.UNDEFINED, key=comm.Get_rank())
+        inter = None
+        if leaders != MPI.COMM_NULL:
+            inter = (leaders.Get_rank(), leaders.Get_size())
+            leaders.Free()
+        inter_rank, inter_size = node.bcast(inter, root=0)
     finally:
         node.Free()
+    return intra_rank, intra_size, inter_rank, inter_size
 
 
 class MpiCommunicator(object):
     """Collectives over an mpi4py communicator, on NumPy arrays.
 
-    ``rank``, ``size`` and ``intra_rank`` (the rank within the node) as in ChainerMN.
+    ``rank``, ``size``, ``intra_rank``/``intra_size`` (within the node) and
+    ``inter_rank``/``inter_size`` (the node among the nodes) as in ChainerMN; besides the
+    collectives the optimizers use, the object calls ChainerMN's dataset, iterator and
+    extension helpers make (``bcast_obj``, ``gather_obj``, ``allreduce_obj``, ``send_obj``,
+    ``recv_obj``, and ``bcast`` of an array), with ChainerMN's signatures.
     """
 
     name = "mpi"
@@ -47,7 +65,7 @@ class MpiCommunicator(object):
         self._MPI, self.mpi_comm = _world(mpi_comm)
         self.rank = self.mpi_comm.Get_rank()
         self.size = self.mpi_comm.Get_size()
-        self.intra_rank = _intra_rank(self._MPI, self.mpi_comm)
+        self.intra_rank, self.intra_size, self.inter_rank, self.inter_size = _node_layout(self._MPI, self.mpi_comm)
 
     def array_device_kind(self):
         """The kind of array this communicator exchanges ('cpu': NumPy)."""
@@ -83,9 +101,39 @@ class MpiCommunicator(object):
         """Every rank's (picklable) ``obj`` as a list on ``root``; None elsewhere."""
         return self.mpi_comm.gather(obj, root=root)
 
-    def bcast_obj(self, obj, root=0):
-        """``root``'s (picklable) ``obj`` on every rank."""
-        return self.mpi_comm.bcast(obj, root=root)
+    def bcast_obj(self, obj, max_buf_len=OBJECT_CHUNK_BYTES, root=0):
+        """``root``'s (picklable) ``obj`` on every rank: pickled, and broadcast in pieces of at
+        most ``max_buf_len`` bytes (ChainerMN's signature and chunking)."""
+        if max_buf_len is None or max_buf_len < 1:
+            raise ValueError("max_buf_len must be a positive number of bytes, got {!r}".format(max_buf_len))
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if self.rank == root else None
+        length = self.mpi_comm.bcast(None if data is None else len(data), root=root)
+        buffer = bytearray(data) if data is not None else bytearray(length)
+        view = memoryview(buffer)
+        for begin in range(0, length, max_buf_len):
+            self.mpi_comm.Bcast([view[begin:begin + max_buf_len], self._MPI.BYTE], root=root)
+        return obj if self.rank == root else pickle.loads(buffer)
+
+    def allreduce_obj(self, obj):
+        """The sum over the ranks of a (picklable) ``obj`` (ChainerMN's: mpi4py's allreduce)."""
+        return self.mpi_comm.allreduce(obj)
+
+    def send_obj(self, obj, dest, tag=0):
+        """Send a (picklable) ``obj`` to rank ``dest`` (point to point)."""
+        self.mpi_comm.send(obj, dest=dest, tag=tag)
+
+    def recv_obj(self, source, status=None, tag=None):
+        """Receive an object sent by ``send_obj`` from rank ``source`` (any tag by default)."""
+        return self.mpi_comm.recv(source=source, status=status, tag=self._MPI.ANY_TAG if tag is None else tag)
+
+    def bcast(self, x, root=0):
+        """``root``'s NumPy array ``x`` on every rank (others pass anything, e.g. None); the
+        shape and dtype travel with it (ChainerMN's array broadcast)."""
+        meta = (tuple(x.shape), numpy.dtype(x.dtype).str) if self.rank == root else None
+        shape, dtype = self.mpi_comm.bcast(meta, root=root)
+        out = numpy.ascontiguousarray(x) if self.rank == root else numpy.empty(shape, dtype=dtype)
+        self.mpi_comm.Bcast(out, root=root)
+        return out
 
 
 _NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64"}

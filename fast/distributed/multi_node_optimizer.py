@@ -426,10 +426,18 @@ class ZeroOptimizer(MultiNodeOptimizer):
 
     def serialize(self, serializer):
         """Collective. Saving writes the whole (single-process) state into ``serializer`` on
-        every rank; loading is done by fast.serializers.load_npz."""
+        every rank. Loading reads the whole arrays from the npz archive the deserializer
+        reads (Chainer's or fast's ``NpzDeserializer``: ``chainer.serializers.load_npz(file,
+        trainer)`` resumes a Trainer) and keeps each rank's pieces, after every rank has
+        validated it (fast.distributed.checkpoints.load_opened)."""
         if is_deserializer(serializer):
-            raise TypeError("under zero=True load a snapshot with fast.serializers.load_npz(file, opt), "
-                            "which gives each rank its shard")
+            npz = getattr(serializer, "npz", None)
+            if npz is None:
+                raise TypeError("under zero=True a snapshot loads from an npz archive (chainer.serializers."
+                                "load_npz or fast.serializers.load_npz); got a {}".format(type(serializer).__name__))
+            checkpoints.load_opened(self, lambda: npz, "the snapshot", path=getattr(serializer, "path", ""),
+                                    strict=getattr(serializer, "strict", True))
+            return
         arrays = agreement.agree(self.communicator, self._local_serialized,
                                  fingerprint=lambda a: self._save_fingerprint(a))
         by_rank = self.communicator.allgather_obj(arrays)
