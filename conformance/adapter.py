@@ -16,6 +16,7 @@ import numpy as np
 
 from . import streams
 from .cases import Case
+from .params import parameter_mode
 
 
 def load_impl(name: str):
@@ -74,15 +75,21 @@ def rewrite_npz(path: str, entries: dict) -> None:
 
 
 class Driver:
-    """One optimizer built from a case, on one implementation module."""
+    """One optimizer built from a case, on one implementation module, its parameters made
+    and given their gradients the way `params` says (conformance.params)."""
 
-    def __init__(self, impl, case: Case, xp=np, optimizer_kwargs=None):
+    #: whether a parameter mode that can (`--params chainer`) makes some parameters lazily
+    lazy_parameters = True
+
+    def __init__(self, impl, case: Case, xp=np, optimizer_kwargs=None, params: str = "impl"):
         self.impl = impl
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.case = case
         self.xp = xp
+        self.mode = parameter_mode(params, impl)
         self.params = {
-            spec.name: impl.Parameter(xp.asarray(streams.initial_value(case, i, spec)), name=spec.name)
+            spec.name: self.mode.make(xp.asarray(streams.initial_value(case, i, spec)), spec.name,
+                                      lazy=self.lazy_parameters)
             for i, spec in enumerate(case.params)
         }
         self.optimizer = self._build_optimizer()
@@ -97,12 +104,12 @@ class Driver:
         # profiles runs the chainer-profile cases (conformance.applicability).
         profile = {} if case.profile == "chainer" else {"profile": case.profile}
         opt = self._wrap(cls(**dict(case.hyperparams), **profile, **self.optimizer_kwargs))
-        opt.setup(self.params)
+        opt.setup(self.mode.target(self.params))
         if case.uses_master:
             opt.use_fp32_update()
         ls = case.loss_scaling
         if ls.mode == "static":
-            opt.loss_scaling(scale=ls.scale)
+            self.mode.static_loss_scaling(opt, ls.scale)
         elif ls.mode == "dynamic":
             opt.loss_scaling(interval=ls.interval, scale=None)
         for name, hp, value in case.overrides:
@@ -116,6 +123,7 @@ class Driver:
                 opt.add_hook(hook, name=hook_name, timing=spec.timing)
             else:
                 self.params[spec.param].update_rule.add_hook(hook, name=hook_name, timing=spec.timing)
+        self.mode.after_setup(self.params)
         return opt
 
     def _wrap(self, optimizer):
@@ -129,11 +137,21 @@ class Driver:
         return cls(*spec.args)
 
     # -- stepping -----------------------------------------------------------------------
+    def gradient(self, i: int, spec, step: int, scale):
+        """Parameter ``i``'s gradient at ``step``, already multiplied by the loss scale."""
+        return streams.gradient(self.case, i, spec, step, scale)
+
+    def loss_scale(self):
+        """The loss scale the case's gradients are multiplied by (None: off)."""
+        return self.mode.loss_scale(self.optimizer)
+
     def set_grads(self, step: int) -> None:
-        scale = self.optimizer.loss_scale
+        scale = self.loss_scale()
+        grads = {}
         for i, spec in enumerate(self.case.params):
-            grad = streams.gradient(self.case, i, spec, step, scale)
-            self.params[spec.name].grad = None if grad is None else self.xp.asarray(grad)
+            grad = self.gradient(i, spec, step, scale)
+            grads[spec.name] = None if grad is None else self.xp.asarray(grad)
+        self.mode.hand_gradients(self.params, grads, self.optimizer)
 
     def step(self, step: int) -> None:
         self.set_grads(step)
@@ -166,7 +184,7 @@ class Driver:
         if rewrite and rewrites_here:
             rewrite_npz(path, rewrite)
         for name, p in self.params.items():
-            self.params[name] = self.impl.Parameter(p.data, name=name)
+            self.params[name] = self.mode.make(p.data, name)
         self.optimizer = self._build_optimizer()
         self.impl.serializers.load_npz(path, self.optimizer)
 
@@ -180,7 +198,7 @@ class Driver:
                                       state=state, t=int(rule.t), grad=to_host(p.grad))
         opt = self.optimizer
         return Snapshot(params=params, t=int(opt.t), epoch=int(opt.epoch),
-                        loss_scale=None if opt.loss_scale is None else float(opt.loss_scale))
+                        loss_scale=None if self.loss_scale() is None else float(self.loss_scale()))
 
     def force(self, snap: Snapshot) -> None:
         """Overwrite this optimizer's continuous state (params, masters, rule state) in place.

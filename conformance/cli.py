@@ -15,6 +15,7 @@ import traceback
 from . import generators, outputs, report
 from .diagnosis import failure_text
 from .diagnosis import reproduce_command as _reproduce_command
+from .params import MODES as PARAMETER_MODES
 from .parallel import run_suite, usable_cores
 from .runner import case_from_repr
 from .target import DEVICES, FP16_COMPUTE, Target, UsageError, array_module, describe_device
@@ -97,6 +98,10 @@ def _suite_options(p) -> None:
                         "results are the same for every N")
     p.add_argument("--require-all", action="store_true",
                    help="a case the implementation cannot run (not applicable) is a failure")
+    p.add_argument("--params", default="impl", choices=PARAMETER_MODES,
+                   help="how each case's parameters are made and handed their gradients: 'impl', the "
+                        "implementation's own Parameter; 'chainer', chainer.Parameters of a chainer.Link "
+                        "(some initialized lazily) given their gradients by backward(loss_scale=...)")
     p.add_argument("--ranks", type=_positive_int, default=1, metavar="N",
                    help="the distributed slice on N ranks: run under `mpiexec -n N` (each rank "
                         "runs every case; rank 0 prints and writes the reports); 1: the "
@@ -109,7 +114,7 @@ def _array_module(device: str, impl_name: str = "fast"):
 
 
 def _target(args) -> Target:
-    return Target(args.impl, args.device, getattr(args, "fp16_compute", "float32"))
+    return Target(args.impl, args.device, getattr(args, "fp16_compute", "float32"), getattr(args, "params", "impl"))
 
 
 def select_cases(args) -> list:
@@ -168,7 +173,7 @@ def _run_distributed(args, world, cases, gate) -> list:
     from .runner import run_cases
     return run_cases(impl, cases, xp=xp, progress=world.rank == 0, fail_fast=args.fail_fast,
                      fp16_compute=args.fp16_compute, drift=not gate,
-                     require_all=args.require_all, world=world)
+                     require_all=args.require_all, world=world, params=args.params)
 
 
 def cmd_run(args, gate=False) -> int:
@@ -216,7 +221,8 @@ def _write_outputs(args, results, gate) -> None:
 
 def _meta(args) -> dict:
     meta = {"impl": args.impl, "device": args.device, "level": args.level,
-            "filter": args.filter, "profile": args.profile, "fp16_compute": args.fp16_compute}
+            "filter": args.filter, "profile": args.profile, "fp16_compute": args.fp16_compute,
+            "params": args.params}
     if getattr(args, "ranks", 1) > 1:
         meta["ranks"] = args.ranks
     if args.device == "gpu":

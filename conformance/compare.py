@@ -194,15 +194,16 @@ def _reference_driver(case: Case, optimizer_kwargs) -> Driver:
     return Driver(reference, case, optimizer_kwargs=optimizer_kwargs)
 
 
-def _impl_driver(impl, case: Case, xp, world) -> Driver:
-    """The implementation built from the case: on this rank, in a distributed case."""
+def _impl_driver(impl, case: Case, xp, world, params: str = "impl") -> Driver:
+    """The implementation built from the case, its parameters made as `params` says
+    (conformance.params): on this rank, in a distributed case."""
     if case.ranks > 1:
         from .ranks import DistributedDriver
         if world is None or world.size != case.ranks:
             raise UsageErrorForCase(f"case {case.name} runs on {case.ranks} ranks: "
                                     f"mpiexec -n {case.ranks} ... --ranks {case.ranks}")
-        return DistributedDriver(impl, case, world, xp=xp)
-    return Driver(impl, case, xp=xp)
+        return DistributedDriver(impl, case, world, xp=xp, params=params)
+    return Driver(impl, case, xp=xp, params=params)
 
 
 class UsageErrorForCase(HarnessError):
@@ -216,7 +217,8 @@ def compute_dtype(case: Case, fp16_compute: str = "float32") -> str:
     return fp16_compute if case.dtype_mode == "float16" else case.compute_dtype
 
 
-def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32", world=None) -> CaseResult:
+def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32", world=None,
+               params: str = "impl") -> CaseResult:
     """Teacher-forced comparison of `impl` against the reference over the case's steps.
 
     A distributed case (case.ranks > 1) runs on every rank of `world` (conformance.ranks):
@@ -229,7 +231,7 @@ def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32", world=Non
         raise UsageErrorForCase(f"case {case.name} runs on {case.ranks} ranks: "
                                 f"mpiexec -n {case.ranks} ... --ranks {case.ranks}")
     distributed = world if case.ranks > 1 else None
-    _check_case(impl, case, xp, fp16_compute, distributed, result)
+    _check_case(impl, case, xp, fp16_compute, distributed, result, params)
     if distributed is not None:
         distributed.merge(result)
     return result
@@ -243,9 +245,9 @@ def _agreed(world, result, step, where, ok, driver, error=None) -> bool:
     return world.agree(result, step, where, ok, [] if driver is None else fingerprint(driver, error))
 
 
-def _check_case(impl, case, xp, fp16_compute, world, result) -> None:
+def _check_case(impl, case, xp, fp16_compute, world, result, params) -> None:
     impl_side, ref_side = [], [None]
-    impl_error = _run(lambda: impl_side.append(_impl_driver(impl, case, xp, world)))
+    impl_error = _run(lambda: impl_side.append(_impl_driver(impl, case, xp, world, params)))
     ctx = tolerance.TrackedArithmetic(compute_dtype(case, fp16_compute))
     # Distributed: only rank 0 runs the reference; every other rank's observations (every
     # array's digest, every event) are compared with rank 0's at each agreement.
@@ -438,14 +440,14 @@ def _recheck_with_alternative(case, step, failures, alternative, worst):
 
 
 # -- free-running drift ----------------------------------------------------------------------
-def free_running_drift(impl, case: Case, xp=np, world=None) -> dict:
+def free_running_drift(impl, case: Case, xp=np, world=None, params: str = "impl") -> dict:
     """Both sides run on their own; the largest relative drift per array after the last step.
 
     Reported, not gated: no bound on accumulated drift is justified in general (an unstable
     recurrence amplifies one ulp). Relative to the array's largest reference magnitude.
     In a distributed case each rank measures its own (the ranks agree on when to stop).
     """
-    impl_driver = _impl_driver(impl, case, xp, world)
+    impl_driver = _impl_driver(impl, case, xp, world, params)
     ref_driver = _reference_driver(case, {"arithmetic": Float64()})
     for step in range(1, case.steps + 1):
         stop = bool(_run(lambda: impl_driver.step(step)) or _run(lambda: ref_driver.step(step)))

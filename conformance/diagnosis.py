@@ -16,6 +16,8 @@ def reproduce_command(target: Target, level: str, case, by_repr: bool = False) -
     base = f"python -m conformance gate --impl {target.impl} --device {target.device}"
     if target.fp16_compute != "float32":
         base += f" --fp16-compute {target.fp16_compute}"
+    if target.params != "impl":
+        base += f" --params {target.params}"
     if case.ranks > 1:
         base = f"mpiexec -n {case.ranks} {base} --ranks {case.ranks}"
     if by_repr or case.name == "hypothesis":

@@ -34,7 +34,8 @@ def run_suite(target: Target, cases: list, jobs: int = 1, progress=False, fail_f
     if workers <= 1:
         impl, xp = target.load()
         return run_cases(impl, cases, xp=xp, progress=progress, fail_fast=fail_fast,
-                         fp16_compute=target.fp16_compute, drift=drift, require_all=require_all)
+                         fp16_compute=target.fp16_compute, drift=drift, require_all=require_all,
+                         params=target.params)
     target.load()  # a usage error is reported here, once, not by every worker
     bar = Progress(len(cases), progress, require_all)
     results = []
@@ -53,9 +54,9 @@ def run_suite(target: Target, cases: list, jobs: int = 1, progress=False, fail_f
 
 def _start_worker(target: Target, drift: bool) -> None:
     impl, xp = target.load()
-    _worker.update(impl=impl, xp=xp, fp16_compute=target.fp16_compute, drift=drift)
+    _worker.update(impl=impl, xp=xp, fp16_compute=target.fp16_compute, drift=drift, params=target.params)
 
 
 def _run_chunk(cases: list) -> list:
     return [run_case(_worker["impl"], case, _worker["xp"], _worker["fp16_compute"],
-                     _worker["drift"]) for case in cases]
+                     _worker["drift"], params=_worker["params"]) for case in cases]

@@ -37,6 +37,9 @@ def pytest_addoption(parser) -> None:
     group.addoption("--conformance-fp16-compute", default="float32", choices=FP16_COMPUTE,
                     help="the dtype the implementation computes in for float16 storage "
                          "without a master (default: float32)")
+    group.addoption("--conformance-params", default="impl", choices=("impl", "chainer"),
+                    help="how each case's parameters are made and given their gradients "
+                         "(conformance.params; default: impl)")
     group.addoption("--conformance-require-all", action="store_true",
                     help="a case the implementation cannot run fails instead of skipping")
 
@@ -50,7 +53,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     if os.getcwd() not in sys.path:  # import the module as `python -m conformance` would
         sys.path.insert(0, os.getcwd())
     target = Target(impl, config.getoption("conformance_device"),
-                    config.getoption("conformance_fp16_compute"))
+                    config.getoption("conformance_fp16_compute"), config.getoption("conformance_params"))
     # The node's name is what -k sees besides the case name: "conformance" alone, so that
     # -k Adam does not select every case of a module named my_adam. Its id names the
     # implementation and the device, so --lf never mixes the failures of two targets.
@@ -88,7 +91,7 @@ class Suite(pytest.Collector):
     def run(self, case):
         from .runner import run_case
         impl, xp = self.load()
-        return run_case(impl, case, xp, self.target.fp16_compute)
+        return run_case(impl, case, xp, self.target.fp16_compute, params=self.target.params)
 
 
 class CaseFailure(Exception):

@@ -166,13 +166,17 @@ class DistributedDriver(Driver):
     """The implementation under test on this rank: the case's optimizer wrapped in the
     implementation's multi-node optimizer, fed this rank's gradient stream."""
 
-    def __init__(self, impl, case, world: World, xp=np):
+    #: every parameter has its array at setup: a multi-node optimizer's first update after a
+    #: parameter gets one broadcasts rank 0's values and takes no step (ChainerMN's, fast's)
+    lazy_parameters = False
+
+    def __init__(self, impl, case, world: World, xp=np, params: str = "impl"):
         self.world = world
         self.distributed = distributed_module(impl)
         self.communicator = world.impl_communicator(self.distributed)
         self.last_snapshot = None
         self.last_error = None
-        super().__init__(impl, case, xp=xp)
+        super().__init__(impl, case, xp=xp, params=params)
 
     def _recorded(self, action, *args):
         """Run action(*args), remembering the type of what it raises for the fingerprint."""
@@ -194,11 +198,9 @@ class DistributedDriver(Driver):
             kwargs["zero"] = True
         return self.distributed.create_multi_node_optimizer(optimizer, self.communicator, **kwargs)
 
-    def set_grads(self, step: int) -> None:
-        scale = self.optimizer.loss_scale
-        for i, spec in enumerate(self.case.params):
-            grad = streams.gradient(self.case, i, spec, step, scale, rank=self.world.rank)
-            self.params[spec.name].grad = None if grad is None else self.xp.asarray(grad)
+    def gradient(self, i: int, spec, step: int, scale):
+        """This rank's stream."""
+        return streams.gradient(self.case, i, spec, step, scale, rank=self.world.rank)
 
     def checkpoint(self, rewrite=None) -> None:
         self._recorded(self._checkpoint, rewrite)
@@ -250,7 +252,7 @@ class DistributedDriver(Driver):
                 t=int(entry["t"]), grad=to_host(p.grad))
         opt = self.optimizer
         self.last_snapshot = Snapshot(params=params, t=int(opt.t), epoch=int(opt.epoch),
-                                      loss_scale=None if opt.loss_scale is None else float(opt.loss_scale))
+                                      loss_scale=None if self.loss_scale() is None else float(self.loss_scale()))
         return self.last_snapshot
 
     def force(self, snap) -> None:

@@ -109,7 +109,8 @@ def write_reports(records: list, meta: dict, directory="reports") -> list:
     """Write conformance.json, conformance.md and the per-optimizer plots; return the paths.
     A run on another device than the CPU writes conformance-<device>.json/.md beside them
     (no plots), so that it never replaces the CPU report; a distributed run (`--ranks N`)
-    writes conformance-ranks<N>.json/.md (no plots)."""
+    writes conformance-ranks<N>.json/.md (no plots); a run through Chainer's objects
+    (`--params chainer`) adds `-params-chainer` to the name (no plots)."""
     os.makedirs(directory, exist_ok=True)
     rows = summary_rows(records)
     failures = [r for r in records if diverged(r)]
@@ -122,6 +123,8 @@ def write_reports(records: list, meta: dict, directory="reports") -> list:
     stem = "conformance" if device == "cpu" else f"conformance-{device}"
     if meta.get("ranks", 1) > 1:  # the distributed slice: beside the one-process report
         stem, device = f"conformance-ranks{meta['ranks']}", "ranks"
+    if meta.get("params", "impl") != "impl":
+        stem, device = f"{stem}-params-{meta['params']}", "params"
     json_path = os.path.join(directory, stem + ".json")
     with open(json_path, "w") as f:
         json.dump(payload, f, indent=1, default=str)

@@ -20,18 +20,19 @@ def progress_bar(done: int, total: int, failed: int, started: float, stream=sys.
     stream.flush()
 
 
-def run_case(impl, case, xp, fp16_compute="float32", drift=False, world=None) -> CaseResult:
+def run_case(impl, case, xp, fp16_compute="float32", drift=False, world=None, params="impl") -> CaseResult:
     """check_case (and, with drift, the free-running drift), or a not-applicable result
     when the case needs something `impl` lacks. `world`: the ranks of a distributed run
-    (conformance.ranks), which every rank calls with the same case."""
+    (conformance.ranks), which every rank calls with the same case; `params`: how the
+    parameters are made and given their gradients (conformance.params)."""
     reasons = applicability.missing(impl, case)
     if reasons:
         return CaseResult(case, not_applicable="; ".join(reasons))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # implementations warn on non-finite gradients
-        result = check_case(impl, case, xp=xp, fp16_compute=fp16_compute, world=world)
+        result = check_case(impl, case, xp=xp, fp16_compute=fp16_compute, world=world, params=params)
         if drift:
-            drifts = free_running_drift(impl, case, xp=xp, world=world)
+            drifts = free_running_drift(impl, case, xp=xp, world=world, params=params)
             result.drift = max(drifts.values(), default=0.0)
             if world is not None and case.ranks > 1:
                 result.drift = max(world.allgather(result.drift))
@@ -57,14 +58,14 @@ class Progress:
 
 
 def run_cases(impl, cases: list, xp=None, progress=False, fail_fast=False,
-              fp16_compute="float32", drift=False, require_all=False, world=None) -> list:
+              fp16_compute="float32", drift=False, require_all=False, world=None, params="impl") -> list:
     """run_case over `cases` in this process; stops at the first failure when fail_fast
     (with require_all, a case that is not applicable is a failure)."""
     import numpy
     xp = numpy if xp is None else xp
     results, bar = [], Progress(len(cases), progress, require_all)
     for case in cases:
-        result = run_case(impl, case, xp, fp16_compute, drift, world)
+        result = run_case(impl, case, xp, fp16_compute, drift, world, params)
         results.append(result)
         bar.add(result)
         if fail_fast and result.failed(require_all):

@@ -25,11 +25,14 @@ class Target:
     """An implementation module (by import name) on a device.
 
     `fp16_compute` is the dtype the implementation computes in for float16 storage without a
-    master: a declared property of the implementation, never read from it.
+    master: a declared property of the implementation, never read from it. `params`: how the
+    case's parameters are made and given their gradients (conformance.params: the
+    implementation's own `Parameter`, or Chainer's, on a link, through `backward`).
     """
     impl: str = "fast"
     device: str = "cpu"
     fp16_compute: str = "float32"
+    params: str = "impl"
 
     def load(self):
         """(implementation module, array module); UsageError when either cannot be had."""
@@ -38,6 +41,14 @@ class Target:
             impl = load_impl(self.impl)
         except ImportError as exc:
             raise UsageError(f"--impl {self.impl}: {exc}") from exc
+        if self.params == "chainer":
+            if self.device != "cpu":
+                raise UsageError("--params chainer runs on the CPU (Chainer's links hold NumPy arrays here)")
+            try:
+                import chainer  # noqa: F401
+            except ImportError as exc:
+                raise UsageError(f"--params chainer needs Chainer 7.8.1 installed ({exc}); the "
+                                 f"Makefile's .venv-chainer has it") from exc
         return impl, array_module(self.device, self.impl)
 
 

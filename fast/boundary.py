@@ -29,7 +29,7 @@ import sys
 from fast.parameter import Parameter
 
 
-class _FastKind(object):
+class FastKind(object):
     name = "fast.Parameter"
 
     @staticmethod
@@ -50,10 +50,10 @@ class _FastKind(object):
 
     @staticmethod
     def loss_scale(p, optimizer_scale):
-        return optimizer_scale
+        return p.carried_loss_scale(optimizer_scale)
 
 
-class _ChainerKind(object):
+class ChainerKind(object):
     name = "chainer.Parameter"
 
     @staticmethod
@@ -86,10 +86,10 @@ def _chainer_variable():
 def kind_of(p):
     """The kind of ``p``; TypeError for an object that is neither kind."""
     if isinstance(p, Parameter):
-        return _FastKind
+        return FastKind
     variable = _chainer_variable()
     if variable is not None and isinstance(p, variable):
-        return _ChainerKind
+        return ChainerKind
     raise TypeError("expected a fast.Parameter or a chainer.Parameter, got {}".format(type(p).__name__))
 
 

@@ -91,6 +91,11 @@ class Parameter(object):
             check_grad(self.name, value, self._data)
         self._grad = value
 
+    def carried_loss_scale(self, optimizer_scale):
+        """The loss scale this parameter's gradient carries: the optimizer's, since
+        gradients handed to ``fast`` are multiplied by it (fast.boundary)."""
+        return optimizer_scale
+
     def cleargrad(self):
         self._grad = None
 

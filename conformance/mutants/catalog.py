@@ -30,6 +30,8 @@ class Mutant:
     plant: tuple         # KernelEdit / PythonPatch objects, applied in order
     ranks: int = 1       # > 1: a bug of fast.distributed, run on the distributed slice under
                          # `mpiexec -n <ranks>` (every rank plants it before fast is used)
+    params: str = "impl"  # "chainer": a bug of the layer between fast and Chainer's objects, run
+                          # with `--params chainer` (conformance.params; needs Chainer)
 
     @property
     def kind(self) -> str:
@@ -53,9 +55,42 @@ def _python(name, models, visible, owner, attribute, make):
     return Mutant(name, models, visible, (PythonPatch(owner, attribute, make),))
 
 
-def _distributed(name, models, visible, owner, attribute, make):
+def _distributed(name, models, visible, owner, attribute, make, params="impl"):
     """A host-side patch of fast.distributed, run on 3 ranks (uneven shards)."""
-    return Mutant(name, models, visible, (PythonPatch(owner, attribute, make),), ranks=3)
+    return Mutant(name, models, visible, (PythonPatch(owner, attribute, make),), ranks=3, params=params)
+
+
+def _integration(name, models, visible, owner, attribute, make):
+    """A host-side patch of the layer between fast and Chainer's objects (fast.boundary, the
+    engine's handling of lazily initialized parameters), run with `--params chainer`."""
+    return Mutant(name, models, visible, (PythonPatch(owner, attribute, make),), params="chainer")
+
+
+# -- the Chainer integration layer ---------------------------------------------------------------
+def _grad_written_to_a_private_attribute(original):
+    """The gradient stored where a chainer.Parameter does not read it once backward has run
+    (its grad_var keeps the gradient backward left)."""
+    def set_grad(p, grad):
+        p._grad = grad
+    return staticmethod(set_grad)
+
+
+def _recorded_loss_scale_ignored(original):
+    """Every gradient divided by the optimizer's loss scale, never by the one backward
+    recorded on its parameter."""
+    return staticmethod(lambda p, optimizer_scale: optimizer_scale)
+
+
+def _lazy_parameters_never_join(original):
+    """A parameter without an array at setup is never taken into the engine."""
+    def sync_parameters(self):
+        members = self.members
+        self.members = [e for e in members if e.group is not None]
+        try:
+            return original(self)
+        finally:
+            self.members = members
+    return sync_parameters
 
 
 # -- fast.distributed patch factories ---------------------------------------------------------
@@ -543,6 +578,19 @@ CATALOG = (
 )
 
 
+CATALOG += (
+    # --- the layer between fast and Chainer's objects (--params chainer) ----------------------
+    _integration("backward-loss-scale-ignored",
+                 "the loss scale backward(loss_scale=S) recorded on each parameter ignored (a 4x step)",
+                 "static loss scaling, --params chainer", "fast.boundary:ChainerKind", "loss_scale",
+                 _recorded_loss_scale_ignored),
+    _integration("lazy-parameter-never-updated",
+                 "a parameter of a lazily initialized link never joins the engine",
+                 "every case with two or more parameters, --params chainer", "fast.engine:Engine",
+                 "sync_parameters", _lazy_parameters_never_join),
+)
+
+
 DISTRIBUTED = "fast.distributed.sharding"
 CATALOG += (
     # --- fast.distributed (run on the distributed slice, 3 ranks) ----------------------------
@@ -561,6 +609,11 @@ CATALOG += (
                  "ZeRO: each shard after the first starts one element late (an element updated "
                  "by no rank)", "every zero=True case", DISTRIBUTED, "shard_range",
                  _shard_edge_off_by_one),
+    _distributed("mean-gradient-written-where-chainer-does-not-read",
+                 "replicated: the mean gradient written to a private attribute of a "
+                 "chainer.Parameter, so every rank steps on its own gradient",
+                 "every replicated case, --params chainer", "fast.boundary:ChainerKind", "set_grad",
+                 _grad_written_to_a_private_attribute, params="chainer"),
 )
 
 

@@ -39,25 +39,27 @@ def suite(level: str, name_filter=None) -> list:
     return [c for c in generators.ci_suite(level) if name_filter is None or name_filter in c.name]
 
 
-def baseline_cases(level: str, device: str = "cpu", name_filter=None) -> tuple:
-    """The suite's cases on which the correct fast passes on `device`, and how many it fails."""
+def baseline_cases(level: str, device: str = "cpu", name_filter=None, params="impl") -> tuple:
+    """The suite's cases on which the correct fast passes on `device` (its parameters made as
+    `params` says), and how many it fails."""
     import fast
     xp = array_module(device, "fast")
     cases = suite(level, name_filter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = run_cases(fast, cases, xp=xp, progress=True)
+        results = run_cases(fast, cases, xp=xp, progress=True, params=params)
     passing = [r.case for r in results if r.passed]
     return passing, len(cases) - len(passing)
 
 
-def run_mutant(name: str, cases: list, device: str = "cpu", timeout: float = 900) -> dict:
+def run_mutant(name: str, cases: list, device: str = "cpu", timeout: float = 900, params="impl") -> dict:
     payload = json.dumps([repr(c) for c in cases])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     started = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-m", "conformance.mutants.worker", name, "--device", device],
+        proc = subprocess.run([sys.executable, "-m", "conformance.mutants.worker", name, "--device", device,
+                               "--params", params],
                               input=payload, capture_output=True, text=True, timeout=timeout, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         outcome = json.loads(lines[-1]) if lines else {
@@ -68,21 +70,21 @@ def run_mutant(name: str, cases: list, device: str = "cpu", timeout: float = 900
     return outcome
 
 
-def _baseline_path(device: str) -> str:
-    suffix = "" if device == "cpu" else f"-{device}"
+def _baseline_path(device: str, params: str = "impl") -> str:
+    suffix = ("" if device == "cpu" else f"-{device}") + ("" if params == "impl" else f"-params-{params}")
     return os.path.join("reports", f"mutants-baseline{suffix}.json")
 
 
-def cached_baseline(level: str, reuse: bool, device: str = "cpu", name_filter=None) -> tuple:
+def cached_baseline(level: str, reuse: bool, device: str = "cpu", name_filter=None, params="impl") -> tuple:
     """baseline_cases, or the cached one from the last run of the same selection when `reuse`."""
-    path = _baseline_path(device)
+    path = _baseline_path(device, params)
     if reuse and os.path.exists(path):
         with open(path) as f:
             cached = json.load(f)
         if cached["level"] == level and cached.get("filter") == name_filter:
             names = set(cached["passing"])
             return [c for c in suite(level, name_filter) if c.name in names], cached["excluded"]
-    passing, excluded = baseline_cases(level, device, name_filter)
+    passing, excluded = baseline_cases(level, device, name_filter, params)
     os.makedirs("reports", exist_ok=True)
     with open(path, "w") as f:
         json.dump({"level": level, "filter": name_filter, "excluded": excluded,
@@ -109,16 +111,35 @@ def baseline_from_report(path: str, level: str, device: str, name_filter=None) -
     return passing, len(cases) - len(passing)
 
 
+def chainer_available() -> bool:
+    try:
+        import chainer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def select_mutants(only=None, device="cpu", kind=None) -> tuple:
     """The catalog's mutants whose planted code runs on `device` (of `kind`, when given), or
-    exactly the ones named in `only` (each must run on `device`)."""
+    exactly the ones named in `only` (each must run on `device`). The mutants run with
+    `--params chainer` need Chainer: without it they are left out of the default selection
+    (a line says so) and refused by name."""
     if only:
         chosen = tuple(by_name(n.strip()) for n in only.split(","))
         idle = [m.name for m in chosen if device not in m.devices]
         if idle:
             raise ValueError(f"mutants whose planted code does not run on {device}: {', '.join(idle)}")
+        if not chainer_available() and any(m.params == "chainer" for m in chosen):
+            raise ValueError("mutants run with --params chainer need Chainer 7.8.1 (the Makefile's .venv-chainer)")
         return chosen
-    return tuple(m for m in CATALOG if device in m.devices and kind in (None, m.kind))
+    chosen = tuple(m for m in CATALOG if device in m.devices and kind in (None, m.kind))
+    if not chainer_available():
+        left_out = [m.name for m in chosen if m.params == "chainer"]
+        if left_out:
+            print(f"left out (they run with --params chainer, which needs Chainer 7.8.1: use the "
+                  f"Makefile's .venv-chainer): {', '.join(left_out)}")
+        chosen = tuple(m for m in chosen if m.params != "chainer")
+    return chosen
 
 
 # -- distributed mutants: the distributed slice under mpiexec ---------------------------------
@@ -154,13 +175,14 @@ def launch_python(ranks: int, python_args: list, env_extra=None, timeout=DISTRIB
 
 
 def distributed_slice_results(ranks: int, level: str, impl: str, env_extra=None,
-                              fail_fast=False, name_filter=None) -> tuple:
+                              fail_fast=False, name_filter=None, params="impl") -> tuple:
     """(exit status, the run's JSON or None, output) of the distributed slice on `ranks`."""
     import tempfile
     handle, path = tempfile.mkstemp(suffix=".json")
     os.close(handle)
     try:
-        args = ["gate", "--impl", impl, "--ranks", str(ranks), "--level", level, "--json", path]
+        args = ["gate", "--impl", impl, "--ranks", str(ranks), "--level", level, "--json", path,
+                "--params", params]
         args += ["--fail-fast"] if fail_fast else []
         args += ["--filter", name_filter] if name_filter else []
         status, out = launch_ranks(ranks, args, env_extra)
@@ -173,10 +195,11 @@ def distributed_slice_results(ranks: int, level: str, impl: str, env_extra=None,
         os.unlink(path)
 
 
-def distributed_baseline(ranks: int, level: str, name_filter=None) -> tuple:
+def distributed_baseline(ranks: int, level: str, name_filter=None, params="impl") -> tuple:
     """The distributed slice's cases the correct fast passes on `ranks` ranks, and how many
     it does not."""
-    status, payload, out = distributed_slice_results(ranks, level, "fast", name_filter=name_filter)
+    status, payload, out = distributed_slice_results(ranks, level, "fast", name_filter=name_filter,
+                                                     params=params)
     if payload is None:
         raise RuntimeError(f"the correct fast's distributed slice on {ranks} ranks did not "
                            f"finish (exit {status}): {out[-2000:]}")
@@ -195,7 +218,8 @@ def run_distributed_mutant(mutant, level: str, passing: set, name_filter=None) -
     started = time.monotonic()
     status, payload, out = distributed_slice_results(
         mutant.ranks, level, "conformance.mutants.planted",
-        env_extra={"CONFORMANCE_MUTANT": mutant.name}, fail_fast=True, name_filter=name_filter)
+        env_extra={"CONFORMANCE_MUTANT": mutant.name}, fail_fast=True, name_filter=name_filter,
+        params=mutant.params)
     outcome = {"mutant": mutant.name, "detected": False, "case": None, "divergence": None,
                "cases_run": 0, "error": None}
     fatal = _fatal_mpi_error_of_the_implementation(out)
@@ -270,30 +294,32 @@ def _row(mutant, outcome) -> dict:
 
 def _run_distributed(mutants, level, name_filter) -> list:
     rows = []
-    for ranks in sorted({m.ranks for m in mutants}):
-        passing, fast_failures = distributed_baseline(ranks, level, name_filter)
+    for ranks, params in sorted({(m.ranks, m.params) for m in mutants}):
+        passing, fast_failures = distributed_baseline(ranks, level, name_filter, params)
         _baselines_seen.append((len(passing), fast_failures))
         print(f"baseline: correct fast passes {len(passing)} cases of the distributed slice on "
-              f"{ranks} ranks at level {level!r} ({fast_failures} excluded)")
-        for mutant in (m for m in mutants if m.ranks == ranks):
+              f"{ranks} ranks at level {level!r}, --params {params} ({fast_failures} excluded)")
+        for mutant in (m for m in mutants if (m.ranks, m.params) == (ranks, params)):
             rows.append(_row(mutant, run_distributed_mutant(mutant, level, passing, name_filter)))
     return rows
 
 
 def _run_one_process(mutants, level, reuse_baseline, device, jobs, name_filter, baseline_from):
-    if baseline_from:
-        passing, fast_failures = baseline_from_report(baseline_from, level, device, name_filter)
-    else:
-        passing, fast_failures = cached_baseline(level, reuse_baseline, device, name_filter)
-    _baselines_seen.append((len(passing), fast_failures))
-    order = interleaved(passing)
-    print(f"baseline: correct fast passes {len(passing)} cases at level {level!r} on {device} "
-          f"({fast_failures} excluded)")
     rows = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = pool.map(lambda m: run_mutant(m.name, order, device), mutants)
-        for mutant, outcome in zip(mutants, outcomes):
-            rows.append(_row(mutant, outcome))
+    for params in sorted({m.params for m in mutants}, key=("impl", "chainer").index):
+        chosen = [m for m in mutants if m.params == params]
+        if baseline_from and params == "impl":
+            passing, fast_failures = baseline_from_report(baseline_from, level, device, name_filter)
+        else:
+            passing, fast_failures = cached_baseline(level, reuse_baseline, device, name_filter, params)
+        _baselines_seen.append((len(passing), fast_failures))
+        order = interleaved(passing)
+        print(f"baseline: correct fast passes {len(passing)} cases at level {level!r} on {device}, "
+              f"--params {params} ({fast_failures} excluded)")
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            outcomes = pool.map(lambda m: run_mutant(m.name, order, device, params=params), chosen)
+            for mutant, outcome in zip(chosen, outcomes):
+                rows.append(_row(mutant, outcome))
     return rows
 
 

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     name = argv[0]
     device = argv[argv.index("--device") + 1] if "--device" in argv else "cpu"
+    params = argv[argv.index("--params") + 1] if "--params" in argv else "impl"
     case_reprs = json.load(sys.stdin)
     outcome = {"mutant": name, "detected": False, "case": None, "divergence": None,
                "cases_run": 0, "error": None}
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore")
         for text in case_reprs:
             case = case_from_repr(text)
-            result = check_case(fast, case, xp=xp)
+            result = check_case(fast, case, xp=xp, params=params)
             outcome["cases_run"] += 1
             if not result.passed:
                 outcome.update(detected=True, case=case.name,

@@ -244,7 +244,7 @@ class MultiNodeOptimizer(object):
     def _local_state(self):
         self._check_set_up()
         out = {}
-        for name, p in self._parameters():
+        for name, p in self.actual_optimizer.named_parameters():
             rule = p.update_rule
             out[name] = {"fp32_param": None if rule.fp32_param is None else host_copy(rule.fp32_param),
                          "state": None if rule.state is None else {k: host_copy(v) for k, v in rule.state.items()},

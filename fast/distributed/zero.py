@@ -59,6 +59,19 @@ class ShardScope(LocalScope):
         return whole.reshape(-1)[b:e].reshape(self.layout.piece_shapes[entry.index])
 
 
+class Piece(Parameter):
+    """This rank's piece of a parameter, as the actual optimizer's parameter: its gradient
+    carries the loss scale its parent's does (for a chainer.Parameter, the one
+    ``backward(loss_scale=...)`` recorded on it; fast.boundary)."""
+
+    def __init__(self, array, name, parent):
+        super(Piece, self).__init__(array, name=name)
+        self.parent = parent
+
+    def carried_loss_scale(self, optimizer_scale):
+        return boundary.loss_scale(self.parent, optimizer_scale)
+
+
 class ShardLayout(object):
     """Where every parameter's piece lies on every rank, the padded parameter buffers, and
     the exchange of one rank's block of the gradients."""
@@ -128,7 +141,7 @@ class ShardLayout(object):
 
     def piece_parameters(self):
         """name -> a fast.Parameter holding this rank's piece of each parameter (a copy)."""
-        pieces = {name: Parameter(view.copy(), name=name) for (name, _), view in zip(self.named, self.value_views)}
+        pieces = {name: Piece(view.copy(), name, parent) for (name, parent), view in zip(self.named, self.value_views)}
         self.pieces_params = list(pieces.values())
         return pieces
 
