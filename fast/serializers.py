@@ -97,7 +97,7 @@ class NpzDeserializer(Deserializer):
         child.path = self.path + key.strip("/") + "/"
         return child
 
-    def _read(self, full):
+    def read(self, full):
         """The array stored under ``full``."""
         try:
             return self.npz[full]
@@ -110,7 +110,7 @@ class NpzDeserializer(Deserializer):
             if self.strict:
                 raise MissingKeyError("missing key {!r}".format(full))
             return value
-        data = self._read(full)
+        data = self.read(full)
         if value is None:
             return data
         if _is_array(value):
@@ -292,7 +292,7 @@ def save_npz(file, obj, compression=True):
     An object with its own collective save (a ``fast.distributed`` multi-node optimizer)
     saves through it: rank 0 writes this same file.
     """
-    collective = getattr(obj, "_collective_save_npz", None)
+    collective = getattr(obj, "collective_save_npz", None)
     if collective is not None:
         return collective(file, compression)
     s = DictionarySerializer()
@@ -326,7 +326,7 @@ def load_npz(file, obj, path="", strict=True):
     An object with its own collective load (a ``fast.distributed`` multi-node optimizer)
     loads through it: rank 0 reads the file, every rank validates and loads its bytes.
     """
-    collective = getattr(obj, "_collective_load_npz", None)
+    collective = getattr(obj, "collective_load_npz", None)
     if collective is not None:
         return collective(file, path=path, strict=strict)
     with open_npz(file) as npz:

@@ -63,7 +63,7 @@ def _cpu_identity():
         return platform.processor() + platform.machine()
 
 
-def _cache_dir():
+def cache_dir():
     root = os.environ.get("FAST_KERNEL_CACHE")
     if root is None:
         root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "_build")
@@ -86,7 +86,7 @@ def built_library(prefix, sources, flags, directory=None):
     digest.update(" ".join(flags).encode())
     digest.update(_compiler_version(cxx).encode())
     digest.update(_cpu_identity().encode())
-    path = os.path.join(_cache_dir(), "{}-{}.so".format(prefix, digest.hexdigest()[:20]))
+    path = os.path.join(cache_dir(), "{}-{}.so".format(prefix, digest.hexdigest()[:20]))
     if not os.path.exists(path):
         compile_shared(cxx, flags, os.path.join(directory, sources[-1]), path)
     return path

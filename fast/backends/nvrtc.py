@@ -240,7 +240,7 @@ def build(names, arch="sm_90", extra_flags=(), cache=True):
     arch_flag = _arch_flag(arch)
     texts = _kernel_texts()
     flags = FLAGS + tuple(extra_flags)
-    path = os.path.join(cpu._cache_dir(), "cudamodule-{}.json".format(_cache_key(texts, arch, names, flags)))
+    path = os.path.join(cpu.cache_dir(), "cudamodule-{}.json".format(_cache_key(texts, arch, names, flags)))
     if cache:
         cached = _load_cached(path)
         if cached is not None:

@@ -42,8 +42,8 @@ def _rank0_only(comm, action):
 def save_npz(opt, file, compression=True):
     """Collective: the single-process npz of ``opt``'s state, written by rank 0."""
     comm = opt.communicator
-    arrays = agreement.agree(comm, opt._local_serialized, fingerprint=opt._save_fingerprint)
-    whole = opt._whole_serialized(arrays)
+    arrays = agreement.agree(comm, opt.local_serialized, fingerprint=opt.save_fingerprint)
+    whole = opt.whole_serialized(arrays)
     _rank0_only(comm, lambda: write_npz(file, whole, compression))
 
 
@@ -77,8 +77,8 @@ def load_opened(opt, open_archive, label, path="", strict=True):
     deserializer, archive = [], []
 
     def check():
-        opt._check_set_up()
-        deserializer.append(opt._deserializer(path))
+        opt.check_set_up()
+        deserializer.append(opt.deserializer_for(path))
         archive.append(open_archive())
         check_npz(archive[0], opt.actual_optimizer, label, path=path, strict=strict,
                   deserializer=deserializer[0])

@@ -141,7 +141,7 @@ class MultiNodeOptimizer(object):
         object.__setattr__(self, "_exchange", GradientExchange(ready, comm, self.allreduce_grad_dtype))
         return self
 
-    def _check_set_up(self):
+    def check_set_up(self):
         if self._exchange is None:
             raise RuntimeError("Optimizer is not set up. Call `setup` method.")
 
@@ -165,7 +165,7 @@ class MultiNodeOptimizer(object):
         initial values.
         """
         def local_phase():
-            self._check_set_up()
+            self.check_set_up()
             self._check_steppable()
             if lossfun is not None:
                 self._backward(lossfun, args, kwds)
@@ -242,7 +242,7 @@ class MultiNodeOptimizer(object):
         return agreement.agree(self.communicator, lambda: self._local_state())
 
     def _local_state(self):
-        self._check_set_up()
+        self.check_set_up()
         out = {}
         for name, p in self.actual_optimizer.named_parameters():
             rule = p.update_rule
@@ -253,35 +253,40 @@ class MultiNodeOptimizer(object):
 
     def state_nbytes(self):
         """Bytes of fp32 master and optimizer state this rank holds."""
-        self._check_set_up()
+        self.check_set_up()
         total = 0
         for g in self.actual_optimizer.engine.groups:
             total += (g.master.nbytes if g.master is not None else 0) + sum(b.nbytes for b in g.state)
         return total
 
-    # --- checkpoints (fast.serializers.save_npz / load_npz come here) ---
-    def _collective_save_npz(self, file, compression=True):
+    # --- checkpoints: fast.serializers.save_npz / load_npz call the first two; the rest is
+    # what fast.distributed.checkpoints asks of the optimizer ---
+    def collective_save_npz(self, file, compression=True):
+        """Collective: the single-process npz of the state, written by rank 0."""
         checkpoints.save_npz(self, file, compression)
 
-    def _collective_load_npz(self, file, path="", strict=True):
+    def collective_load_npz(self, file, path="", strict=True):
+        """Collective: load a single-process npz (rank 0's file) on every rank."""
         checkpoints.load_npz(self, file, path=path, strict=strict)
 
-    def _local_serialized(self):
+    def local_serialized(self):
         """This rank's state as the single-process serializer writes it (key -> array)."""
-        self._check_set_up()
+        self.check_set_up()
         s = DictionarySerializer()
         self.actual_optimizer.serialize(s)
         return s.target
 
-    def _save_fingerprint(self, arrays):
+    def save_fingerprint(self, arrays):
         """Replicated ranks must hold the same whole state."""
         return [("the optimizer state to save", checkpoints.state_digest(arrays))]
 
-    def _whole_serialized(self, arrays):
+    def whole_serialized(self, arrays):
         """Collective: the single-process key -> array mapping on rank 0 (here: this rank's)."""
         return arrays
 
-    def _deserializer(self, path):
+    def deserializer_for(self, path):
+        """The deserializer class that loads this rank's state from a whole npz under
+        ``path`` (replicated: every array as it is)."""
         return NpzDeserializer
 
 
@@ -336,7 +341,7 @@ class ZeroOptimizer(MultiNodeOptimizer):
     def piece_range(self, name):
         """(b, e): the elements of parameter ``name`` (flattened) whose master and state
         this rank holds."""
-        self._check_set_up()
+        self.check_set_up()
         return self._layout.piece_range(name)
 
     def _check_steppable(self):
@@ -357,7 +362,7 @@ class ZeroOptimizer(MultiNodeOptimizer):
         actual = self.actual_optimizer
 
         def local_check():
-            self._check_set_up()
+            self.check_set_up()
             actual.scaling.begin_check()
             if not actual.scaling.dynamic:
                 return []
@@ -396,13 +401,13 @@ class ZeroOptimizer(MultiNodeOptimizer):
                 keys[base + leaf] = i
         return keys
 
-    def _save_fingerprint(self, arrays):
+    def save_fingerprint(self, arrays):
         """The ranks hold different pieces but must agree on every other saved value."""
         elements = self._element_keys()
         scalars = {k: v for k, v in arrays.items() if k not in elements}
         return [("the optimizer's counters and scalars to save", checkpoints.state_digest(scalars))]
 
-    def _whole_serialized(self, arrays):
+    def whole_serialized(self, arrays):
         """Collective: rank 0 receives every rank's pieces and assembles the whole arrays."""
         by_rank = self.communicator.gather_obj(arrays, root=0)
         if by_rank is None:
@@ -411,7 +416,7 @@ class ZeroOptimizer(MultiNodeOptimizer):
         return {k: (self._layout.assemble(elements[k], [r[k] for r in by_rank]) if k in elements else v)
                 for k, v in arrays.items()}
 
-    def _deserializer(self, path):
+    def deserializer_for(self, path):
         layout = self._layout
 
         def slicer(key, whole):
@@ -438,8 +443,8 @@ class ZeroOptimizer(MultiNodeOptimizer):
             checkpoints.load_opened(self, lambda: npz, "the snapshot", path=getattr(serializer, "path", ""),
                                     strict=getattr(serializer, "strict", True))
             return
-        arrays = agreement.agree(self.communicator, self._local_serialized,
-                                 fingerprint=lambda a: self._save_fingerprint(a))
+        arrays = agreement.agree(self.communicator, self.local_serialized,
+                                 fingerprint=lambda a: self.save_fingerprint(a))
         by_rank = self.communicator.allgather_obj(arrays)
         elements = self._element_keys()
         for key, value in arrays.items():

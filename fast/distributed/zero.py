@@ -207,7 +207,7 @@ class PieceDeserializer(NpzDeserializer):
         super(PieceDeserializer, self).__init__(npz, path, strict, check_only, problems)
         self.slicers = slicers or {}
 
-    def _read(self, full):
-        data = super(PieceDeserializer, self)._read(full)
+    def read(self, full):
+        data = super(PieceDeserializer, self).read(full)
         slicer = self.slicers.get(full)
         return data if slicer is None else slicer(full, data)
