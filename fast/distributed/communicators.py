@@ -16,6 +16,8 @@ import pickle
 
 import numpy
 
+from fast.distributed.abort import abort_on_uncaught_exception
+
 #: ChainerMN's default chunk for broadcasting a pickled object (MPI counts are 32-bit ints)
 OBJECT_CHUNK_BYTES = 256 * 1024 * 1024
 
@@ -197,12 +199,15 @@ class PureNcclCommunicator(MpiCommunicator):
         self._comm().bcast(array.data.ptr, array.size, self._type_id(array), root, self._stream())
 
 
-def create_communicator(name="mpi", mpi_comm=None):
+def create_communicator(name="mpi", mpi_comm=None, abort_on_error=True):
     """A communicator by ChainerMN's name: "mpi" (NumPy arrays over mpi4py) or "pure_nccl"
     (CuPy arrays over NCCL, unverified). ``mpi_comm``: an mpi4py communicator
-    (``MPI.COMM_WORLD`` by default)."""
-    if name == "mpi":
-        return MpiCommunicator(mpi_comm)
-    if name == "pure_nccl":
-        return PureNcclCommunicator(mpi_comm)
-    raise ValueError("unknown communicator {!r}: use 'mpi' or 'pure_nccl'".format(name))
+    (``MPI.COMM_WORLD`` by default). ``abort_on_error``: an uncaught exception on this rank
+    aborts the whole job instead of leaving the other ranks waiting in a collective
+    (fast.distributed.abort; ``False`` leaves ``sys.excepthook`` alone)."""
+    if name not in ("mpi", "pure_nccl"):
+        raise ValueError("unknown communicator {!r}: use 'mpi' or 'pure_nccl'".format(name))
+    comm = MpiCommunicator(mpi_comm) if name == "mpi" else PureNcclCommunicator(mpi_comm)
+    if abort_on_error:
+        abort_on_uncaught_exception(comm.mpi_comm)
+    return comm

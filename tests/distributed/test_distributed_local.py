@@ -256,3 +256,43 @@ def test_an_error_is_rebuilt_as_its_nearest_agreed_type():
 
     err = RankError(Odd("strange")).exception(1, 2)
     assert type(err) is RuntimeError and str(err) == "rank 1 of 2: Odd: strange"
+
+
+def test_the_abort_hook_prints_the_traceback_then_aborts_and_can_be_removed(capsys):
+    """fast.distributed.abort: an uncaught exception reaches the except hook that was there
+    before (the traceback), then the communicator's Abort(1); restore_except_hook puts the
+    old hook back, and installing twice installs once."""
+    import sys
+    from fast.distributed.abort import abort_on_uncaught_exception, restore_except_hook
+
+    class FakeWorld(object):
+        aborted = None
+
+        def Get_rank(self):
+            return 1
+
+        def Get_size(self):
+            return 3
+
+        def Abort(self, code):
+            self.aborted = code
+
+    seen = []
+    original = sys.excepthook
+    sys.excepthook = lambda *exc: seen.append(exc[1])
+    try:
+        world = FakeWorld()
+        abort_on_uncaught_exception(world)
+        installed = sys.excepthook
+        abort_on_uncaught_exception(world)
+        assert sys.excepthook is installed
+        error = RuntimeError("boom")
+        sys.excepthook(RuntimeError, error, None)
+        assert seen == [error] and world.aborted == 1
+        assert "uncaught exception on rank 1 of 3; aborting" in capsys.readouterr().err
+        restore_except_hook()
+        assert sys.excepthook is not installed
+        sys.excepthook(RuntimeError, error, None)
+        assert seen == [error, error]
+    finally:
+        sys.excepthook = original

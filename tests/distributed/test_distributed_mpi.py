@@ -287,3 +287,15 @@ def test_distributed_example_is_one_process_averaging_the_shares(tmp_path):
     assert distributed[0] == whole[0]  # the same start: parameters broadcast from rank 0
     assert distributed[-1] < 0.75 * distributed[0] and whole[-1] < 0.75 * whole[0]
     assert "equal to one process averaging the 2 shares' gradients: True" in log
+
+
+@pytest.mark.parametrize("n_ranks,dying", [(2, 1), (3, 2), (3, 0)])
+def test_a_rank_that_dies_ends_the_job_with_its_traceback(n_ranks, dying):
+    """An uncaught exception on one rank between two collectives aborts every rank (the
+    communicator's except hook calls MPI's Abort): the launch ends well within its limit,
+    non-zero, with that rank's traceback, and no rank finishes."""
+    status, out = launch(n_ranks, str(dying), script=HERE / "rank_dies.py", timeout=60)
+    assert status != 0
+    assert "RuntimeError: rank {} gives up between two updates".format(dying) in out
+    assert "uncaught exception on rank {} of {}; aborting".format(dying, n_ranks) in out
+    assert "finished" not in out
