@@ -24,6 +24,7 @@ gradient carries       are handed over multiplied      recorded on the parameter
 A value written anywhere else (a private attribute Chainer does not read) would be lost
 silently, so nothing else in ``fast`` touches a parameter's attributes.
 """
+import operator
 import sys
 
 from fast.parameter import Parameter
@@ -31,14 +32,12 @@ from fast.parameter import Parameter
 
 class FastKind(object):
     name = "fast.Parameter"
-
-    @staticmethod
-    def array(p):
-        return p.data
-
-    @staticmethod
-    def grad(p):
-        return p.grad
+    #: whether a parameter's array can be replaced behind the engine's back (fast.Parameter's
+    #: setter copies into its storage; only the engine adopts a new one)
+    replaceable = False
+    # C-level getters: the engine reads every gradient every step
+    array = staticmethod(operator.attrgetter("data"))
+    grad = staticmethod(operator.attrgetter("grad"))
 
     @staticmethod
     def set_grad(p, grad):
@@ -52,17 +51,17 @@ class FastKind(object):
     def loss_scale(p, optimizer_scale):
         return p.carried_loss_scale(optimizer_scale)
 
+    @staticmethod
+    def carries_optimizer_scale(p):
+        """Whether ``p``'s gradient always carries the optimizer's loss scale."""
+        return type(p).carried_loss_scale is Parameter.carried_loss_scale
+
 
 class ChainerKind(object):
     name = "chainer.Parameter"
-
-    @staticmethod
-    def array(p):
-        return p.array
-
-    @staticmethod
-    def grad(p):
-        return p.grad
+    replaceable = True
+    array = staticmethod(operator.attrgetter("array"))
+    grad = staticmethod(operator.attrgetter("grad"))
 
     @staticmethod
     def set_grad(p, grad):
@@ -76,6 +75,10 @@ class ChainerKind(object):
     def loss_scale(p, optimizer_scale):
         # Chainer's backward writes the scale here; its update rule reads it back.
         return p._loss_scale
+
+    @staticmethod
+    def carries_optimizer_scale(p):
+        return False
 
 
 def _chainer_variable():

@@ -118,6 +118,10 @@ class Group(object):
         self.grad_ptrs = self.grad_keep = None  # gathered by Engine.collect_grads
         #: the parameter arrays as the parameters hold them (Engine.sync_parameters)
         self.views = [None] * n
+        self.params = [e.param for e in entries]
+        getters = {e.kind.grad for e in entries}
+        #: the one gradient getter of every parameter of the group (None: kinds differ)
+        self.grad_getter = getters.pop() if len(getters) == 1 else None
 
     # --- views ---
     def _slice(self, buf, i):
@@ -210,19 +214,20 @@ class LocalScope(object):
 
 
 def divisor_classes(scales, active):
-    """The active tensors split by the loss scale their gradients carry: a list of
-    (mask, scale or None). One class in the usual case (every gradient scaled alike)."""
-    active = active.astype(bool)
-    chosen = scales[active]
+    """The active tensors (a uint8 mask) split by the loss scale their gradients carry
+    (``scales``, NaN: unscaled): a list of (uint8 mask, scale or None). One class in the usual
+    case (every gradient scaled alike)."""
+    on = active.astype(bool)
+    chosen = scales[on]
     if len(chosen) == 0 or numpy.all(chosen == chosen[0]) or numpy.all(numpy.isnan(chosen)):
         first = chosen[0] if len(chosen) else numpy.nan
         return [(active, None if numpy.isnan(first) else float(first))]
     classes = []
-    unscaled = active & numpy.isnan(scales)
+    unscaled = on & numpy.isnan(scales)
     if unscaled.any():
-        classes.append((unscaled, None))
+        classes.append((unscaled.astype(numpy.uint8), None))
     for value in numpy.unique(chosen[~numpy.isnan(chosen)]):
-        classes.append((active & (scales == value), float(value)))
+        classes.append(((on & (scales == value)).astype(numpy.uint8), float(value)))
     return classes
 
 
@@ -315,6 +320,12 @@ class Engine(object):
             groups.append(g)
         self.entries, self.groups = entries, groups
         self.keys = [self._layout_key(e) for e in entries]
+        # what sync_parameters must look at: parameters without arrays yet, and those whose
+        # array can be replaced from outside; and the entries whose gradients may carry
+        # another loss scale than the optimizer's
+        self._watched = [e for e in self.members if e.group is None or e.kind.replaceable]
+        self._own_scales = [e for e in entries if not e.kind.carries_optimizer_scale(e.param)]
+        self._scales = (object(), None)
         for g in groups:
             g.refresh_hparams()
         self.seen_generation = hyperparameter.generation()
@@ -325,7 +336,7 @@ class Engine(object):
         parameter whose array was replaced (``link.W.array = x``, ``to_device``) has its
         new values copied in, and its optimizer state kept."""
         changed = False
-        for e in self.members:
+        for e in self._watched:
             array = e.array()
             if e.group is None:
                 changed = changed or array is not None
@@ -366,19 +377,32 @@ class Engine(object):
     def fill_missing_grads(self):
         """Give every parameter without a gradient a zero one (Chainer's
         ``reallocate_cleared_grads``)."""
-        for e in self.entries:
-            if e.grad() is None:
-                e.set_grad(e.group.backend.xp.zeros_like(e.array()))
+        for g in self.groups:
+            for i, grad in enumerate(self._grads(g)):
+                if grad is None:
+                    e = g.entries[i]
+                    e.set_grad(g.backend.xp.zeros_like(e.array()))
+
+    @staticmethod
+    def _grads(g):
+        """Every gradient of group ``g``, in order (this runs for every parameter every step:
+        one getter mapped over the parameters where the group has one)."""
+        if g.grad_getter is not None:
+            return list(map(g.grad_getter, g.params))
+        return [e.grad() for e in g.entries]
 
     def loss_scales(self, optimizer_scale):
         """Entry-ordered loss scale each gradient carries (NaN: unscaled), fast.boundary's
         ``loss_scale`` of every parameter."""
-        default = numpy.nan if optimizer_scale is None else float(optimizer_scale)
-        out = numpy.full(len(self.entries), default)
-        for e in self.entries:
+        if not self._own_scales:
+            if self._scales[0] != optimizer_scale:  # read-only: callers never write it
+                default = numpy.nan if optimizer_scale is None else float(optimizer_scale)
+                self._scales = (optimizer_scale, numpy.full(len(self.entries), default))
+            return self._scales[1]
+        out = numpy.full(len(self.entries), numpy.nan if optimizer_scale is None else float(optimizer_scale))
+        for e in self._own_scales:
             scale = e.kind.loss_scale(e.param, optimizer_scale)
-            if scale is not optimizer_scale:
-                out[e.index] = numpy.nan if scale is None else float(scale)
+            out[e.index] = numpy.nan if scale is None else float(scale)
         return out
 
     def collect_grads(self, missing_as_zero=False):
@@ -396,8 +420,8 @@ class Engine(object):
             # The same array object as last time has the same address: an array
             # referenced elsewhere (here, by grad_keep) cannot be resized in place.
             previous = g.grad_keep or [None] * len(g.entries)
-            for i, e in enumerate(g.entries):
-                grad = e.grad()
+            for i, grad in enumerate(self._grads(g)):
+                e = g.entries[i]
                 if grad is None and missing_as_zero:
                     grad = xp.zeros(g.shapes[i], dtype=expected_dtype)
                 if type(grad) is not xp.ndarray or grad.dtype != expected_dtype or grad.shape != g.shapes[i]:
@@ -511,13 +535,20 @@ class Engine(object):
         bad = self.scope.combine_flags(bad)
         return [e.name for e in self.entries if bad[e.index]], self.scope.combine_sums(gsq, psq)
 
-    def _unscale_classes(self, g, scales, active=None):
-        """divisor_classes of ``g``'s tensors for a pass that unscales only in the fixed
-        profile (the hooks' view of the gradient)."""
-        active = numpy.ones(len(g.entries), dtype=bool) if active is None else active
+    def _classes(self, g, scales, active):
+        """divisor_classes of ``g``'s ``active`` tensors, at once where every gradient
+        carries the optimizer's scale (``scales`` is then loss_scales' cached array)."""
+        if scales is self._scales[1]:
+            return [(active, self._scales[0])]
+        return divisor_classes(scales[g.global_index], active)
+
+    def _unscale_classes(self, g, scales):
+        """The classes of ``g``'s tensors for a pass that unscales only in the fixed profile
+        (the hooks' view of the gradient)."""
+        active = numpy.ones(len(g.entries), dtype=numpy.uint8)
         if self.profile != "fixed":
             return [(active, None)]
-        return divisor_classes(scales[g.global_index], active)
+        return self._classes(g, scales, active)
 
     def _sums_of_squares(self, hooks, scales, bad):
         """sums_of_squares before combining; with ``bad`` (entry-ordered booleans), the
@@ -543,9 +574,9 @@ class Engine(object):
                         check.pointer("tensor_nonfinite", address_f, flags)
                         g.backend.check_finite(g.mode, check)
                 g.backend.reduce(self.kernel_mode(g), spec)
-                chosen = g.global_index[mask]
-                gsq[chosen] = g.backend.to_host(out_g)[:n][mask]
-                psq[chosen] = g.backend.to_host(out_p)[:n][mask]
+                chosen = mask.astype(bool)
+                gsq[g.global_index[chosen]] = g.backend.to_host(out_g)[:n][chosen]
+                psq[g.global_index[chosen]] = g.backend.to_host(out_p)[:n][chosen]
                 if flags is not None:
                     bad[g.global_index] |= numpy.asarray(g.backend.to_host(flags)[:n]).astype(bool)
         return gsq, psq
@@ -631,8 +662,8 @@ class Engine(object):
                         g.prepare_master(i)
                 g.t[stepped] += 1
                 table = self._kernel_table(g)
-                for mask, scale in divisor_classes(scales[g.global_index], active):
-                    spec = self._update_spec(g, mask.astype(numpy.uint8), hooks)
+                for mask, scale in self._classes(g, scales, active):
+                    spec = self._update_spec(g, mask, hooks)
                     self._set_unscale(spec, g, scale)
                     spec.refill("hparams", table)
                     g.backend.update(g.kernel_id, g.mode, spec, skip)
