@@ -403,7 +403,9 @@ LACKS = {
         "a None gradient: a JAX gradient is always an array, and Chainer's semantics (a "
         "None gradient steps as zeros) is what optax computes on zeros",
         "float64 without jax_enable_x64: JAX computes float64 arrays in float32 by default "
-        "(the adapter enables x64)",
+        "(the adapter enables x64 for float64 parameters only)",
+        "subnormal numbers: XLA on the CPU flushes float32 and float64 subnormals to zero "
+        "(NumPy, so Chainer, keeps them): every port differs on the subnormal gradient stream",
     ),
 }
 #: Chainer optimizers that neither library has.
