@@ -405,7 +405,8 @@ LACKS = {
         "float64 without jax_enable_x64: JAX computes float64 arrays in float32 by default "
         "(the adapter enables x64 for float64 parameters only)",
         "subnormal numbers: XLA on the CPU flushes float32 and float64 subnormals to zero "
-        "(NumPy, so Chainer, keeps them): every port differs on the subnormal gradient stream",
+        "(NumPy, so Chainer, keeps them): a port whose state holds subnormals differs on the "
+        "subnormal gradient stream (the momentum and Adam families)",
     ),
 }
 #: Chainer optimizers that neither library has.

@@ -17,7 +17,9 @@ from conformance import migrate
 from conformance.adapters import mappings as table
 from conformance.runner import run_case
 
-#: The class every port has in the reports (reports/migration-<library>.md), on the subset.
+#: Each port's class on the subset: the port to use conforms, a naive port does not. The
+#: reports (reports/migration-<library>.md) run every class case; there every optax port also
+#: differs on the subnormal gradient stream (test_optax_flushes_subnormals).
 EXPECTED = {
     "torch": {m.name: ("exact" if m.kind == "mapping" else "differs")
               for m in table.mappings("torch")},
@@ -123,6 +125,20 @@ def test_translate_bounds_the_rounding():
     assert np.all(bound <= 2 * np.spacing(np.abs(presented)).astype(np.float64) + 1e-300)
 
 
+@pytest.mark.parametrize("name", ["MomentumSGD", "Adam"])
+def test_optax_flushes_subnormals(name):
+    """XLA on the CPU flushes subnormals to zero (NumPy keeps them): an optax port that
+    conforms everywhere else differs on the subnormal gradient stream, in both modes."""
+    _library("optax")
+    mapping = table.find("optax", name)
+    impl = migrate.contract("optax", mapping, "jit")
+    for mode in ("float64", "float32"):
+        case = next(c for c in migrate.class_cases(mapping)
+                    if c.name == f"grads/{name}/{mode}/subnormalx1")
+        result = run_case(impl, case, np)
+        assert result.divergences and result.divergences[0].impl_value == 0.0
+
+
 def test_migrate_report_for_two_torch_ports(tmp_path):
     """The report holds each port's class per path, the drift at steps 1, 10 and 100 on
     three streams beside fast's floor, the defaults that differ and the versions."""
@@ -154,3 +170,25 @@ def test_migrate_refuses_an_unknown_library_or_mapping():
     _library("torch")
     with pytest.raises(UsageError, match="unknown torch mapping"):
         migrate.migrate("torch", only=("Adamm",))
+
+
+def test_a_teams_port_gated_by_the_command_line(tmp_path):
+    """examples/my_torch_port.py (Adam with the per-step eps, fused; the clipping recipe)
+    passes the gate; the same port with plain eps fails it with a reproduce line that
+    reproduces the failure."""
+    _library("torch")
+    from conformance_cli import ROOT, conformance, reproduce, reproduce_lines
+    proc = conformance("gate", "--impl", "examples.my_torch_port", "--filter", "Adam/float64",
+                       "--jobs", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 failed" in proc.stdout and "not applicable" in proc.stdout
+    with open(f"{ROOT}/examples/my_torch_port.py") as f:
+        source = f.read()
+    assert source.count("    before_step=EPS_T,\n") == 1
+    (tmp_path / "plain_eps_port.py").write_text(source.replace("    before_step=EPS_T,\n", ""))
+    proc = conformance("gate", "--impl", "plain_eps_port", "--filter", "Adam/float64",
+                       "--jobs", "1", cwd=str(tmp_path))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (line,) = reproduce_lines(proc.stdout)
+    again = reproduce(line, cwd=str(tmp_path))
+    assert again.returncode == 1 and "NON-CONFORMANCE" in again.stdout
