@@ -371,6 +371,7 @@ def with_translation_bounds(expected: dict, after: Snapshot) -> dict:
             with np.errstate(invalid="ignore", over="ignore"):
                 larger = np.maximum(np.abs(presented), np.abs(value)).astype(presented.dtype)
                 spacing = np.spacing(larger).astype(np.float64)
+            spacing = np.where(np.isfinite(spacing), spacing, 0.0)  # non-finite: matched by class
             out[array] = (value, ref_bound + bound + 2.0 * spacing)
     return out
 

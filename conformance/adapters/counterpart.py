@@ -85,7 +85,9 @@ def translate(native: np.ndarray, factor: float, dtype) -> tuple:
     with np.errstate(over="ignore", invalid="ignore"):
         own = np.abs(factor) * np.spacing(np.abs(native)).astype(np.float64) / 2.0
         bound = np.abs(presented.astype(np.float64) - exact) + 2.0 ** -52 * np.abs(exact) + own
-    return presented, np.where(np.isfinite(bound), bound, np.inf)
+    # A non-finite value is matched by its class (NaN by NaN, inf by the same inf), so its
+    # bound is 0: an infinite one would accept any value.
+    return presented, np.where(np.isfinite(bound) & np.isfinite(presented), bound, 0.0)
 
 
 class Rule:

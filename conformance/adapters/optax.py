@@ -37,7 +37,20 @@ class Parameter:
         self.data = np.array(array, copy=True)
         self.name = name
         self.update_rule = None
-        self.grad = None
+        self._grad = None
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            value = np.array(value, dtype=self.data.dtype, copy=True)
+            if value.shape != self.data.shape:
+                raise ValueError(f"gradient of shape {value.shape} for a parameter of shape "
+                                 f"{self.data.shape}")
+        self._grad = value
 
 
 def _named_fields(tree, out: dict) -> dict:

@@ -123,6 +123,9 @@ def test_translate_bounds_the_rounding():
     assert presented.dtype == np.float32
     assert np.all(np.abs(presented.astype(np.float64) - exact) <= bound)
     assert np.all(bound <= 2 * np.spacing(np.abs(presented)).astype(np.float64) + 1e-300)
+    # Non-finite values are matched by class: an infinite bound would accept anything.
+    _, bound = translate(np.array([np.nan, np.inf, 1.0], np.float32), -0.01, np.float32)
+    assert bound[0] == bound[1] == 0.0 and bound[2] > 0
 
 
 @pytest.mark.parametrize("name", ["MomentumSGD", "Adam"])
