@@ -11,9 +11,10 @@ jitted update), the gate's cases are run through the library's adapter
 
 The cases: an optimizer's own cases without hooks (the matrix, odd and large sizes, the
 variants, the special gradient streams, None gradients with disabled rules and per-rule
-overrides); a hook's cases over SGD and MomentumSGD (the matrix, hook order, clipping at
-small and zero norms, per-rule LARS, the large norms). Cases the adapter cannot run (loss
-scaling, fp32 masters, the `fixed` profile, checkpoints) are counted with their reason.
+overrides, checkpoints, runs resumed at t = 10^3, 10^5, 10^7); a hook's cases over SGD and
+MomentumSGD (the matrix, hook order, clipping at small and zero norms, per-rule LARS, the
+large norms). Cases the adapter cannot run (loss scaling, fp32 masters, the `fixed` profile)
+are counted with their reason.
 Chainer's error cases (an eps that underflows the dtype raises ValueError) are reported
 apart: whether the counterpart raises is not a matter of the arithmetic.
 

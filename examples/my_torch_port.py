@@ -37,3 +37,4 @@ _port = torch_adapter.contract_for({"Adam": ADAM, "GradientClipping": CLIPPING},
 Parameter = _port.Parameter
 optimizers = _port.optimizers
 optimizer_hooks = _port.optimizer_hooks
+serializers = _port.serializers

@@ -17,7 +17,9 @@ flow around it, and nothing else:
 Each parameter has a counterpart of its own (built at its first step from its rule's
 hyperparameters, so per-rule overrides are that parameter's). `rule.t` is the counterpart's own
 step count where it keeps one (torch's `step`, optax's `count`), else the steps it was given.
-`rule.state` is the counterpart's state under Chainer's names (`Mapping.state`); a state
+Checkpoints (`serializers.save_npz` / `load_npz`) keep Chainer's counters and the
+counterpart's own state under its own names, so a reload is exact. `rule.state` is the
+counterpart's state under Chainer's names (`Mapping.state`); a state
 translated by a factor other than 1 or -1 is rounded, and `rule.state_bounds` gives, per
 element, the bound of that rounding: |presented - factor * s| plus |factor| half a spacing of
 the counterpart's stored s (its own rounding of s), which the comparison adds to the
@@ -139,6 +141,21 @@ class Rule:
         for hook in self._hooks["post"]:
             library.run_hook(hook, [param], self._optimizer)
 
+    def restore(self, param, t: int, native: dict) -> None:
+        """Take the step count and the counterpart's own state from a checkpoint."""
+        self._steps = t
+        self._counterpart = None
+        if native:
+            self._counterpart = self._optimizer.library.counterpart(
+                self._optimizer.mapping, self.hyperparam.as_dict(), param)
+            self._counterpart.restore(native, t)
+
+    def export(self) -> dict:
+        """The counterpart's own state (its names), for a checkpoint; empty before a step."""
+        if self._counterpart is None or not self._steps:
+            return {}
+        return self._counterpart.export()
+
     def _translated(self):
         if self._counterpart is None or not self._steps:
             return None
@@ -215,6 +232,36 @@ class Hook:
         return dict(self.arguments.arguments)
 
 
+def save_npz(path, optimizer) -> None:
+    """Save to npz with Chainer's counters (`t`, `epoch`, `<name>/t`) and each parameter's
+    counterpart state under the counterpart's own names (`<name>/exp_avg`, ...), so loading
+    restores exactly what the library keeps (its state_dict / state pytree)."""
+    entries = {"t": np.asarray(optimizer.t), "epoch": np.asarray(optimizer.epoch)}
+    for name, param in optimizer.params.items():
+        entries[f"{name}/t"] = np.asarray(param.update_rule.t)
+        for key, value in param.update_rule.export().items():
+            entries[f"{name}/{key}"] = np.asarray(value)
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+
+
+def load_npz(path, optimizer) -> None:
+    """Load what `save_npz` wrote (its counters possibly rewritten) into `optimizer`; a missing
+    counter raises KeyError before anything changes."""
+    with np.load(path) as f:
+        data = {key: f[key] for key in f.files}
+    names = ["t", "epoch"] + [f"{name}/t" for name in optimizer.params]
+    missing = [key for key in names if key not in data]
+    if missing:
+        raise KeyError(f"{path}: no {', '.join(missing)} in the checkpoint")
+    optimizer.t, optimizer.epoch = int(data["t"]), int(data["epoch"])
+    for name, param in optimizer.params.items():
+        prefix = f"{name}/"
+        native = {key[len(prefix):]: value for key, value in data.items()
+                  if key.startswith(prefix) and key != f"{name}/t"}
+        param.update_rule.restore(param, int(data[f"{name}/t"]), native)
+
+
 def contract(library, selection: dict) -> types.SimpleNamespace:
     """A namespace meeting the `--impl` contract: `library`'s counterparts of the Chainer
     optimizers and hooks in `selection` (Chainer name -> Mapping)."""
@@ -236,4 +283,6 @@ def contract(library, selection: dict) -> types.SimpleNamespace:
             raise ValueError(f"{chainer_name} is neither a Chainer optimizer nor a hook")
     return types.SimpleNamespace(Parameter=library.Parameter,
                                  optimizers=types.SimpleNamespace(**optimizers),
-                                 optimizer_hooks=types.SimpleNamespace(**hooks))
+                                 optimizer_hooks=types.SimpleNamespace(**hooks),
+                                 serializers=types.SimpleNamespace(save_npz=save_npz,
+                                                                   load_npz=load_npz))

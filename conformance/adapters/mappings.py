@@ -394,7 +394,8 @@ LACKS = {
         "fp32 master weights (Chainer's use_fp32_update): the float16_master cases are not "
         "applicable",
         "a check that eps does not underflow the dtype (Chainer raises ValueError)",
-        "a step counter beyond 2**24: torch keeps `step` as a float32 tensor",
+        "a step counter beyond 2**24 (16,777,216): torch keeps `step` as a float32 tensor "
+        "(the resumed cases reach 10**7, where it is still exact)",
     ),
     "optax": (
         "loss scaling (Chainer's dynamic schedule): the loss-scaling cases are not applicable",

@@ -10,7 +10,8 @@ optimizer)` would. float64 parameters are computed with `jax.enable_x64(True)` (
 float64 arrays in float32 by default); float32 ones without it, as a float32 training run is.
 
 optax has no loss scaling, no fp32 master and no `profile`: those cases are not applicable.
-No serializers: checkpoint and resumed cases are not applicable.
+Checkpoints keep each parameter's state pytree, leaf by leaf, with Chainer's counters
+(conformance.adapters.counterpart.save_npz).
 """
 from __future__ import annotations
 
@@ -93,6 +94,24 @@ class OptaxCounterpart:
         fields = _named_fields(self.opt_state, {})
         return {k: np.asarray(v) for k, v in fields.items() if k != "count"}
 
+    def export(self) -> dict:
+        """Every leaf of the state pytree, keyed by its path (`[0].mu`, ...)."""
+        leaves, _ = jax.tree_util.tree_flatten_with_path(self.opt_state)
+        return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+    def restore(self, native: dict, t: int) -> None:
+        """Install saved leaves; every `count` becomes `t`."""
+        with _precision(self.dtype):
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(self.opt_state)
+            restored = []
+            for path, leaf in leaves:
+                key = jax.tree_util.keystr(path)
+                if key.endswith("count"):
+                    restored.append(jnp.asarray(t, dtype=leaf.dtype))
+                else:
+                    restored.append(jnp.asarray(native[key]) if key in native else leaf)
+            self.opt_state = jax.tree_util.tree_unflatten(treedef, restored)
+
     def step_count(self):
         count = _named_fields(self.opt_state, {}).get("count")
         return None if count is None else int(count)
@@ -144,3 +163,4 @@ def versions() -> dict:
 _default = contract_for()
 optimizers = _default.optimizers
 optimizer_hooks = _default.optimizer_hooks
+serializers = _default.serializers

@@ -11,7 +11,8 @@ what torch writes is what the harness reads, and its `grad` is the tensor's `.gr
 parameter has its own torch optimizer, built by the mapping's code with `params=[tensor]`
 and then rebuilt with the same arguments and the path's `foreach`/`fused` flag. torch.optim
 has no loss scaling with Chainer's schedule, no fp32 master and no `profile`: those cases are
-not applicable. No serializers: checkpoint and resumed cases are not applicable.
+not applicable. Checkpoints keep torch's state for each parameter (its state_dict's content)
+with Chainer's counters (conformance.adapters.counterpart.save_npz).
 """
 from __future__ import annotations
 
@@ -78,6 +79,18 @@ class TorchCounterpart:
         return {k: v.numpy() for k, v in self.optimizer.state[self.tensor].items()
                 if isinstance(v, torch.Tensor) and k != "step"}
 
+    def export(self) -> dict:
+        """The optimizer's state for this parameter (copies), `step` included."""
+        return {k: v.numpy().copy() for k, v in self.optimizer.state[self.tensor].items()
+                if isinstance(v, torch.Tensor)}
+
+    def restore(self, native: dict, t: int) -> None:
+        """Install saved state; torch's `step` (a float32 tensor) becomes `t`."""
+        state = {k: torch.from_numpy(np.array(v)) for k, v in native.items() if k != "step"}
+        if "step" in native:
+            state["step"] = torch.tensor(float(t), dtype=torch.float32)
+        self.optimizer.state[self.tensor] = state
+
     def step_count(self):
         step = self.optimizer.state[self.tensor].get("step")
         return None if step is None else int(step.item())
@@ -124,3 +137,4 @@ def versions() -> dict:
 _default = contract_for()
 optimizers = _default.optimizers
 optimizer_hooks = _default.optimizer_hooks
+serializers = _default.serializers

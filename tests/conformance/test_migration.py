@@ -3,8 +3,8 @@ says, a planted wrong mapping fails, and a translated state is judged with its r
 
 torch (2.13.0 CPU, `make test` installs it when it can) and optax/jax are optional: each
 library's tests skip without it. A subset of each mapping's class cases runs here (the
-no-hook matrix, the variants, the None-gradient case; a hook's matrix over SGD and
-MomentumSGD); `python -m conformance migrate` runs them all.
+no-hook matrix, the variants, the None-gradient case, the checkpoint; a hook's matrix over SGD
+and MomentumSGD); `python -m conformance migrate` runs them all.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ EXPECTED = {
     "optax": {m.name: ("exact" if m.kind == "mapping" else "differs")
               for m in table.mappings("optax")},
 }
-SUBSET = ("matrix/", "variant/", "none-grad-disabled-override/")
 
 
 def _library(name):
@@ -44,11 +43,12 @@ def _results(impl, cases):
 
 
 def subset_cases(mapping):
-    """The no-hook matrix (loss scaling off), the variants and the None-gradient case of an
-    optimizer; a hook's matrix over SGD and MomentumSGD with loss scaling off."""
+    """The no-hook matrix (loss scaling off), the variants, the None-gradient case and the
+    checkpoint of an optimizer; a hook's matrix over SGD and MomentumSGD with loss scaling
+    off."""
     return [c for c in migrate.class_cases(mapping)
             if (c.name.startswith("matrix/") and "/none/" in c.name)
-            or c.name.startswith(("variant/", "none-grad-disabled-override/"))]
+            or c.name.startswith(("variant/", "none-grad-disabled-override/", "checkpoint/"))]
 
 
 @pytest.mark.parametrize("library,name", [(lib, n) for lib in table.LIBRARIES
@@ -73,6 +73,19 @@ def test_torch_paths_of_adam(path):
     mapping = table.find("torch", "Adam")
     results = _results(migrate.contract("torch", mapping, path), subset_cases(mapping))
     assert len(results) >= 8 and not [r.case.name for r in results if r.divergences]
+
+
+@pytest.mark.parametrize("library", table.LIBRARIES)
+def test_resumed_at_ten_million_steps(library):
+    """A checkpoint keeps the library's own state and step count (torch's float32 `step` is
+    exact to 2**24, optax's int32 `count` beyond): Adam resumed at t = 10**7 conforms."""
+    _library(library)
+    mapping = table.find(library, "Adam")
+    impl = migrate.contract(library, mapping, migrate.LIBRARY_PATHS[library][0])
+    (case,) = [c for c in migrate.class_cases(mapping)
+               if c.name == "resume/Adam/float32/chainer/t=10000000"]
+    result = run_case(impl, case, np)
+    assert result.passed, result.divergences
 
 
 def _planted(mapping, **changes):
