@@ -316,7 +316,8 @@ def differing_defaults(library: str, mapping: table.Mapping) -> list:
         values = tuple(chainer[n] for n in names.split(","))
         ours = values[0] if len(values) == 1 else values
         if theirs != ours and not (isinstance(theirs, tuple) and tuple(theirs) == ours):
-            out.append({"argument": argument, library: repr(theirs), "chainer": f"{names}={ours!r}"})
+            out.append({"argument": argument, library: repr(theirs),
+                        "chainer": f"{names}={ours!r}"})
     return out
 
 
