@@ -46,12 +46,17 @@ def to_host(array) -> np.ndarray | None:
 
 @dataclass
 class ParamState:
-    """One parameter's full state after a step, on the host, in its own dtypes."""
+    """One parameter's full state after a step, on the host, in its own dtypes.
+
+    `state_bounds`: for a state the implementation presents through an inexact translation
+    (`rule.state_bounds`, optional in the contract), the bound of that translation's rounding.
+    """
     param: np.ndarray
     master: np.ndarray | None
     state: dict | None
     t: int
     grad: np.ndarray | None
+    state_bounds: dict | None = None
 
 
 @dataclass
@@ -194,8 +199,11 @@ class Driver:
         for name, p in self.params.items():
             rule = p.update_rule
             state = None if rule.state is None else {k: to_host(rule.state[k]) for k in rule.state}
+            bounds = getattr(rule, "state_bounds", None)
             params[name] = ParamState(param=to_host(p.data), master=to_host(rule.fp32_param),
-                                      state=state, t=int(rule.t), grad=to_host(p.grad))
+                                      state=state, t=int(rule.t), grad=to_host(p.grad),
+                                      state_bounds={k: to_host(v) for k, v in bounds.items()}
+                                      if bounds else None)
         opt = self.optimizer
         return Snapshot(params=params, t=int(opt.t), epoch=int(opt.epoch),
                         loss_scale=None if self.loss_scale() is None else float(self.loss_scale()))

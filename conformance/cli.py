@@ -1,4 +1,4 @@
-"""Command line: run, gate, report, mutants, deep, ladder.
+"""Command line: run, gate, report, mutants, deep, ladder, migrate.
 
 Exit codes: 0 conformance, 1 non-conformance (or a surviving mutant), 2 usage or internal
 error.
@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from . import generators, outputs, report
+from . import generators, migrate, outputs, report
 from .diagnosis import failure_text
 from .diagnosis import reproduce_command as _reproduce_command
 from .params import MODES as PARAMETER_MODES
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-checkpoints", action="store_true", help="no save/load points")
     p.add_argument("--write", action="store_true",
                    help="also write reports/deep-<profile>-<impl>.json")
+    migrate.add_parser(sub, _positive_int, usable_cores())
     p = sub.add_parser("ladder", help="float64 reference against mpmath, per step")
     p.add_argument("--filter", default=None)
     p.add_argument("--write", action="store_true")
@@ -310,7 +311,8 @@ def main(argv=None) -> int:
             return cmd_run(args, gate=args.command == "gate")
         if args.command == "report":
             return cmd_report(args)
-        return {"mutants": cmd_mutants, "deep": cmd_deep, "ladder": cmd_ladder}[args.command](args)
+        return {"mutants": cmd_mutants, "deep": cmd_deep, "ladder": cmd_ladder,
+                "migrate": migrate.command}[args.command](args)
     except (UsageError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -114,7 +114,9 @@ class ReferenceSide:
         self.driver = _reference_driver(case, {"arithmetic": self.ctx})
 
     def force(self, snap: Snapshot) -> None:
-        """Overwrite the continuous state with the implementation's (exact conversions)."""
+        """Overwrite the continuous state with the implementation's (exact conversions; a
+        state presented through an inexact translation enters with that translation's bound,
+        `ParamState.state_bounds`)."""
         for name, ps in snap.params.items():
             p = self.driver.params[name]
             p.value = self.ctx.array(ps.param)
@@ -122,9 +124,12 @@ class ReferenceSide:
             if ps.master is not None and rule.fp32_value is not None:
                 rule.fp32_value = self.ctx.array(ps.master)
             if ps.state is not None and rule.state_values is not None:
+                translated = ps.state_bounds or {}
                 for key, value in ps.state.items():
-                    if key in rule.state_values:
-                        rule.state_values[key] = self.ctx.array(value)
+                    if key not in rule.state_values:
+                        continue
+                    rule.state_values[key] = self.ctx.inputs(value, translated[key]) \
+                        if key in translated else self.ctx.array(value)
 
     def discrete_state(self):
         opt = self.driver.optimizer
@@ -327,7 +332,7 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
     if impl_error:
         _check_unchanged(case, step, before, after, result)
         return False
-    expected = ref.tracked_arrays()
+    expected = with_translation_bounds(ref.tracked_arrays(), after)
     worst, failures = _check_arrays(case, step, impl_arrays(after), expected, result)
     if failures and log.ambiguous:
         result.ambiguous_steps += 1
@@ -338,8 +343,8 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
             with tolerance.decisions(flip=flip):
                 if _run(lambda: ref.driver.step(step)):
                     continue
-            worst, failures = _recheck_with_alternative(case, step, failures,
-                                                        ref.tracked_arrays(), worst)
+            worst, failures = _recheck_with_alternative(
+                case, step, failures, with_translation_bounds(ref.tracked_arrays(), after), worst)
             if not failures:
                 break
     result.step_errors.append(max(worst.values(), default=0.0))
@@ -347,6 +352,30 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
         result.divergences.append(failures[0].divergence)
         return False
     return True
+
+
+def with_translation_bounds(expected: dict, after: Snapshot) -> dict:
+    """The reference's (value, bound) per array, each translated state's bound widened.
+
+    For a state the implementation presents as x' = round(T(s)) from its own stored s
+    (ParamState.state_bounds: b >= |x' - T(s_exact)|, s_exact its unrounded result), the
+    reference's stored value is round(c) with bound B_r against round(c +- B), while T(s_exact)
+    lies within c +- B: so |x' - round(c)| <= B_r + b + 1.5 spacings of the storage dtype (one
+    half for each of the two roundings to storage, one for B_r's own rounding of c +- B). Two
+    spacings at the larger of |x'| and |round(c)| are added.
+    """
+    out = dict(expected)
+    for name, ps in after.params.items():
+        for key, bound in (ps.state_bounds or {}).items():
+            array = f"/{name} state {key}"
+            value, ref_bound = out[array]
+            presented = ps.state[key]
+            with np.errstate(invalid="ignore", over="ignore"):
+                larger = np.maximum(np.abs(presented), np.abs(value)).astype(presented.dtype)
+                spacing = np.spacing(larger).astype(np.float64)
+            spacing = np.where(np.isfinite(spacing), spacing, 0.0)  # non-finite: matched by class
+            out[array] = (value, ref_bound + bound + 2.0 * spacing)
+    return out
 
 
 def _same_discrete(case, step, impl_error, ref_error, after, ref_after, result) -> bool:
