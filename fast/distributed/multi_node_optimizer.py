@@ -200,12 +200,17 @@ class MultiNodeOptimizer(object):
     def _exchange_and_step(self, grads):
         self._step_on(self._parameters(), self._exchange.average(grads))
 
+    def _model_parameters(self):
+        """(name, parameter) of every parameter of the model as the user set it up (those
+        without arrays included)."""
+        return self.actual_optimizer.named_parameters()
+
     def _backward(self, lossfun, args, kwds):
-        """Chainer's update(lossfun): the loss, cleared grads, backward with the loss scale."""
-        actual = self.actual_optimizer
+        """Chainer's update(lossfun): the loss, the model's cleared grads, backward with the
+        loss scale."""
         loss = lossfun(*args, **kwds)
-        boundary.clear_grads(actual.target, [p for _, p in actual.named_parameters()])
-        loss.backward(loss_scale=actual.loss_scale)
+        boundary.clear_grads(self.target, [p for _, p in self._model_parameters()])
+        loss.backward(loss_scale=self.actual_optimizer.loss_scale)
         del loss
 
     def _step_on(self, named, grads):
@@ -333,6 +338,9 @@ class ZeroOptimizer(MultiNodeOptimizer):
         return self
 
     def _parameters(self):
+        return self._layout.named
+
+    def _model_parameters(self):
         return self._layout.named
 
     def _newly_initialized(self):

@@ -24,6 +24,17 @@ _defaults = defaults(alpha=0.001, beta1=0.9, beta2=0.999, eps=1e-8, eta=1.0, wei
                      amsgrad=False, adabound=False, final_lr=0.1, gamma=1e-3)
 
 
+def c_pow(base, exponent):
+    """``base ** exponent`` elementwise (float64 arrays) with C's ``pow``, as Chainer computes
+    Adam's bias corrections (``math.pow``): NumPy's vectorised power (AVX-512 on some CPUs)
+    can differ from it in the last bit. One ``pow`` per distinct pair; one in all in the
+    usual case (every rule of a group at the same beta and t)."""
+    if len(base) and (base == base[0]).all() and (exponent == exponent[0]).all():
+        return numpy.full(len(base), math.pow(base[0], exponent[0]))
+    return numpy.fromiter((math.pow(b, e) for b, e in zip(base.tolist(), exponent.tolist())),
+                          dtype=numpy.float64, count=len(base))
+
+
 def learning_rate(hp, t):
     """alpha_t of Adam at step t (RuntimeError before the first step)."""
     if t == 0:
@@ -106,7 +117,7 @@ class AdamRule(FamilyRule):
         out = table(len(raw))
         a = 1.0 - eta * wd
         with numpy.errstate(divide="ignore", invalid="ignore"):  # rows with t = 0 are not stepped
-            out[:, 2] = alpha * numpy.sqrt(1. - numpy.power(beta2, t)) / (1. - numpy.power(beta1, t))
+            out[:, 2] = alpha * numpy.sqrt(1. - c_pow(beta2, t)) / (1. - c_pow(beta1, t))
             if adabound.any():
                 final = final_lr * alpha / extras["initial_alpha"]
                 lower = final * (1.0 - 1.0 / (gamma * t + 1))
