@@ -1,5 +1,5 @@
-"""`fast` in the chainer profile against Chainer 7.8.1 itself, where chainer is installed
-(it needs NumPy < 2). In float64, float32 and fp16 with an fp32 master, Chainer's NumPy
+"""`fast` in the chainer profile against Chainer 7.8.1 itself (in .venv-chainer: it needs
+NumPy < 2). In float64, float32 and fp16 with an fp32 master, Chainer's NumPy
 path and `fast`'s kernels perform the same rounded operations in the same order, so
 parameters, masters and state agree bit for bit. (Plain fp16 is left out: Chainer does the
 arithmetic in fp16 there, `fast` in fp32 by design.)"""
@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-chainer = pytest.importorskip("chainer")
+import chainer
 
-import fast  # noqa: E402
-from fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, gradients, make_params  # noqa: E402
+import fast
+from tests.fast.fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, gradients, make_params
 
 MODES = ("float64", "float32", "fp16_master")
 

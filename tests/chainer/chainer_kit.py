@@ -1,0 +1,125 @@
+"""Shared pieces of the drop-in tests: real Chainer 7.8.1 workflows run once with
+``chainer.optimizers`` and once with ``fast.optimizers`` from the same seeds and data, and
+the bitwise comparison of what the two runs leave on the links.
+
+Chainer's initializers and SerialIterator draw from NumPy's global RNG, and a lazily
+initialized link draws its values at its first forward, so each run seeds it first
+(``seeded``) and both runs make the same draws in the same order.
+"""
+import contextlib
+
+import chainer
+import chainer.functions as F
+import chainer.links as L
+import numpy as np
+
+import fast
+from tests.fast.fast_testkit import OPTIMIZER_NAMES  # noqa: F401 (re-exported for the tests)
+
+#: the optimizer and hook modules of each implementation
+IMPLEMENTATIONS = {
+    "chainer": (chainer.optimizers, chainer.optimizer_hooks),
+    "fast": (fast.optimizers, fast.optimizer_hooks),
+}
+
+#: configuration -> (Chainer's default dtype while the run builds and initializes its links,
+#: whether the optimizer gets use_fp32_update()). mixed16: Linear parameters in float16 with
+#: an fp32 master, BatchNormalization's in float32 (Chainer's mixed16 mode).
+CONFIGS = {
+    "float64": (np.float64, False),
+    "float32": (np.float32, False),
+    "mixed16": (chainer.mixed16, True),
+}
+
+
+def input_dtype(config):
+    """The dtype of the data fed to the links in `config`."""
+    dtype = CONFIGS[config][0]
+    return np.float16 if dtype is chainer.mixed16 else dtype
+
+
+@contextlib.contextmanager
+def seeded(config, seed=0):
+    """NumPy's global RNG seeded and Chainer's default dtype set for the run of `config`."""
+    np.random.seed(seed)
+    with chainer.using_config("dtype", CONFIGS[config][0]):
+        yield
+
+
+class MLP(chainer.Chain):
+    """Linear(None, hidden) -> [BatchNormalization] -> ReLU -> Linear(None, classes): both
+    Linears initialized lazily, at the first forward, as in Chainer's examples."""
+
+    def __init__(self, hidden=6, classes=3, batchnorm=False):
+        super().__init__()
+        with self.init_scope():
+            self.l1 = L.Linear(None, hidden)
+            if batchnorm:
+                self.bn = L.BatchNormalization(hidden)
+            self.l2 = L.Linear(None, classes)
+        self.batchnorm = batchnorm
+
+    def forward(self, x):
+        h = self.l1(x)
+        if self.batchnorm:
+            h = self.bn(h)
+        return self.l2(F.relu(h))
+
+
+def blobs(n=24, dim=5, classes=3, dtype=np.float32, seed=0):
+    """A synthetic classification set: `n` points in `dim` dimensions around `classes`
+    random centres (x of `dtype`, labels int32), drawn from its own generator."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, dim)) * 2
+    t = rng.integers(0, classes, n).astype(np.int32)
+    x = centres[t] + rng.standard_normal((n, dim))
+    return x.astype(dtype), t
+
+
+def make_optimizer(impl, name, config, **kwargs):
+    """Optimizer `name` of `impl` ('chainer' or 'fast'), not set up."""
+    return getattr(IMPLEMENTATIONS[impl][0], name)(**kwargs)
+
+
+def finish_setup(optimizer, config):
+    """What the run of `config` does after setup: use_fp32_update() in mixed16."""
+    if CONFIGS[config][1]:
+        optimizer.use_fp32_update()
+    return optimizer
+
+
+def assert_bitwise(ours, theirs, what):
+    """Same dtype, shape and bytes (so -0.0 differs from 0.0, as it does in the bits)."""
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.dtype == theirs.dtype, "{}: dtype {} != {}".format(what, ours.dtype, theirs.dtype)
+    np.testing.assert_array_equal(ours, theirs, err_msg=what)
+    assert ours.tobytes() == theirs.tobytes(), "{}: equal values, different bits".format(what)
+
+
+def assert_same_training(fast_link, chainer_link):
+    """Every parameter of the two links, by name, bit for bit: its array (None on both
+    while lazily uninitialized), its rule's t, every state array and the fp32 master."""
+    ours, theirs = dict(fast_link.namedparams()), dict(chainer_link.namedparams())
+    assert sorted(ours) == sorted(theirs)
+    for name in sorted(theirs):
+        p, q = ours[name], theirs[name]
+        if q.array is None:
+            assert p.array is None, "{} has an array, Chainer's has none".format(name)
+        else:
+            assert_bitwise(p.array, q.array, name)
+        rule, their_rule = p.update_rule, q.update_rule
+        assert rule.t == their_rule.t, "{}: rule.t {} != {}".format(name, rule.t, their_rule.t)
+        their_state = their_rule.state or {}
+        our_state = rule.state or {}
+        assert sorted(our_state) == sorted(their_state), name
+        for key in their_state:
+            assert_bitwise(our_state[key], their_state[key], "{} state[{!r}]".format(name, key))
+        # Chainer keeps the master only as this private attribute.
+        their_master = their_rule._fp32_param
+        if their_master is not None and their_master.array is not None:
+            assert_bitwise(rule.fp32_param, their_master.array, name + " fp32 master")
+
+
+def classification_loss(model):
+    """The loss function Chainer's examples hand to update(): softmax cross entropy."""
+    return lambda x, t: F.softmax_cross_entropy(model(x), t)
