@@ -12,6 +12,7 @@ import pytest
 import chainer
 
 import fast
+from tests.chainer.chainer_kit import ADAM_FAMILY, adam_alpha_t_bug
 from tests.fast.fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, gradients, make_params
 
 MODES = ("float64", "float32", "fp16_master")
@@ -151,3 +152,17 @@ def test_norm_based_hooks_match_chainer_to_gradient_rounding(hook, mode, static_
         data_bound = HOOK_STEPS * v_bound + float(np.spacing(np.max(np.abs(their_param.array))))
         np.testing.assert_allclose(p.data.astype(np.float64), data, rtol=0, atol=data_bound,
                                    err_msg=f"{key}.data")
+
+
+LONG_RUN_STEPS = 20
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ADAM_FAMILY)
+def test_the_adam_family_matches_chainer_past_the_first_steps(name, mode, request):
+    """alpha_t depends on t; the steps above stop at t = 4."""
+    if mode == "float64":
+        request.applymarker(adam_alpha_t_bug(LONG_RUN_STEPS))
+    ours, theirs, _ = run_both(name, mode, steps=LONG_RUN_STEPS)
+    for key, p in ours.items():
+        assert_bitwise(p.data, getattr(theirs, key).array, f"{key}.data")
