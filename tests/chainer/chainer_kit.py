@@ -98,15 +98,25 @@ def assert_bitwise(ours, theirs, what):
     assert ours.tobytes() == theirs.tobytes(), "{}: equal values, different bits".format(what)
 
 
-def assert_same_training(fast_link, chainer_link):
-    """Every parameter of the two links, by name, bit for bit: its array (None on both
-    while lazily uninitialized), its rule's t, every state array and the fp32 master."""
-    ours, theirs = dict(fast_link.namedparams()), dict(chainer_link.namedparams())
+def master_of(rule):
+    """The fp32 master array of a fast or a Chainer update rule, or None."""
+    if isinstance(rule, chainer.UpdateRule):
+        # Chainer keeps the master only as this private attribute.
+        master = rule._fp32_param
+        return None if master is None else master.array
+    return rule.fp32_param
+
+
+def assert_same_training(link, reference_link):
+    """Every parameter of the two links (each trained with fast or with Chainer), by name,
+    bit for bit: its array (None on both while lazily uninitialized), its rule's t, every
+    state array and the fp32 master."""
+    ours, theirs = dict(link.namedparams()), dict(reference_link.namedparams())
     assert sorted(ours) == sorted(theirs)
     for name in sorted(theirs):
         p, q = ours[name], theirs[name]
         if q.array is None:
-            assert p.array is None, "{} has an array, Chainer's has none".format(name)
+            assert p.array is None, "{} has an array, the reference has none".format(name)
         else:
             assert_bitwise(p.array, q.array, name)
         rule, their_rule = p.update_rule, q.update_rule
@@ -116,10 +126,11 @@ def assert_same_training(fast_link, chainer_link):
         assert sorted(our_state) == sorted(their_state), name
         for key in their_state:
             assert_bitwise(our_state[key], their_state[key], "{} state[{!r}]".format(name, key))
-        # Chainer keeps the master only as this private attribute.
-        their_master = their_rule._fp32_param
-        if their_master is not None and their_master.array is not None:
-            assert_bitwise(rule.fp32_param, their_master.array, name + " fp32 master")
+        their_master = master_of(their_rule)
+        if their_master is None:
+            assert master_of(rule) is None, name + " has an fp32 master, the reference has none"
+        else:
+            assert_bitwise(master_of(rule), their_master, name + " fp32 master")
 
 
 def classification_loss(model):
