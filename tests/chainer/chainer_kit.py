@@ -49,16 +49,17 @@ def seeded(config, seed=0):
 
 
 class MLP(chainer.Chain):
-    """Linear(None, hidden) -> [BatchNormalization] -> ReLU -> Linear(None, classes): both
-    Linears initialized lazily, at the first forward, as in Chainer's examples."""
+    """Linear(in_size, hidden) -> [BatchNormalization] -> ReLU -> Linear(hidden, classes).
+    With in_size None (the default) both Linears are initialized lazily, at the first
+    forward, as in Chainer's examples; otherwise at construction."""
 
-    def __init__(self, hidden=6, classes=3, batchnorm=False):
+    def __init__(self, hidden=6, classes=3, batchnorm=False, in_size=None):
         super().__init__()
         with self.init_scope():
-            self.l1 = L.Linear(None, hidden)
+            self.l1 = L.Linear(in_size, hidden)
             if batchnorm:
                 self.bn = L.BatchNormalization(hidden)
-            self.l2 = L.Linear(None, classes)
+            self.l2 = L.Linear(None if in_size is None else hidden, classes)
         self.batchnorm = batchnorm
 
     def forward(self, x):
@@ -107,30 +108,35 @@ def master_of(rule):
     return rule.fp32_param
 
 
+def training_state(link):
+    """Everything training leaves on a link's parameters (trained with fast or with
+    Chainer), as key -> NumPy array: ``<name>/array`` (absent while lazily uninitialized),
+    ``<name>/t`` (its rule's), ``<name>/state/<key>`` and ``<name>/fp32_param``."""
+    state = {}
+    for name, p in sorted(link.namedparams()):
+        if p.array is not None:
+            state[name + "/array"] = np.array(p.array)
+        rule = p.update_rule
+        state[name + "/t"] = np.array(rule.t)
+        for key, value in sorted((rule.state or {}).items()):
+            state["{}/state/{}".format(name, key)] = np.array(value)
+        master = master_of(rule)
+        if master is not None:
+            state[name + "/fp32_param"] = np.array(master)
+    return state
+
+
+def assert_same_state(state, reference):
+    """Two training_state() mappings hold the same keys and the same bits."""
+    assert sorted(state) == sorted(reference), "keys differ: {}".format(sorted(set(state) ^ set(reference)))
+    for key in sorted(reference):
+        assert_bitwise(state[key], reference[key], key)
+
+
 def assert_same_training(link, reference_link):
-    """Every parameter of the two links (each trained with fast or with Chainer), by name,
-    bit for bit: its array (None on both while lazily uninitialized), its rule's t, every
-    state array and the fp32 master."""
-    ours, theirs = dict(link.namedparams()), dict(reference_link.namedparams())
-    assert sorted(ours) == sorted(theirs)
-    for name in sorted(theirs):
-        p, q = ours[name], theirs[name]
-        if q.array is None:
-            assert p.array is None, "{} has an array, the reference has none".format(name)
-        else:
-            assert_bitwise(p.array, q.array, name)
-        rule, their_rule = p.update_rule, q.update_rule
-        assert rule.t == their_rule.t, "{}: rule.t {} != {}".format(name, rule.t, their_rule.t)
-        their_state = their_rule.state or {}
-        our_state = rule.state or {}
-        assert sorted(our_state) == sorted(their_state), name
-        for key in their_state:
-            assert_bitwise(our_state[key], their_state[key], "{} state[{!r}]".format(name, key))
-        their_master = master_of(their_rule)
-        if their_master is None:
-            assert master_of(rule) is None, name + " has an fp32 master, the reference has none"
-        else:
-            assert_bitwise(master_of(rule), their_master, name + " fp32 master")
+    """The parameters of the two links (each trained with fast or with Chainer) hold the
+    same arrays, rule counts, state and masters, bit for bit."""
+    assert_same_state(training_state(link), training_state(reference_link))
 
 
 def classification_loss(model):
