@@ -3,22 +3,15 @@ rank writing what it saw.
 
     python tests/chainer/chainermn_ranks.py OUTDIR
 
-Every rank runs every scenario of SCENARIOS in order. A scenario returns arrays (key ->
-NumPy array), written to OUTDIR/<scenario>-rank<r>.npz; OUTDIR/rank<r>.json maps each
-scenario to "ok" or to the error it raised ("Type: message"). The test
-(test_chainermn.py) compares the files: fast against ChainerMN with chainer.optimizers on
-the same rank, rank against rank. A scenario that raises on every rank at the same call
-lets the next one run; one that leaves a rank waiting in a collective hangs the launch
-until the test's time limit.
+Every rank runs every scenario of SCENARIOS in order (tests/chainer/rank_kit.py says what
+it writes); test_chainermn.py compares fast against ChainerMN with chainer.optimizers on the
+same rank, and rank against rank.
 
 Rank r trains on its own shard of the data (every size-th example from r); the links start
 from each rank's own random values, which the multi-node optimizers replace by rank 0's.
 """
-import json
 import os
 import sys
-import traceback
-import warnings
 
 import chainer
 import chainer.links as L
@@ -32,6 +25,7 @@ import fast.distributed
 from tests.chainer.chainer_kit import (
     MLP, blobs, classification_loss, finish_setup, input_dtype, make_optimizer, seeded,
     training_state)
+from tests.chainer.rank_kit import run_scenarios, with_prefix
 
 STEPS = 3
 TRAINER_EPOCHS = 3
@@ -53,10 +47,6 @@ class Ranks(object):
         """This rank's (x, t): every size-th example of one data set, from example rank."""
         x, t = blobs(n=n, dtype=input_dtype(config))
         return x[self.rank::self.size], t[self.rank::self.size]
-
-
-def with_prefix(prefix, arrays):
-    return {prefix + key: value for key, value in arrays.items()}
 
 
 def train_step(opt, model, x, t, style):
@@ -215,20 +205,8 @@ for _kind in ("chainermn", "replicated", "replicated-initialized", "zero"):
 
 def main(outdir):
     ranks = Ranks()
-    verdicts = {}
-    for name, scenario in SCENARIOS.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                arrays = scenario(ranks, outdir)
-            np.savez(os.path.join(outdir, "{}-rank{}.npz".format(name, ranks.rank)), **arrays)
-            verdicts[name] = "ok"
-        except Exception as err:
-            verdicts[name] = "{}: {}".format(type(err).__name__, err)
-            print("rank {} scenario {}:\n{}".format(ranks.rank, name, traceback.format_exc()),
-                  file=sys.stderr, flush=True)
-    with open(os.path.join(outdir, "rank{}.json".format(ranks.rank)), "w") as f:
-        json.dump(verdicts, f, indent=1)
+    run_scenarios({name: (lambda scenario=scenario: scenario(ranks, outdir)) for name, scenario in SCENARIOS.items()},
+                  ranks.rank, outdir)
     return 0
 
 

@@ -3,7 +3,6 @@ chainermn_ranks.py (every scenario on both ranks; see its docstring), whose file
 compare: fast against ChainerMN with chainer.optimizers on each rank, bit for bit, and the
 ranks against each other. With 2 ranks the mean of two gradients, (a + b) * 0.5, is the same
 bits in ChainerMN's 'naive' allreduce and in fast.distributed's exchange."""
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,44 +10,22 @@ import pytest
 
 from tests.chainer.chainer_kit import assert_bitwise, assert_same_state
 from tests.chainer.chainermn_ranks import STEPS, TRAINER_EPOCHS
-from tests.distributed.test_distributed_mpi import launch
+from tests.chainer.rank_kit import N_RANKS, launched
 
-HERE = Path(__file__).resolve().parent
-N_RANKS = 2
-LAUNCH_TIMEOUT_S = 120
+SCRIPT = Path(__file__).resolve().parent / "chainermn_ranks.py"
 #: Trainer-snapshot keys that hold wall-clock times
 TIMED_KEYS = ("_snapshot_elapsed_time", "extensions/LogReport/_log")
 
 
-class Launch(object):
-    """What the ranks of one launch wrote."""
-
-    def __init__(self, outdir):
-        self.outdir = outdir
-        self.verdicts = [json.loads((outdir / "rank{}.json".format(r)).read_text()) for r in range(N_RANKS)]
-
-    def arrays(self, scenario, part):
-        """Per rank, the arrays under `part`/ of `scenario` (keys without the prefix),
-        failing with the ranks' errors if the scenario raised."""
-        errors = [v[scenario] for v in self.verdicts if v[scenario] != "ok"]
-        assert not errors, "{} raised: {}".format(scenario, errors)
-        out = []
-        for r in range(N_RANKS):
-            with np.load(self.outdir / "{}-rank{}.npz".format(scenario, r)) as f:
-                out.append({k[len(part) + 1:]: f[k] for k in f.files if k.startswith(part + "/")})
-        return out
-
-    def snapshot(self, kind, rank):
-        with np.load(self.outdir / "trainer-{}-rank{}".format(kind, rank) / "snapshot") as f:
-            return {k: f[k] for k in f.files if k not in TIMED_KEYS}
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("chainermn")
-    status, out = launch(N_RANKS, outdir, script=HERE / "chainermn_ranks.py", timeout=LAUNCH_TIMEOUT_S)
-    assert status == 0, out[-4000:]
-    return Launch(outdir)
+    return launched(SCRIPT, tmp_path_factory.mktemp("chainermn"))
+
+
+def snapshot(ranks, kind, rank):
+    """The Trainer snapshot that `rank` wrote in the run of `kind`, its timed keys left out."""
+    with np.load(ranks.outdir / "trainer-{}-rank{}".format(kind, rank) / "snapshot") as f:
+        return {k: f[k] for k in f.files if k not in TIMED_KEYS}
 
 
 def assert_replicas(states):
@@ -155,7 +132,7 @@ def test_every_zero_rank_writes_the_snapshot_a_replicated_rank_writes(ranks):
     writes in the replicated run."""
     ranks.arrays("trainer-zero", "run")  # the run itself got that far on every rank
     for r in range(N_RANKS):
-        ours, theirs = ranks.snapshot("zero", r), ranks.snapshot("replicated-initialized", r)
+        ours, theirs = snapshot(ranks, "zero", r), snapshot(ranks, "replicated-initialized", r)
         assert sorted(ours) == sorted(theirs)
         for key in theirs:
             assert_bitwise(ours[key], theirs[key], "rank {} {}".format(r, key))
