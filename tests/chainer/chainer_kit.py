@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import fast
-from tests.fast.fast_testkit import OPTIMIZER_NAMES  # noqa: F401 (re-exported for the tests)
 
 #: the optimizer and hook modules of each implementation
 IMPLEMENTATIONS = {
@@ -79,7 +78,7 @@ def blobs(n=24, dim=5, classes=3, dtype=np.float32, seed=0):
     return x.astype(dtype), t
 
 
-def make_optimizer(impl, name, config, **kwargs):
+def make_optimizer(impl, name, **kwargs):
     """Optimizer `name` of `impl` ('chainer' or 'fast'), not set up."""
     return getattr(IMPLEMENTATIONS[impl][0], name)(**kwargs)
 
@@ -149,8 +148,9 @@ ADAM_FAMILY = ("Adam", "AdamW", "AMSGrad", "AdaBound", "AMSBound")
 
 def numpy_power_differs_from_math_pow(last_t, betas=(0.9, 0.999)):
     """Whether NumPy's float64 ``power`` on arrays gives another result than ``math.pow``
-    (C's pow, correctly rounded) for beta ** t, some t <= `last_t`, on this machine. It does
-    where NumPy uses its AVX-512 power (t = 8 with beta1 = 0.9 and beta2 = 0.999)."""
+    (C's pow) for beta ** t, some t <= `last_t`, on this machine. It does where NumPy 1.26
+    dispatches it to its AVX-512 code (0.9 ** 8 and 0.999 ** 8, among others; with
+    NPY_DISABLE_CPU_FEATURES naming the AVX-512 features the two agree)."""
     t = np.arange(1, last_t + 1)
     return any(not np.array_equal(np.power(np.full(last_t, beta), t), [math.pow(beta, k) for k in t])
                for beta in betas)

@@ -10,6 +10,8 @@ same rank, and rank against rank.
 Rank r trains on its own shard of the data (every size-th example from r); the links start
 from each rank's own random values, which the multi-node optimizers replace by rank 0's.
 """
+import functools
+import itertools
 import os
 import sys
 
@@ -31,7 +33,9 @@ STEPS = 3
 TRAINER_EPOCHS = 3
 SNAPSHOT_EPOCH = 2
 BATCH = 4
-#: the Trainer kinds whose snapshot extension runs on every rank (see trainer_run)
+#: the optimizers a Trainer runs with (see trainer_run)
+TRAINER_KINDS = ("chainermn", "replicated", "replicated-initialized", "zero")
+#: the Trainer kinds whose snapshot extension runs on every rank
 SNAPSHOT_ON_EVERY_RANK = ("replicated-initialized", "zero")
 
 
@@ -68,7 +72,7 @@ def chainermn_run(ranks, impl, config, lazy, steps, style="lossfun"):
     x, t = ranks.shard(config)
     with seeded(config, seed=ranks.rank):
         model = MLP(in_size=None if lazy else x.shape[1])
-        opt = chainermn.create_multi_node_optimizer(make_optimizer(impl, "Adam", config),
+        opt = chainermn.create_multi_node_optimizer(make_optimizer(impl, "Adam"),
                                                     ranks.chainermn)
         opt.setup(model)
         finish_setup(opt, config)
@@ -149,7 +153,8 @@ def trainer_run(ranks, kind, out, resume=None):
         if kind in ("zero", "replicated-initialized"):
             model.predictor(x[:BATCH])
         if kind == "chainermn":
-            opt = chainermn.create_multi_node_optimizer(chainer.optimizers.Adam(alpha=0.01), ranks.chainermn)
+            opt = chainermn.create_multi_node_optimizer(chainer.optimizers.Adam(alpha=0.01),
+                                                        ranks.chainermn)
         else:
             opt = fast.distributed.create_multi_node_optimizer(
                 fast.optimizers.Adam(alpha=0.01), ranks.fast, zero=(kind == "zero"))
@@ -172,7 +177,8 @@ def trainer_run(ranks, kind, out, resume=None):
 
 def scenario_trainer(ranks, kind, outdir):
     """(c) The uninterrupted Trainer run of `kind`, in OUTDIR/trainer-<kind>-rank<r>."""
-    state, log = trainer_run(ranks, kind, os.path.join(outdir, "trainer-{}-rank{}".format(kind, ranks.rank)))
+    out = os.path.join(outdir, "trainer-{}-rank{}".format(kind, ranks.rank))
+    state, log = trainer_run(ranks, kind, out)
     return {**with_prefix("run", state), "run/log": np.array(log)}
 
 
@@ -181,32 +187,31 @@ def scenario_trainer_resumed(ranks, kind, outdir):
     (each rank's own where every rank writes one, else rank 0's)."""
     writer = ranks.rank if kind in SNAPSHOT_ON_EVERY_RANK else 0
     snapshot = os.path.join(outdir, "trainer-{}-rank{}".format(kind, writer), "snapshot")
-    state, log = trainer_run(ranks, kind, os.path.join(outdir, "trainer-{}-resumed-rank{}".format(kind, ranks.rank)),
-                             resume=snapshot)
+    out = os.path.join(outdir, "trainer-{}-resumed-rank{}".format(kind, ranks.rank))
+    state, log = trainer_run(ranks, kind, out, resume=snapshot)
     return {**with_prefix("resumed", state), "resumed/log": np.array(log)}
 
 
-SCENARIOS = {
-    "chainermn-wraps-fast-float32": lambda r, o: scenario_chainermn_wraps_fast(r, "float32"),
-    "chainermn-wraps-fast-mixed16": lambda r, o: scenario_chainermn_wraps_fast(r, "mixed16"),
-}
-for _config in ("float32", "mixed16"):
-    for _lazy in (False, True):
-        for _zero in (False, True):
-            for _style in ("lossfun", "explicit"):
-                SCENARIOS["fast-distributed-{}-{}-{}-{}".format(
-                    "zero" if _zero else "replicated", "lazy" if _lazy else "eager", _config, _style)] = (
-                    lambda r, o, c=_config, l=_lazy, z=_zero, s=_style: scenario_fast_distributed(r, c, l, z, s))
-for _kind in ("chainermn", "replicated", "replicated-initialized", "zero"):
-    SCENARIOS["trainer-" + _kind] = lambda r, o, k=_kind: scenario_trainer(r, k, o)
-for _kind in ("chainermn", "replicated", "replicated-initialized", "zero"):
-    SCENARIOS["trainer-{}-resumed".format(_kind)] = lambda r, o, k=_kind: scenario_trainer_resumed(r, k, o)
+def scenarios(ranks, outdir):
+    """Scenario name -> the function of nothing that runs it, in the order they run."""
+    run = functools.partial
+    out = {}
+    for config in ("float32", "mixed16"):
+        out["chainermn-wraps-fast-" + config] = run(scenario_chainermn_wraps_fast, ranks, config)
+    for mode, model, config, style in itertools.product(
+            ("replicated", "zero"), ("eager", "lazy"), ("float32", "mixed16"), ("lossfun", "explicit")):
+        out["fast-distributed-{}-{}-{}-{}".format(mode, model, config, style)] = run(
+            scenario_fast_distributed, ranks, config, model == "lazy", mode == "zero", style)
+    for kind in TRAINER_KINDS:
+        out["trainer-" + kind] = run(scenario_trainer, ranks, kind, outdir)
+    for kind in TRAINER_KINDS:
+        out["trainer-{}-resumed".format(kind)] = run(scenario_trainer_resumed, ranks, kind, outdir)
+    return out
 
 
 def main(outdir):
     ranks = Ranks()
-    run_scenarios({name: (lambda scenario=scenario: scenario(ranks, outdir)) for name, scenario in SCENARIOS.items()},
-                  ranks.rank, outdir)
+    run_scenarios(scenarios(ranks, outdir), ranks.rank, outdir)
     return 0
 
 

@@ -7,6 +7,7 @@ what it got from both.
 Every rank runs every scenario of SCENARIOS in order (tests/chainer/rank_kit.py says what
 it writes); test_chainermn_communicator.py compares the two communicators' results.
 """
+import functools
 import sys
 
 import chainer
@@ -82,15 +83,17 @@ HELPERS = {"scatter-dataset": scatter, "scatter-index": scatter_index,
            "multi-node-evaluator": multi_node_evaluator}
 
 
+def call(helper, comm_name, comm, rank):
+    """What `helper` gives with `comm`, under comm_name/."""
+    return with_prefix(comm_name, helper(comm, rank))
+
+
 def main(outdir):
     comms = {"chainermn": chainermn.create_communicator("naive"),
              "fast": fast.distributed.create_communicator("mpi")}
     rank = comms["fast"].rank
-    scenarios = {}
-    for name, helper in HELPERS.items():
-        for comm_name, comm in comms.items():
-            scenarios["{}-{}".format(name, comm_name)] = (
-                lambda helper=helper, comm=comm, comm_name=comm_name: with_prefix(comm_name, helper(comm, rank)))
+    scenarios = {"{}-{}".format(name, comm_name): functools.partial(call, helper, comm_name, comm, rank)
+                 for name, helper in HELPERS.items() for comm_name, comm in comms.items()}
     run_scenarios(scenarios, rank, outdir)
     return 0
 

@@ -8,8 +8,9 @@ import chainer.links as L
 import pytest
 
 from tests.chainer.chainer_kit import (
-    IMPLEMENTATIONS, MLP, OPTIMIZER_NAMES, assert_same_training, blobs, finish_setup,
+    IMPLEMENTATIONS, MLP, assert_same_training, blobs, finish_setup,
     input_dtype, make_optimizer, seeded)
+from tests.fast.fast_testkit import OPTIMIZER_NAMES
 
 CONFIGS = ["float64", "float32", "mixed16"]
 STEPS = 3
@@ -21,7 +22,7 @@ def train(impl, name, config, decay, scale):
     x, t = blobs(dtype=input_dtype(config))
     with seeded(config):
         model = MLP()
-        opt = finish_setup(make_optimizer(impl, name, config).setup(model), config)
+        opt = finish_setup(make_optimizer(impl, name).setup(model), config)
         if decay:
             opt.add_hook(IMPLEMENTATIONS[impl][1].WeightDecay(DECAY_RATE))
         for _ in range(STEPS):
@@ -61,7 +62,7 @@ def train_two_losses(impl, name, config):
     x, t = blobs(dtype=input_dtype(config))
     with seeded(config):
         model = TwoLosses()
-        opt = finish_setup(make_optimizer(impl, name, config).setup(model), config)
+        opt = finish_setup(make_optimizer(impl, name).setup(model), config)
         opt.add_hook(IMPLEMENTATIONS[impl][1].WeightDecay(DECAY_RATE))
         for _ in range(STEPS):
             model.cleargrads()

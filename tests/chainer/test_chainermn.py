@@ -122,7 +122,8 @@ def test_a_trainer_under_fast_distributed_resumes_where_it_left_off(ranks, kind,
 def test_a_zero_trainer_trains_as_a_replicated_one(ranks):
     """(c) Under zero=True the Trainer's run equals the replicated one from the same start
     (the link initialized by one forward before setup), the state gathered whole."""
-    assert_same_runs(ranks.arrays("trainer-zero", "run"), ranks.arrays("trainer-replicated-initialized", "run"))
+    assert_same_runs(ranks.arrays("trainer-zero", "run"),
+                     ranks.arrays("trainer-replicated-initialized", "run"))
 
 
 @ZERO_LOSSFUN_BUG

@@ -7,8 +7,9 @@ import chainer.functions as F
 import pytest
 
 from tests.chainer.chainer_kit import (
-    CONFIGS, MLP, OPTIMIZER_NAMES, assert_same_training, blobs, classification_loss,
+    CONFIGS, MLP, assert_same_training, blobs, classification_loss,
     finish_setup, input_dtype, make_optimizer, seeded)
+from tests.fast.fast_testkit import OPTIMIZER_NAMES
 
 STEPS = 3
 
@@ -19,7 +20,7 @@ def train(impl, name, config, style, steps=STEPS):
     x, t = blobs(dtype=input_dtype(config))
     with seeded(config):
         model = MLP()
-        opt = finish_setup(make_optimizer(impl, name, config).setup(model), config)
+        opt = finish_setup(make_optimizer(impl, name).setup(model), config)
         lossfun = classification_loss(model)
         for _ in range(steps):
             if style == "lossfun":
@@ -64,7 +65,7 @@ def test_a_rule_steps_while_its_parameter_has_no_array(name):
     for impl in ("chainer", "fast"):
         with seeded("float32"):
             model = TwoHeads()
-            opt = make_optimizer(impl, name, "float32").setup(model)
+            opt = make_optimizer(impl, name).setup(model)
             for step in range(5):
                 use_b = step >= 2
                 opt.update(lambda: F.softmax_cross_entropy(model(x, use_b), t))
@@ -94,12 +95,12 @@ def resumed(impl, name, config, path):
     x, t = blobs(dtype=input_dtype(config))
     with seeded(config):
         model = MLP()
-        opt = finish_setup(make_optimizer(impl, name, config).setup(model), config)
+        opt = finish_setup(make_optimizer(impl, name).setup(model), config)
         for _ in range(2):
             opt.update(classification_loss(model), x, t)
         chainer.serializers.save_npz(str(path), TrainerOrder(opt))
         model = MLP()
-        opt = finish_setup(make_optimizer(impl, name, config).setup(model), config)
+        opt = finish_setup(make_optimizer(impl, name).setup(model), config)
         chainer.serializers.load_npz(str(path), TrainerOrder(opt))
         for _ in range(2):
             opt.update(classification_loss(model), x, t)

@@ -27,7 +27,7 @@ def copied_and_continued(impl, name, config, moment, how):
     x, t = blobs(dtype=input_dtype(config))
     with seeded(config):
         model = MLP()
-        opt = finish_setup(make_optimizer(impl, name, config).setup(model), config)
+        opt = finish_setup(make_optimizer(impl, name).setup(model), config)
         opt.add_hook(IMPLEMENTATIONS[impl][1].WeightDecay(1e-3))
         if config == "mixed16":
             opt.loss_scaling(interval=1)

@@ -41,7 +41,7 @@ CASES = {
         "float32", "Adam", {"alpha": 0.01}, lambda: extensions.ExponentialShift("alpha", 0.5),
         (1, "epoch")),
     "float64-SGD-LinearShift": Case(
-        "float64", "SGD", {"lr": 0.1}, lambda: extensions.LinearShift("lr", (0.1, 0.01), (0, 12)),
+        "float64", "SGD", {"lr": 0.1}, lambda: extensions.LinearShift("lr", (0.1, 0.01), (0, ITERATIONS)),
         (1, "iteration")),
     "float64-AdamW-InverseShift": Case(
         "float64", "AdamW", {"alpha": 0.01, "weight_decay_rate": 0.01},
@@ -62,7 +62,7 @@ def train(impl, case, out, resume=None):
     x, t = blobs(n=N_EXAMPLES, dtype=input_dtype(case.config))
     with seeded(case.config):
         model = L.Classifier(MLP(batchnorm=True))
-        opt = make_optimizer(impl, case.name, case.config, **case.kwargs).setup(model)
+        opt = make_optimizer(impl, case.name, **case.kwargs).setup(model)
         finish_setup(opt, case.config)
         if case.loss_scale == "dynamic":
             opt.loss_scaling(interval=2)

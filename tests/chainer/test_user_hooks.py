@@ -7,7 +7,6 @@ their array and an fp32 unscaled gradient."""
 import warnings
 from unittest import mock
 
-import chainer
 import numpy as np
 import pytest
 
@@ -52,15 +51,13 @@ class RuleRecorder(object):
         self.seen.append((rule.t, param.name, param.array.copy(), param.grad.copy()))
 
 
-def train_with_hooks(impl, config, hooks, loss_scale=None, profile=None, steps=STEPS):
-    """An MLP trained through update(lossfun) with `hooks` added (and a static loss scale);
-    `profile` is fast's."""
+def train_with_hooks(impl, config, hooks, loss_scale=None, steps=STEPS):
+    """An MLP trained through update(lossfun) with `hooks` (name, hook) added, and a static
+    loss scale if one is given."""
     x, t = blobs(dtype=input_dtype(config))
-    kwargs = {} if profile is None else {"profile": profile}
     with seeded(config):
         model = MLP()
-        opt = finish_setup(make_optimizer(impl, "MomentumSGD", config, lr=0.1, **kwargs).setup(model),
-                           config)
+        opt = finish_setup(make_optimizer(impl, "MomentumSGD", lr=0.1).setup(model), config)
         if loss_scale is not None:
             opt.set_loss_scale(loss_scale)
         for name, hook in hooks:
