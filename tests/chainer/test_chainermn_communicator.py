@@ -13,18 +13,6 @@ from tests.chainer.rank_kit import N_RANKS, launched
 
 SCRIPT = Path(__file__).resolve().parent / "communicator_ranks.py"
 
-#: what each helper calls on fast's communicator and fails on (xfail, strict)
-FAILING = {
-    "scatter-dataset": "TypeError: MpiCommunicator.bcast_obj() got an unexpected keyword argument "
-                       "'max_buf_len' (then send_obj / recv_obj, missing)",
-    "scatter-index": "AttributeError: 'MpiCommunicator' object has no attribute 'send_obj' (rank 0), "
-                     "'recv_obj' (rank 1)",
-    "multi-node-iterator": "AttributeError: 'MpiCommunicator' object has no attribute 'bcast' "
-                           "(ChainerMN's broadcast of arrays)",
-    "multi-node-evaluator": "AttributeError: 'MpiCommunicator' object has no attribute 'allreduce_obj'",
-}
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     return launched(SCRIPT, tmp_path_factory.mktemp("communicator"))
@@ -49,9 +37,7 @@ def assert_what_the_helper_promises(helper, by_rank):
 
 
 @pytest.mark.parametrize("helper", list(HELPERS))
-def test_a_helper_gives_with_fasts_communicator_what_it_gives_with_chainermns(ranks, helper, request):
-    if helper in FAILING:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=FAILING[helper]))
+def test_a_helper_gives_with_fasts_communicator_what_it_gives_with_chainermns(ranks, helper):
     theirs = ranks.arrays(helper + "-chainermn", "chainermn")
     assert_what_the_helper_promises(helper, theirs)
     ours = ranks.arrays(helper + "-fast", "fast")
