@@ -63,8 +63,10 @@ run: $(VENV)/.installed-test
 # module's tests in one worker, so a module-scoped fixture (the ci suite, an mpiexec launch)
 # runs once. Measured from a fresh clone (`bash .ci/run`) on the quiet 2-core VM: 6 min 45 s in
 # all, 6 min 5 s of it pytest with two workers, against 9 min 58 s of pytest (at load 3) with one.
-test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -n 2 --dist loadscope tests
+# tests/chainer needs real Chainer (NumPy < 2): it runs second, in .venv-chainer.
+test: $(VENV)/.installed-test $(CHAINER_VENV)/.installed
+	$(PY) -m pytest -q -n 2 --dist loadscope tests --ignore=tests/chainer
+	$(CPY) -m pytest -q -n 2 --dist loadscope tests/chainer
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m pytest -q benchmarks

@@ -2,8 +2,8 @@
 against NumPy transcriptions of Chainer's CPU update rules (the arithmetic Chainer performs,
 operation by operation, in the parameter's dtype; fp32 on the master for fp16 + master).
 A wrong stride, offset or tail in the fused kernels shows up here as a mismatch in a
-particular tensor. This runs without chainer; test_fast_vs_chainer.py covers all optimizers
-against Chainer itself where it is installed."""
+particular tensor. This runs without chainer; tests/chainer/test_fast_vs_chainer.py covers all
+optimizers against Chainer itself."""
 
 import math
 

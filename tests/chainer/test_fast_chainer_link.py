@@ -1,14 +1,14 @@
-"""A Chainer Link as the optimization target (runs only where chainer is installed)."""
+"""A Chainer Link as the optimization target."""
 
 import numpy as np
 import pytest
 
-chainer = pytest.importorskip("chainer")
-import chainer.functions as F  # noqa: E402
-import chainer.links as L  # noqa: E402
+import chainer
+import chainer.functions as F
+import chainer.links as L
 
-import fast  # noqa: E402
-from fast_testkit import gradients  # noqa: E402
+import fast
+from tests.fast.fast_testkit import gradients
 
 
 def linear_link(seed=0):

@@ -1,5 +1,5 @@
-"""`fast` in the chainer profile against Chainer 7.8.1 itself, where chainer is installed
-(it needs NumPy < 2). In float64, float32 and fp16 with an fp32 master, Chainer's NumPy
+"""`fast` in the chainer profile against Chainer 7.8.1 itself (in .venv-chainer: it needs
+NumPy < 2). In float64, float32 and fp16 with an fp32 master, Chainer's NumPy
 path and `fast`'s kernels perform the same rounded operations in the same order, so
 parameters, masters and state agree bit for bit. (Plain fp16 is left out: Chainer does the
 arithmetic in fp16 there, `fast` in fp32 by design.)"""
@@ -9,10 +9,11 @@ import warnings
 import numpy as np
 import pytest
 
-chainer = pytest.importorskip("chainer")
+import chainer
 
-import fast  # noqa: E402
-from fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, gradients, make_params  # noqa: E402
+import fast
+from tests.chainer.chainer_kit import ADAM_FAMILY, adam_alpha_t_bug
+from tests.fast.fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, gradients, make_params
 
 MODES = ("float64", "float32", "fp16_master")
 
@@ -151,3 +152,17 @@ def test_norm_based_hooks_match_chainer_to_gradient_rounding(hook, mode, static_
         data_bound = HOOK_STEPS * v_bound + float(np.spacing(np.max(np.abs(their_param.array))))
         np.testing.assert_allclose(p.data.astype(np.float64), data, rtol=0, atol=data_bound,
                                    err_msg=f"{key}.data")
+
+
+LONG_RUN_STEPS = 20
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ADAM_FAMILY)
+def test_the_adam_family_matches_chainer_past_the_first_steps(name, mode, request):
+    """alpha_t depends on t; the steps above stop at t = 4."""
+    if mode == "float64":
+        request.applymarker(adam_alpha_t_bug(LONG_RUN_STEPS))
+    ours, theirs, _ = run_both(name, mode, steps=LONG_RUN_STEPS)
+    for key, p in ours.items():
+        assert_bitwise(p.data, getattr(theirs, key).array, f"{key}.data")
