@@ -7,13 +7,11 @@ initialized link draws its values at its first forward, so each run seeds it fir
 (``seeded``) and both runs make the same draws in the same order.
 """
 import contextlib
-import math
 
 import chainer
 import chainer.functions as F
 import chainer.links as L
 import numpy as np
-import pytest
 
 import fast
 
@@ -145,24 +143,3 @@ def classification_loss(model):
 
 ADAM_FAMILY = ("Adam", "AdamW", "AMSGrad", "AdaBound", "AMSBound")
 
-
-def numpy_power_differs_from_math_pow(last_t, betas=(0.9, 0.999)):
-    """Whether NumPy's float64 ``power`` on arrays gives another result than ``math.pow``
-    (C's pow) for beta ** t, some t <= `last_t`, on this machine. It does where NumPy 1.26
-    dispatches it to its AVX-512 code (0.9 ** 8 and 0.999 ** 8, among others; with
-    NPY_DISABLE_CPU_FEATURES naming the AVX-512 features the two agree)."""
-    t = np.arange(1, last_t + 1)
-    return any(not np.array_equal(np.power(np.full(last_t, beta), t), [math.pow(beta, k) for k in t])
-               for beta in betas)
-
-
-def adam_alpha_t_bug(last_t):
-    """The xfail of fast's Adam family in float64 over steps up to `last_t`: fast's kernel
-    table computes alpha_t = alpha sqrt(1 - beta2^t) / (1 - beta1^t) with numpy.power
-    (fast/optimizers/adam.py, AdamRule.kernel_table), Chainer's rule with math.pow, so where
-    the two powers differ the step differs in its last bit."""
-    return pytest.mark.xfail(
-        numpy_power_differs_from_math_pow(last_t), strict=True,
-        reason="fast's Adam kernel table takes beta ** t with numpy.power, Chainer with math.pow; "
-               "with NumPy's AVX-512 power they differ (t = 8: alpha_t off by 1 ulp), and float64 "
-               "parameters end 1 ulp from Chainer's")

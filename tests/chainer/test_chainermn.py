@@ -49,24 +49,15 @@ def test_chainermn_wraps_a_fast_optimizer_as_a_chainer_one(ranks, config):
     assert step_counts(ours[0]) == {STEPS}
 
 
-#: fast's bug that the tests meeting it are marked with
-ZERO_LOSSFUN_BUG = pytest.mark.xfail(
-    strict=True, reason="under zero=True, update(lossfun) does not clear the Chainer link's gradients "
-    "before backward (it clears the ZeRO pieces'), so backward adds to Chainer's NaN-initialized "
-    "gradients: float32 parameters and state become NaN, mixed16 skips every step (t stays 0)")
-
-
 @pytest.mark.parametrize("style", ["lossfun", "explicit"])
 @pytest.mark.parametrize("config", ["float32", "mixed16"])
 @pytest.mark.parametrize("model", ["eager", "lazy"])
 @pytest.mark.parametrize("mode", ["replicated", "zero"])
-def test_fast_distributed_steps_on_the_mean_as_chainermn(ranks, mode, model, config, style, request):
+def test_fast_distributed_steps_on_the_mean_as_chainermn(ranks, mode, model, config, style):
     """(b) Each rank's gradient is its own shard's; both ranks step on their mean, as with
     ChainerMN, from rank 0's initial values. ChainerMN's first update only broadcasts;
     fast.distributed's setup broadcasts (and so does an update that finds a lazy link's new
     arrays), so the runs are aligned on the updates that step."""
-    if mode == "zero" and style == "lossfun":
-        request.applymarker(ZERO_LOSSFUN_BUG)
     scenario = "fast-distributed-{}-{}-{}-{}".format(mode, model, config, style)
     ours, theirs = ranks.arrays(scenario, "fast"), ranks.arrays(scenario, "chainer")
     for r in range(N_RANKS):
@@ -108,18 +99,15 @@ def test_a_trainer_under_fast_distributed_resumes_as_under_chainermn(ranks):
 
 
 @pytest.mark.parametrize("kind", ["replicated-initialized", "zero"])
-def test_a_trainer_under_fast_distributed_resumes_where_it_left_off(ranks, kind, request):
+def test_a_trainer_under_fast_distributed_resumes_where_it_left_off(ranks, kind):
     """(c) The link initialized before setup (so every update steps), every rank writing
     its snapshot (replicated: serialize is local; ZeRO: collective) and resuming from its
     own with chainer.serializers.load_npz(file, trainer): the run ends where the
     uninterrupted run ends."""
-    if kind == "zero":
-        request.applymarker(ZERO_LOSSFUN_BUG)
     assert_same_runs(ranks.arrays("trainer-{}-resumed".format(kind), "resumed"),
                      ranks.arrays("trainer-" + kind, "run"))
 
 
-@ZERO_LOSSFUN_BUG
 def test_a_zero_trainer_trains_as_a_replicated_one(ranks):
     """(c) Under zero=True the Trainer's run equals the replicated one from the same start
     (the link initialized by one forward before setup), the state gathered whole."""
@@ -127,7 +115,6 @@ def test_a_zero_trainer_trains_as_a_replicated_one(ranks):
                      ranks.arrays("trainer-replicated-initialized", "run"))
 
 
-@ZERO_LOSSFUN_BUG
 def test_every_zero_rank_writes_the_snapshot_a_replicated_rank_writes(ranks):
     """(c) Under zero=True every rank runs the snapshot extension (serialize is collective)
     and writes the whole state: each rank's file equals, key by key, the one the same rank

@@ -12,7 +12,7 @@ import pytest
 import chainer
 
 import fast
-from tests.chainer.chainer_kit import ADAM_FAMILY, adam_alpha_t_bug
+from tests.chainer.chainer_kit import ADAM_FAMILY
 from tests.fast.fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, gradients, make_params
 
 MODES = ("float64", "float32", "fp16_master")
@@ -159,10 +159,10 @@ LONG_RUN_STEPS = 20
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", ADAM_FAMILY)
-def test_the_adam_family_matches_chainer_past_the_first_steps(name, mode, request):
-    """alpha_t depends on t; the steps above stop at t = 4."""
-    if mode == "float64":
-        request.applymarker(adam_alpha_t_bug(LONG_RUN_STEPS))
+def test_the_adam_family_matches_chainer_past_the_first_steps(name, mode):
+    """alpha_t depends on t; the steps above stop at t = 4. (fast takes beta ** t with C's
+    pow, as Chainer's math.pow does: NumPy's vectorised power differed in the last bit from
+    t = 8 on AVX-512 CPUs.)"""
     ours, theirs, _ = run_both(name, mode, steps=LONG_RUN_STEPS)
     for key, p in ours.items():
         assert_bitwise(p.data, getattr(theirs, key).array, f"{key}.data")

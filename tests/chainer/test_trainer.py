@@ -12,7 +12,7 @@ from chainer import training
 from chainer.training import extensions
 
 from tests.chainer.chainer_kit import (
-    ADAM_FAMILY, MLP, adam_alpha_t_bug, assert_bitwise, assert_same_training, blobs,
+    MLP, assert_bitwise, assert_same_training, blobs,
     finish_setup, input_dtype, make_optimizer, seeded)
 
 N_EXAMPLES = 32
@@ -106,14 +106,7 @@ def runs(request, tmp_path_factory):
     return out
 
 
-def expect_known_bugs(request, case):
-    """Mark the comparison with Chainer of a case that meets a known bug of fast."""
-    if case.config == "float64" and case.name in ADAM_FAMILY:
-        request.applymarker(adam_alpha_t_bug(ITERATIONS))
-
-
-def test_the_run_logs_and_ends_as_chainer(runs, request):
-    expect_known_bugs(request, runs["case"])
+def test_the_run_logs_and_ends_as_chainer(runs):
     ours, theirs = runs["fast"], runs["chainer"]
     assert len(theirs["log"]) == EPOCHS
     assert all("lr" in entry for entry in theirs["log"])
@@ -121,8 +114,7 @@ def test_the_run_logs_and_ends_as_chainer(runs, request):
     assert_same_training(ours["model"], theirs["model"])
 
 
-def test_the_snapshot_holds_what_chainers_holds(runs, request):
-    expect_known_bugs(request, runs["case"])
+def test_the_snapshot_holds_what_chainers_holds(runs):
     with np.load(runs["fast"]["snapshot"]) as ours, np.load(runs["chainer"]["snapshot"]) as theirs:
         assert sorted(ours.files) == sorted(theirs.files)
         for key in theirs.files:
@@ -130,10 +122,9 @@ def test_the_snapshot_holds_what_chainers_holds(runs, request):
                 assert_bitwise(ours[key], theirs[key], key)
 
 
-def test_the_resumed_run_logs_and_ends_as_chainers(runs, request):
+def test_the_resumed_run_logs_and_ends_as_chainers(runs):
     """Chainer's own resume is exact in float64 and float32 (in mixed16 its snapshot holds
     neither the fp32 masters nor the loss scale); fast's resumes as Chainer's does."""
-    expect_known_bugs(request, runs["case"])
     ours, theirs = runs["fast"], runs["chainer"]
     if runs["case"].config != "mixed16":
         assert without_times(ours["resumed_log"]) == without_times(ours["log"])

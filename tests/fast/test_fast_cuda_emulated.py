@@ -17,7 +17,6 @@ import pytest
 
 import fast
 import fast.backends
-from fast.backends import cuda as cuda_backend
 from fast.backends.cuda_emulator import EmulatedCudaBackend
 from fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, gradients, make_optimizer, \
     set_grads, ulp_distance
