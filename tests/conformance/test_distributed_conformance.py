@@ -258,7 +258,7 @@ def test_the_distributed_slice_passes(slice_run):
     assert [r["case"] for r in payload["results"]] == names
     assert payload["verdict"] == "pass" and payload["failed"] == 0
     assert payload["not_applicable"] == 0 and payload["meta"]["ranks"] == ranks
-    assert all(r["passed"] and r["elements"] > 0 for r in payload["results"])
+    assert all(r["status"] == "passed" and r["elements"] > 0 for r in payload["results"])
     assert out.count(f"{len(names)} cases, 0 failed") == 1  # rank 0 prints, the others do not
 
 
@@ -280,7 +280,7 @@ def test_distributed_mutant_is_caught_where_fast_passes(name, slice_run):
     mutant = by_name(name)
     if ranks != mutant.ranks:
         pytest.skip(f"{name} runs on {mutant.ranks} ranks")
-    passing = {r["case"] for r in payload["results"] if r["passed"]}
+    passing = {r["case"] for r in payload["results"] if r["status"] == "passed"}
     outcome = run_distributed_mutant(mutant, "ci", passing)
     assert outcome["error"] is None, outcome["error"]
     assert outcome["detected"], outcome

@@ -129,7 +129,7 @@ def test_the_baseline_can_come_from_a_conformance_report(tmp_path):
     import json
     from conformance.mutants.runner import baseline_from_report, suite
     names = [c.name for c in suite("smoke", "float32/")]
-    results = [{"case": n, "passed": i != 1} for i, n in enumerate(names)]
+    results = [{"case": n, "status": "failed" if i == 1 else "passed"} for i, n in enumerate(names)]
     path = tmp_path / "conformance-gpu.json"
     meta = {"impl": "fast", "device": "gpu", "level": "smoke"}
     path.write_text(json.dumps({"meta": meta, "results": results}))
