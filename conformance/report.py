@@ -272,17 +272,30 @@ def plot_series(records: list) -> dict:
     return {mode: series[mode] for mode in DTYPE_MODES if mode in series}
 
 
+def first_failures(records: list) -> dict:
+    """dtype mode -> the first step at which one of its cases diverged (modes without a
+    failing case left out)."""
+    first = {}
+    for r in records:
+        if diverged(r) and r["step_errors"]:
+            step = len(r["step_errors"])
+            first[r["dtype_mode"]] = min(first.get(r["dtype_mode"], step), step)
+    return first
+
+
 def draw_optimizer(ax, name: str, records: list) -> None:
     """One optimizer's plot on `ax`: per dtype mode, the worst normalized error per step;
     exact zeros drawn on a line of their own (labelled 0), errors above PLOT_CLIP (and inf)
     drawn at it with an upward marker; whole-number steps."""
     from matplotlib.ticker import FixedLocator, MaxNLocator
     clipped_any = zero_any = False
+    failing = first_failures(records)
     for mode, steps in plot_series(records).items():
         xs = sorted(steps)
         values = [steps[x] for x in xs]
         shown = [PLOT_ZERO if v == 0 else min(v, PLOT_CLIP) for v in values]
-        line, = ax.plot(xs, shown, marker="o", markersize=3, label=mode)
+        label = mode if mode not in failing else f"{mode}: fails from step {failing[mode]}"
+        line, = ax.plot(xs, shown, marker="o", markersize=3, label=label)
         zeros = [x for x, v in zip(xs, values) if v == 0]
         clipped = [x for x, v in zip(xs, values) if v > PLOT_CLIP]
         if zeros:
@@ -325,7 +338,7 @@ def write_plots(records: list, directory: str) -> list:
             by_optimizer[r["optimizer"]].append(r)
     paths = []
     for name, group in sorted(by_optimizer.items()):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
         draw_optimizer(ax, name, group)
         fig.tight_layout()
         path = os.path.join(directory, f"conformance-{name}.png")
