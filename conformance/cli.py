@@ -19,24 +19,47 @@ from .diagnosis import reproduce_command as _reproduce_command
 from .parallel import run_suite
 from .target import DEVICES, Target, UsageError, array_module, describe_device
 
-_SUITE_EXIT = ("0: every selected case that ran conforms, and at least one ran; 1: a case "
-               "diverged, a case the run requires could not run (--optimizers, --require-all), "
-               "or no case ran; 2: a usage error (an option, a module that cannot be imported, "
-               "an output that cannot be written, no case selected) or an error of the harness")
-#: Each subcommand's exit statuses.
+_SUITE_EXIT = (
+    (0, "every selected case that ran conforms, and at least one case ran"),
+    (1, "a case diverged, a case the run requires could not run (--optimizers, "
+        "--require-all), or no case ran (every selected case was not applicable)"),
+    (2, "a usage error (an option, a module that cannot be imported, an output that cannot "
+        "be written, no case selected) or an error of the harness itself"))
+#: Each subcommand's exit statuses (its --help prints them; docs/conformance.md holds the
+#: table `exit_codes_markdown` makes of them).
 EXIT_CODES = {
     "run": _SUITE_EXIT,
     "gate": _SUITE_EXIT,
-    "report": "as run (the verdict of the run it reports, with --results the saved run's); "
-              "2 also for a --results file that cannot be used",
-    "show": "0: the case was printed; 2: no such case (or a usage error)",
-    "mutants": "0: every mutant detected; 1: a mutant survived (or did not build); 2: a usage "
-               "or internal error",
-    "deep": "0: no alarm; 1: a counterexample (printed with its reproduce line); 2: a usage or "
-            "internal error",
-    "ladder": "0: the float64 reference agrees with mpmath on every case; 1: a case does not; "
-              "2: a usage or internal error",
+    "report": ((0, "as run: the verdict of the run it reports (with --results, the saved "
+                   "run's)"),
+               (1, "as run"),
+               (2, "as run, and a --results file that cannot be used")),
+    "show": ((0, "the case was printed"), (2, "no such case, or a usage error")),
+    "mutants": ((0, "every mutant was detected"),
+                (1, "a mutant survived (or did not build)"),
+                (2, "a usage or internal error")),
+    "deep": ((0, "no alarm"), (1, "a counterexample, printed with its reproduce line"),
+             (2, "a usage or internal error")),
+    "ladder": ((0, "the float64 reference agrees with mpmath on every case"),
+               (1, "a case does not"), (2, "a usage or internal error")),
 }
+
+
+def _exit_epilog(name: str) -> str:
+    import textwrap
+    lines = ["exit status:"]
+    for code, meaning in EXIT_CODES[name]:
+        lines += textwrap.wrap(meaning, 76, initial_indent=f"  {code}  ", subsequent_indent="     ")
+    return "\n".join(lines)
+
+
+def exit_codes_markdown() -> str:
+    """The table of every subcommand's exit statuses, as docs/conformance.md shows it."""
+    lines = ["| subcommand | exit status |", "| --- | --- |"]
+    for name, codes in EXIT_CODES.items():
+        lines.append(f"| `{name}` | " + "; ".join(f"{code}: {meaning}" for code, meaning in codes)
+                     + " |")
+    return "\n".join(lines)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -59,14 +82,14 @@ class Parser(argparse.ArgumentParser):
 
 def _subcommand(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_text, description=help_text,
-                          epilog=f"exit status: {EXIT_CODES[name]}" if name in EXIT_CODES else None)
+                          epilog=_exit_epilog(name) if name in EXIT_CODES else None)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m conformance",
                     description="Diff an optimizer implementation against the reference.",
-                    epilog="exit status: " + "; ".join(f"{name}: {EXIT_CODES[name]}"
-                                                       for name in ("run", "gate")))
+                    epilog="exit status: 0 conformance, 1 non-conformance, 2 usage or internal "
+                           "error;\neach subcommand's --help says exactly when.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run the suite (with the free-running drift); print a summary"),
                             ("gate", "run the suite; exit 0 on conformance, 1 on non-conformance")):
@@ -224,8 +247,8 @@ def _print_summary(args, records) -> None:
     required_by = options.required_by(args)
     if not args.quiet:
         print(report.summary_table(records))
-        print("\n".join(report.legend_lines()))
-    print(f"\n{report.count_line(records, required_by)}")
+        print("\n".join(report.legend_lines()) + "\n")
+    print(report.count_line(records, required_by))
     for line in report.ran_lines(records) + report.not_run_lines(records, required_by):
         print(line)
 
@@ -355,7 +378,7 @@ def cmd_ladder(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command in ("run", "gate"):

@@ -119,8 +119,9 @@ FP16_COMPUTE_OPTION = Option(
     "fp16_compute", "the dtype the implementation computes in for float16 storage without a "
     "master (float32: fast; float16: Chainer's NumPy float16 arithmetic)", default="float32",
     choices=FP16_COMPUTE, pytest=True, reproduce=True)
-JOBS = Option("jobs", "worker processes (default: the usable cores); the results are the "
-              "same for every N", default=_usable_cores, type=positive_int, metavar="N")
+JOBS = Option("jobs", "worker processes, by default one per usable core (here: the default "
+              "below); the results are the same for every N", default=_usable_cores,
+              type=positive_int, metavar="N")
 REQUIRE_ALL = Option("require_all", "every selected case must run: a case the implementation "
                      "cannot run (not applicable) is a failure", flag=True, pytest=True,
                      reproduce=True)

@@ -67,3 +67,12 @@ def test_a_bug_planted_in_a_copy_fails_the_gate_and_the_reproduce_line_reproduce
     assert again.returncode == 1, again.stdout + again.stderr
     assert f"NON-CONFORMANCE in case {failing}" in again.stdout
     assert "1 case, 1 failed" in again.stdout
+
+
+def test_the_worked_example_in_the_docs_is_what_the_gate_prints():
+    with open(os.path.join(ROOT, "docs", "conformance.md")) as f:
+        docs = f.read()
+    command = "$ python -m conformance gate --impl examples.my_adam --optimizers Adam --quiet\n"
+    shown = docs[docs.index(command) + len(command):docs.index("$ echo $?\n1\n")]
+    proc = conformance("gate", "--impl", "examples.my_adam", "--optimizers", "Adam", "--quiet")
+    assert proc.returncode == 1 and proc.stdout == shown
