@@ -229,7 +229,7 @@ def cmd_run(args, gate=False) -> int:
     if world is not None:
         results = _run_distributed(args, world, cases, gate)
         code = 1 if report.verdict_failed([report.result_record(r) for r in results],
-                                          options.required_by(args)) else 0
+                                          _required(args)) else 0
         codes = world.allgather(code)
         if world.rank == 0:
             _report_run(args, results, gate)
@@ -262,7 +262,7 @@ def _report_run(args, results, gate) -> int:
         print_failure(args, failed[0])
     if report.nothing_ran(records):
         print("FAIL: no case ran: every selected case needs what the implementation lacks")
-    return 1 if report.verdict_failed(records, options.required_by(args)) else 0
+    return 1 if report.verdict_failed(records, _required(args)) else 0
 
 
 def _write_outputs(args, results, gate) -> None:
@@ -302,7 +302,7 @@ def cmd_report(args) -> int:
             results = _run_distributed(args, world, select_cases(args), gate=False)
             if world.rank != 0:  # rank 0 writes; every rank has the same results
                 records = [report.result_record(r) for r in results]
-                return 1 if report.verdict_failed(records, required_by) else 0
+                return 1 if report.verdict_failed(records, required_by is not None) else 0
         else:
             results = run_suite(_target(args), select_cases(args), jobs=args.jobs,
                                 progress=_progress(args), drift=True,
@@ -316,7 +316,7 @@ def cmd_report(args) -> int:
     print(report.count_line(records, required_by))
     for line in report.ran_lines(records) + report.not_run_lines(records, required_by):
         print(line)
-    return 1 if report.verdict_failed(records, required_by) else 0
+    return 1 if report.verdict_failed(records, required_by is not None) else 0
 
 
 def _saved_run(path: str) -> tuple:

@@ -168,9 +168,10 @@ def nothing_ran(records: list) -> bool:
     return all(not_applicable(r) for r in records)
 
 
-def verdict_failed(records: list, required_by=None) -> bool:
-    """The run fails: a case diverged, a required case could not run, or no case ran."""
-    return nothing_ran(records) or any(failed(r, required_by is not None) for r in records)
+def verdict_failed(records: list, require_all=False) -> bool:
+    """The run fails: a case diverged, a case it requires (`require_all`) could not run, or
+    no case ran."""
+    return nothing_ran(records) or any(failed(r, require_all) for r in records)
 
 
 def summary_table(records: list) -> str:

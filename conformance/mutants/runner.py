@@ -100,6 +100,9 @@ def baseline_from_report(path: str, level: str, device: str, name_filter=None) -
     if any(meta.get(k) != v for k, v in wanted.items()):
         raise ValueError(f"{path} is a report of {meta.get('impl')} on {meta.get('device')} at level "
                          f"{meta.get('level')}, not of fast on {device} at level {level}")
+    if any("status" not in r for r in saved["results"]):
+        raise ValueError(f"{path} holds records without a status (written before statuses "
+                         f"existed): write it again with `python -m conformance report`")
     passed = {r["case"]: r["status"] == "passed" for r in saved["results"]}
     cases = suite(level, name_filter)
     missing = [c.name for c in cases if c.name not in passed]

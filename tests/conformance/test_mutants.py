@@ -140,3 +140,7 @@ def test_the_baseline_can_come_from_a_conformance_report(tmp_path):
     path.write_text(json.dumps({"meta": meta, "results": results[1:]}))
     with pytest.raises(ValueError, match="no result for 1 of the cases"):
         baseline_from_report(str(path), "smoke", "gpu", "float32/")
+    older = [{"case": n, "passed": True} for n in names]
+    path.write_text(json.dumps({"meta": meta, "results": older}))
+    with pytest.raises(ValueError, match="records without a status"):
+        baseline_from_report(str(path), "smoke", "gpu", "float32/")
