@@ -18,8 +18,9 @@ from .compare import CaseResult
 LEGEND = (
     "worst: the largest normalized error |impl - reference| / bound of any element a "
     "teacher-forced step checked. 0: equal; at most 1 conforms; exactly 1 (common on a "
-    "conforming run): a stored value that rounded to the far end of what the bound allows, one "
-    "storage ulp from the reference's rounding; inf: a non-finite value the reference does not "
+    "conforming run): a stored value at the far end of the storage values the bound allows "
+    "(typically one storage ulp from the reference's rounding); inf: a non-finite value the "
+    "reference does not "
     "have, or a divergence that is not a value's (an exception, a counter). A failing case's "
     "worst is the error of its divergence, as its diagnosis shows it. unbounded: elements "
     "whose bound was infinite (any value accepted); ambiguous_steps: steps re-run with a "
@@ -224,10 +225,9 @@ def write_reports(records: list, meta: dict, directory="reports", required_by=No
 def markdown(rows, failed_records, meta, records, required_by=None) -> str:
     lines = ["# Conformance report", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += [f"- {count_line(records, required_by)}", ""]
-    lines += ran_lines(records)
-    lines += [""] + not_run_lines(records, required_by)
-    lines += ["", LEGEND, "",
+    lines += [f"- {count_line(records, required_by)}", "", "```"]
+    lines += ran_lines(records) + not_run_lines(records, required_by)
+    lines += ["```", "", LEGEND, "",
               "| " + " | ".join(SUMMARY_COLUMNS) + " |",
               "|" + "---|" * len(SUMMARY_COLUMNS)]
     for row in rows:
