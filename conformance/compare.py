@@ -58,8 +58,8 @@ class Divergence:
 
     kinds: value (an element outside its bound), discrete (a counter, the loss scale, which
     arrays exist), exception (the sides raised differently), structure (an array's shape or
-    dtype, or an array changed by an update that raised), contract (a part of the public API
-    missing or of another form), ranks (the ranks of a distributed case disagree).
+    dtype), changed (an array changed by an update that raised), contract (a part of the
+    public API missing or of another form), ranks (the ranks of a distributed case disagree).
     """
     case: str
     step: int
@@ -97,6 +97,12 @@ class Divergence:
         if self.kind == "discrete":
             return (f"step {self.step}: {where}: the implementation has {self.impl_value!r}, "
                     f"where the reference has {self.ref_value!r} (compared exactly)")
+        if self.kind == "changed":
+            return (f"step {self.step}: {where}: changed by an update that raised (an update "
+                    f"that raises must change nothing)")
+        if self.kind == "ranks":
+            return (f"step {self.step}: {where}: the ranks disagree: {self.impl_value} where "
+                    f"{self.ref_value}")
         return f"step {self.step}: {where}: {self.kind}: impl {self.impl_value!r} vs reference {self.ref_value!r}"
 
     def value_difference(self) -> str:
@@ -112,9 +118,10 @@ class Divergence:
         ulps = ulps_apart(impl, ref, self.dtype) if self.dtype else None
         in_ulps = "" if ulps is None else f"{ulps} ulp{'s' if ulps != 1 else ''} of {self.dtype}"
         if self.bound == 0:
-            return (f"{values}: {in_ulps or f'error {error:.6g}'} apart where equal bits are "
-                    f"required (the bound is 0: every value the reference allows rounds to the "
-                    f"same {self.dtype or 'value'})")
+            why = ("a checkpoint reloads exactly what was saved" if self.array.endswith(" after load")
+                   else f"the bound is 0: every value the reference allows rounds to the same "
+                        f"{self.dtype or 'value'}")
+            return f"{values}: {in_ulps or f'error {error:.6g}'} apart where equal bits are required ({why})"
         if math.isinf(self.bound):
             return f"{values}: unbounded"
         return (f"{values}: error {error:.6g}{f' ({in_ulps})' if in_ulps else ''} is "
@@ -553,10 +560,7 @@ def _check_unchanged(case, step, before, after, result) -> None:
     for name, old in b.items():
         new = a.get(name)
         if new is None or not np.array_equal(old, new, equal_nan=True):
-            result.diverge(Divergence(case.name, step, name, "structure",
-                                      impl_value="it changed in an update that raised",
-                                      ref_value="it unchanged (an update that raises changes "
-                                                "nothing)"))
+            result.diverge(Divergence(case.name, step, name, "changed"))
             return
 
 

@@ -56,6 +56,14 @@ def test_a_divergence_says_in_words_what_differs():
     three = float(np.float32(1.0) + 3 * np.finfo(np.float32).eps)
     bounded = _value(three, 1.0, 1.2e-7, 3 * 1.1920929e-07 / 1.2e-7, "float32").describe()
     assert "(3 ulps of float32) is 2.98 x the bound 1.2e-07 (normalized error 2.98" in bounded
+    from conformance.compare import Divergence
+    loaded = Divergence("c", 2, "/p0 state m after load", "value", (0,), next_up, one, 0.0,
+                        math.inf, dtype="float16").describe()
+    assert "1 ulp of float16 apart where equal bits are required (a checkpoint reloads" in loaded
+    counter = Divergence("c", 3, "opt.t", "discrete", impl_value=3, ref_value=2).describe()
+    assert counter == "step 3: opt.t: the implementation has 3, where the reference has 2 (compared exactly)"
+    changed = Divergence("c", 1, "/p0 param", "changed").describe()
+    assert "changed by an update that raised (an update that raises must change nothing)" in changed
 
 
 def test_ulps_apart_counts_values_of_the_dtype_across_zero():
