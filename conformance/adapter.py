@@ -19,6 +19,8 @@ import numpy as np
 from . import streams
 from .cases import Case
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
 
 def load_impl(name: str):
     """Import the implementation module named on the command line.
@@ -42,13 +44,13 @@ class ContractError(Exception):
     property that raises): a failing case that names the part, never an error of the harness.
 
     `side` is the driver's ("implementation" or "reference": the reference meets the
-    contract, so there it is a bug of the harness); `traceback` holds the frames of the code
-    that raised, outside the harness's own modules.
+    contract, so there it is a bug of the harness); `frames` holds the formatted frames of the
+    code that raised, outside the harness's own modules.
     """
 
-    def __init__(self, message: str, side: str = "implementation", traceback: str = ""):
+    def __init__(self, message: str, side: str = "implementation", frames: str = ""):
         super().__init__(message)
-        self.side, self.traceback = side, traceback
+        self.side, self.frames = side, frames
 
 
 class CalledCodeRaised(Exception):
@@ -77,9 +79,6 @@ def contract(what: str, side: str = "implementation"):
     except Exception as exc:
         raise ContractError(f"{what}: {type(exc).__name__}: {exc}", side,
                             foreign_frames(exc)) from None
-
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def to_host(array) -> np.ndarray | None:

@@ -165,10 +165,6 @@ def _target(args) -> Target:
     return Target(args.impl, args.device, getattr(args, "fp16_compute", "float32"))
 
 
-def select_cases(args) -> list:
-    return options.select_cases(args)
-
-
 def reproduce_command(args, case) -> str:
     """The reproduce line for parsed arguments (`deep`'s have no --level: its cases are
     given by repr)."""
@@ -224,7 +220,7 @@ def _check_outputs(args) -> None:
 def cmd_run(args, gate=False) -> int:
     target = _target(args)
     world = _world(args)
-    cases = select_cases(args)
+    cases = options.select_cases(args)
     _check_outputs(args)
     if world is not None:
         results = _run_distributed(args, world, cases, gate)
@@ -299,12 +295,12 @@ def cmd_report(args) -> int:
     else:
         world = _world(args)
         if world is not None:
-            results = _run_distributed(args, world, select_cases(args), gate=False)
+            results = _run_distributed(args, world, options.select_cases(args), gate=False)
             if world.rank != 0:  # rank 0 writes; every rank has the same results
                 records = [report.result_record(r) for r in results]
                 return 1 if report.verdict_failed(records, required_by is not None) else 0
         else:
-            results = run_suite(_target(args), select_cases(args), jobs=args.jobs,
+            results = run_suite(_target(args), options.select_cases(args), jobs=args.jobs,
                                 progress=_progress(args), drift=True,
                                 require_all=_required(args))
         meta, records = _meta(args), [report.result_record(r) for r in results]
@@ -328,6 +324,9 @@ def _saved_run(path: str) -> tuple:
         raise UsageError(f"--results {path}: cannot read it ({exc})") from exc
     if not isinstance(saved, dict) or not {"meta", "results"} <= saved.keys():
         raise UsageError(f"--results {path}: not a file written by `run --json`")
+    if any("status" not in record for record in saved["results"]):
+        raise UsageError(f"--results {path}: its records have no status (written by an earlier "
+                         f"version): write it again with `run --json`")
     if not saved.get("drift_measured", False):
         raise UsageError(f"--results {path} was written by `gate`, which does not measure "
                          f"drift: write it with `run --json`")

@@ -393,7 +393,7 @@ def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32", world=Non
             raise HarnessError(f"the reference failed the contract: {exc}") from exc
         result.diverge(Divergence(case.name, progress[0], "contract", "contract",
                                   impl_value=str(exc),
-                                  impl_raised=Raised("ContractError", str(exc), exc.traceback)))
+                                  impl_raised=Raised("ContractError", str(exc), exc.frames)))
     if distributed is not None:
         distributed.merge(result)
     return result
