@@ -90,7 +90,8 @@ class Divergence:
             ref = f"raises {self.ref_raised}" if self.ref_raised else "raises nothing"
             return f"step {self.step}: {action}: the implementation {impl}, where the reference {ref}"
         if self.kind == "contract":
-            return f"step {self.step}: the implementation does not meet the contract: {self.impl_value}"
+            when = "building the optimizer" if self.step == 0 else f"step {self.step}"
+            return f"{when}: the implementation does not meet the contract: {self.impl_value}"
         if self.kind == "structure":
             return (f"step {self.step}: {where}: the implementation has {self.impl_value}, where "
                     f"the reference has {self.ref_value}")

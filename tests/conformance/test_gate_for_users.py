@@ -99,3 +99,21 @@ def test_outputs_are_created_or_refused_before_the_run(tmp_path):
     assert {p.name for p in (tmp_path / "rep" / "x").iterdir()} >= {"conformance.json",
                                                                      "conformance.md"}
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_contract_gap_while_building_the_optimizer_fails_the_case():
+    import types
+    import examples.my_adam as my_adam
+    from conformance import generators
+    from conformance.compare import check_case
+
+    class NoSetup:
+        def __init__(self, **hyperparams):
+            self.t = self.epoch = 0
+    impl = types.SimpleNamespace(Parameter=my_adam.Parameter,
+                                 optimizers=types.SimpleNamespace(Adam=NoSetup))
+    case = next(c for c in generators.ci_suite("smoke") if c.optimizer == "Adam")
+    [divergence] = check_case(impl, case).divergences
+    assert divergence.describe() == ("building the optimizer: the implementation does not meet "
+                                     "the contract: opt.setup: AttributeError: 'NoSetup' object "
+                                     "has no attribute 'setup'")
