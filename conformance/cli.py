@@ -305,8 +305,9 @@ def cmd_report(args) -> int:
                                 require_all=_required(args))
         meta, records = _meta(args), [report.result_record(r) for r in results]
     if meta.get("device", "cpu") == "cpu" and meta.get("ranks", 1) == 1 and not report.can_plot():
-        print("warning: no plots written: matplotlib is not installed (pip install "
-              "'chainer-optim-conformance[plot]')", file=sys.stderr)
+        print("warning: no plots written: matplotlib is not installed (the project's `plot` "
+              "extra: pip install '<wheel or checkout>[plot]', or pip install matplotlib)",
+              file=sys.stderr)
     for path in report.write_reports(records, meta, args.out, required_by):
         print("wrote", path)
     print(report.count_line(records, required_by))
