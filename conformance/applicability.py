@@ -23,6 +23,8 @@ reported (`--require-all` turns it into a failure).
 from __future__ import annotations
 
 import inspect
+import re
+from collections import defaultdict
 
 from .cases import Case
 
@@ -92,3 +94,48 @@ def _accepts(cls, name: str) -> bool:
 def _has_serializers(impl) -> bool:
     serializers = getattr(impl, "serializers", None)
     return hasattr(serializers, "save_npz") and hasattr(serializers, "load_npz")
+
+
+#: Reasons that differ only in what lacks a part (an optimizer, a hook), and the sentence the
+#: summary groups them under: (the reason's pattern, the group's sentence).
+_GROUPS = (
+    (re.compile(r"the implementation has no optimizer hook (?P<owner>\w+)"),
+     "the implementation has no optimizer hook {owners}"),
+    (re.compile(r"the implementation has no optimizer (?P<owner>\w+)"),
+     "the implementation has no optimizer {owners}"),
+    (re.compile(r"(?P<owner>\w+) takes no argument (?P<rest>.+)"), "no argument {rest}: {owners}"),
+    (re.compile(r"(?P<owner>\w+) has no (?P<rest>.+)"), "no {rest}: {owners}"),
+)
+
+
+def grouped_reasons(reason_lists) -> list:
+    """(number of cases, sentence) for each group of reasons, most cases first: the reasons
+    that differ only in what lacks the part make one sentence naming every one of them (a
+    case counts once per group). `reason_lists`: each not-applicable case's reasons."""
+    cases, owners = defaultdict(int), defaultdict(list)
+    for reasons in reason_lists:
+        seen = set()
+        for reason in reasons:
+            key, owner = _group_of(reason)
+            if owner is not None and owner not in owners[key]:
+                owners[key].append(owner)
+            if key not in seen:
+                seen.add(key)
+                cases[key] += 1
+    lines = []
+    for key, n in cases.items():
+        template, rest = key
+        if template is None:
+            lines.append((n, rest))
+        else:
+            names = sorted(owners[key])
+            lines.append((n, template.format(owners=", ".join(names), rest=rest)))
+    return sorted(lines, key=lambda x: (-x[0], x[1]))
+
+
+def _group_of(reason: str) -> tuple:
+    for pattern, template in _GROUPS:
+        match = pattern.fullmatch(reason)
+        if match:
+            return (template, match.groupdict().get("rest")), match.group("owner")
+    return (None, reason), None

@@ -19,7 +19,7 @@ import reference
 from reference.arithmetic import Float64, Mpmath
 
 from . import tolerance
-from .adapter import Driver, Snapshot
+from .adapter import CalledCodeRaised, ContractError, Driver, Snapshot, foreign_frames
 from .cases import Case
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,40 +28,144 @@ MAX_SINGLE_FLIPS = 4
 
 
 @dataclass(frozen=True)
+class Raised:
+    """An exception one side raised: its type's name, its message and (the implementation's)
+    the traceback of the code that raised it, without the harness's frames."""
+    type: str
+    message: str = ""
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, exc: BaseException, with_traceback: bool = True) -> "Raised":
+        return cls(type(exc).__name__, str(exc), foreign_frames(exc) if with_traceback else "")
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+def _type_name(raised):
+    return None if raised is None else raised.type
+
+
+#: What each kind of divergence's `array` names when it is not an array.
+_ACTIONS = {"exception": "update()", "construction": "building the parameters and the optimizer",
+            "checkpoint": "save_npz and load_npz"}
+
+
+@dataclass(frozen=True)
 class Divergence:
-    """The first place where the implementation left the reference's bound."""
+    """The first place where the implementation left the reference's bound.
+
+    kinds: value (an element outside its bound), discrete (a counter, the loss scale, which
+    arrays exist), exception (the sides raised differently), structure (an array's shape or
+    dtype), changed (an array changed by an update that raised), contract (a part of the
+    public API missing or of another form), ranks (the ranks of a distributed case disagree).
+    """
     case: str
     step: int
     array: str
-    kind: str                 # value | discrete | exception | structure | ranks
+    kind: str
     index: tuple = ()
     impl_value: object = None
     ref_value: object = None
     bound: float = 0.0
     normalized: float = math.inf
     rank: int | None = None   # distributed cases: the rank that saw it
+    dtype: str = ""           # value: the storage dtype of the array
+    impl_raised: Raised | None = None
+    ref_raised: Raised | None = None
 
     def describe(self) -> str:
+        """One line, in words: where, and what differs."""
         where = f"{self.array}{list(self.index) if self.index else ''}"
         if self.rank is not None:
             where = f"rank {self.rank}: {where}"
         if self.kind == "value":
-            return (f"step {self.step}: {where}: impl {self.impl_value!r} vs reference "
-                    f"{self.ref_value!r}: |error| {abs(self.impl_value - self.ref_value):.6g} > "
-                    f"bound {self.bound:.6g} (normalized {self.normalized:.3g})")
+            return f"step {self.step}: {where}: {self.value_difference()}"
+        if self.kind == "exception":
+            action = _ACTIONS.get(self.array, self.array)
+            if self.rank is not None:
+                action = f"rank {self.rank}: {action}"
+            impl = f"raised {self.impl_raised}" if self.impl_raised else "raised nothing"
+            ref = f"raises {self.ref_raised}" if self.ref_raised else "raises nothing"
+            return f"step {self.step}: {action}: the implementation {impl}, where the reference {ref}"
+        if self.kind == "contract":
+            when = "building the optimizer" if self.step == 0 else f"step {self.step}"
+            return f"{when}: the implementation does not meet the contract: {self.impl_value}"
+        if self.kind == "structure":
+            return (f"step {self.step}: {where}: the implementation has {self.impl_value}, where "
+                    f"the reference has {self.ref_value}")
+        if self.kind == "discrete":
+            return (f"step {self.step}: {where}: the implementation has {self.impl_value!r}, "
+                    f"where the reference has {self.ref_value!r} (compared exactly)")
+        if self.kind == "changed":
+            return (f"step {self.step}: {where}: changed by an update that raised (an update "
+                    f"that raises must change nothing)")
+        if self.kind == "ranks":
+            return (f"step {self.step}: {where}: the ranks disagree: {self.impl_value} where "
+                    f"{self.ref_value}")
         return f"step {self.step}: {where}: {self.kind}: impl {self.impl_value!r} vs reference {self.ref_value!r}"
+
+    def value_difference(self) -> str:
+        """What differs between two values, in words: a non-finite class that differs, equal
+        bits required and not met (in ulps of the storage dtype), or the error against the
+        bound (with the normalized error, |impl - reference| / bound)."""
+        impl, ref = self.impl_value, self.ref_value
+        values = f"impl {impl!r}, reference {ref!r}"
+        if not (math.isfinite(impl) and math.isfinite(ref)):
+            return (f"impl {_class_word(impl)} where the reference has {_class_word(ref)} "
+                    f"({values}; a non-finite value must be matched by the same one)")
+        error = abs(impl - ref)
+        ulps = ulps_apart(impl, ref, self.dtype) if self.dtype else None
+        in_ulps = "" if ulps is None else f"{ulps} ulp{'s' if ulps != 1 else ''} of {self.dtype}"
+        if self.bound == 0:
+            why = ("a checkpoint reloads exactly what was saved" if self.array.endswith(" after load")
+                   else f"the bound is 0: every value the reference allows rounds to the same "
+                        f"{self.dtype or 'value'}")
+            return f"{values}: {in_ulps or f'error {error:.6g}'} apart where equal bits are required ({why})"
+        if math.isinf(self.bound):
+            return f"{values}: unbounded"
+        return (f"{values}: error {error:.6g}{f' ({in_ulps})' if in_ulps else ''} is "
+                f"{self.normalized:.3g} x the bound {self.bound:.6g} (normalized error "
+                f"{self.normalized:.3g}; at most 1 conforms)")
+
+
+def _class_word(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"a finite {value!r}"
+
+
+def ulps_apart(a: float, b: float, dtype: str) -> int | None:
+    """How many values of `dtype` lie between a and b, counting b (0 when equal): the
+    distance in units in the last place; None for a dtype other than float16/32/64 or a value
+    that is not finite."""
+    if dtype not in ("float16", "float32", "float64") or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    kind = {"float16": np.int16, "float32": np.int32, "float64": np.int64}[dtype]
+
+    def ordinal(x):
+        bits = int(np.array(x, dtype=dtype).view(kind))
+        return bits if bits >= 0 else -(bits & np.iinfo(kind).max)
+    return abs(ordinal(a) - ordinal(b))
 
 
 @dataclass
 class CaseResult:
     case: Case
     divergences: list = field(default_factory=list)
-    step_errors: list = field(default_factory=list)   # worst normalized error per step
+    # The worst normalized error of each step checked; a diverging step's is its
+    # divergence's (inf for a divergence that is not a value's).
+    step_errors: list = field(default_factory=list)
     elements: int = 0
     unbounded: int = 0
     ambiguous_steps: int = 0
     drift: float = 0.0
-    not_applicable: str | None = None   # why the case was not run (conformance.applicability)
+    # Why the case was not run, one sentence per missing part (conformance.applicability);
+    # None when it ran.
+    not_applicable: tuple | None = None
 
     @property
     def diverged(self) -> bool:
@@ -72,9 +176,27 @@ class CaseResult:
         """Run and conforming (a case that was not applicable has not passed)."""
         return self.not_applicable is None and not self.divergences
 
+    @property
+    def status(self) -> str:
+        """'passed', 'failed' (it ran and diverged) or 'not_applicable' (it did not run)."""
+        if self.not_applicable is not None:
+            return "not_applicable"
+        return "failed" if self.divergences else "passed"
+
     def failed(self, require_all: bool = False) -> bool:
         """A divergence; with `require_all`, also a case that could not be run."""
         return self.diverged or (require_all and self.not_applicable is not None)
+
+    def diverge(self, divergence: Divergence) -> None:
+        """Record the divergence; its normalized error becomes its step's."""
+        self.divergences.append(divergence)
+        if divergence.step < 1:
+            return
+        if len(self.step_errors) < divergence.step:
+            self.step_errors.append(divergence.normalized)
+        else:
+            last = divergence.step - 1
+            self.step_errors[last] = max(self.step_errors[last], divergence.normalized)
 
 
 # -- element comparison ----------------------------------------------------------------------
@@ -174,20 +296,54 @@ class HarnessError(RuntimeError):
     """An exception raised inside the harness's own code: never a verdict on an implementation."""
 
 
-def _run(fn):
-    """Run fn(); return the exception type name it raised, or None.
+def _in_harness(frame) -> bool:
+    return os.path.dirname(os.path.abspath(frame.filename)) == _HERE
 
-    An exception whose innermost frame is in conformance's own modules is a bug of the harness
-    and is re-raised as HarnessError (exit 2), never reported as the reference's behaviour.
+
+def _harness_error(exc: BaseException) -> HarnessError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = (f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}: " if frames else "")
+    return HarnessError(f"internal error in {where}{type(exc).__name__}: {exc}")
+
+
+def _run_impl(fn) -> Raised | None:
+    """Run fn(), which drives the implementation; return what a call into the implementation
+    raised (its type, message and traceback), or None.
+
+    A ContractError (a part of the contract missing or of another form) propagates, to fail the
+    case; any other exception raised by the harness's own code is a bug of the harness
+    (HarnessError, exit 2).
     """
     try:
         fn()
-    except Exception as exc:  # the type is the discrete event being compared
+    except CalledCodeRaised as wrapped:
+        return Raised.of(wrapped.__cause__)
+    except (ContractError, HarnessError):
+        raise
+    except Exception as exc:
+        raise _harness_error(exc) from exc
+    return None
+
+
+def _run_reference(fn) -> Raised | None:
+    """Run fn(), which drives the reference; return what the reference raised, or None.
+
+    An exception whose innermost frame is in conformance's own modules (the tracked arithmetic,
+    the adapter) is a bug of the harness and is re-raised as HarnessError (exit 2), never
+    reported as the reference's behaviour.
+    """
+    try:
+        fn()
+    except CalledCodeRaised as wrapped:
+        exc = wrapped.__cause__
         frames = traceback.extract_tb(exc.__traceback__)
-        if frames and os.path.dirname(os.path.abspath(frames[-1].filename)) == _HERE:
-            raise HarnessError(f"internal error in {os.path.basename(frames[-1].filename)}:"
-                               f"{frames[-1].lineno}: {type(exc).__name__}: {exc}") from exc
-        return type(exc).__name__
+        if frames and _in_harness(frames[-1]):
+            raise _harness_error(exc) from exc
+        return Raised.of(exc, with_traceback=False)
+    except HarnessError:
+        raise
+    except Exception as exc:
+        raise _harness_error(exc) from exc
     return None
 
 
@@ -195,8 +351,9 @@ def _reference_driver(case: Case, optimizer_kwargs) -> Driver:
     """The reference built from the case: fed the mean over the ranks in a distributed case."""
     if case.ranks > 1:
         from .ranks import MeanGradientDriver
-        return MeanGradientDriver(reference, case, optimizer_kwargs=optimizer_kwargs)
-    return Driver(reference, case, optimizer_kwargs=optimizer_kwargs)
+        return MeanGradientDriver(reference, case, optimizer_kwargs=optimizer_kwargs,
+                                  side="reference")
+    return Driver(reference, case, optimizer_kwargs=optimizer_kwargs, side="reference")
 
 
 def _impl_driver(impl, case: Case, xp, world, params: str = "impl") -> Driver:
@@ -236,7 +393,15 @@ def check_case(impl, case: Case, xp=np, fp16_compute: str = "float32", world=Non
         raise UsageErrorForCase(f"case {case.name} runs on {case.ranks} ranks: "
                                 f"mpiexec -n {case.ranks} ... --ranks {case.ranks}")
     distributed = world if case.ranks > 1 else None
-    _check_case(impl, case, xp, fp16_compute, distributed, result, params)
+    progress = [0]   # the step the loop is at, for a contract failure
+    try:
+        _check_case(impl, case, xp, fp16_compute, distributed, result, progress, params)
+    except ContractError as exc:
+        if exc.side != "implementation":
+            raise HarnessError(f"the reference failed the contract: {exc}") from exc
+        result.diverge(Divergence(case.name, progress[0], "contract", "contract",
+                                  impl_value=str(exc),
+                                  impl_raised=Raised("ContractError", str(exc), exc.frames)))
     if distributed is not None:
         distributed.merge(result)
     return result
@@ -250,24 +415,28 @@ def _agreed(world, result, step, where, ok, driver, error=None) -> bool:
     return world.agree(result, step, where, ok, [] if driver is None else fingerprint(driver, error))
 
 
-def _check_case(impl, case, xp, fp16_compute, world, result, params) -> None:
+def _check_case(impl, case, xp, fp16_compute, world, result, progress, params) -> None:
     impl_side, ref_side = [], [None]
-    impl_error = _run(lambda: impl_side.append(_impl_driver(impl, case, xp, world, params)))
+    impl_error = _run_impl(lambda: impl_side.append(_impl_driver(impl, case, xp, world, params)))
     ctx = tolerance.TrackedArithmetic(compute_dtype(case, fp16_compute))
     # Distributed: only rank 0 runs the reference; every other rank's observations (every
     # array's digest, every event) are compared with rank 0's at each agreement.
     compares = world is None or world.rank == 0
-    ref_error = _run(lambda: ref_side.__setitem__(0, ReferenceSide(case, ctx))) if compares else None
+    ref_error = (_run_reference(lambda: ref_side.__setitem__(0, ReferenceSide(case, ctx)))
+                 if compares else None)
     if impl_error or ref_error:
-        if compares and impl_error != ref_error:
-            result.divergences.append(Divergence(case.name, 0, "construction", "exception",
-                                                 impl_value=impl_error, ref_value=ref_error))
+        if compares and _type_name(impl_error) != _type_name(ref_error):
+            result.diverge(Divergence(case.name, 0, "construction", "exception",
+                                      impl_value=_type_name(impl_error),
+                                      ref_value=_type_name(ref_error),
+                                      impl_raised=impl_error, ref_raised=ref_error))
         _agreed(world, result, 0, "construction", False, None)
         return
     impl_driver, ref = impl_side[0], ref_side[0]
     if not _agreed(world, result, 0, "construction", True, impl_driver):
         return
     for step in range(1, case.steps + 1):
+        progress[0] = step
         ok = _check_step(impl_driver, ref, case, step, result)
         if not _agreed(world, result, step, "step", ok, impl_driver):
             break
@@ -287,16 +456,18 @@ def _check_checkpoint(impl_driver, ref, case, step, result) -> bool:
     rank 0 has a reference: `ref` is None elsewhere).
     """
     before = impl_driver.snapshot()
-    impl_error = _run(impl_driver.checkpoint)
+    impl_error = _run_impl(impl_driver.checkpoint)
     loaded = None if impl_error else impl_driver.snapshot()
     if ref is None:
         return impl_error is None
     ref.force(before)
-    ref_error = _run(ref.driver.checkpoint)
+    ref_error = _run_reference(ref.driver.checkpoint)
     if impl_error or ref_error:
-        if impl_error != ref_error:
-            result.divergences.append(Divergence(case.name, step, "checkpoint", "exception",
-                                                 impl_value=impl_error, ref_value=ref_error))
+        if _type_name(impl_error) != _type_name(ref_error):
+            result.diverge(Divergence(case.name, step, "checkpoint", "exception",
+                                      impl_value=_type_name(impl_error),
+                                      ref_value=_type_name(ref_error),
+                                      impl_raised=impl_error, ref_raised=ref_error))
         return False
     ref_loaded = ref.driver.snapshot()
     if not _same_discrete(case, step, None, None, loaded, ref_loaded, result):
@@ -306,10 +477,10 @@ def _check_checkpoint(impl_driver, ref, case, step, result) -> bool:
         if not np.array_equal(actual[name], value, equal_nan=True):
             bad = np.argwhere(~((actual[name] == value) | (np.isnan(actual[name]) & np.isnan(value))))
             index = tuple(int(i) for i in bad[0]) if len(bad) else ()
-            result.divergences.append(Divergence(
+            result.diverge(Divergence(
                 case.name, step, f"{name} after load", "value", index=index,
                 impl_value=float(actual[name][index]), ref_value=float(value[index]),
-                bound=0.0, normalized=math.inf))
+                bound=0.0, normalized=math.inf, dtype=str(value.dtype)))
             return False
     return True
 
@@ -318,14 +489,14 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
     """One teacher-forced step; returns False when the case cannot go on. (`ref` None: a
     distributed case's rank other than 0, which only drives the implementation.)"""
     before = impl_driver.snapshot()
-    impl_error = _run(lambda: impl_driver.step(step))
+    impl_error = _run_impl(lambda: impl_driver.step(step))
     after = impl_driver.snapshot()
     if ref is None:
         return impl_error is None
     ref.force(before)
     saved = ref.discrete_state()
     with tolerance.decisions() as log:
-        ref_error = _run(lambda: ref.driver.step(step))
+        ref_error = _run_reference(lambda: ref.driver.step(step))
     ref_after = ref.driver.snapshot()
     if not _same_discrete(case, step, impl_error, ref_error, after, ref_after, result):
         return False
@@ -341,7 +512,7 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
             ref.force(before)
             ref.restore_discrete(saved)
             with tolerance.decisions(flip=flip):
-                if _run(lambda: ref.driver.step(step)):
+                if _run_reference(lambda: ref.driver.step(step)):
                     continue
             worst, failures = _recheck_with_alternative(
                 case, step, failures, with_translation_bounds(ref.tracked_arrays(), after), worst)
@@ -349,7 +520,9 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
                 break
     result.step_errors.append(max(worst.values(), default=0.0))
     if failures:
-        result.divergences.append(failures[0].divergence)
+        # The worst element of the step (the first of the worst, in array order): the error
+        # the diagnosis shows is the step's, the one the tables and plots show.
+        result.diverge(max(failures, key=lambda f: f.divergence.normalized).divergence)
         return False
     return True
 
@@ -379,7 +552,8 @@ def with_translation_bounds(expected: dict, after: Snapshot) -> dict:
 
 
 def _same_discrete(case, step, impl_error, ref_error, after, ref_after, result) -> bool:
-    events = [("exception", impl_error, ref_error), ("opt.t", after.t, ref_after.t),
+    events = [("exception", _type_name(impl_error), _type_name(ref_error)),
+              ("opt.t", after.t, ref_after.t),
               ("opt.epoch", after.epoch, ref_after.epoch),
               ("loss_scale", after.loss_scale, ref_after.loss_scale)]
     for name in after.params:
@@ -391,9 +565,13 @@ def _same_discrete(case, step, impl_error, ref_error, after, ref_after, result) 
                        ref_after.params[name].master is not None))
     for name, impl_value, ref_value in events:
         if impl_value != ref_value:
-            kind = "exception" if name == "exception" else "discrete"
-            result.divergences.append(Divergence(case.name, step, name, kind,
-                                                 impl_value=impl_value, ref_value=ref_value))
+            if name == "exception":
+                result.diverge(Divergence(case.name, step, name, "exception",
+                                          impl_value=impl_value, ref_value=ref_value,
+                                          impl_raised=impl_error, ref_raised=ref_error))
+            else:
+                result.diverge(Divergence(case.name, step, name, "discrete",
+                                          impl_value=impl_value, ref_value=ref_value))
             return False
     for name, ps in after.params.items():
         rs = ref_after.params[name]
@@ -401,7 +579,7 @@ def _same_discrete(case, step, impl_error, ref_error, after, ref_after, result) 
         pairs += [(f"state {k}", v, rs.state[k]) for k, v in (ps.state or {}).items()]
         for label, a, b in pairs:
             if a is not None and (a.shape != b.shape or a.dtype != b.dtype):
-                result.divergences.append(Divergence(
+                result.diverge(Divergence(
                     case.name, step, f"/{name} {label}", "structure",
                     impl_value=f"{a.dtype}{a.shape}", ref_value=f"{b.dtype}{b.shape}"))
                 return False
@@ -414,9 +592,7 @@ def _check_unchanged(case, step, before, after, result) -> None:
     for name, old in b.items():
         new = a.get(name)
         if new is None or not np.array_equal(old, new, equal_nan=True):
-            result.divergences.append(Divergence(case.name, step, name, "structure",
-                                                 impl_value="changed by a failed update",
-                                                 ref_value="unchanged"))
+            result.diverge(Divergence(case.name, step, name, "changed"))
             return
 
 
@@ -428,13 +604,15 @@ class _Failure:
 
 
 def _first_failure(case, step, name, impl_value, value, bound, normalized):
-    bad = np.argwhere(normalized > 1.0)
-    if not len(bad):
+    """The array's worst element above its bound (the first of them), or None."""
+    if not impl_value.size or not normalized.max() > 1.0:
         return None
-    index = tuple(int(i) for i in bad[0])
+    index = np.unravel_index(int(np.argmax(normalized)), normalized.shape)
+    index = tuple(int(i) for i in index)
     divergence = Divergence(case.name, step, name, "value", index=index,
                             impl_value=float(impl_value[index]), ref_value=float(value[index]),
-                            bound=float(bound[index]), normalized=float(normalized[index]))
+                            bound=float(bound[index]), normalized=float(normalized[index]),
+                            dtype=str(impl_value.dtype))
     return _Failure(divergence, impl_value, normalized)
 
 
@@ -479,7 +657,8 @@ def free_running_drift(impl, case: Case, xp=np, world=None, params: str = "impl"
     impl_driver = _impl_driver(impl, case, xp, world, params)
     ref_driver = _reference_driver(case, {"arithmetic": Float64()})
     for step in range(1, case.steps + 1):
-        stop = bool(_run(lambda: impl_driver.step(step)) or _run(lambda: ref_driver.step(step)))
+        stop = bool(_run_impl(lambda: impl_driver.step(step))
+                    or _run_reference(lambda: ref_driver.step(step)))
         if world is not None and case.ranks > 1:
             stop = any(world.allgather(stop))
         if stop:
@@ -528,7 +707,8 @@ def ladder(case: Case) -> LadderResult:
     mp = ReferenceSide(case, Mpmath(dps=LADDER_DPS))
     for step in range(1, case.steps + 1):
         mp.force(f64.driver.snapshot())
-        errors = (_run(lambda: f64.driver.step(step)), _run(lambda: mp.driver.step(step)))
+        errors = (_type_name(_run_reference(lambda: f64.driver.step(step))),
+                  _type_name(_run_reference(lambda: mp.driver.step(step))))
         if errors[0] != errors[1]:
             result.failure = f"step {step}: exceptions differ: {errors}"
             return result

@@ -26,6 +26,7 @@ the floor (what float32 rounding alone gives). Writes reports/migration-<library
 """
 from __future__ import annotations
 
+
 import dataclasses
 import importlib
 import inspect
@@ -450,16 +451,16 @@ def markdown(report: dict) -> str:
 
 
 # -- the command line -----------------------------------------------------------------------
-def add_parser(subparsers, jobs_type, default_jobs: int) -> None:
-    """Register `migrate` on the command line's subparsers."""
-    p = subparsers.add_parser("migrate", help="Chainer's optimizers and hooks against torch.optim "
-                              "or optax: reports/migration-<library>.{md,json}")
+def add_parser(subparsers, jobs_type, default_jobs: int, epilog=None) -> None:
+    """Register `migrate` on the command line's subparsers (``epilog``: its exit statuses)."""
+    text = "Chainer's optimizers and hooks against torch.optim or optax: reports/migration-<library>.{md,json}"
+    p = subparsers.add_parser("migrate", help=text, description=text, epilog=epilog)
     p.add_argument("--to", required=True, choices=table.LIBRARIES)
     p.add_argument("--only", default=None, help="comma-separated mapping names (default: all)")
     p.add_argument("--jobs", type=jobs_type, default=default_jobs, metavar="N",
-                   help="worker processes (default: the usable cores)")
+                   help="worker processes, by default one per usable core")
     p.add_argument("--out", default="reports", metavar="DIR",
-                   help="where migration-<library>.{md,json} go (default: reports)")
+                   help="where migration-<library>.{md,json} go")
 
 
 def command(args) -> int:

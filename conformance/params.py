@@ -32,9 +32,11 @@ class ImplParameters:
     def __init__(self, impl):
         self.impl = impl
 
-    def make(self, array, name, lazy=False):
-        """A parameter holding ``array``."""
-        return self.impl.Parameter(array, name=name)
+    def constructor(self):
+        """``make(array, name, lazy)``: a parameter holding ``array`` (the implementation's
+        ``Parameter``; looking it up is a part of the contract)."""
+        cls = self.impl.Parameter
+        return lambda array, name, lazy=False: cls(array, name=name)
 
     def target(self, params: dict):
         return params
@@ -43,17 +45,20 @@ class ImplParameters:
         """Nothing happens to the parameters between setup and the first step."""
 
     @staticmethod
-    def static_loss_scaling(optimizer, scale) -> None:
-        optimizer.loss_scaling(scale=scale)
+    def static_scale_by_backward(scale) -> bool:
+        """False: a static loss scale is the optimizer's (``opt.loss_scaling(scale=...)``)."""
+        return False
 
     @staticmethod
     def loss_scale(optimizer):
         """The loss scale the gradients are multiplied by (None: off)."""
         return optimizer.loss_scale
 
-    def hand_gradients(self, params: dict, grads: dict, optimizer) -> None:
+    @staticmethod
+    def hand_gradients(params: dict, grads: dict, optimizer, contract) -> None:
         for name, grad in grads.items():
-            params[name].grad = grad
+            with contract(f"/{name}: p.grad = an array or None"):
+                params[name].grad = grad
 
 
 class ChainerParameters:
@@ -67,6 +72,9 @@ class ChainerParameters:
         self.link, self.count = None, 0
         self.pending = {}  # name -> initial array of a parameter created without one
         self.static_scale = None
+
+    def constructor(self):
+        return self.make
 
     def make(self, array, name, lazy=False):
         """A parameter of the link being built, holding ``array``; with ``lazy`` every other
@@ -97,14 +105,15 @@ class ChainerParameters:
             param.array[...] = array
         self.pending = {}
 
-    def static_loss_scaling(self, optimizer, scale) -> None:
-        """Left to backward (see the module doc): the optimizer's loss scaling stays off."""
+    def static_scale_by_backward(self, scale) -> bool:
+        """True: left to backward (see the module doc); the optimizer's loss scaling stays off."""
         self.static_scale = scale
+        return True
 
     def loss_scale(self, optimizer):
         return self.static_scale if self.static_scale is not None else optimizer.loss_scale
 
-    def hand_gradients(self, params: dict, grads: dict, optimizer) -> None:
+    def hand_gradients(self, params: dict, grads: dict, optimizer, contract) -> None:
         for param in params.values():
             param.cleargrad()
         reached = [(params[name], grad) for name, grad in grads.items() if grad is not None]

@@ -33,7 +33,7 @@ import tempfile
 import numpy as np
 
 from . import streams, tolerance
-from .adapter import Driver, ParamState, Snapshot, to_host
+from .adapter import CalledCodeRaised, Driver, ParamState, Snapshot, to_host
 
 #: The World of this process once `--ranks N` made one (for aborting on a harness error).
 ACTIVE = None
@@ -173,18 +173,20 @@ class DistributedDriver(Driver):
     def __init__(self, impl, case, world: World, xp=np, params: str = "impl"):
         self.world = world
         self.distributed = distributed_module(impl)
-        self.communicator = world.impl_communicator(self.distributed)
+        self.communicator = self._call(world.impl_communicator, self.distributed)
         self.last_snapshot = None
         self.last_error = None
         super().__init__(impl, case, xp=xp, params=params)
 
     def _recorded(self, action, *args):
-        """Run action(*args), remembering the type of what it raises for the fingerprint."""
+        """Run action(*args), remembering the type of what it raises for the fingerprint (the
+        implementation's exception, where a call into it raised)."""
         self.last_error = None
         try:
             action(*args)
         except Exception as exc:
-            self.last_error = type(exc).__name__
+            cause = exc.__cause__ if isinstance(exc, CalledCodeRaised) else exc
+            self.last_error = type(cause).__name__
             raise
 
     def step(self, step: int) -> None:

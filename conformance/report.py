@@ -1,4 +1,8 @@
-"""Tables, JSON, Markdown and plots from comparison results."""
+"""Tables, summaries, JSON, Markdown and plots from comparison results.
+
+Everything here works on records (`result_record`: one JSON-ready dict per case), so the same
+words come out of a run, of a saved run (`report --results`) and of the pytest plugin.
+"""
 from __future__ import annotations
 
 import json
@@ -6,7 +10,34 @@ import math
 import os
 from collections import defaultdict
 
+from .applicability import grouped_reasons
+from .cases import DTYPE_MODES, PROFILES
 from .compare import CaseResult
+
+#: What the `worst` column, the plots and a diagnosis's "normalized error" mean.
+LEGEND = (
+    "worst: the largest normalized error |impl - reference| / bound of any element a "
+    "teacher-forced step checked. 0: equal; at most 1 conforms; exactly 1 (common on a "
+    "conforming run): a stored value at the far end of the storage values the bound allows "
+    "(typically one storage ulp from the reference's rounding); inf: a non-finite value the "
+    "reference does not "
+    "have, or a divergence that is not a value's (an exception, a counter). A failing case's "
+    "worst is the error of its divergence, as its diagnosis shows it. unbounded: elements "
+    "whose bound was infinite (any value accepted); ambiguous_steps: steps re-run with a "
+    "near-threshold decision taken the other way; drift: the largest relative distance between "
+    "the free-running trajectories after the last step, reported, not gated (`gate` does not "
+    "measure it).")
+
+
+def cases(n: int) -> str:
+    """'1 case', 'N cases'."""
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
+def legend_lines(width: int = 92) -> list:
+    """The legend, wrapped for a terminal."""
+    import textwrap
+    return textwrap.wrap(LEGEND, width)
 
 
 def _errors(record) -> list:
@@ -51,16 +82,20 @@ SUMMARY_COLUMNS = ["optimizer", "cases", "failed", "n/a", "elements", "unbounded
 
 
 def diverged(record) -> bool:
-    return record["divergence"] is not None
+    return record["status"] == "failed"
+
+
+def not_applicable(record) -> bool:
+    return record["status"] == "not_applicable"
 
 
 def failed(record, require_all=False) -> bool:
     """A divergence; with `require_all`, also a case that was not applicable."""
-    return diverged(record) or (require_all and record.get("not_applicable") is not None)
+    return diverged(record) or (require_all and not_applicable(record))
 
 
 def count_not_applicable(records: list) -> int:
-    return sum(r.get("not_applicable") is not None for r in records)
+    return sum(not_applicable(r) for r in records)
 
 
 def not_applicable_counts(records: list) -> list:
@@ -68,23 +103,76 @@ def not_applicable_counts(records: list) -> list:
     (a case lacking two things counts under both)."""
     counts = defaultdict(int)
     for r in records:
-        for reason in filter(None, (r.get("not_applicable") or "").split("; ")):
+        for reason in r.get("not_applicable") or ():
             counts[reason] += 1
     return sorted(((n, reason) for reason, n in counts.items()), key=lambda x: (-x[0], x[1]))
 
 
-def count_line(records: list, require_all=False) -> str:
-    """'N cases, F failed' (and ', A not applicable' when some were not run)."""
-    n_failed = sum(failed(r, require_all) for r in records)
-    line = f"{len(records)} cases, {n_failed} failed"
+def count_line(records: list, required_by=None) -> str:
+    """'N cases, F failed' (and ', A not applicable' when some were not run, with what made
+    them failures)."""
+    n_failed = sum(failed(r, required_by is not None) for r in records)
+    line = f"{cases(len(records))}, {n_failed} failed"
     skipped = count_not_applicable(records)
     if skipped:
-        line += f", {skipped} not applicable" + (" (failures: --require-all)" if require_all else "")
+        line += f", {skipped} not applicable"
+        if required_by:
+            line += f" (failures: {required_by})"
     return line
 
 
-def not_applicable_lines(records: list) -> list:
-    return [f"  {n} cases: {reason}" for n, reason in not_applicable_counts(records)]
+def ran_summary(records: list) -> dict:
+    """What ran, per optimizer: its cases, dtype modes and profiles (the cases that were not
+    applicable left out)."""
+    by_optimizer = defaultdict(list)
+    for r in records:
+        if not not_applicable(r):
+            by_optimizer[r["optimizer"]].append(r)
+    return {name: {"cases": len(group),
+                   "dtype_modes": [m for m in DTYPE_MODES if any(r["dtype_mode"] == m for r in group)],
+                   "profiles": [p for p in PROFILES if any(r["profile"] == p for r in group)]}
+            for name, group in sorted(by_optimizer.items())}
+
+
+def ran_lines(records: list) -> list:
+    """What ran: per optimizer, its cases, dtype modes and profiles."""
+    summary = ran_summary(records)
+    ran = sum(entry["cases"] for entry in summary.values())
+    if not ran:
+        return [f"ran 0 of {cases(len(records))}: nothing was checked"]
+    lines = [f"ran {ran} of {cases(len(records))} (optimizer, cases, dtype modes x profiles):"]
+    width = max(len(name) for name in summary)
+    for name, entry in summary.items():
+        lines.append(f"  {name.ljust(width)}  {entry['cases']:>5}  "
+                     f"{', '.join(entry['dtype_modes'])} x {', '.join(entry['profiles'])}")
+    return lines
+
+
+def not_run_lines(records: list, required_by=None, option_prefix="--") -> list:
+    """What did not run, grouped by reason (the reasons that differ only in what lacks the
+    part make one line). `option_prefix`: how the options are spelt (the pytest plugin's
+    are --conformance-...)."""
+    skipped = [r["not_applicable"] for r in records if not_applicable(r)]
+    if not skipped:
+        return []
+    if required_by:
+        why = f"each a failure: {required_by} requires every selected case to run"
+    else:
+        why = (f"not failures; {option_prefix}optimizers NAMES or {option_prefix}require-all "
+               f"makes every selected case required")
+    head = f"not run: {cases(len(skipped))} the implementation cannot run ({why}):"
+    return [head] + [f"  {cases(n)}: {reason}" for n, reason in grouped_reasons(skipped)]
+
+
+def nothing_ran(records: list) -> bool:
+    """No case ran (every selected case was not applicable): a run that checked nothing."""
+    return all(not_applicable(r) for r in records)
+
+
+def verdict_failed(records: list, require_all=False) -> bool:
+    """The run fails: a case diverged, a case it requires (`require_all`) could not run, or
+    no case ran."""
+    return nothing_ran(records) or any(failed(r, require_all) for r in records)
 
 
 def summary_table(records: list) -> str:
@@ -92,25 +180,27 @@ def summary_table(records: list) -> str:
 
 
 def result_record(r: CaseResult) -> dict:
-    """A JSON-ready record of one case's outcome."""
+    """A JSON-ready record of one case's outcome; `status` is 'passed', 'failed' or
+    'not_applicable'."""
     first = r.divergences[0] if r.divergences else None
     return {
         "case": r.case.name, "optimizer": r.case.optimizer, "dtype_mode": r.case.dtype_mode,
-        "profile": r.case.profile, "passed": r.passed, "elements": r.elements,
-        "unbounded": r.unbounded, "ambiguous_steps": r.ambiguous_steps,
+        "profile": r.case.profile, "status": r.status, "steps": r.case.steps,
+        "elements": r.elements, "unbounded": r.unbounded, "ambiguous_steps": r.ambiguous_steps,
         "step_errors": [e if math.isfinite(e) else "inf" for e in r.step_errors],
         "drift": r.drift,
         "divergence": None if first is None else first.describe(),
-        "not_applicable": r.not_applicable,
+        "not_applicable": None if r.not_applicable is None else list(r.not_applicable),
     }
 
 
-def write_reports(records: list, meta: dict, directory="reports") -> list:
-    """Write conformance.json, conformance.md and the per-optimizer plots; return the paths.
-    A run on another device than the CPU writes conformance-<device>.json/.md beside them
+def write_reports(records: list, meta: dict, directory="reports", required_by=None) -> list:
+    """Write conformance.json, conformance.md and the per-optimizer plots into `directory`;
+    return the paths. A run on another device than the CPU writes conformance-<device>.json/.md
     (no plots), so that it never replaces the CPU report; a distributed run (`--ranks N`)
     writes conformance-ranks<N>.json/.md (no plots); a run through Chainer's objects
-    (`--params chainer`) adds `-params-chainer` to the name (no plots)."""
+    (`--params chainer`) adds `-params-chainer` to the name (no plots). No plots without
+    matplotlib (`can_plot`)."""
     os.makedirs(directory, exist_ok=True)
     rows = summary_rows(records)
     failures = [r for r in records if diverged(r)]
@@ -130,64 +220,130 @@ def write_reports(records: list, meta: dict, directory="reports") -> list:
         json.dump(payload, f, indent=1, default=str)
     md_path = os.path.join(directory, stem + ".md")
     with open(md_path, "w") as f:
-        f.write(markdown(rows, failures, meta, records))
-    plots = write_plots(records, directory) if device == "cpu" else []
+        f.write(markdown(rows, failures, meta, records, required_by))
+    plots = write_plots(records, directory) if device == "cpu" and can_plot() else []
     return [json_path, md_path] + plots
 
 
-def markdown(rows, failed, meta, records) -> str:
+def markdown(rows, failed_records, meta, records, required_by=None) -> str:
     lines = ["# Conformance report", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
-    skipped = not_applicable_counts(records)
-    lines += [f"- cases: {len(records)}, failed: {len(failed)}, not applicable: "
-              f"{count_not_applicable(records)}"]
-    lines += [f"  - {n} cases: {reason}" for n, reason in skipped]
-    lines += ["",
-              "Normalized error = |impl - reference| / bound; a value above 1 is a failure "
-              "(docs/conformance.md). `worst` is the largest normalized error of any teacher-"
-              "forced step; `drift` the largest relative distance between the free-running "
-              "trajectories after the last step (reported, not gated).", "",
+    lines += [f"- {count_line(records, required_by)}", "", "```"]
+    lines += ran_lines(records) + not_run_lines(records, required_by)
+    lines += ["```", "", LEGEND, "",
               "| " + " | ".join(SUMMARY_COLUMNS) + " |",
               "|" + "---|" * len(SUMMARY_COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join(
             f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c])
             for c in SUMMARY_COLUMNS) + " |")
-    if failed:
+    if failed_records:
         lines += ["", "## Failures", ""]
-        lines += [f"- `{r['case']}`: {r['divergence']}" for r in failed[:200]]
+        lines += [f"- `{r['case']}`: {r['divergence']}" for r in failed_records[:200]]
     return "\n".join(lines) + "\n"
 
 
-def write_plots(records: list, directory: str) -> list:
-    """PNG plots of the worst normalized error per step for each optimizer (needs matplotlib)."""
+# -- plots ------------------------------------------------------------------------------------
+#: Normalized errors above this are drawn at it, marked as clipped.
+PLOT_CLIP = 1e3
+#: Where an exact zero (equal bits) is drawn on the logarithmic axis, marked as zero.
+PLOT_ZERO = 1e-6
+
+
+def can_plot() -> bool:
+    """Whether matplotlib (the `plot` extra) is importable."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
-        return []
+        return False
+    return True
+
+
+def plot_series(records: list) -> dict:
+    """dtype mode -> {step: the worst normalized error of any case at that step}, for one
+    optimizer's records. A failing case counts with its divergence's error (its last) at every
+    step from its divergence to its last step, so a failure is never drawn as recovered."""
+    series = defaultdict(dict)
+    for r in records:
+        errors = _errors(r)
+        if not errors:
+            continue
+        if diverged(r):
+            errors = errors + [errors[-1]] * (r["steps"] - len(errors))
+        steps = series[r["dtype_mode"]]
+        for step, error in enumerate(errors, 1):
+            steps[step] = max(steps.get(step, 0.0), error)
+    return {mode: series[mode] for mode in DTYPE_MODES if mode in series}
+
+
+def first_failures(records: list) -> dict:
+    """dtype mode -> the first step at which one of its cases diverged (modes without a
+    failing case left out)."""
+    first = {}
+    for r in records:
+        if diverged(r) and r["step_errors"]:
+            step = len(r["step_errors"])
+            first[r["dtype_mode"]] = min(first.get(r["dtype_mode"], step), step)
+    return first
+
+
+def draw_optimizer(ax, name: str, records: list) -> None:
+    """One optimizer's plot on `ax`: per dtype mode, the worst normalized error per step;
+    exact zeros drawn on a line of their own (labelled 0), errors above PLOT_CLIP (and inf)
+    drawn at it with an upward marker; whole-number steps."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+    clipped_any = zero_any = False
+    failing = first_failures(records)
+    for mode, steps in plot_series(records).items():
+        xs = sorted(steps)
+        values = [steps[x] for x in xs]
+        shown = [PLOT_ZERO if v == 0 else min(v, PLOT_CLIP) for v in values]
+        label = mode if mode not in failing else f"{mode}: fails from step {failing[mode]}"
+        line, = ax.plot(xs, shown, marker="o", markersize=3, label=label)
+        zeros = [x for x, v in zip(xs, values) if v == 0]
+        clipped = [x for x, v in zip(xs, values) if v > PLOT_CLIP]
+        if zeros:
+            zero_any = True
+            ax.plot(zeros, [PLOT_ZERO] * len(zeros), linestyle="none", marker="o",
+                    markerfacecolor="white", color=line.get_color())
+        if clipped:
+            clipped_any = True
+            ax.plot(clipped, [PLOT_CLIP] * len(clipped), linestyle="none", marker="^",
+                    markersize=8, color=line.get_color())
+    ax.axhline(1.0, color="red", linestyle="--", linewidth=1, label="bound (1)")
+    if zero_any:
+        ax.axhline(PLOT_ZERO, color="grey", linestyle=":", linewidth=1,
+                   label="0: equal bits (hollow)")
+    if clipped_any:
+        ax.axhline(PLOT_CLIP, color="black", linestyle=":", linewidth=1,
+                   label=f"> {PLOT_CLIP:g} or inf, clipped (triangles)")
+    ax.set_yscale("log")
+    ax.set_ylim(PLOT_ZERO / 3, PLOT_CLIP * 3)
+    ticks = [PLOT_ZERO, 1e-4, 1e-2, 1.0, 1e2, PLOT_CLIP]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_yticklabels(["0", "1e-4", "0.01", "1", "100", f"{PLOT_CLIP:g}"])
+    ax.yaxis.set_minor_locator(FixedLocator([]))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("worst normalized error")
+    ax.set_title(f"{name}: |impl - ref| / bound, worst per step")
+    ax.legend(fontsize=6)
+
+
+def write_plots(records: list, directory: str) -> list:
+    """PNG plots of the worst normalized error per step for each optimizer (needs
+    matplotlib: the `plot` extra)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     by_optimizer = defaultdict(list)
     for r in records:
         if r["step_errors"]:
             by_optimizer[r["optimizer"]].append(r)
     paths = []
     for name, group in sorted(by_optimizer.items()):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for mode in sorted({r["dtype_mode"] for r in group}):
-            steps = defaultdict(float)
-            for r in group:
-                if r["dtype_mode"] == mode:
-                    for i, e in enumerate(_errors(r), 1):
-                        steps[i] = max(steps[i], min(e, 1e3))
-            xs = sorted(steps)
-            ax.plot(xs, [max(steps[x], 1e-6) for x in xs], marker="o", label=mode)
-        ax.axhline(1.0, color="red", linestyle="--", linewidth=1, label="bound")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("worst normalized error")
-        ax.set_title(f"{name}: |impl - ref| / bound")
-        ax.legend(fontsize=7)
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        draw_optimizer(ax, name, group)
         fig.tight_layout()
         path = os.path.join(directory, f"conformance-{name}.png")
         fig.savefig(path, dpi=80)

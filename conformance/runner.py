@@ -27,11 +27,11 @@ def run_case(impl, case, xp, fp16_compute="float32", drift=False, world=None, pa
     parameters are made and given their gradients (conformance.params)."""
     reasons = applicability.missing(impl, case)
     if reasons:
-        return CaseResult(case, not_applicable="; ".join(reasons))
+        return CaseResult(case, not_applicable=tuple(reasons))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # implementations warn on non-finite gradients
         result = check_case(impl, case, xp=xp, fp16_compute=fp16_compute, world=world, params=params)
-        if drift:
+        if drift and not result.diverged:  # the drift of a conforming case only
             drifts = free_running_drift(impl, case, xp=xp, world=world, params=params)
             result.drift = max(drifts.values(), default=0.0)
             if world is not None and case.ranks > 1:

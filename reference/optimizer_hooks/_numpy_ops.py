@@ -1,14 +1,8 @@
 """The hooks' array statements as NumPy 1.x (Chainer 7.8.1's CPU path) evaluates them.
 
-Chainer writes its hooks as NumPy statements on the gradient array (``g += rate * p``,
-``g *= rate``). Each NumPy operation rounds its result to its own dtype, and an in-place
-statement casts the result back into the gradient's dtype, so every temporary is modelled
-with ``round_to`` here.
-
-The dtype of an operation between an array and a scalar (a Python float, a NumPy scalar or
-a 0-d array) follows NumPy 1.x's value-based casting: the scalar is converted to the
-array's dtype unless its value needs a wider one (``numpy.min_scalar_type``: float16 holds
-``|x| < 65000``, float32 ``|x| < 3.4e38``), e.g. ``1e6 * p`` is float32 for an fp16 ``p``.
+The rules (each operation rounded to its own dtype, in-place statements cast back into the
+gradient's dtype, value-based casting of scalars) are stated in the package's docstring,
+:mod:`reference.optimizer_hooks`; every temporary is modelled with ``round_to`` here.
 """
 
 import numpy

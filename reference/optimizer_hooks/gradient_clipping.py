@@ -45,7 +45,7 @@ class GradientClipping:
 
     ``rate`` is a float64 (a Python float divided by a NumPy scalar); Chainer's ``grad *=
     rate`` converts it to the gradient's dtype before multiplying, and stores the product in
-    that dtype (see :mod:`reference.optimizer_hooks._numpy_ops`).
+    that dtype (the rounding rules: :mod:`reference.optimizer_hooks`).
     """
 
     name = "GradientClipping"

@@ -18,7 +18,7 @@ class GradientLARS:
     gives float64). The two gradient statements are Chainer's NumPy ones: ``weight_decay *
     p`` is rounded to its dtype before ``g += ...``; ``g *= rate`` converts ``rate`` to the
     gradient's dtype (unless too large for it) before multiplying; each result is stored in
-    the gradient's dtype (see :mod:`reference.optimizer_hooks._numpy_ops`).
+    the gradient's dtype (the rounding rules: :mod:`reference.optimizer_hooks`).
     """
 
     name = "GradientLARS"

@@ -10,7 +10,7 @@ class Lasso:
 
     As Chainer's NumPy statements: ``rate * sign(p)`` is rounded to its dtype (so ``rate``
     becomes the gradient's dtype, unless too large for it) before ``g += ...``, whose result
-    is stored in the gradient's dtype (see :mod:`reference.optimizer_hooks._numpy_ops`).
+    is stored in the gradient's dtype (the rounding rules: :mod:`reference.optimizer_hooks`).
     """
 
     name = "Lasso"

@@ -11,7 +11,7 @@ class WeightDecay:
 
     As Chainer's NumPy statement ``g += rate' * p``: ``rate' * p`` is rounded to its dtype
     (the gradient's, unless ``rate'`` is too large for it) before the add, whose result is
-    stored in the gradient's dtype (see :mod:`reference.optimizer_hooks._numpy_ops`).
+    stored in the gradient's dtype (the rounding rules: :mod:`reference.optimizer_hooks`).
     """
 
     name = "WeightDecay"

@@ -26,7 +26,7 @@ class MSVAGRule(UpdateRule):
         s      = (vt - mt^2) / (1 - rho)
         factor = clip(mt^2 / (mt^2 + rho * s), 0, 1), NaN -> 0 (Chainer's CPU path)
         p     <- p - eta * (lr * mt * factor + weight_decay_rate * p)
-        bp    <- bp * beta
+        bp     = bp * beta                    (the host scalar, for the next update)
     """
 
     def __init__(self, parent_hyperparam=None, lr=None, beta=None, eta=None,

@@ -10,7 +10,10 @@ _default_hyperparam = default_hyperparam(lr=0.01)
 
 
 class SGDRule(UpdateRule):
-    """``p <- p - lr * g``. No state."""
+    """No state::
+
+        p <- p - lr * g
+    """
 
     def __init__(self, parent_hyperparam=None, lr=None):
         super().__init__(parent_hyperparam or _default_hyperparam)

@@ -57,3 +57,31 @@ def test_case_repr_round_trips(tmp_path):
     assert case_from_repr(repr(case)) == case
     with pytest.raises(Exception):
         case_from_repr("__import__('os')")
+
+
+#: the arguments a subcommand cannot run without
+REQUIRED = {"migrate": ["--to", "torch"]}
+
+
+def test_help_shows_every_default_and_each_subcommands_exit_status(capsys):
+    from conformance import cli
+    for name in cli.EXIT_CODES:
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        defaults = vars(cli.build_parser().parse_args([name] + REQUIRED.get(name, [])))
+        for dest, value in defaults.items():
+            if dest != "command" and value not in (None, False) and [name, dest] != ["migrate", "to"]:
+                assert f"(default: {value})" in text, (name, dest)
+        for code, meaning in cli.EXIT_CODES[name]:
+            assert f"{code} {' '.join(meaning.split())}" in text, (name, code)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["gate", "--help"])
+    gate = " ".join(capsys.readouterr().out.split())
+    assert "--optimizers NAMES only these optimizers" in gate and "(default: ci)" in gate
+
+
+def test_the_docs_list_every_subcommands_exit_status():
+    from conformance.cli import exit_codes_markdown
+    with open(os.path.join(ROOT, "docs", "conformance.md")) as f:
+        assert exit_codes_markdown() in f.read()

@@ -63,9 +63,12 @@ def test_require_all_fails_the_cases_that_cannot_run(tmp_path):
 
 def test_report_refuses_a_file_it_cannot_use(tmp_path):
     (tmp_path / "gate.json").write_text(json.dumps({"meta": {}, "results": []}))
-    for path in ("missing.json", "gate.json"):
+    (tmp_path / "older.json").write_text(json.dumps({"meta": {}, "drift_measured": True,
+                                                     "results": [{"case": "c", "passed": True}]}))
+    for path in ("missing.json", "gate.json", "older.json"):
         proc = conformance("report", "--results", path, cwd=tmp_path)
         assert proc.returncode == 2 and f"--results {path}" in proc.stderr, proc.stderr
+    assert "no status" in proc.stderr
 
 
 def test_a_hypothesis_case_is_reproduced_by_its_repr_without_a_level():

@@ -9,6 +9,7 @@ fail, and two of the four distributed mutants (all four: `python -m conformance 
 --only mean-not-divided-by-n,zero-norm-over-local-shard,zero-skip-decided-locally,
 zero-shard-edge-off-by-one --write`, reports/mutants-distributed.md).
 """
+import argparse
 import itertools
 import json
 import os
@@ -26,7 +27,6 @@ from conformance.diagnosis import reproduce_command
 from conformance.mutants.catalog import by_name
 from conformance.mutants.runner import launch_ranks, run_distributed_mutant
 from conformance.runner import case_from_repr
-from conformance.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_TIMEOUT_S = 240
@@ -194,10 +194,11 @@ def test_the_distributed_slice_covers_its_matrix(ranks):
 
 def test_reproduce_line_of_a_distributed_case_runs_under_mpiexec():
     case = generators.ci_suite("ci", ranks=3)[5]
-    line = reproduce_command(Target("fast"), "ci", case)
+    args = argparse.Namespace(impl="fast", device="cpu", level="ci")
+    line = reproduce_command(args, case)
     assert line.startswith("mpiexec -n 3 python -m conformance gate ")
     assert f"--ranks 3 --level ci --case {case.name}" in line.replace("'", "")
-    by_repr = reproduce_command(Target("fast"), "ci", case, by_repr=True)
+    by_repr = reproduce_command(args, case, by_repr=True)
     assert by_repr.startswith("mpiexec -n 3 ") and "--ranks 3 --case-repr" in by_repr
 
 
@@ -258,7 +259,7 @@ def test_the_distributed_slice_passes(slice_run):
     assert [r["case"] for r in payload["results"]] == names
     assert payload["verdict"] == "pass" and payload["failed"] == 0
     assert payload["not_applicable"] == 0 and payload["meta"]["ranks"] == ranks
-    assert all(r["passed"] and r["elements"] > 0 for r in payload["results"])
+    assert all(r["status"] == "passed" and r["elements"] > 0 for r in payload["results"])
     assert out.count(f"{len(names)} cases, 0 failed") == 1  # rank 0 prints, the others do not
 
 
@@ -280,7 +281,7 @@ def test_distributed_mutant_is_caught_where_fast_passes(name, slice_run):
     mutant = by_name(name)
     if ranks != mutant.ranks:
         pytest.skip(f"{name} runs on {mutant.ranks} ranks")
-    passing = {r["case"] for r in payload["results"] if r["passed"]}
+    passing = {r["case"] for r in payload["results"] if r["status"] == "passed"}
     outcome = run_distributed_mutant(mutant, "ci", passing)
     assert outcome["error"] is None, outcome["error"]
     assert outcome["detected"], outcome

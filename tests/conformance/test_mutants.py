@@ -131,7 +131,7 @@ def test_the_baseline_can_come_from_a_conformance_report(tmp_path):
     import json
     from conformance.mutants.runner import baseline_from_report, suite
     names = [c.name for c in suite("smoke", "float32/")]
-    results = [{"case": n, "passed": i != 1} for i, n in enumerate(names)]
+    results = [{"case": n, "status": "failed" if i == 1 else "passed"} for i, n in enumerate(names)]
     path = tmp_path / "conformance-gpu.json"
     meta = {"impl": "fast", "device": "gpu", "level": "smoke"}
     path.write_text(json.dumps({"meta": meta, "results": results}))
@@ -141,4 +141,8 @@ def test_the_baseline_can_come_from_a_conformance_report(tmp_path):
         baseline_from_report(str(path), "smoke", "cpu", "float32/")
     path.write_text(json.dumps({"meta": meta, "results": results[1:]}))
     with pytest.raises(ValueError, match="no result for 1 of the cases"):
+        baseline_from_report(str(path), "smoke", "gpu", "float32/")
+    older = [{"case": n, "passed": True} for n in names]
+    path.write_text(json.dumps({"meta": meta, "results": older}))
+    with pytest.raises(ValueError, match="records without a status"):
         baseline_from_report(str(path), "smoke", "gpu", "float32/")

@@ -30,10 +30,13 @@ def test_the_gate_passes_my_adam_on_the_adam_cases_it_can_run(tmp_path):
     assert result["failed"] == 0 and len(ran) >= 30
     assert {r["optimizer"] for r in ran} == {"Adam"}
     assert {r["dtype_mode"] for r in ran} == {"float64", "float32", "float16"}
-    # Everything it does not offer is reported, with the reason, never run or failed.
-    assert re.search(r"\d+ cases: the implementation has no optimizer AdamW", proc.stdout)
-    assert re.search(r"\d+ cases: Adam has no use_fp32_update", proc.stdout)
-    assert re.search(r"\d+ cases: the implementation has no serializers", proc.stdout)
+    # Everything it does not offer is reported, grouped by reason, never run or failed.
+    assert re.search(r"\n  \d+ cases: the implementation has no optimizer AdamW\n", proc.stdout)
+    assert re.search(r"\n  \d+ cases: no use_fp32_update \(fp32 master weights\): Adam\n",
+                     proc.stdout)
+    assert re.search(r"\n  \d+ cases: the implementation has no serializers", proc.stdout)
+    assert f"ran {len(ran)} of {result['cases']} cases" in proc.stdout
+    assert re.search(r"\n  Adam +\d+  float64, float32, float16 x chainer\n", proc.stdout)
 
 
 def test_the_pytest_plugin_passes_my_adam(tmp_path):
@@ -63,4 +66,13 @@ def test_a_bug_planted_in_a_copy_fails_the_gate_and_the_reproduce_line_reproduce
     again = reproduce(line, cwd=tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr
     assert f"NON-CONFORMANCE in case {failing}" in again.stdout
-    assert "1 cases, 1 failed" in again.stdout
+    assert "1 case, 1 failed" in again.stdout
+
+
+def test_the_worked_example_in_the_docs_is_what_the_gate_prints():
+    with open(os.path.join(ROOT, "docs", "conformance.md")) as f:
+        docs = f.read()
+    command = "$ python -m conformance gate --impl examples.my_adam --optimizers Adam --quiet\n"
+    shown = docs[docs.index(command) + len(command):docs.index("$ echo $?\n1\n")]
+    proc = conformance("gate", "--impl", "examples.my_adam", "--optimizers", "Adam", "--quiet")
+    assert proc.returncode == 1 and proc.stdout == shown
