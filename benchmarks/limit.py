@@ -68,7 +68,7 @@ def mix_of(optimizer: str, mode: str) -> Mix:
     return Mix(mode, STATE_ARRAYS[optimizer])
 
 
-# The mix moves DESIGN.md's bytes, so a step and its limit count the same bytes.
+# The mix moves bytes_per_param's bytes, so a step and its limit count the same bytes.
 for _mode, _traffic in DTYPE_MODES.items():
     for _n in range(4):
         assert Mix(_mode, _n).bytes_per_param == (
