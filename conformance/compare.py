@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,60 +21,12 @@ from reference.arithmetic import Float64, Mpmath
 from . import tolerance
 from .adapter import Driver, Snapshot
 from .cases import Case
+from .ranks import DistributedDriver, MeanGradientDriver, fingerprint
+from .results import CaseResult, Divergence
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: How many ambiguous decisions of one step are also tried flipped one at a time.
 MAX_SINGLE_FLIPS = 4
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """The first place where the implementation left the reference's bound."""
-    case: str
-    step: int
-    array: str
-    kind: str                 # value | discrete | exception | structure | ranks
-    index: tuple = ()
-    impl_value: object = None
-    ref_value: object = None
-    bound: float = 0.0
-    normalized: float = math.inf
-    rank: int | None = None   # distributed cases: the rank that saw it
-
-    def describe(self) -> str:
-        where = f"{self.array}{list(self.index) if self.index else ''}"
-        if self.rank is not None:
-            where = f"rank {self.rank}: {where}"
-        if self.kind == "value":
-            return (f"step {self.step}: {where}: impl {self.impl_value!r} vs reference "
-                    f"{self.ref_value!r}: |error| {abs(self.impl_value - self.ref_value):.6g} > "
-                    f"bound {self.bound:.6g} (normalized {self.normalized:.3g})")
-        return f"step {self.step}: {where}: {self.kind}: impl {self.impl_value!r} vs reference {self.ref_value!r}"
-
-
-@dataclass
-class CaseResult:
-    case: Case
-    divergences: list = field(default_factory=list)
-    step_errors: list = field(default_factory=list)   # worst normalized error per step
-    elements: int = 0
-    unbounded: int = 0
-    ambiguous_steps: int = 0
-    drift: float = 0.0
-    not_applicable: str | None = None   # why the case was not run (conformance.applicability)
-
-    @property
-    def diverged(self) -> bool:
-        return bool(self.divergences)
-
-    @property
-    def passed(self) -> bool:
-        """Run and conforming (a case that was not applicable has not passed)."""
-        return self.not_applicable is None and not self.divergences
-
-    def failed(self, require_all: bool = False) -> bool:
-        """A divergence; with `require_all`, also a case that could not be run."""
-        return self.diverged or (require_all and self.not_applicable is not None)
 
 
 # -- element comparison ----------------------------------------------------------------------
@@ -189,7 +141,6 @@ def _run(fn):
 def _reference_driver(case: Case, optimizer_kwargs) -> Driver:
     """The reference built from the case: fed the mean over the ranks in a distributed case."""
     if case.ranks > 1:
-        from .ranks import MeanGradientDriver
         return MeanGradientDriver(reference, case, optimizer_kwargs=optimizer_kwargs)
     return Driver(reference, case, optimizer_kwargs=optimizer_kwargs)
 
@@ -198,7 +149,6 @@ def _impl_driver(impl, case: Case, xp, world, params: str = "impl") -> Driver:
     """The implementation built from the case, its parameters made as `params` says
     (conformance.params): on this rank, in a distributed case."""
     if case.ranks > 1:
-        from .ranks import DistributedDriver
         if world is None or world.size != case.ranks:
             raise UsageErrorForCase(f"case {case.name} runs on {case.ranks} ranks: "
                                     f"mpiexec -n {case.ranks} ... --ranks {case.ranks}")
@@ -241,7 +191,6 @@ def _agreed(world, result, step, where, ok, driver, error=None) -> bool:
     """`ok`, agreed over the ranks (one process: `ok` itself)."""
     if world is None:
         return ok
-    from .ranks import fingerprint
     return world.agree(result, step, where, ok, [] if driver is None else fingerprint(driver, error))
 
 

@@ -6,7 +6,7 @@ import math
 import os
 from collections import defaultdict
 
-from .compare import CaseResult
+from .results import CaseResult
 
 
 def _errors(record) -> list:

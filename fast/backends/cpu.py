@@ -9,6 +9,7 @@ uses never load a half-written file.
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -59,7 +60,6 @@ def _cpu_identity():
             lines = [l for l in f if l.startswith(("model name", "flags"))]
         return "".join(sorted(set(lines)))
     except OSError:
-        import platform
         return platform.processor() + platform.machine()
 
 

@@ -29,6 +29,7 @@ import sys
 
 import numpy
 
+from fast.backends import nvrtc
 from fast.backends.abi import (LAUNCH_CHECK, LAUNCH_KINDS, LAUNCH_MATERIALIZE, LAUNCH_REDUCE, LAUNCH_SEGMENT_SUM,
                                LAUNCH_UPDATE, MODES, RULES)
 
@@ -56,7 +57,6 @@ def instantiations():
 
 def build(arch="sm_90", extra_flags=(), cache=True):
     """The project's NVRTC build of every instance (fast.backends.nvrtc)."""
-    from fast.backends import nvrtc
     return nvrtc.build([name for _, name in instantiations()], arch=arch, extra_flags=extra_flags,
                        cache=cache)
 
@@ -80,7 +80,6 @@ class CudaBackend(object):
         import cupy
         self.xp = cupy
         self.device_id = device_id
-        from fast.backends import nvrtc
         with cupy.cuda.Device(device_id) as device:
             arch = nvrtc.device_arch(device.compute_capability, nvrtc.supported_archs())
             self.gpu_build = build(arch)
@@ -251,7 +250,6 @@ def resource_table(result):
 def contract_problems(result):
     """What breaks the GPU build's contract: IEEE violations in the PTX, instances NVRTC did
     not emit, kernels that spill to local memory."""
-    from fast.backends import nvrtc
     problems = ["{} PTX instruction(s) of kind {}".format(n, kind)
                 for kind, n in nvrtc.ieee_violations(result.ptx).items()]
     _, entries = nvrtc.split_ptx(result.ptx)
@@ -271,7 +269,6 @@ def main(argv=None):
     parser.add_argument("--extra-flag", action="append", default=[], metavar="FLAG",
                         help="an NVRTC flag added to the project's (to see its effect; repeatable)")
     args = parser.parse_args(argv)
-    from fast.backends import nvrtc
     try:
         result = write_ptx(args.ptx, args.arch, tuple(args.extra_flag))
     except (nvrtc.GpuBuildError, ValueError) as exc:
