@@ -70,8 +70,8 @@ template <class S, class T> struct FastRound {
 // even, to a multiple of 2^(e-10), the fp16 spacing there; below 2^-14 the
 // constant stays 2^-1 and the spacing 2^-24 (fp16 subnormals). Equal to the
 // F16C conversion for all 2^32 float inputs, NaN kept with its payload
-// (checked exhaustively). A third of the cost of rounding the bits by hand,
-// which made fp16 updates compute-bound.
+// (checked exhaustively). Rounding the bits by hand costs three times as much
+// and makes fp16 updates compute-bound.
 template <> struct FastRound<fast_half, float> {
     FAST_MEMBER float run(float x) {
         const unsigned int bits = __builtin_bit_cast(unsigned int, x);
