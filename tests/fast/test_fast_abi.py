@@ -21,6 +21,7 @@ from fast.engine import hook_dtype
 
 from fast_testkit import DTYPE_MODES, OPTIMIZER_NAMES, PROFILES, make_optimizer
 
+
 def compile_cxx(directory, source, *flags):
     """The C++ compiler on ``source`` in ``directory`` with ``flags``: the completed process."""
     command = [os.environ.get("CXX") or "g++", "-std=c++17", "-march=native", *flags, source]
