@@ -8,15 +8,19 @@ gradient in, as NumPy rounds a Python float operand to the array's dtype.
 """
 import numpy
 
-from fast.backends import abi
+from fast.backends.abi import hook_kind
 from fast.engine import hook_dtype
 
-ADD_PARAM, ADD_SIGN, CLIP, SCALE = abi.HOOK_ADD_PARAM, abi.HOOK_ADD_SIGN, abi.HOOK_CLIP, abi.HOOK_SCALE
-SCALE_TENSOR, ADD_NOISE = abi.HOOK_SCALE_TENSOR, abi.HOOK_ADD_NOISE
+ADD_PARAM = hook_kind("HOOK_ADD_PARAM")
+ADD_SIGN = hook_kind("HOOK_ADD_SIGN")
+CLIP = hook_kind("HOOK_CLIP")
+SCALE = hook_kind("HOOK_SCALE")
+SCALE_TENSOR = hook_kind("HOOK_SCALE_TENSOR")
+ADD_NOISE = hook_kind("HOOK_ADD_NOISE")
 #: The kinds ``g += a * p`` and ``g += a * sign(p)`` take for a group of 0-d gradients:
 #: NumPy 1.x treats a 0-d array as a scalar, so the product is float64, not rounded to
 #: the gradient's dtype before the add (and ``a`` is not converted to it).
-WIDE_KIND = {ADD_PARAM: abi.HOOK_ADD_PARAM_WIDE, ADD_SIGN: abi.HOOK_ADD_SIGN_WIDE}
+WIDE_KIND = {ADD_PARAM: hook_kind("HOOK_ADD_PARAM_WIDE"), ADD_SIGN: hook_kind("HOOK_ADD_SIGN_WIDE")}
 
 
 def numpy1_scalar(value, array):

@@ -30,45 +30,31 @@ MODE_FP16_MASTER_FIXED = 4  # as MODE_FP16_MASTER, hooks on the float32 master (
 MODES = {MODE_FLOAT64: "ModeF64", MODE_FLOAT32: "ModeF32", MODE_FP16_MASTER: "ModeF16Master",
          MODE_FP16: "ModeF16", MODE_FP16_MASTER_FIXED: "ModeF16MasterFixed"}
 
-#: The elementwise optimizer-hook ops update_math.h's apply_hook applies to a gradient
-#: (0 is no op). Each rounds its result to the dtype H the hooks see the gradient in.
-HOOK_ADD_PARAM = 1
-HOOK_ADD_SIGN = 2
-HOOK_CLIP = 3
-HOOK_SCALE = 4
-HOOK_SCALE_TENSOR = 5
-HOOK_ADD_NOISE = 6
-HOOK_ADD_PARAM_WIDE = 7
-HOOK_ADD_SIGN_WIDE = 8
-#: (C++ name, what the op does) of each hook kind.
-HOOK_KINDS = {
-    HOOK_ADD_PARAM: ("HOOK_ADD_PARAM", "WeightDecay, LARS decay:  g <- g + a * p"),
-    HOOK_ADD_SIGN: ("HOOK_ADD_SIGN", "Lasso:                    g <- g + a * sign(p)"),
-    HOOK_CLIP: ("HOOK_CLIP", "GradientHardClipping:     g <- clip(g, a, b)"),
-    HOOK_SCALE: ("HOOK_SCALE", "GradientClipping:         g <- g * a"),
-    HOOK_SCALE_TENSOR: ("HOOK_SCALE_TENSOR", "GradientLARS:             g <- g * rate[tensor]"),
-    HOOK_ADD_NOISE: ("HOOK_ADD_NOISE", "GradientNoise:            g <- g + noise[tensor][i]"),
-    HOOK_ADD_PARAM_WIDE: ("HOOK_ADD_PARAM_WIDE", "HOOK_ADD_PARAM on a 0-d gradient (a scalar to NumPy 1.x): "
-                                                 "a * p not rounded to H first"),
-    HOOK_ADD_SIGN_WIDE: ("HOOK_ADD_SIGN_WIDE", "HOOK_ADD_SIGN on a 0-d gradient: a * sign(p) not rounded "
-                                               "to H first"),
-}
+#: The elementwise optimizer-hook ops update_math.h's apply_hook applies to a gradient, each
+#: rounding its result to the dtype H the hooks see the gradient in: (C++ name, what it does),
+#: numbered from 1 in this order (0 is no op).
+HOOK_KINDS = (
+    ("HOOK_ADD_PARAM", "WeightDecay, LARS decay:  g <- g + a * p"),
+    ("HOOK_ADD_SIGN", "Lasso:                    g <- g + a * sign(p)"),
+    ("HOOK_CLIP", "GradientHardClipping:     g <- clip(g, a, b)"),
+    ("HOOK_SCALE", "GradientClipping:         g <- g * a"),
+    ("HOOK_SCALE_TENSOR", "GradientLARS:             g <- g * rate[tensor]"),
+    ("HOOK_ADD_NOISE", "GradientNoise:            g <- g + noise[tensor][i]"),
+    ("HOOK_ADD_PARAM_WIDE", "HOOK_ADD_PARAM on a 0-d gradient (a scalar to NumPy 1.x): a * p not rounded to H"),
+    ("HOOK_ADD_SIGN_WIDE", "HOOK_ADD_SIGN on a 0-d gradient: a * sign(p) not rounded to H"),
+)
+FIRST_HOOK_KIND = 1
 
-#: The kernels of cuda_driver.cu, numbered as fast.backends.cuda asks the host emulator
-#: (cuda_emulator.cpp's fast_emu_launch) to launch them.
-LAUNCH_UPDATE = 0
-LAUNCH_REDUCE = 1
-LAUNCH_SEGMENT_SUM = 2
-LAUNCH_MATERIALIZE = 3
-LAUNCH_CHECK = 4
-#: (C++ name, the kernel) of each launch kind.
-LAUNCH_KINDS = {
-    LAUNCH_UPDATE: ("LAUNCH_UPDATE", "fast_update_kernel"),
-    LAUNCH_REDUCE: ("LAUNCH_REDUCE", "fast_reduce_kernel"),
-    LAUNCH_SEGMENT_SUM: ("LAUNCH_SEGMENT_SUM", "fast_segment_sum_kernel"),
-    LAUNCH_MATERIALIZE: ("LAUNCH_MATERIALIZE", "fast_materialize_kernel"),
-    LAUNCH_CHECK: ("LAUNCH_CHECK", "fast_check_kernel"),
-}
+#: The kernels of cuda_driver.cu, as fast.backends.cuda asks the host emulator
+#: (cuda_emulator.cpp's fast_emu_launch) to launch them: (C++ name, kernel), numbered from 0
+#: in this order.
+LAUNCH_KINDS = (
+    ("LAUNCH_UPDATE", "fast_update_kernel"),
+    ("LAUNCH_REDUCE", "fast_reduce_kernel"),
+    ("LAUNCH_SEGMENT_SUM", "fast_segment_sum_kernel"),
+    ("LAUNCH_MATERIALIZE", "fast_materialize_kernel"),
+    ("LAUNCH_CHECK", "fast_check_kernel"),
+)
 
 
 @dataclass(frozen=True)
@@ -134,8 +120,23 @@ class StepArgs(ctypes.Structure):
     _fields_ = [(field.name, field.ctype()) for field in STEP_ARGS_FIELDS]
 
 
+def _number(table, name, first, what):
+    names = [entry if isinstance(entry, str) else entry[0] for entry in table]
+    if name not in names:
+        raise KeyError("no {} is named {!r}; they are {}".format(what, name, ", ".join(names)))
+    return first + names.index(name)
+
+
 def kernel_id(rule):
     """The kernel id of ``rule``, the name of a rule struct of update_math.h (``"RuleAdam"``)."""
-    if rule not in RULES:
-        raise KeyError("no update kernel runs {!r}; the rule structs are {}".format(rule, ", ".join(RULES)))
-    return RULES.index(rule)
+    return _number(RULES, rule, 0, "update kernel's rule struct")
+
+
+def hook_kind(name):
+    """The number of the hook kind ``name`` (``"HOOK_CLIP"``)."""
+    return _number(HOOK_KINDS, name, FIRST_HOOK_KIND, "hook kind")
+
+
+def launch_kind(name):
+    """The number of the emulator's launch kind ``name`` (``"LAUNCH_UPDATE"``)."""
+    return _number(LAUNCH_KINDS, name, 0, "launch kind")

@@ -19,8 +19,8 @@ import ctypes
 import os
 import sys
 
-from fast.backends.abi import (HOOK_KINDS, LAUNCH_KINDS, MAX_STATE, MODES, N_HPARAMS, RULES, STEP_ARGS_DOC,
-                               STEP_ARGS_FIELDS, StepArgs)
+from fast.backends.abi import (FIRST_HOOK_KIND, HOOK_KINDS, LAUNCH_KINDS, MAX_STATE, MODES, N_HPARAMS, RULES,
+                               STEP_ARGS_DOC, STEP_ARGS_FIELDS, StepArgs)
 
 #: The header's name in fast's kernel directory, and its path there.
 HEADER = "abi.h"
@@ -38,12 +38,13 @@ def _x_macro(name, what, pairs):
     return lines
 
 
-def _enum(name, comment, entries):
-    """``enum name { cpp = number, ... };`` with a comment per entry."""
-    width = max(len("{} = {},".format(cpp, number)) for number, cpp, _ in entries)
+def _enum(name, comment, entries, first):
+    """``enum name { cpp = number, ... };`` of (cpp, doc) entries numbered from ``first``,
+    with each doc as a comment."""
+    items = ["{} = {},".format(cpp, first + k) for k, (cpp, _) in enumerate(entries)]
+    width = max(len(item) for item in items)
     lines = ["// " + comment, "enum {} {{".format(name)]
-    for number, cpp, doc in entries:
-        lines.append("    {:<{}}  // {}".format("{} = {},".format(cpp, number), width, doc).rstrip())
+    lines += ["    {:<{}}  // {}".format(item, width, doc) for item, (_, doc) in zip(items, entries)]
     return lines + ["};"]
 
 
@@ -94,10 +95,9 @@ def header_text():
                       sorted(MODES.items()))
     lines.append("")
     lines += _enum("FastHookKind", "The elementwise optimizer-hook ops of update_math.h's apply_hook.",
-                   [(number, cpp, doc) for number, (cpp, doc) in sorted(HOOK_KINDS.items())])
+                   HOOK_KINDS, FIRST_HOOK_KIND)
     lines.append("")
-    lines += _enum("FastLaunchKind", "The kernels cuda_emulator.cpp's fast_emu_launch runs.",
-                   [(number, cpp, kernel) for number, (cpp, kernel) in sorted(LAUNCH_KINDS.items())])
+    lines += _enum("FastLaunchKind", "The kernels cuda_emulator.cpp's fast_emu_launch runs.", LAUNCH_KINDS, 0)
     lines.append("")
     lines += _step_args()
     lines += ["#endif  // FAST_ABI_H", ""]

@@ -30,11 +30,15 @@ import sys
 import numpy
 
 from fast.backends import nvrtc
-from fast.backends.abi import (LAUNCH_CHECK, LAUNCH_KINDS, LAUNCH_MATERIALIZE, LAUNCH_REDUCE, LAUNCH_SEGMENT_SUM,
-                               LAUNCH_UPDATE, MODES, RULES)
+from fast.backends.abi import LAUNCH_KINDS, MODES, RULES, launch_kind
 
 BLOCK = 256
 MAX_GRID = 65535
+LAUNCH_UPDATE = launch_kind("LAUNCH_UPDATE")
+LAUNCH_REDUCE = launch_kind("LAUNCH_REDUCE")
+LAUNCH_SEGMENT_SUM = launch_kind("LAUNCH_SEGMENT_SUM")
+LAUNCH_MATERIALIZE = launch_kind("LAUNCH_MATERIALIZE")
+LAUNCH_CHECK = launch_kind("LAUNCH_CHECK")
 
 
 def kernel_name(kind, kernel_id=None, mode=None):

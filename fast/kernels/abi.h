@@ -49,8 +49,8 @@ enum FastHookKind {
     HOOK_SCALE = 4,           // GradientClipping:         g <- g * a
     HOOK_SCALE_TENSOR = 5,    // GradientLARS:             g <- g * rate[tensor]
     HOOK_ADD_NOISE = 6,       // GradientNoise:            g <- g + noise[tensor][i]
-    HOOK_ADD_PARAM_WIDE = 7,  // HOOK_ADD_PARAM on a 0-d gradient (a scalar to NumPy 1.x): a * p not rounded to H first
-    HOOK_ADD_SIGN_WIDE = 8,   // HOOK_ADD_SIGN on a 0-d gradient: a * sign(p) not rounded to H first
+    HOOK_ADD_PARAM_WIDE = 7,  // HOOK_ADD_PARAM on a 0-d gradient (a scalar to NumPy 1.x): a * p not rounded to H
+    HOOK_ADD_SIGN_WIDE = 8,   // HOOK_ADD_SIGN on a 0-d gradient: a * sign(p) not rounded to H
 };
 
 // The kernels cuda_emulator.cpp's fast_emu_launch runs.
