@@ -121,6 +121,8 @@ class StepArgs(ctypes.Structure):
 
 
 def _number(table, name, first, what):
+    """The number of ``name`` in ``table`` (names, or (name, ...) entries) numbered from
+    ``first``; KeyError listing the names when it is not there."""
     names = [entry if isinstance(entry, str) else entry[0] for entry in table]
     if name not in names:
         raise KeyError("no {} is named {!r}; they are {}".format(what, name, ", ".join(names)))
