@@ -1,7 +1,8 @@
 """`make gpu-check`: everything that needs a GPU, in one command, within a time budget.
 
-Run on a machine with one CUDA GPU, CuPy, NVRTC and the test and benchmark packages (the lent
-H100/H200 image has all of them), from the repository root:
+Run on a machine with one CUDA GPU, CuPy, NVRTC and the test and benchmark packages, from the
+repository root (the lent H100/H200 image has them all but the mpich wheel, whose mpiexec the
+NCCL test launches its rank with: carry it, or that one test fails saying so):
 
     python .ci/gpu_check.py [--out DIR] [--budget SECONDS] [--jobs N] [--logs PATH.tar.gz]
 
@@ -9,7 +10,9 @@ Parts, in order, each a subprocess with its own time limit cut to what the budge
 
 1. build        the NVRTC build for this GPU's architecture: PTX, registers and spills
                 (python -m fast.backends.cuda --ptx), the IEEE contract checked;
-2. tests        the GPU tests (tests/fast/test_fast_gpu.py, the build tests);
+2. tests        the GPU tests (tests/fast/test_fast_gpu.py, the build tests) and the
+                'pure_nccl' communicator's one-rank case (tests/distributed/
+                test_distributed_nccl.py; its two-rank case needs two GPUs and skips);
 3. conformance  python -m conformance report --device gpu --level ci:
                 reports/conformance-gpu.{json,md};
 4. mutants      the kernel mutants whose planted code runs on the GPU, against it:
@@ -26,7 +29,7 @@ with a limit cut to what is left, so the command ends within the budget however 
 would take, and the summary says which part ran out. Estimated shares, from the CPU runs here:
 the build about 15 s (one architecture; NVRTC is single-threaded, 20 s on this 2-core VM);
 the tests about 1 minute (143 GPU tests, each comparing a short run with the host build of the
-same driver); the conformance suite about 2 minutes (4,258 cases, 150 s of CPU on this VM,
+same driver, and one MPI launch of the NCCL rank); the conformance suite about 2 minutes (4,258 cases, 150 s of CPU on this VM,
 in --jobs workers, one CUDA context each); the mutants about 1 minute (the 26 kernel mutants
 whose code runs on the GPU, --jobs at a time, each one NVRTC build of its module plus the cases
 up to its first divergence, against the conformance part's report as the baseline: no second
@@ -120,8 +123,9 @@ def plan(args, logs: str) -> list:
     return [
         Part("build", [py, "-m", "fast.backends.cuda", "--ptx", os.path.join(logs, "ptx"), "--arch", arch],
              limit_s=300, summary=r"PTX: .*"),
-        Part("tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/fast/test_fast_gpu.py",
-                       "tests/fast/test_fast_gpu_build.py"], limit_s=300, summary=r"\d+ (passed|failed).*"),
+        Part("tests", [py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/fast/test_fast_gpu.py",
+                       "tests/fast/test_fast_gpu_build.py", "tests/distributed/test_distributed_nccl.py"],
+             limit_s=300, summary=r"\d+ (passed|failed).*"),
         Part("conformance", [py, "-m", "conformance", "report", "--impl", "fast", "--device", device,
                              "--require-all", "--jobs", str(args.jobs), *level],
              limit_s=420, cwd=args.out, summary=r"^\d+ cases, \d+ failed.*"),

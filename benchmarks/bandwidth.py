@@ -2,8 +2,8 @@
 
 Copy bandwidth is 2 * nbytes / time for copying one array into another (bytes read plus
 bytes written), measured on arrays far larger than the caches, device to device. (The
-CPU's limit is measured with each step's stream mix: benchmarks/limit.py. A one-thread
-NumPy copy used to stand for it and was exceeded by 27-50% by every compiled step.)
+CPU's limit is measured with each step's stream mix, benchmarks/limit.py: a one-thread
+NumPy copy is no limit for a compiled step on every core, which outruns it.)
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Bytes an optimizer step moves per parameter, DESIGN.md's table as data.
+"""Bytes an optimizer step moves per parameter, as a table.
 
 A step reads the gradient once, reads and writes the parameter (or, with an fp32
 master, reads and writes the master and writes the fp16 parameter) and reads and writes
 every state array once. With fp16 parameters and gradients, an fp32 master and fp32
-state (DESIGN.md's table):
+state (the figures docs/performance.md states):
 
     SGD 12 B, one state 20 B, two states 28 B, three states 36 B.
 
@@ -68,7 +68,7 @@ def grad_read_floor(optimizer: str, mode: str) -> float:
     return grad_bytes / bytes_per_param(optimizer, mode)
 
 
-# DESIGN.md's figures for fp16 + fp32 master, checked at import.
-_DESIGN_TABLE = {"SGD": 12, "MomentumSGD": 20, "AdamW": 28, "AMSGrad": 36}
-for _name, _bytes in _DESIGN_TABLE.items():
+# docs/performance.md's figures for fp16 + fp32 master, checked at import.
+_STATED_IN_DOCS = {"SGD": 12, "MomentumSGD": 20, "AdamW": 28, "AMSGrad": 36}
+for _name, _bytes in _STATED_IN_DOCS.items():
     assert bytes_per_param(_name, "fp16+master") == _bytes, _name

@@ -49,13 +49,6 @@ CHECK_SCALE = 2.0 ** -10
 CHECK_INT = 200  # |k| <= 200: every rank's k (r + 1) and their sum over 3 ranks exact in fp16
 
 
-def master_and_state_bytes(optimizer) -> int:
-    """Bytes of fp32 master and optimizer state a plain `fast` optimizer holds (the
-    figure `state_nbytes()` gives on a multi-node one)."""
-    return sum((g.master.nbytes if g.master is not None else 0) + sum(b.nbytes for b in g.state)
-               for g in optimizer.engine.groups)
-
-
 def make_optimizer(mode: str, params: dict, comm, exchange=None):
     actual = getattr(fast.optimizers, OPTIMIZER)(**CHAINER_HYPERPARAMS[OPTIMIZER])
     if mode == "plain":
@@ -166,8 +159,7 @@ def main(argv=None) -> int:
              for mode in modes}
 
     local = {"times": times, "after_digest": after, "checks": checks,
-             "state_nbytes": {mode: (master_and_state_bytes(opt) if mode == "plain" else opt.state_nbytes())
-                              for mode, (opt, _) in optimizers.items()}}
+             "state_nbytes": {mode: opt.state_nbytes() for mode, (opt, _) in optimizers.items()}}
     gathered = comm.allgather_obj(local)
     if comm.rank == 0:
         out = {"ranks": comm.size, "param_set": param_set.name, "n_params": param_set.n_params,

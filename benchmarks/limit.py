@@ -44,7 +44,6 @@ _STREAMS = {
     "fp16": (2, 2, 0),
     "fp64": (8, 8, 0),
 }
-_KERNEL_MODE = {"fp64": 0, "fp32": 1, "fp16+master": 2, "fp16": 3}
 _UNSIGNED = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -69,7 +68,7 @@ def mix_of(optimizer: str, mode: str) -> Mix:
     return Mix(mode, STATE_ARRAYS[optimizer])
 
 
-# The mix moves DESIGN.md's bytes, so a step and its limit count the same bytes.
+# The mix moves bytes_per_param's bytes, so a step and its limit count the same bytes.
 for _mode, _traffic in DTYPE_MODES.items():
     for _n in range(4):
         assert Mix(_mode, _n).bytes_per_param == (
@@ -81,7 +80,7 @@ def library() -> ctypes.CDLL:
     from fast.backends import cpu
 
     lib = ctypes.CDLL(cpu.built_library("streamlimit", (SOURCE,), cpu.FLAGS, KERNEL_DIR))
-    lib.stream_mix_pass.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+    lib.stream_mix_pass.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                     ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                     ctypes.c_int64]
     lib.stream_mix_pass.restype = ctypes.c_int
@@ -116,7 +115,7 @@ class MixPass:
         self.grad = _touched(n, grad_w, 5)
         self.written = _touched(n, written_w, 6) if written_w else None
         self._rw_ptrs = (ctypes.c_void_p * 4)(*[a.ctypes.data for a in self.rw])
-        self._args = (_KERNEL_MODE[mix.mode], len(self.rw), self.grad.ctypes.data, self._rw_ptrs,
+        self._args = (grad_w, rw_w, written_w, len(self.rw), self.grad.ctypes.data, self._rw_ptrs,
                       None if self.written is None else self.written.ctypes.data, n)
 
     @property

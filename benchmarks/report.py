@@ -138,7 +138,7 @@ def _header(name: str, machine: dict) -> list[str]:
            if machine.get("tests_deselected") else ""), "",
         "Step time is the fastest of the timed rounds (one step per round on the CPU; on "
         "the GPU enough steps per round to last 20 ms, then a synchronisation). GB/s counts "
-        "the bytes of DESIGN.md's table (benchmarks/bytes_per_param.py); \"% limit\" sets "
+        "the bytes of benchmarks/bytes_per_param.py's table; \"% limit\" sets "
         "them against the limit measured in this run for the same stream mix and size "
         "(below). A figure above 100% is a measurement error and is flagged. \"x peer\" is "
         "the peer's step time over fast's: above 1 means fast is faster. The machine is "
@@ -300,7 +300,7 @@ def render(name, machine, benchmarks, limits, figures, comparisons, outcomes,
             for f in over) + ").", ""]
     lines += ["## Targets", "",
               "\"bound\", for a speed-up: the speed-up fast would show if its step ran at the "
-              "limit, the most any implementation moving DESIGN.md's bytes can reach "
+              "limit, the most any implementation moving bytes_per_param's bytes can reach "
               "against that peer. For fp16's share of the limit: the share the F16C floor "
               "reached in the same rounds (benchmarks/limit.py, ConvertPass: only the "
               "conversions an fp16 step with Chainer's fp16 state must make, F16C's 8 "

@@ -13,6 +13,7 @@ from .plan import PARAM_SETS
 from .workloads import (STORAGE_DTYPE, api_optimizer, device_arrays, host_arrays,
                         parameter_and_state_bytes)
 
+
 def _record(record_measurement, impl, case, held_bytes, extra, **more):
     largest = max(value for value in extra.values() if value is not None)
     record_measurement(kind="memory", impl=impl, optimizer=case.optimizer, mode=case.mode,

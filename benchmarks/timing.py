@@ -70,17 +70,14 @@ def bench_steps(benchmark, step: Callable[[], None], device: Device, *, budget_s
 
 
 # The limit is the best of its passes and a step's figure the best of its rounds: both are
-# estimates of a maximum on a machine whose bandwidth varies from round to round. A step that
-# runs within a few percent of the limit (RMSpropGraves fp32 at 16M: 96% of it, the median of
-# 30 interleaved rounds) beat the best of one pass per round by 5.6% in one run (d5f830b); the
-# limit gets LIMIT_PASSES_PER_ROUND passes for each round of the step, so that its estimate is
-# the tighter one, and passes after the last round too: the bandwidth left to the run changes
-# within a second (AdamW fp32 on GPT-2 small, 3 rounds in bdc1880: 94.9, 125 and 139 ms), and
-# one round in a quiet spell beat all 19 passes of its limit by 3.9%. A step that runs at its
-# limit (fast's AdamW fp32 at 100M: its loop moves the same bytes as the limit's) ties it, and
-# the best of k samples beats the best of j samples of the same distribution with probability
-# k / (k + j): with three passes per round that step came out 0.05% above its limit in 85a81fb
-# (10 rounds against 33 passes, odds 23%); six per round make them 12%.
+# estimates of a maximum on a machine whose bandwidth varies from round to round, so the
+# limit's must be the tighter one. A step that runs at its limit (fast's AdamW fp32 at 100M
+# moves the same bytes as the limit's loop) ties it, and the best of k samples beats the best
+# of j samples of the same distribution with probability k / (k + j): k rounds against
+# LIMIT_PASSES_PER_ROUND * (k + 1) passes put such a step above its limit about once in
+# 1 + LIMIT_PASSES_PER_ROUND runs. The passes come before every round and after the last,
+# because the bandwidth left to the run changes within a second. (The runs that set these
+# numbers: docs/performance.md, "What `make bench` measures".)
 LIMIT_PASSES_PER_ROUND = 6
 
 # Below this many bytes moved a step's arrays stay in the caches between rounds (the

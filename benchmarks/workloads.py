@@ -14,7 +14,7 @@ import numpy as np
 from .devices import Device
 from .param_sets import ParamSet
 
-# Dtype modes (DESIGN.md): storage dtype of parameters and gradients, and whether the
+# Dtype modes (docs/fast.md): storage dtype of parameters and gradients, and whether the
 # optimizer keeps an fp32 master copy (`use_fp32_update()`).
 MODES = ("fp32", "fp16+master", "fp16")
 STORAGE_DTYPE = {"fp32": np.float32, "fp16+master": np.float16, "fp16": np.float16,

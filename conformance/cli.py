@@ -360,7 +360,7 @@ def cmd_deep(args) -> int:
 
 
 def cmd_ladder(args) -> int:
-    from .compare import ladder
+    from .compare import LADDER_DPS, ladder
     cases = [c for c in generators.ci_suite("ci") if c.dtype_mode == "float64"
              and c.name.startswith(("matrix/", "variant/", "long/"))
              and (args.filter is None or args.filter in c.name)]
@@ -370,7 +370,7 @@ def cmd_ladder(args) -> int:
         worst = max(worst, r.worst)
         if r.failure:
             failures.append(f"{case.name}: {r.failure}")
-    print(f"ladder: {len(cases)} float64 cases against mpmath(dps={50}); worst normalized "
+    print(f"ladder: {len(cases)} float64 cases against mpmath(dps={LADDER_DPS}); worst normalized "
           f"error {worst:.3g}; failures {len(failures)}")
     for line in failures[:20]:
         print("  ", line)

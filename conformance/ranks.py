@@ -29,11 +29,14 @@ import hashlib
 import importlib
 import os
 import tempfile
+from dataclasses import replace
 
 import numpy as np
 
 from . import streams, tolerance
 from .adapter import CalledCodeRaised, Driver, ParamState, Snapshot, to_host
+from .results import Divergence
+from .target import UsageError
 
 #: The World of this process once `--ranks N` made one (for aborting on a harness error).
 ACTIVE = None
@@ -43,7 +46,6 @@ class World:
     """This process's place among the ranks, over mpi4py's COMM_WORLD."""
 
     def __init__(self, expected: int):
-        from .target import UsageError
         try:
             from mpi4py import MPI
         except ImportError as exc:
@@ -76,7 +78,6 @@ class World:
     def agree(self, result, step: int, where: str, ok: bool, fingerprint: list) -> bool:
         """Exchange (ok, fingerprint); a rank whose fingerprint differs from rank 0's is a
         divergence (recorded identically on every rank). True when every rank goes on."""
-        from .compare import Divergence
         gathered = self.allgather((bool(ok), fingerprint))
         reference = gathered[0][1]
         for rank, (_, other) in enumerate(gathered[1:], start=1):
@@ -108,7 +109,6 @@ class World:
 
 
 def _with_rank(divergence, rank):
-    from dataclasses import replace
     return replace(divergence, rank=rank)
 
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from .applicability import grouped_reasons
 from .cases import DTYPE_MODES, PROFILES
-from .compare import CaseResult
+from .results import CaseResult
 
 #: What the `worst` column, the plots and a diagnosis's "normalized error" mean.
 LEGEND = (

@@ -6,7 +6,8 @@ import time
 import warnings
 
 from . import applicability, cases as case_model
-from .compare import CaseResult, check_case, free_running_drift
+from .compare import check_case, free_running_drift
+from .results import CaseResult
 
 
 def progress_bar(done: int, total: int, failed: int, started: float, stream=sys.stderr) -> None:

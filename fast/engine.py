@@ -17,7 +17,7 @@ has one code path for the CPU and the GPU.
 import numpy
 
 from fast import backends, boundary, hyperparameter
-from fast.backends import cpu as cpu_backend
+from fast.backends import abi
 from fast.backends.step import StepSpec
 from fast.parameter import array_device, check_grad
 from fast.slots import GroupSlot
@@ -27,23 +27,23 @@ F16, F32, F64 = numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dt
 
 
 def dtype_mode(dtype, use_master, profile):
-    """Kernel mode for a parameter dtype (see cpu_driver.cpp)."""
+    """The dtype mode (fast.backends.abi) of a parameter dtype."""
     if dtype == F64:
-        return cpu_backend.MODE_FLOAT64
+        return abi.MODE_FLOAT64
     if dtype == F32:
-        return cpu_backend.MODE_FLOAT32
+        return abi.MODE_FLOAT32
     if use_master:
-        return cpu_backend.MODE_FP16_MASTER_FIXED if profile == "fixed" else cpu_backend.MODE_FP16_MASTER
-    return cpu_backend.MODE_FP16
+        return abi.MODE_FP16_MASTER_FIXED if profile == "fixed" else abi.MODE_FP16_MASTER
+    return abi.MODE_FP16
 
 
 def has_master(mode):
-    return mode in (cpu_backend.MODE_FP16_MASTER, cpu_backend.MODE_FP16_MASTER_FIXED)
+    return mode in (abi.MODE_FP16_MASTER, abi.MODE_FP16_MASTER_FIXED)
 
 
 def hook_dtype(mode, dtype):
     """The dtype optimizer hooks see the gradient in (the dtype noise is drawn in)."""
-    return F32 if mode == cpu_backend.MODE_FP16_MASTER_FIXED else dtype
+    return F32 if mode == abi.MODE_FP16_MASTER_FIXED else dtype
 
 
 class Entry(object):
@@ -277,7 +277,7 @@ class Engine(object):
 
     def kernel_mode(self, g):
         """The mode a pass over ``g`` runs in (fp32 on the master in the fp32 view)."""
-        return cpu_backend.MODE_FLOAT32 if self._viewed_as_fp32(g) else g.mode
+        return abi.MODE_FLOAT32 if self._viewed_as_fp32(g) else g.mode
 
     # --- layout ---
     def bind(self, named_params):
@@ -684,7 +684,7 @@ class Engine(object):
         if g.master is not None:
             spec = self.args(g, active=active, grad_ptrs=ptrs, param=g.master)
             spec.master = None
-            mode = cpu_backend.MODE_FLOAT32
+            mode = abi.MODE_FLOAT32
         else:
             spec = self.args(g, active=active, grad_ptrs=ptrs)
             mode = g.mode

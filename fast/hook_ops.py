@@ -1,20 +1,26 @@
 """Elementwise hook operations the kernels apply to a gradient as they load it.
 
-An optimizer-level hook is planned into one or more ops (the kinds of
-update_math.h's FastHookKind); reductions the hook needs (global norm, per
+An optimizer-level hook is planned into one or more ops (the hook kinds of
+fast.backends.abi); reductions the hook needs (global norm, per
 parameter norms) are taken over the gradient as transformed by the ops
 planned before it. Scalars are rounded to the dtype the hook sees the
 gradient in, as NumPy rounds a Python float operand to the array's dtype.
 """
 import numpy
 
+from fast.backends.abi import hook_kind
 from fast.engine import hook_dtype
 
-ADD_PARAM, ADD_SIGN, CLIP, SCALE, SCALE_TENSOR, ADD_NOISE = 1, 2, 3, 4, 5, 6
+ADD_PARAM = hook_kind("HOOK_ADD_PARAM")
+ADD_SIGN = hook_kind("HOOK_ADD_SIGN")
+CLIP = hook_kind("HOOK_CLIP")
+SCALE = hook_kind("HOOK_SCALE")
+SCALE_TENSOR = hook_kind("HOOK_SCALE_TENSOR")
+ADD_NOISE = hook_kind("HOOK_ADD_NOISE")
 #: The kinds ``g += a * p`` and ``g += a * sign(p)`` take for a group of 0-d gradients:
 #: NumPy 1.x treats a 0-d array as a scalar, so the product is float64, not rounded to
 #: the gradient's dtype before the add (and ``a`` is not converted to it).
-WIDE_KIND = {ADD_PARAM: 7, ADD_SIGN: 8}
+WIDE_KIND = {ADD_PARAM: hook_kind("HOOK_ADD_PARAM_WIDE"), ADD_SIGN: hook_kind("HOOK_ADD_SIGN_WIDE")}
 
 
 def numpy1_scalar(value, array):

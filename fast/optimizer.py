@@ -158,6 +158,13 @@ class GradientMethod(object):
         return [(timing, name, hook) for timing in ("pre", "post")
                 for name, hook in self._hookable.hooks[timing].items()]
 
+    def state_nbytes(self):
+        """Bytes of fp32 master and optimizer state the engine holds (a multi-node
+        optimizer's: this rank's)."""
+        self._check_set_up()
+        return sum((g.master.nbytes if g.master is not None else 0) + sum(b.nbytes for b in g.state)
+                   for g in self._engine.groups)
+
     # --- Chainer's attributes that wrappers and extensions read ---
     @property
     def _loss_scale(self):

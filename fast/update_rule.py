@@ -14,7 +14,7 @@ family interface at the end of the class.
 """
 import numpy
 
-from fast import hyperparameter
+from fast import hyperparameter, serializers
 from fast.hookable import Hookable
 from fast.slots import DetachedSlot
 
@@ -159,8 +159,7 @@ class UpdateRule(object):
     def serialize(self, serializer):
         """Chainer's UpdateRule.serialize: ``t`` and the state (and, in the
         fixed profile, the master and the family's extra scalars)."""
-        from fast.serializers import serialize_rule
-        serialize_rule(self, serializer)
+        serializers.serialize_rule(self, serializer)
 
     # --- family interface ---
     @classmethod

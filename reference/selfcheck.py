@@ -19,7 +19,8 @@ What is checked, and why the bound is what it is:
   stored value here is at most about eight float64 operations away from stored inputs of
   that magnitude, each contributing at most half an ulp, so the bound is 8 ulps. (Measured
   in ulps of the result alone, a cancellation such as ``p + momentum**2 * v`` would turn
-  the same absolute error into tens of ulps: see DESIGN.md on pure ULP budgets.)
+  the same absolute error into tens of ulps: docs/conformance.md, "The error model", says why
+  no ULP budget is used.)
 * The same teacher-forced step with float32 parameters, fp16 parameters with the fp32
   master, and fp16 parameters without it, measured in ulps of each stored value's dtype at
   the magnitude of the terms combined. mpmath rounds each stored value once (correctly);

@@ -60,8 +60,11 @@ def test_the_dry_run_writes_the_device_reports(dry_run):
     assert "PASSED" in markdown and "| mutants | passed |" in markdown
     with tarfile.open(out / "logs.tar.gz") as archive:
         names = archive.getnames()
+        tests_log = archive.extractfile("gpu-check-logs/tests.log").read().decode()
     assert "gpu-check-logs/ptx/cuda_driver.sm_90.ptx" in names
     assert {f"gpu-check-logs/{p}.log" for p in PARTS} <= set(names)
+    # the GPU tests part runs the NCCL test too (its one-rank case fits a one-GPU machine)
+    assert "tests/distributed/test_distributed_nccl.py" in tests_log and "needs 1 GPU(s)" in tests_log
 
 
 def test_the_dry_run_leaves_the_committed_reports_alone():

@@ -145,16 +145,21 @@ void f16_convert_pass(const uint16_t* g, uint16_t* const* rw, int64_t n) {
 
 extern "C" {
 
-// mode: 0 float64, 1 float32, 2 fp16 + fp32 master, 3 float16 (fast.backends.cpu's numbering).
-// n_rw: 1 + the optimizer's state arrays. wo: the fp16 parameter (mode 2 only).
-int stream_mix_pass(int mode, int n_rw, const void* grad, void* const* rw, void* wo, int64_t n) {
-    switch (mode) {
-    case 0: return mix_pass_for<uint64_t, uint64_t, void>(n_rw, grad, rw, wo, n);
-    case 1: return mix_pass_for<uint32_t, uint32_t, void>(n_rw, grad, rw, wo, n);
-    case 2: return mix_pass_for<uint16_t, uint32_t, uint16_t>(n_rw, grad, rw, wo, n);
-    case 3: return mix_pass_for<uint16_t, uint16_t, void>(n_rw, grad, rw, wo, n);
-    default: return -2;
-    }
+// The bytes per element of the gradient, of each read-and-written array and of the
+// written-only array (0: none), one of the four dtype modes' mixes: float64 (8, 8, 0), float32
+// (4, 4, 0), fp16 + fp32 master (2, 4, 2: wo is the fp16 parameter), float16 (2, 2, 0).
+// n_rw: 1 + the optimizer's state arrays.
+int stream_mix_pass(int grad_bytes, int rw_bytes, int wo_bytes, int n_rw, const void* grad, void* const* rw,
+                    void* wo, int64_t n) {
+    if (grad_bytes == 8 && rw_bytes == 8 && wo_bytes == 0)
+        return mix_pass_for<uint64_t, uint64_t, void>(n_rw, grad, rw, wo, n);
+    if (grad_bytes == 4 && rw_bytes == 4 && wo_bytes == 0)
+        return mix_pass_for<uint32_t, uint32_t, void>(n_rw, grad, rw, wo, n);
+    if (grad_bytes == 2 && rw_bytes == 4 && wo_bytes == 2)
+        return mix_pass_for<uint16_t, uint32_t, uint16_t>(n_rw, grad, rw, wo, n);
+    if (grad_bytes == 2 && rw_bytes == 2 && wo_bytes == 0)
+        return mix_pass_for<uint16_t, uint16_t, void>(n_rw, grad, rw, wo, n);
+    return -2;
 }
 
 // width: 2, 4 or 8 bytes per word; streams: 1, 2, 4 or 8. Returns the largest word (0 for a

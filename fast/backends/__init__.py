@@ -12,9 +12,11 @@ code path for every device:
   settles its bookkeeping later (see fast.optimizer).
 
 ``cpu`` compiles fast/kernels/cpu_driver.cpp with the system C++ compiler and
-calls it through ctypes. ``cuda`` instantiates cuda_driver.cu (the same
-update math) through CuPy's NVRTC; ``cuda_emulator`` runs that same driver on
-the host, so CI (which has no GPU) executes the device code path.
+calls it through ctypes. ``cuda`` runs cuda_driver.cu (the same update math),
+compiled by the project's NVRTC build (``nvrtc``) and loaded by CuPy;
+``cuda_emulator`` runs that same driver on the host, so CI (which has no GPU)
+executes the device code path. ``abi`` holds the numbers all of them share with
+the kernels.
 """
 import numpy
 

@@ -9,6 +9,7 @@ uses never load a half-written file.
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -16,10 +17,11 @@ import threading
 
 import numpy
 
-from fast.backends.step import StepArgs
+from fast.backends import abi_header
+from fast.backends.abi import StepArgs
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
-SOURCES = ("update_math.h", "step_args.h", "element_pipeline.h", "cpu_driver.cpp")
+SOURCES = (abi_header.HEADER, "update_math.h", "element_pipeline.h", "cpu_driver.cpp")
 # -ffp-contract=off: no fused multiply-add, so every operation rounds as
 # NumPy's does and results do not depend on whether the CPU has FMA.
 # -fno-trapping-math: nothing here reads floating-point exception flags; it
@@ -27,7 +29,6 @@ SOURCES = ("update_math.h", "step_args.h", "element_pipeline.h", "cpu_driver.cpp
 # value (unlike -ffast-math, which is never used).
 FLAGS = ("-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
          "-march=native", "-std=c++17", "-fPIC", "-shared")
-MODE_FLOAT64, MODE_FLOAT32, MODE_FP16_MASTER, MODE_FP16, MODE_FP16_MASTER_FIXED = range(5)
 
 
 class KernelBuildError(RuntimeError):
@@ -59,7 +60,6 @@ def _cpu_identity():
             lines = [l for l in f if l.startswith(("model name", "flags"))]
         return "".join(sorted(set(lines)))
     except OSError:
-        import platform
         return platform.processor() + platform.machine()
 
 
@@ -76,13 +76,18 @@ def cache_dir():
 def built_library(prefix, sources, flags, directory=None):
     """The path of a shared library compiled from ``directory``'s ``sources`` (the last
     one is the translation unit; by default fast's kernels), built into the cache if
-    missing. The name hashes the sources, the flags, the compiler's version and the CPU."""
+    missing. The name hashes the sources, the flags, the compiler's version and the CPU.
+    Sources that include abi.h must be built from the header of fast.backends.abi's table
+    (abi_header.AbiMismatchError otherwise)."""
     directory = directory or KERNEL_DIR  # read at call time: the mutants redirect KERNEL_DIR
     cxx = _compiler()
     digest = hashlib.sha256()
     for name in sources:
         with open(os.path.join(directory, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read())
+            text = f.read()
+        if name == abi_header.HEADER:
+            abi_header.check_header(text.decode())
+        digest.update(name.encode() + b"\0" + text)
     digest.update(" ".join(flags).encode())
     digest.update(_compiler_version(cxx).encode())
     digest.update(_cpu_identity().encode())

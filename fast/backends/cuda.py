@@ -29,47 +29,38 @@ import sys
 
 import numpy
 
-from fast.backends.cpu import MODE_FLOAT32, MODE_FLOAT64, MODE_FP16, MODE_FP16_MASTER, MODE_FP16_MASTER_FIXED
+from fast.backends import nvrtc
+from fast.backends.abi import LAUNCH_KINDS, MODES, RULES, launch_kind
 
-RULES = {0: "RuleSGD", 1: "RuleMomentumSGD", 2: "RuleCorrectedMomentumSGD", 3: "RuleNesterovAG",
-         4: "RuleAdaGrad", 5: "RuleAdaDelta", 6: "RuleRMSprop", 7: "RuleRMSpropGraves", 8: "RuleAdam",
-         9: "RuleAMSGrad", 10: "RuleMSVAG", 11: "RuleSMORMS3", 12: "RuleAdaBound", 13: "RuleAMSBound"}
-MODES = {MODE_FLOAT64: "ModeF64", MODE_FLOAT32: "ModeF32", MODE_FP16_MASTER: "ModeF16Master",
-         MODE_FP16: "ModeF16", MODE_FP16_MASTER_FIXED: "ModeF16MasterFixed"}
 BLOCK = 256
 MAX_GRID = 65535
-#: kernel kinds, numbered as in cuda_emulator.cpp
-UPDATE, REDUCE, SEGMENT_SUM, MATERIALIZE, CHECK = range(5)
-_SIGNATURES = {
-    UPDATE: "(const FastStepArgs*, const int*)",
-    REDUCE: "(const FastStepArgs*, double*, double*)",
-    SEGMENT_SUM: "(const FastStepArgs*, const double*, const double*)",
-    MATERIALIZE: "(const FastStepArgs*)",
-    CHECK: "(const FastStepArgs*, int*)",
-}
-_BASES = {UPDATE: "fast_update_kernel", REDUCE: "fast_reduce_kernel", SEGMENT_SUM: "fast_segment_sum_kernel",
-          MATERIALIZE: "fast_materialize_kernel", CHECK: "fast_check_kernel"}
+LAUNCH_UPDATE = launch_kind("LAUNCH_UPDATE")
+LAUNCH_REDUCE = launch_kind("LAUNCH_REDUCE")
+LAUNCH_SEGMENT_SUM = launch_kind("LAUNCH_SEGMENT_SUM")
+LAUNCH_MATERIALIZE = launch_kind("LAUNCH_MATERIALIZE")
+LAUNCH_CHECK = launch_kind("LAUNCH_CHECK")
 
 
 def kernel_name(kind, kernel_id=None, mode=None):
-    """The C++ name of one kernel instance."""
-    if kind == UPDATE:
-        return "{}<{}, {}>".format(_BASES[kind], RULES[kernel_id], MODES[mode])
-    if kind == SEGMENT_SUM:
-        return _BASES[kind]
-    return "{}<{}>".format(_BASES[kind], MODES[mode])
+    """The C++ name of one kernel instance (``kind``: a launch kind of fast.backends.abi)."""
+    _, kernel = LAUNCH_KINDS[kind]
+    if kind == LAUNCH_UPDATE:
+        return "{}<{}, {}>".format(kernel, RULES[kernel_id], MODES[mode])
+    if kind == LAUNCH_SEGMENT_SUM:
+        return kernel
+    return "{}<{}>".format(kernel, MODES[mode])
 
 
 def instantiations():
     """(kind, name) of every kernel instance the backend asks NVRTC for."""
-    out = [(UPDATE, kernel_name(UPDATE, k, m)) for k in RULES for m in MODES]
-    out += [(kind, kernel_name(kind, mode=m)) for kind in (REDUCE, MATERIALIZE, CHECK) for m in MODES]
-    return out + [(SEGMENT_SUM, kernel_name(SEGMENT_SUM))]
+    out = [(LAUNCH_UPDATE, kernel_name(LAUNCH_UPDATE, k, m)) for k in range(len(RULES)) for m in MODES]
+    out += [(kind, kernel_name(kind, mode=m)) for kind in (LAUNCH_REDUCE, LAUNCH_MATERIALIZE, LAUNCH_CHECK)
+            for m in MODES]
+    return out + [(LAUNCH_SEGMENT_SUM, kernel_name(LAUNCH_SEGMENT_SUM))]
 
 
 def build(arch="sm_90", extra_flags=(), cache=True):
     """The project's NVRTC build of every instance (fast.backends.nvrtc)."""
-    from fast.backends import nvrtc
     return nvrtc.build([name for _, name in instantiations()], arch=arch, extra_flags=extra_flags,
                        cache=cache)
 
@@ -93,7 +84,6 @@ class CudaBackend(object):
         import cupy
         self.xp = cupy
         self.device_id = device_id
-        from fast.backends import nvrtc
         with cupy.cuda.Device(device_id) as device:
             arch = nvrtc.device_arch(device.compute_capability, nvrtc.supported_archs())
             self.gpu_build = build(arch)
@@ -170,7 +160,7 @@ class CudaBackend(object):
         """One launch; ``skip`` (a device int32 flag or None) makes it do nothing when set."""
         args = self._place(spec)
         flag = skip if skip is not None else self._never()
-        self._launch(UPDATE, kernel_id, mode, self._grid(spec), args, flag)
+        self._launch(LAUNCH_UPDATE, kernel_id, mode, self._grid(spec), args, flag)
 
     def reduce(self, mode, spec):
         """Per-chunk sums, then per-tensor sums in chunk order (two launches)."""
@@ -178,19 +168,19 @@ class CudaBackend(object):
         chunk_gsq = self.xp.zeros(n_chunks, dtype=numpy.float64)
         chunk_psq = self.xp.zeros(n_chunks, dtype=numpy.float64)
         args = self._place(spec)
-        self._launch(REDUCE, None, mode, self._grid(spec), args, chunk_gsq, chunk_psq)
+        self._launch(LAUNCH_REDUCE, None, mode, self._grid(spec), args, chunk_gsq, chunk_psq)
         tensors_grid = max(1, min((int(spec.args.n_tensors) + BLOCK - 1) // BLOCK, MAX_GRID))
-        self._launch(SEGMENT_SUM, None, None, tensors_grid, args, chunk_gsq, chunk_psq)
+        self._launch(LAUNCH_SEGMENT_SUM, None, None, tensors_grid, args, chunk_gsq, chunk_psq)
         spec.keep += [chunk_gsq, chunk_psq]
 
     def materialize(self, mode, spec):
-        self._launch(MATERIALIZE, None, mode, self._grid(spec), self._place(spec))
+        self._launch(LAUNCH_MATERIALIZE, None, mode, self._grid(spec), self._place(spec))
 
     def check_finite(self, mode, spec, found=None):
         """Per-tensor flags into spec's tensor_nonfinite; ``found`` (device int32) is raised
         when any element is inf or NaN."""
         found = found if found is not None else self.xp.zeros(1, dtype=numpy.int32)
-        self._launch(CHECK, None, mode, self._grid(spec), self._place(spec), found)
+        self._launch(LAUNCH_CHECK, None, mode, self._grid(spec), self._place(spec), found)
         spec.keep.append(found)
 
     def _never(self):
@@ -264,7 +254,6 @@ def resource_table(result):
 def contract_problems(result):
     """What breaks the GPU build's contract: IEEE violations in the PTX, instances NVRTC did
     not emit, kernels that spill to local memory."""
-    from fast.backends import nvrtc
     problems = ["{} PTX instruction(s) of kind {}".format(n, kind)
                 for kind, n in nvrtc.ieee_violations(result.ptx).items()]
     _, entries = nvrtc.split_ptx(result.ptx)
@@ -284,7 +273,6 @@ def main(argv=None):
     parser.add_argument("--extra-flag", action="append", default=[], metavar="FLAG",
                         help="an NVRTC flag added to the project's (to see its effect; repeatable)")
     args = parser.parse_args(argv)
-    from fast.backends import nvrtc
     try:
         result = write_ptx(args.ptx, args.arch, tuple(args.extra_flag))
     except (nvrtc.GpuBuildError, ValueError) as exc:

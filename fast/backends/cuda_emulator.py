@@ -13,13 +13,14 @@ import ctypes
 
 import numpy
 
-from fast.backends import cpu
+from fast.backends import abi_header, cpu
 from fast.backends.cuda import BLOCK, CudaBackend
 
-SOURCES = ("update_math.h", "step_args.h", "element_pipeline.h", "cuda_driver.cu", "cuda_host_emulation.h",
+SOURCES = (abi_header.HEADER, "update_math.h", "element_pipeline.h", "cuda_driver.cu", "cuda_host_emulation.h",
            "cuda_emulator.cpp")
 FLAGS = ("-O2", "-pthread", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-march=native",
          "-std=c++20", "-fPIC", "-shared")
+
 
 def _declare(lib):
     lib.fast_emu_launch.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 3

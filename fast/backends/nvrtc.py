@@ -25,7 +25,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 
-from fast.backends import cpu
+from fast.backends import abi_header, cpu
 
 #: The compile flags of every GPU build, and why:
 FLAGS = (
@@ -41,7 +41,7 @@ FLAGS = (
     "--fmad=false",
 )
 TRANSLATION_UNIT = "cuda_driver.cu"
-HEADERS = ("update_math.h", "step_args.h", "element_pipeline.h")
+HEADERS = (abi_header.HEADER, "update_math.h", "element_pipeline.h")
 #: The CUDA headers the kernels include (through cuda_fp16.h): part of the cache key.
 CUDA_HEADERS = ("cuda_fp16.h", "cuda_fp16.hpp")
 _CACHE_FORMAT = 1
@@ -90,11 +90,13 @@ def cuda_include_dir():
 
 
 def _kernel_texts():
-    """{file name: text} of the translation unit and the kernel headers, as compiled now."""
+    """{file name: text} of the translation unit and the kernel headers, as compiled now
+    (abi.h checked against fast.backends.abi's table)."""
     texts = {}
     for name in (TRANSLATION_UNIT,) + HEADERS:
         with open(os.path.join(cpu.KERNEL_DIR, name)) as f:
             texts[name] = f.read()
+    abi_header.check_header(texts[abi_header.HEADER])
     return texts
 
 

@@ -6,44 +6,9 @@ flags, pointer tables, hyperparameters, hook scalars) as a host array; the
 backend then places the tables where its kernels can read them: in place on
 the CPU, packed with the argument block into one upload on the GPU.
 """
-import ctypes
-
 import numpy
 
-MAX_STATE = 3
-N_HPARAMS = 12
-
-
-class StepArgs(ctypes.Structure):
-    """ctypes mirror of ``FastStepArgs`` in kernels/step_args.h."""
-    _fields_ = [
-        ("n_tensors", ctypes.c_int64),
-        ("n_chunks", ctypes.c_int64),
-        ("chunk_tensor", ctypes.c_void_p),
-        ("chunk_begin", ctypes.c_void_p),
-        ("chunk_end", ctypes.c_void_p),
-        ("tensor_offset", ctypes.c_void_p),
-        ("tensor_active", ctypes.c_void_p),
-        ("grad", ctypes.c_void_p),
-        ("param", ctypes.c_void_p),
-        ("master", ctypes.c_void_p),
-        ("state", ctypes.c_void_p * MAX_STATE),
-        ("hparams", ctypes.c_void_p),
-        ("unscale_divisor", ctypes.c_double),
-        ("unscale", ctypes.c_int32),
-        ("unscale_first", ctypes.c_int32),
-        ("hooks_read_master", ctypes.c_int32),
-        ("n_hooks", ctypes.c_int32),
-        ("hook_kind", ctypes.c_void_p),
-        ("hook_a", ctypes.c_void_p),
-        ("hook_b", ctypes.c_void_p),
-        ("hook_noise", ctypes.c_void_p),
-        ("tensor_gsq", ctypes.c_void_p),
-        ("tensor_psq", ctypes.c_void_p),
-        ("tensor_nonfinite", ctypes.c_void_p),
-        ("grad_out", ctypes.c_void_p),
-        ("out_param_dtype", ctypes.c_int32),
-    ]
+from fast.backends.abi import StepArgs
 
 
 TABLE_FIELDS = ("chunk_tensor", "chunk_begin", "chunk_end", "tensor_offset", "tensor_active", "grad",

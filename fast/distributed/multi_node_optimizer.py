@@ -256,14 +256,6 @@ class MultiNodeOptimizer(object):
                          "t": rule.t}
         return out
 
-    def state_nbytes(self):
-        """Bytes of fp32 master and optimizer state this rank holds."""
-        self.check_set_up()
-        total = 0
-        for g in self.actual_optimizer.engine.groups:
-            total += (g.master.nbytes if g.master is not None else 0) + sum(b.nbytes for b in g.state)
-        return total
-
     # --- checkpoints: fast.serializers.save_npz / load_npz call the first two; the rest is
     # what fast.distributed.checkpoints asks of the optimizer ---
     def collective_save_npz(self, file, compression=True):
@@ -492,9 +484,8 @@ def create_multi_node_optimizer(actual_optimizer, communicator, zero=False, allr
     def local_check():
         if not isinstance(zero, bool):
             raise TypeError("zero must be True or False, got {!r}".format(zero))
-        dtype = _exchange_dtype(allreduce_grad_dtype)
-        return dtype, _check_wrappable(actual_optimizer, communicator, dtype) + [("zero", zero)]
+        return _exchange_dtype(allreduce_grad_dtype)
 
-    dtype = agreement.agree(communicator, lambda: local_check()[0],
-                            fingerprint=lambda _: local_check()[1])
+    dtype = agreement.agree(communicator, local_check, fingerprint=lambda dtype: _check_wrappable(
+        actual_optimizer, communicator, dtype) + [("zero", zero)])
     return (ZeroOptimizer if zero else MultiNodeOptimizer)(actual_optimizer, communicator, dtype)

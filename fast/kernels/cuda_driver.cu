@@ -1,7 +1,9 @@
 // Device driver: the same per-element math (update_math.h) and gradient
 // pipeline (element_pipeline.h) as cpu_driver.cpp, launched once per group
-// per step. Compiled at run time by NVRTC through cupy.RawModule; the
-// template instances are requested by name (see fast/backends/cuda.py).
+// per step. Compiled by NVRTC with the project's flags (fast/backends/nvrtc.py)
+// and loaded by CuPy; the template instances are requested by name (see
+// fast/backends/cuda.py), and the host emulator (cuda_emulator.cpp) includes
+// this file as it is.
 //
 // Each block walks chunks of the group's chunk table (grid-stride), its
 // threads stride over the chunk's elements. The argument block lives in
@@ -11,7 +13,6 @@
 // the update kernels read *skip first and return when it is set, so a
 // dynamic-loss-scaling step needs no host synchronisation.
 #include "update_math.h"
-#include "step_args.h"
 #include "element_pipeline.h"
 
 #define FAST_BLOCK 256

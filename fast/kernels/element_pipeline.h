@@ -5,8 +5,8 @@
 // Both use apply_hook and round_to of update_math.h.
 #ifndef FAST_ELEMENT_PIPELINE_H
 #define FAST_ELEMENT_PIPELINE_H
+#include "abi.h"
 #include "update_math.h"
-#include "step_args.h"
 
 // Types of one dtype mode: T compute, P parameter storage, S state storage,
 // PR the type the parameter is rounded to between in-place steps, H the hook

@@ -1,6 +1,6 @@
 // One source of every optimizer's per-element update, shared by the CPU
 // driver (cpu_driver.cpp, g++ -> ctypes) and the CUDA driver (cuda_driver.cu,
-// NVRTC through cupy.RawModule).
+// compiled by NVRTC in fast/backends/nvrtc.py).
 //
 // T is the compute type (float for fp16/fp32 storage, double for float64).
 // S is the state storage type, P the storage type the parameter value is
@@ -13,6 +13,7 @@
 // and are rounded to T here, as NumPy rounds a Python float to the array dtype).
 #ifndef FAST_UPDATE_MATH_H
 #define FAST_UPDATE_MATH_H
+#include "abi.h"
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define FAST_FN __device__ __forceinline__
@@ -69,8 +70,8 @@ template <class S, class T> struct FastRound {
 // even, to a multiple of 2^(e-10), the fp16 spacing there; below 2^-14 the
 // constant stays 2^-1 and the spacing 2^-24 (fp16 subnormals). Equal to the
 // F16C conversion for all 2^32 float inputs, NaN kept with its payload
-// (checked exhaustively). A third of the cost of rounding the bits by hand,
-// which made fp16 updates compute-bound.
+// (checked exhaustively). Rounding the bits by hand costs three times as much
+// and makes fp16 updates compute-bound.
 template <> struct FastRound<fast_half, float> {
     FAST_MEMBER float run(float x) {
         const unsigned int bits = __builtin_bit_cast(unsigned int, x);
@@ -227,7 +228,7 @@ struct RuleRMSpropGraves {
 //   step <- alpha_t / (sqrt(vhat) + eps), clipped to [lower, upper] (AdaBound)
 //   p <- a p - eta (step m), a = 1 - eta * weight_decay_rate (without decay a is 1, and
 //        a p is then p exactly: one formula serves Adam and AdamW)
-//   hp: 1-beta1, 1-beta2, alpha_t, eps, (unused), lower, upper, a, -eta
+//   hp: 1-beta1, 1-beta2, alpha_t, eps, lower, upper, a, -eta
 template <bool AMSGRAD, bool ADABOUND> struct RuleAdamT {
     static const int n_state = AMSGRAD ? 3 : 2;
     template <class T, class S, class P, class State>
@@ -240,9 +241,9 @@ template <bool AMSGRAD, bool ADABOUND> struct RuleAdamT {
             s.set(2, vhat);
         }
         T step = hp[2] / (fast_sqrt(vhat) + hp[3]);
-        if (ADABOUND) step = nan_clip(step, hp[5], hp[6]);
-        T delta = hp[8] * (step * m);
-        p = hp[7] * p + delta;
+        if (ADABOUND) step = nan_clip(step, hp[4], hp[5]);
+        T delta = hp[7] * (step * m);
+        p = hp[6] * p + delta;
     }
 };
 typedef RuleAdamT<false, false> RuleAdam;
@@ -289,19 +290,8 @@ struct RuleSMORMS3 {
 };
 
 // ---- elementwise optimizer hooks, applied to the gradient on load ----
-// Each op acts on g in the hook domain and rounds its result to the grad
-// dtype H, as Chainer's in-place NumPy update of param.grad does.
-enum FastHookKind {
-    HOOK_ADD_PARAM = 1,   // WeightDecay, LARS decay:  g <- g + a * p
-    HOOK_ADD_SIGN = 2,    // Lasso:                    g <- g + a * sign(p)
-    HOOK_CLIP = 3,        // GradientHardClipping:     g <- clip(g, a, b)
-    HOOK_SCALE = 4,       // GradientClipping:         g <- g * a
-    HOOK_SCALE_TENSOR = 5,// GradientLARS:             g <- g * rate[tensor]
-    HOOK_ADD_NOISE = 6,   // GradientNoise:            g <- g + noise[tensor][i]
-    // A 0-d gradient is a scalar to NumPy 1.x: a * p is not rounded to H first.
-    HOOK_ADD_PARAM_WIDE = 7,  // WeightDecay, LARS decay on a 0-d gradient
-    HOOK_ADD_SIGN_WIDE = 8    // Lasso on a 0-d gradient
-};
+// Each op (FastHookKind, abi.h) acts on g in the hook domain and rounds its
+// result to the grad dtype H, as Chainer's in-place NumPy update of param.grad does.
 
 template <class T, class H>
 FAST_FN T apply_hook(int kind, T g, T p, T a, T b, T noise) {

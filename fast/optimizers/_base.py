@@ -1,10 +1,9 @@
 """Helpers shared by the optimizer families."""
 import numpy
 
+from fast.backends.abi import N_HPARAMS
 from fast.engine import F32
 from fast.update_rule import UpdateRule
-
-N_HPARAMS = 12
 
 
 def table(n):

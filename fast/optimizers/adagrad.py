@@ -1,10 +1,11 @@
-"""AdaGrad (kernel 4) and AdaDelta (kernel 5).
+"""AdaGrad and AdaDelta.
 
 AdaGrad:  h <- h + g^2;  p <- p - lr g / (sqrt(h) + eps)
 AdaDelta: msg <- rho msg + (1 - rho) g^2
           dx <- sqrt((msdx + eps) / (msg + eps)) g
           msdx <- rho msdx + (1 - rho) dx^2;  p <- p - dx
 """
+from fast.backends.abi import kernel_id
 from fast.hyperparameter import HyperparameterProxy, defaults
 from fast.optimizer import GradientMethod
 from fast.optimizers._base import FamilyRule, table
@@ -29,7 +30,7 @@ class AdaGradRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        return 4
+        return kernel_id("RuleAdaGrad")
 
 
 class AdaDeltaRule(FamilyRule):
@@ -48,7 +49,7 @@ class AdaDeltaRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        return 5
+        return kernel_id("RuleAdaDelta")
 
     @classmethod
     def kernel_table(cls, raw, t, extras, update_dtype):

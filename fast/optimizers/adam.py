@@ -1,4 +1,4 @@
-"""The Adam family: Adam, AdamW, AMSGrad, AdaBound, AMSBound (kernels 8, 9, 12, 13).
+"""The Adam family: Adam, AdamW, AMSGrad, AdaBound, AMSBound (update_math.h's RuleAdamT).
 
     m <- m + (1 - beta1) (g - m);   v <- v + (1 - beta2) (g^2 - v)
     vhat <- max(vhat, v) (amsgrad) or v
@@ -16,6 +16,7 @@ import math
 
 import numpy
 
+from fast.backends.abi import kernel_id
 from fast.hyperparameter import HyperparameterProxy, defaults
 from fast.optimizer import GradientMethod
 from fast.optimizers._base import FamilyRule, check_eps_for, intermediate_dtype, table
@@ -78,10 +79,10 @@ class AdamRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        """8 Adam, 9 AMSGrad, 12 AdaBound, 13 AMSBound (compile-time variants)."""
+        """The compile-time variant of update_math.h's RuleAdamT that runs the rule."""
         if hp.adabound:
-            return 13 if hp.amsgrad else 12
-        return 9 if hp.amsgrad else 8
+            return kernel_id("RuleAMSBound" if hp.amsgrad else "RuleAdaBound")
+        return kernel_id("RuleAMSGrad" if hp.amsgrad else "RuleAdam")
 
     def check_hyperparameters(self, param_dtype, update_dtype):
         super().check_hyperparameters(param_dtype, update_dtype)
@@ -122,10 +123,9 @@ class AdamRule(FamilyRule):
                 final = final_lr * alpha / extras["initial_alpha"]
                 lower = final * (1.0 - 1.0 / (gamma * t + 1))
                 upper = final * (1.0 + 1.0 / (gamma * t))
-                out[:, 5], out[:, 6] = numpy.where(adabound != 0, lower, 0), numpy.where(adabound != 0, upper, 0)
+                out[:, 4], out[:, 5] = numpy.where(adabound != 0, lower, 0), numpy.where(adabound != 0, upper, 0)
         out[:, 0], out[:, 1], out[:, 3] = 1.0 - beta1, 1.0 - beta2, eps
-        out[:, 4] = adabound
-        out[:, 7], out[:, 8] = a, -eta
+        out[:, 6], out[:, 7] = a, -eta
         return out
 
 

@@ -1,4 +1,4 @@
-"""MSVAG (kernel 10).
+"""MSVAG.
 
     rho = min((1 - beta)^2 (1 - bp^2) / ((1 - bp)^2 (1 - beta^2)), 0.9999),  bp = beta_power
     m <- m + (1 - beta) (g - m);   v <- v + (1 - beta) (g^2 - v)
@@ -11,6 +11,7 @@ the engine (the host-side schedule); the ``fixed`` profile saves it.
 """
 import numpy
 
+from fast.backends.abi import kernel_id
 from fast.hyperparameter import HyperparameterProxy, defaults
 from fast.optimizer import GradientMethod
 from fast.optimizers._base import FamilyRule, table
@@ -44,7 +45,7 @@ class MSVAGRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        return 10
+        return kernel_id("RuleMSVAG")
 
     def saved_extras(self):
         return ("beta_power",)

@@ -1,4 +1,4 @@
-"""RMSprop (kernel 6) and RMSpropGraves (kernel 7).
+"""RMSprop and RMSpropGraves.
 
 RMSprop:       ms <- alpha ms + (1 - alpha) g^2
                p <- p - lr g / (sqrt(ms) + eps)   (eps_inside_sqrt: / sqrt(ms + eps))
@@ -9,6 +9,7 @@ RMSpropGraves: n <- alpha n + (1 - alpha) g^2;  a <- alpha a + (1 - alpha) g
 """
 import numpy
 
+from fast.backends.abi import kernel_id
 from fast.hyperparameter import HyperparameterProxy, defaults
 from fast.optimizer import GradientMethod
 from fast.optimizers._base import FamilyRule, check_eps_for, table
@@ -33,7 +34,7 @@ class RMSpropRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        return 6
+        return kernel_id("RuleRMSprop")
 
     def check_hyperparameters(self, param_dtype, update_dtype):
         super().check_hyperparameters(param_dtype, update_dtype)
@@ -64,7 +65,7 @@ class RMSpropGravesRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        return 7
+        return kernel_id("RuleRMSpropGraves")
 
     @classmethod
     def kernel_table(cls, raw, t, extras, update_dtype):

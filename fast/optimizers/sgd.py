@@ -1,10 +1,11 @@
-"""SGD, MomentumSGD, CorrectedMomentumSGD and NesterovAG (kernel ids 0-3).
+"""SGD, MomentumSGD, CorrectedMomentumSGD and NesterovAG.
 
 SGD:                  p <- p - lr g
 MomentumSGD:          v <- momentum v - lr g;  p <- p + v
 CorrectedMomentumSGD: v <- momentum v - g;     p <- p + lr v
 NesterovAG:           v <- momentum v - lr g;  p <- p + momentum^2 v - (1 + momentum) lr g
 """
+from fast.backends.abi import kernel_id
 from fast.hyperparameter import HyperparameterProxy, defaults
 from fast.optimizer import GradientMethod
 from fast.optimizers._base import FamilyRule, table
@@ -23,7 +24,7 @@ class SGDRule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        return 0
+        return kernel_id("RuleSGD")
 
 
 class _MomentumRule(FamilyRule):
@@ -56,15 +57,15 @@ class _MomentumRule(FamilyRule):
 
 
 class MomentumSGDRule(_MomentumRule):
-    KERNEL = 1
+    KERNEL = kernel_id("RuleMomentumSGD")
 
 
 class CorrectedMomentumSGDRule(_MomentumRule):
-    KERNEL = 2
+    KERNEL = kernel_id("RuleCorrectedMomentumSGD")
 
 
 class NesterovAGRule(_MomentumRule):
-    KERNEL = 3
+    KERNEL = kernel_id("RuleNesterovAG")
 
 
 class SGD(GradientMethod):

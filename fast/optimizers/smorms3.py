@@ -1,9 +1,10 @@
-"""SMORMS3 (kernel 11).
+"""SMORMS3.
 
 r = 1 / (mem + 1);  g <- (1 - r) g + r grad;  g2 <- (1 - r) g2 + r grad^2
 x = g^2 / (g2 + eps);  p <- p - grad min(x, lr) / (sqrt(g2) + eps);  mem <- 1 + mem (1 - x)
 State starts at mem = 1, g = g2 = 0.
 """
+from fast.backends.abi import kernel_id
 from fast.hyperparameter import HyperparameterProxy, defaults
 from fast.optimizer import GradientMethod
 from fast.optimizers._base import FamilyRule
@@ -28,7 +29,7 @@ class SMORMS3Rule(FamilyRule):
 
     @staticmethod
     def kernel_id(hp):
-        return 11
+        return kernel_id("RuleSMORMS3")
 
 
 class SMORMS3(GradientMethod):

@@ -30,5 +30,3 @@ class WeightDecay:
             rate = rate * ctx.scalar(param._loss_scale)
         decay, decay_dtype = scalar_times(ctx, rate, param.value, param.dtype)
         param.store_grad(add_in_place(ctx, param.grad_value, param.dtype, decay, decay_dtype))
-
-

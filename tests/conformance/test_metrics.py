@@ -40,7 +40,7 @@ def test_float16_inputs_are_compared_exactly_in_float64():
 
 
 def _value(impl, ref, bound, normalized, dtype):
-    from conformance.compare import Divergence
+    from conformance.results import Divergence
     return Divergence("c", 1, "/p0 param", "value", (0,), impl, ref, bound, normalized, dtype=dtype)
 
 
@@ -56,7 +56,7 @@ def test_a_divergence_says_in_words_what_differs():
     three = float(np.float32(1.0) + 3 * np.finfo(np.float32).eps)
     bounded = _value(three, 1.0, 1.2e-7, 3 * 1.1920929e-07 / 1.2e-7, "float32").describe()
     assert "(3 ulps of float32) is 2.98 x the bound 1.2e-07 (normalized error 2.98" in bounded
-    from conformance.compare import Divergence
+    from conformance.results import Divergence
     loaded = Divergence("c", 2, "/p0 state m after load", "value", (0,), next_up, one, 0.0,
                         math.inf, dtype="float16").describe()
     assert "1 ulp of float16 apart where equal bits are required (a checkpoint reloads" in loaded
@@ -67,7 +67,7 @@ def test_a_divergence_says_in_words_what_differs():
 
 
 def test_ulps_apart_counts_values_of_the_dtype_across_zero():
-    from conformance.compare import ulps_apart
+    from conformance.results import ulps_apart
     tiny = float(np.finfo(np.float16).smallest_subnormal)
     assert ulps_apart(-tiny, tiny, "float16") == 2 and ulps_apart(0.0, -0.0, "float32") == 0
     assert ulps_apart(1.0, 2.0, "float16") == 1024 and ulps_apart(1.0, math.inf, "float16") is None

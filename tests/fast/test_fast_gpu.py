@@ -109,7 +109,6 @@ def test_loss_scale_sequence_matches_the_cpu_path():
     assert scales(True) == scales(False)
 
 
-
 # ---- the IEEE build on the GPU: the same bits as the same driver compiled for the host ----
 
 BIT_SHAPES = {"w": (40000,), "b": (5,), "s": ()}  # w spans two chunks of the chunk table

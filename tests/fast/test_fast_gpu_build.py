@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from fast.backends import cpu, cuda, nvrtc
+from fast.backends import abi, cpu, cuda, nvrtc
 
 ARCHS = ("sm_80", "sm_90")
 ONE_KERNEL = ["fast_update_kernel<RuleAdam, ModeF16Master>"]
@@ -27,7 +27,7 @@ def test_every_instance_compiles_into_the_cubin(build):
     assert sorted(build.lowered_names) == sorted(names)
     assert sorted(entries) == sorted(build.lowered_names.values())
     assert build.cubin[:4] == b"\x7fELF"
-    assert len(names) == len(cuda.RULES) * len(cuda.MODES) + 3 * len(cuda.MODES) + 1 == 86
+    assert len(names) == len(abi.RULES) * len(abi.MODES) + 3 * len(abi.MODES) + 1 == 86
 
 
 def test_the_ptx_keeps_the_ieee_contract(build):
@@ -112,7 +112,7 @@ def test_builds_are_cached_by_source_flags_and_arch(monkeypatch, tmp_path):
             nvrtc.build(ONE_KERNEL, **other)
     edited = tmp_path / "kernels"
     shutil.copytree(cpu.KERNEL_DIR, edited)
-    (edited / "step_args.h").write_text((edited / "step_args.h").read_text() + "\n// edited\n")
+    (edited / "element_pipeline.h").write_text((edited / "element_pipeline.h").read_text() + "\n// edited\n")
     monkeypatch.setattr(cpu, "KERNEL_DIR", str(edited))
     with pytest.raises(AssertionError, match="compiled again"):
         nvrtc.build(ONE_KERNEL, arch="sm_90")

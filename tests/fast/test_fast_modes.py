@@ -1,5 +1,5 @@
 """Every optimizer in every dtype mode and profile takes steps that are finite, move the
-parameters and keep state and master in the dtypes DESIGN.md prescribes; without a master,
+parameters and keep state and master in the dtypes of docs/fast.md's dtype-mode table; without a master,
 the CPU's fp16 lanes store the tile loop's bits for every fp16 gradient."""
 
 import warnings

@@ -217,7 +217,6 @@ def test_fp16_parameter_object_stays_a_parameter(profile):
     assert p.dtype == F16 and p.shape == (2,)
 
 
-
 def test_rule_level_weight_decay_with_master_uses_the_plain_rate(profile):
     # Chainer's fp32 master carries no loss scale, so a rule-level WeightDecay
     # on it adds rate * w to the unscaled fp32 gradient in both profiles.
