@@ -512,6 +512,9 @@ def scenario_checkpoint(comm, outdir):
     unchanged = state_digest(opt, params) == before
     fast.serializers.load_npz(path, opt)
     reloaded_unchanged = state_digest(opt, params) == before
+    # rank 0 cannot write: every rank still takes its part in gathering every array (ZeRO),
+    # then raises rank 0's error
+    unwritable = caught(lambda: fast.serializers.save_npz(os.path.join(outdir, "no-such-dir", "x.npz"), opt))
     # A replica that drifted (replicated: one element of one rank's state; ZeRO, where each
     # element lives on one rank: one rank's rule.t): save refuses on every rank and leaves
     # the last good file in place.
@@ -525,7 +528,7 @@ def scenario_checkpoint(comm, outdir):
         kept = f.read() == saved
     return {"exists_after_save": exists_after_save, "corrupt_error": error, "missing_error": missing,
             "unchanged_after_bad_loads": unchanged, "reloaded_unchanged": reloaded_unchanged,
-            "state": before, "diverged_save_error": diverged, "file_kept": kept}
+            "state": before, "diverged_save_error": diverged, "file_kept": kept, "unwritable_error": unwritable}
 
 
 RESUME = {"optimizer": "Adam", "dtype": np.float16, "master": True, "loss_scaling": True,

@@ -250,6 +250,8 @@ def test_checkpoint_errors_are_agreed_and_change_nothing(ranks):
         assert c["exists_after_save"] and c["unchanged_after_bad_loads"] and c["reloaded_unchanged"]
         assert c["file_kept"]
     same_on_every_rank(ranks, "checkpoint", "state")
+    unwritable = same_on_every_rank(ranks, "checkpoint", "unwritable_error")
+    assert unwritable[0] == "FileNotFoundError" and unwritable[1].startswith("rank 0 of {}: ".format(n))
     diverged = same_on_every_rank(ranks, "checkpoint", "diverged_save_error")
     assert diverged[0] == "ValueError"
     assert diverged[1].startswith("ranks disagree on the optimizer's keys, counters and scalars to save (rank 0: "
