@@ -146,7 +146,9 @@ def _declare_exchange(lib):
     lib.fast_convert.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                  ctypes.c_int64, ctypes.c_double, ctypes.c_int]
     lib.fast_sum_f16.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-    for name in ("fast_convert", "fast_sum_f16", "fast_default_threads"):
+    lib.fast_pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_void_p, ctypes.c_int]
+    for name in ("fast_convert", "fast_sum_f16", "fast_pack", "fast_default_threads"):
         getattr(lib, name).restype = ctypes.c_int
 
 
@@ -174,6 +176,29 @@ def convert_into(dst, src, round_dtype=None, factor=1.0):
     codes = [_DTYPE_CODES[name] for name in names]
     return exchange_library().fast_convert(*codes, src.ctypes.data, dst.ctypes.data, src.size, float(factor),
                                            threads()) == 0
+
+
+def pack_into(dst, arrays, sizes):
+    """Copy (cast) ``arrays`` (host arrays of one float16/32/64 dtype, C-contiguous, of
+    ``sizes`` elements; None: that many zeros) one after another into the start of ``dst`` (a
+    C-contiguous host float16/32/64 array), in one compiled call with streaming stores.
+    Returns False, having done nothing, for other arrays, sizes that do not match, too few
+    elements in ``dst``, or where the build lacks F16C or AVX2."""
+    present = [a for a in arrays if a is not None]
+    dtypes = {a.dtype for a in present}
+    if len(dtypes) > 1 or not _host_buffer(dst) or dst.dtype.name not in _DTYPE_CODES:
+        return False
+    src_dtype = dtypes.pop() if dtypes else dst.dtype
+    if src_dtype.name not in _DTYPE_CODES or not all(_host_buffer(a) for a in present):
+        return False
+    counts = numpy.array(sizes, dtype=numpy.int64)
+    if (len(counts) != len(arrays) or int(counts.sum()) > dst.size
+            or any(a is not None and a.size != n for a, n in zip(arrays, sizes))):
+        return False
+    pointers = numpy.array([0 if a is None else host_address(a) for a in arrays], dtype=numpy.uint64)
+    return exchange_library().fast_pack(_DTYPE_CODES[src_dtype.name], _DTYPE_CODES[dst.dtype.name],
+                                        pointers.ctypes.data, counts.ctypes.data, len(arrays), dst.ctypes.data,
+                                        threads()) == 0
 
 
 def cast_into(dst, src):

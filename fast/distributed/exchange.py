@@ -129,7 +129,10 @@ class FlatBucket(object):
         return flat[self.begin:self.begin + self.block]
 
     def pack(self, grads):
-        """Copy (cast) each gradient into the padded exchange buffer; None packs zeros."""
+        """Copy (cast) each gradient into the padded exchange buffer; None packs zeros. One
+        compiled pass on host buffers (fast.backends.cpu.pack_into), else array by array."""
+        if cpu_backend.pack_into(self.padded, [grads[i] for i in self.indices], self.sizes):
+            return
         for k, i in enumerate(self.indices):
             if grads[i] is None:
                 self.view(self.padded, k)[...] = 0

@@ -115,3 +115,31 @@ def test_float16_sums_are_the_nearest_float16_of_each_exact_sum():
             want = incoming + inout
         compiled_or_skip(cpu.sum_f16_into(inout, incoming))
         assert same_bits(inout, want), k
+
+
+@pytest.mark.parametrize("src", DTYPES)
+@pytest.mark.parametrize("dst", DTYPES)
+def test_the_gradients_packed_one_after_another(src, dst):
+    """pack_into: each array cast to the buffer's dtype (NumPy's bits), None as zeros of its
+    size, in order from the buffer's start; the rest of the buffer untouched; arrays it does
+    not take refused with nothing written."""
+    rng = np.random.default_rng(7)
+    values = inputs(src)
+    arrays = [values[:1000].reshape(10, 100), None, np.asarray(values[5], src), values[-333:],
+              np.zeros(0, src), rng.standard_normal(70_001).astype(src)]
+    sizes = [1000, 17, 1, 333, 0, 70_001]
+    buffer = np.full(sum(sizes) + 9, 3.0, dst)
+    compiled_or_skip(cpu.pack_into(buffer, arrays, sizes))
+    offset = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a, n in zip(arrays, sizes):
+            want = np.zeros(n, dst) if a is None else a.reshape(-1).astype(dst)
+            assert same_bits(buffer[offset:offset + n], want), (src, dst, n)
+            offset += n
+    assert (buffer[offset:] == 3.0).all()
+    untouched = np.full(8, 3.0, dst)
+    assert not cpu.pack_into(untouched, [np.ones(4, src)], [5])
+    assert not cpu.pack_into(untouched, [np.ones(9, src)], [9])
+    assert not cpu.pack_into(untouched, [np.ones(4, src)[::2], np.ones(2, src)], [2, 2])
+    assert not cpu.pack_into(untouched, [np.ones(4, np.float32), np.ones(2, np.float64)], [4, 2])
+    assert (untouched == 3.0).all()
