@@ -256,13 +256,14 @@ class MultiNodeOptimizer(object):
     def gather_state(self, names=None):
         """Collective: the fp32 master and optimizer state of the parameters ``names`` (a
         list of names; every parameter by default, in order), whole, as host NumPy copies,
-        the same on every rank: name -> {"fp32_param": array or None, "state": {key: array}
+        the same on every rank (``t`` is this rank's ``rule.t``, the same on every rank unless
+        the ranks drifted apart): name -> {"fp32_param": array or None, "state": {key: array}
         or None, "t": rule.t}. It is built one array at a time: besides its result, a rank
         holds at most one parameter's array at once (under ZeRO, its own shard aside); a
         caller can take the state a few parameters at a time through ``names``."""
         rules = agreement.agree(self.communicator, lambda: self._chosen_rules(names),
-                                fingerprint=lambda chosen: [("the state to gather", [
-                                    (name, rule.t, None if rule.state is None else sorted(rule.state),
+                                fingerprint=lambda chosen: [("the arrays to gather", [
+                                    (name, None if rule.state is None else sorted(rule.state),
                                      rule.fp32_param is not None) for name, rule in chosen])])
         out = {}
         for name, rule in rules:
