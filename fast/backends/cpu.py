@@ -201,13 +201,6 @@ def pack_into(dst, arrays, sizes):
                                         threads()) == 0
 
 
-def cast_into(dst, src):
-    """``dst[...] = src`` for host float16/32/64 arrays of one shape, C-contiguous, with
-    NumPy's bits (``convert_into`` with factor 1). Returns False, having done nothing, for
-    other arrays or where the build lacks F16C or AVX2."""
-    return convert_into(dst, src)
-
-
 def sum_f16_into(inout, incoming):
     """``inout[...] = incoming + inout`` for host float16 arrays of one size, C-contiguous,
     each sum rounded once to float16 (the float16 nearest the exact sum). Returns False,
