@@ -26,14 +26,15 @@ CHUNK = 1 << 15
 F16, F32, F64 = numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)
 
 
-def dtype_mode(dtype, use_master, profile):
-    """The dtype mode (fast.backends.abi) of a parameter dtype."""
+def dtype_mode(dtype, use_master, semantics):
+    """The dtype mode (fast.backends.abi) of a parameter dtype, under a profile's
+    ``semantics`` (fast.profiles: whether hooks see the fp32 master)."""
     if dtype == F64:
         return abi.MODE_FLOAT64
     if dtype == F32:
         return abi.MODE_FLOAT32
     if use_master:
-        return abi.MODE_FP16_MASTER_FIXED if profile == "fixed" else abi.MODE_FP16_MASTER
+        return abi.MODE_FP16_MASTER_FIXED if semantics.hooks_see_masters else abi.MODE_FP16_MASTER
     return abi.MODE_FP16
 
 
@@ -240,8 +241,9 @@ class Engine(object):
     array (``sync_parameters``); until then its rule's values stay in the rule.
     """
 
-    def __init__(self, profile, scope=None):
-        self.profile = profile
+    def __init__(self, semantics, scope=None):
+        #: what the profile decides (fast.profiles.Profile)
+        self.semantics = semantics
         self.scope = LocalScope() if scope is None else scope
         self.members = []
         self.entries = []
@@ -296,7 +298,7 @@ class Engine(object):
         dtype = array.dtype
         use_master = rule.uses_fp32_update and dtype == F16
         hp = rule.hyperparam
-        return (array_device(array), dtype_mode(dtype, use_master, self.profile), str(dtype),
+        return (array_device(array), dtype_mode(dtype, use_master, self.semantics), str(dtype),
                 type(rule), rule.kernel_id(hp), tuple(rule.state_names(hp)), array.ndim == 0)
 
     def _regroup(self):
@@ -458,7 +460,7 @@ class Engine(object):
             spec.pointer("master", pointer(g.master), g.master)
         for k, buf in enumerate(g.state):
             spec.args.state[k] = pointer(buf)
-        spec.hooks_read_master = int(g.master is not None and self.profile == "fixed"
+        spec.hooks_read_master = int(g.master is not None and self.semantics.hooks_see_masters
                                      and not self._viewed_as_fp32(g))
         kinds, ha, hb, noise = self._hook_tables(g, hooks)
         spec.n_hooks = len(hooks)
@@ -546,7 +548,7 @@ class Engine(object):
         """The classes of ``g``'s tensors for a pass that unscales only in the fixed profile
         (the hooks' view of the gradient)."""
         active = numpy.ones(len(g.entries), dtype=numpy.uint8)
-        if self.profile != "fixed":
+        if not self.semantics.hooks_see_unscaled:
             return [(active, None)]
         return self._classes(g, scales, active)
 
@@ -597,17 +599,18 @@ class Engine(object):
                 g.backend.materialize(self.kernel_mode(g), spec)
 
     def _set_unscale(self, spec, g, loss_scale, hooks_only=False):
-        """Loss-scale division: before the hooks (fixed) or after them (chainer)."""
+        """Loss-scale division: before the hooks where the profile has them see unscaled
+        gradients, else after them (in the update)."""
         spec.unscale = 0
         if loss_scale is None:
             return
-        fixed = self.profile == "fixed"
-        if hooks_only and not fixed:
+        first = self.semantics.hooks_see_unscaled
+        if hooks_only and not first:
             return
         spec.unscale = 1
-        spec.unscale_first = int(fixed)
+        spec.unscale_first = int(first)
         divide_dtype = F32 if g.master is not None else g.dtype
-        if fixed:
+        if first:
             divide_dtype = hook_dtype(g.mode, g.dtype)
         if g.zero_d:
             # NumPy 1.x: a 0-d gradient and the scale are both scalars, so the

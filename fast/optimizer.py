@@ -38,7 +38,7 @@ import warnings
 
 import numpy
 
-from fast import boundary, hyperparameter, serializers
+from fast import boundary, hyperparameter, profiles, serializers
 from fast.engine import Engine, F16, F32, Journal, LocalScope
 from fast.hook_ops import PlanContext
 from fast.hookable import Hookable
@@ -46,7 +46,6 @@ from fast.loss_scaling import LossScaling
 from fast.optimizer_hooks import is_fused
 from fast.parameter import array_device
 
-PROFILES = ("chainer", "fixed")
 
 
 def named_parameters(target):
@@ -108,9 +107,7 @@ class GradientMethod(object):
     rule_class = None
 
     def __init__(self, profile="chainer"):
-        if profile not in PROFILES:
-            raise ValueError("profile must be 'chainer' or 'fixed', got {!r}".format(profile))
-        self._profile = profile
+        self._semantics = profiles.named(profile)
         self.hyperparam = hyperparameter.Hyperparameter()
         self.target = None
         self.t = 0
@@ -125,7 +122,12 @@ class GradientMethod(object):
     @property
     def profile(self):
         """'chainer' (Chainer 7.8.1, quirks included) or 'fixed' (read-only)."""
-        return self._profile
+        return self._semantics.name
+
+    @property
+    def semantics(self):
+        """What the profile decides (fast.profiles.Profile)."""
+        return self._semantics
 
     def _set_hyperparameters(self, **values):
         for name, value in values.items():
@@ -174,7 +176,7 @@ class GradientMethod(object):
 
     # --- set-up ---
     def create_update_rule(self):
-        return self.rule_class(self.hyperparam, profile=self._profile)
+        return self.rule_class(self.hyperparam, profile=self.profile)
 
     def setup(self, target, *, scope=None):
         """Create a rule per parameter and move the parameters into flat buffers.
@@ -190,7 +192,7 @@ class GradientMethod(object):
                 rule.use_fp32_update()
             triples.append((name, p, rule))
         self._settle()
-        engine = Engine(self._profile, scope)
+        engine = Engine(self._semantics, scope)
         engine.bind(triples)
         for name, p, rule in triples:
             p.update_rule = rule
@@ -233,7 +235,7 @@ class GradientMethod(object):
         self.__dict__.update(state)
         self._engine = None
         if members is not None:
-            engine = Engine(self._profile)
+            engine = Engine(self._semantics)
             engine.bind(members)
             self._engine = engine
 
@@ -426,7 +428,7 @@ class GradientMethod(object):
         engine, pre = self._engine, self._hookable.get("pre")
         if pending_check is not None:
             pending_check.journal = journal
-            if self._profile == "fixed" and pre:
+            if self._semantics.hooks_see_masters and pre:
                 engine.prepare_masters(False)  # the values the hooks read; marked once settled
             ctx = PlanContext(self, scales, pending_check)
             try:
@@ -440,7 +442,7 @@ class GradientMethod(object):
             return ctx.ops, scales, None
         if step_goes_ahead is None:
             step_goes_ahead = self.is_safe_to_update()
-        if self._profile == "fixed" and pre:
+        if self._semantics.hooks_see_masters and pre:
             engine.prepare_masters(step_goes_ahead, journal)
         if all(is_fused(h) for h in pre):
             ctx = PlanContext(self, scales)
@@ -448,8 +450,9 @@ class GradientMethod(object):
                 hook.plan(ctx)
             return ctx.ops, scales, None
         originals = None
-        if self._profile == "fixed":
+        if self._semantics.hooks_see_masters:
             originals = engine.enter_fp32_view(scales, self.is_safe_to_update())
+        if self._semantics.hooks_see_unscaled:
             engine.materialize_in_place([], scales)
             engine.collect_grads()
             scales = _unscaled(scales)
@@ -472,7 +475,7 @@ class GradientMethod(object):
             grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
         carried = None if numpy.isnan(scale) else float(scale)
-        tagged_scale = carried if engine.profile == "chainer" and group.master is None else None
+        tagged_scale = carried if engine.semantics.weight_decay_scales_rate and group.master is None else None
         view = RuleParam(entry.param.name, data, grad, rule, tagged_scale)
         for hook in rule.hooks("pre"):
             hook(rule, view)
@@ -570,7 +573,7 @@ class DeferredCheck(object):
         goes_ahead = opt.is_safe_to_update()
         if goes_ahead:
             opt._check_rules()
-        if opt.profile == "fixed" and opt._hookable.get("pre"):
+        if opt.semantics.hooks_see_masters and opt._hookable.get("pre"):
             opt.engine.prepare_masters(goes_ahead, self.journal)
 
 

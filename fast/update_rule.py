@@ -14,7 +14,7 @@ family interface at the end of the class.
 """
 import numpy
 
-from fast import hyperparameter, serializers
+from fast import hyperparameter, profiles, serializers
 from fast.hookable import Hookable
 from fast.slots import DetachedSlot
 
@@ -51,7 +51,7 @@ class UpdateRule(object):
 
     def __init__(self, parent_hyperparam=None, profile="chainer"):
         self.hyperparam = hyperparameter.Hyperparameter(parent_hyperparam)
-        self._profile = profile
+        self._semantics = profiles.named(profile)
         self._hookable = Hookable()
         self._use_fp32_update = False
         self._slot = DetachedSlot()
@@ -107,7 +107,12 @@ class UpdateRule(object):
     @property
     def profile(self):
         """The owning optimizer's profile, 'chainer' or 'fixed' (read-only)."""
-        return self._profile
+        return self._semantics.name
+
+    @property
+    def semantics(self):
+        """What the owning optimizer's profile decides (fast.profiles.Profile)."""
+        return self._semantics
 
     # --- counters ---
     @property

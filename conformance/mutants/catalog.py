@@ -357,7 +357,7 @@ def _overrides_ignored(original):
 
 def _zero_norm_nan_in_fixed(original):
     def plan(self, ctx):
-        if ctx.profile == "fixed":
+        if ctx.semantics.zero_norm_leaves_gradients:
             from fast import hook_ops
             gsq, _ = ctx.sums_of_squares()
             norm = float(sum(gsq[e.index] for e in ctx.entries)) ** 0.5
