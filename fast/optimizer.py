@@ -13,7 +13,12 @@ One ``update()`` does, in Chainer's order (DESIGN.md):
  6. unless skipped: one fused kernel call per group (unscale, hooks, update,
     master -> fp16 cast); rules with their own hooks take a per-parameter path;
  7. 'post' hooks; 8. the loss-scale schedule.
-Everything that can be rejected is checked before anything changes.
+What Chainer's ``update_core`` rejects (eps too small for the dtype) is found
+before the step and raised where Chainer raises it: after step 5, once the
+rules before the rejected one have updated and the rejected rule's ``t``,
+state and master have changed (``GradientMethod._rejected_rule``). Every
+other error (a bad gradient, a non-finite hyperparameter) is raised before
+anything changes.
 
 On a GPU with dynamic loss scaling the host does not wait for step 3: the
 check raises a device flag that the update kernels read (they do nothing
@@ -203,18 +208,45 @@ class GradientMethod(object):
             if p.grad is None:
                 p.grad = backends.for_array(p.data).xp.zeros_like(p.data)
 
-    def _check_rules(self):
-        """Hyperparameter checks Chainer makes during the update, done up front;
-        repeated only after a hyperparameter, the fp32 update or ``enabled`` changed."""
+    def _rejected_rule(self):
+        """The first enabled rule, in the target's order, whose update Chainer's
+        ``update_core`` would reject, as (its position, the exception), or None. A non-finite
+        hyperparameter (fast's own check) raises at once, before anything changes. Computed
+        again only after a hyperparameter, the fp32 update or ``enabled`` changed."""
         key = hyperparameter.generation()
-        if key == getattr(self, "_checked", None):
-            return
-        for name, p in self._named:
+        cached = getattr(self, "_rejection", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        for _, p in self._named:
+            if p.update_rule.enabled:
+                p.update_rule.check_hyperparameters()
+        rejected = None
+        for position, (_, p) in enumerate(self._named):
             rule = p.update_rule
             if rule.enabled:
                 master = rule._use_fp32_update and p.data.dtype == F16
-                rule.check_hyperparameters(p.data.dtype, F32 if master else p.data.dtype)
-        self._checked = key
+                try:
+                    rule.check_update(p.data.dtype, F32 if master else p.data.dtype)
+                except (ValueError, AttributeError) as exc:
+                    rejected = (position, exc)
+                    break
+        self._rejection = key, rejected
+        return rejected
+
+    def _stop_at_rejected_rule(self):
+        """Make this step stop where Chainer's would raise: the rules before the rejected one
+        update, it and the rules after it do not (the engine's ``stop_at``)."""
+        rejected = self._rejected_rule()
+        self._engine.stop_at = None if rejected is None else rejected[0]
+
+    def _raise_rejected(self, ops, scale):
+        """Chainer's rejected rule, midway: its ``t`` advances, its state and master are
+        created and its 'pre' hooks run, then ``update_core`` raises."""
+        position, error = self._rejected_rule()
+        engine = self._engine
+        group, i = engine.locate(position)
+        self._begin_rule_step(engine, group, i, ops, scale)
+        raise error
 
     def update(self, lossfun=None, *args, **kwds):
         """One optimization step from the current (loss-scaled) gradients."""
@@ -232,16 +264,26 @@ class GradientMethod(object):
         engine.collect_grads()
         if self._skip_stays_on_device() and self._update_deciding_on_device():
             return
+        try:
+            self._update_on_host()
+        finally:
+            engine.stop_at = None
+
+    def _update_on_host(self):
+        """Steps 3-8 of ``update`` with the skip decision taken on the host."""
+        engine = self._engine
         pending = self._check_joining_hooks()
         if pending is None:
             self._flag_nonfinite_grads()
             if self.is_safe_to_update():
-                self._check_rules()
+                self._stop_at_rejected_rule()
         ops, scale, originals = self._pre_hooks(pending_check=pending)
         try:
             self.t += 1
             if self.is_safe_to_update():
                 engine.update(ops, scale, self._hooked_rule_step)
+                if engine.stop_at is not None:
+                    self._raise_rejected(ops, scale)
             self._reallocate_cleared_grads()
             post = self._hookable.get("post")
             if post:
@@ -271,7 +313,8 @@ class GradientMethod(object):
         copies = [g.backend.start_copy_to_host(f) for g, f in zip(engine.groups, flags)]
         pending = _PendingStep(engine, copies, self.t, self._loss.scale)
         try:
-            self._check_rules()
+            if self._rejected_rule() is not None:
+                return False
         except ValueError:
             return False
         ops, scale, _ = self._pre_hooks(step_goes_ahead=True, journal=pending.journal)
@@ -359,8 +402,10 @@ class GradientMethod(object):
         return [], scale, originals
 
     @staticmethod
-    def _hooked_rule_step(engine, group, i, ops, scale):
-        """A parameter whose rule has hooks: Chainer's per-rule sequence."""
+    def _begin_rule_step(engine, group, i, ops, scale):
+        """Chainer's per-rule sequence up to ``update_core``: ``t += 1``, the state and the
+        master created on first use, the rule's 'pre' hooks on its hooked, unscaled gradient
+        (fp32 with a master). Returns what the hooks saw."""
         entry = group.entries[i]
         rule = entry.rule
         if not group.initialized[i]:
@@ -376,6 +421,14 @@ class GradientMethod(object):
         view = _RuleParam(entry.param.name, data, grad, rule, tagged_scale)
         for hook in rule._hookable.get("pre"):
             hook(rule, view)
+        return view
+
+    @staticmethod
+    def _hooked_rule_step(engine, group, i, ops, scale):
+        """A parameter whose rule has hooks (or that the fp32 view steps one at a time):
+        Chainer's per-rule sequence."""
+        rule = group.entries[i].rule
+        view = GradientMethod._begin_rule_step(engine, group, i, ops, scale)
         engine.update_one_from_gradient(group, i, view.grad)
         for hook in rule._hookable.get("post"):
             hook(rule, view)
@@ -470,7 +523,7 @@ class _DeferredCheck(object):
         opt._flag_nonfinite_grads(names)
         goes_ahead = opt.is_safe_to_update()
         if goes_ahead:
-            opt._check_rules()
+            opt._stop_at_rejected_rule()
         if opt._profile == "fixed" and opt._hookable.get("pre"):
             opt._engine.prepare_masters(goes_ahead, self.journal)
 

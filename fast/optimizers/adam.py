@@ -73,8 +73,7 @@ class AdamRule(FamilyRule):
             return 13 if hp.amsgrad else 12
         return 9 if hp.amsgrad else 8
 
-    def check_hyperparameters(self, param_dtype, update_dtype):
-        super().check_hyperparameters(param_dtype, update_dtype)
+    def check_update(self, param_dtype, update_dtype):
         check_eps_for("Adam", self.hyperparam.eps, intermediate_dtype(update_dtype))
         if self.hyperparam.adabound and math.isnan(self._get_extra("initial_alpha")):
             raise AttributeError("adabound was switched on after the rule was created: it has no initial_alpha")
