@@ -126,16 +126,14 @@ class ReferenceSide:
                     if key in rule.state_values:
                         rule.state_values[key] = self.ctx.array(value)
 
-    def discrete_state(self):
-        opt = self.driver.optimizer
-        return (opt.t, opt.epoch, opt.loss_scaling_state,
-                {n: p.update_rule.t for n, p in self.driver.params.items()})
+    def saved_state(self):
+        """Everything of the reference a step may change besides the parameters (which
+        `force` writes): counters, loss scale, each rule's state, master and t, including
+        whether they exist yet."""
+        return self.driver.optimizer.snapshot()
 
-    def restore_discrete(self, saved) -> None:
-        opt = self.driver.optimizer
-        opt.t, _, opt.loss_scaling_state, rule_t = saved
-        for name, t in rule_t.items():
-            self.driver.params[name].update_rule.t = t
+    def restore(self, saved) -> None:
+        self.driver.optimizer.restore(saved)
 
     def tracked_arrays(self):
         """name -> (value, bound) for every continuous array, keyed like the impl's."""
@@ -316,7 +314,7 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
     if ref is None:
         return impl_error is None
     ref.force(before)
-    saved = ref.discrete_state()
+    saved = ref.saved_state()
     with tolerance.decisions() as log:
         ref_error = _run(lambda: ref.driver.step(step))
     ref_after = ref.driver.snapshot()
@@ -331,8 +329,8 @@ def _check_step(impl_driver, ref, case, step, result) -> bool:
         result.ambiguous_steps += 1
         flips = ["all"] + list(range(min(log.ambiguous, MAX_SINGLE_FLIPS)))
         for flip in flips:
+            ref.restore(saved)
             ref.force(before)
-            ref.restore_discrete(saved)
             with tolerance.decisions(flip=flip):
                 if _run(lambda: ref.driver.step(step)) != ref_error:
                     continue
