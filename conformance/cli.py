@@ -17,7 +17,7 @@ from .diagnosis import failure_text
 from .diagnosis import reproduce_command as _reproduce_command
 from .parallel import run_suite, usable_cores
 from .runner import case_from_repr
-from .target import DEVICES, FP16_COMPUTE, Target, UsageError, array_module, describe_device
+from .target import DEVICES, FP16_COMPUTE, Target, UsageError, describe_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,8 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-per-rule-hooks", action="store_true",
                    help="only optimizer-level hooks")
     p.add_argument("--no-checkpoints", action="store_true", help="no save/load points")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="split the examples over N worker processes, each an independent "
+                        "unseeded hypothesis run (not with a derandomized profile)")
     p.add_argument("--write", action="store_true",
-                   help="also write reports/deep-<profile>-<impl>.json")
+                   help="also write reports/deep-<profile>-<impl>.{json,md}")
     p = sub.add_parser("ladder", help="float64 reference against mpmath, per step")
     p.add_argument("--filter", default=None)
     p.add_argument("--write", action="store_true")
@@ -101,11 +104,6 @@ def _suite_options(p) -> None:
                    help="the distributed slice on N ranks: run under `mpiexec -n N` (each rank "
                         "runs every case; rank 0 prints and writes the reports); 1: the "
                         "one-process suite")
-
-
-def _array_module(device: str, impl_name: str = "fast"):
-    """The array module of a device (kept for conformance.campaign)."""
-    return array_module(device, impl_name)
 
 
 def _target(args) -> Target:
