@@ -212,6 +212,7 @@ def campaign_record(args, settings, modes, stats: CampaignStats, elapsed: float,
                        "database": repr(settings.database),
                        "seed": "unseeded: each job draws its own random seed"},
         "jobs": args.jobs, "usable_cores": len(os.sched_getaffinity(0)),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "modes": list(modes), "per_rule_hooks": not args.no_per_rule_hooks,
         "checkpoints": not args.no_checkpoints,
         "examples": stats.examples,
@@ -244,7 +245,8 @@ def campaign_markdown(record: dict) -> str:
         f"| hypothesis | {h['version']}, profile `{h['profile']}`, max_examples "
         f"{h['max_examples']:,}, derandomize {h['derandomize']}, database `{h['database']}`, "
         f"{h['seed']} |",
-        f"| jobs | {record['jobs']} on {record['usable_cores']} usable cores |",
+        f"| jobs | {record['jobs']} on {record['usable_cores']} usable cores, "
+        f"OMP_NUM_THREADS={record['omp_num_threads']} |",
         f"| dtype modes | " + ", ".join(f"{m} {n:,}" for m, n in record["examples_by_mode"].items())
         + " |",
         f"| profiles | " + ", ".join(f"{p} {n:,}" for p, n in record["examples_by_profile"].items())
