@@ -434,7 +434,9 @@ def free_running_drift(impl, case: Case, xp=np, world=None) -> dict:
     impl_driver = _impl_driver(impl, case, xp, world)
     ref_driver = _reference_driver(case, {"arithmetic": Float64()})
     for step in range(1, case.steps + 1):
-        stop = bool(_run(lambda: impl_driver.step(step)) or _run(lambda: ref_driver.step(step)))
+        impl_error = _run(lambda: impl_driver.step(step))
+        ref_error = _run(lambda: ref_driver.step(step))  # also when the impl raised
+        stop = bool(impl_error or ref_error)
         if world is not None and case.ranks > 1:
             stop = any(world.allgather(stop))
         if stop:
