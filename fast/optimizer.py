@@ -209,10 +209,10 @@ class GradientMethod(object):
                 p.grad = backends.for_array(p.data).xp.zeros_like(p.data)
 
     def _rejected_rule(self):
-        """The first enabled rule, in the target's order, whose update Chainer's
-        ``update_core`` would reject, as (its position, the exception), or None. A non-finite
-        hyperparameter (fast's own check) raises at once, before anything changes. Computed
-        again only after a hyperparameter, the fp32 update or ``enabled`` changed."""
+        """The position of the first enabled rule, in the target's order, whose update
+        Chainer's ``update_core`` would reject, or None. A non-finite hyperparameter (fast's
+        own check) raises at once, before anything changes. Computed again only after a
+        hyperparameter, the fp32 update or ``enabled`` changed."""
         key = hyperparameter.generation()
         cached = getattr(self, "_rejection", None)
         if cached is not None and cached[0] == key:
@@ -222,31 +222,36 @@ class GradientMethod(object):
                 p.update_rule.check_hyperparameters()
         rejected = None
         for position, (_, p) in enumerate(self._named):
-            rule = p.update_rule
-            if rule.enabled:
-                master = rule._use_fp32_update and p.data.dtype == F16
+            if p.update_rule.enabled:
                 try:
-                    rule.check_update(p.data.dtype, F32 if master else p.data.dtype)
-                except (ValueError, AttributeError) as exc:
-                    rejected = (position, exc)
+                    self._check_update(p)
+                except (ValueError, AttributeError):
+                    rejected = position
                     break
         self._rejection = key, rejected
         return rejected
 
+    @staticmethod
+    def _check_update(p):
+        """Raise what Chainer's ``update_core`` raises for ``p``'s rule (eps too small)."""
+        rule = p.update_rule
+        master = rule._use_fp32_update and p.data.dtype == F16
+        rule.check_update(p.data.dtype, F32 if master else p.data.dtype)
+
     def _stop_at_rejected_rule(self):
         """Make this step stop where Chainer's would raise: the rules before the rejected one
         update, it and the rules after it do not (the engine's ``stop_at``)."""
-        rejected = self._rejected_rule()
-        self._engine.stop_at = None if rejected is None else rejected[0]
+        self._engine.stop_at = self._rejected_rule()
 
     def _raise_rejected(self, ops, scale):
         """Chainer's rejected rule, midway: its ``t`` advances, its state and master are
         created and its 'pre' hooks run, then ``update_core`` raises."""
-        position, error = self._rejected_rule()
         engine = self._engine
-        group, i = engine.locate(position)
+        group, i = engine.locate(engine.stop_at)
         self._begin_rule_step(engine, group, i, ops, scale)
-        raise error
+        self._check_update(group.entries[i].param)
+        raise RuntimeError("rule {} was rejected before the step and passes now".format(
+            group.entries[i].name))
 
     def update(self, lossfun=None, *args, **kwds):
         """One optimization step from the current (loss-scaled) gradients."""

@@ -220,14 +220,14 @@ def _rejected_before_anything(original):
     def stop(self):
         rejected = self._rejected_rule()
         if rejected is not None:
-            raise rejected[1]
+            self._check_update(self._named[rejected][1])
         return original(self)
     return stop
 
 
 def _rejected_rule_untouched(original):
     def raise_rejected(self, ops, scale):
-        raise self._rejected_rule()[1]
+        self._check_update(self._named[self._engine.stop_at][1])
     return raise_rejected
 
 
