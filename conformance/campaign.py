@@ -23,6 +23,7 @@ import warnings
 
 import hypothesis
 from hypothesis import given, target
+from hypothesis.reporting import with_reporter
 
 from . import generators
 from .compare import check_case
@@ -43,6 +44,7 @@ class CampaignStats:
         self.worst = 0.0
         self.worst_case = None
         self.failure = None
+        self.out_of_time = False
         self.by_mode = collections.Counter()
         self.by_profile = collections.Counter()
         self.by_optimizer = collections.Counter()
@@ -66,6 +68,7 @@ class CampaignStats:
             self.worst, self.worst_case = other.worst, other.worst_case
         if self.failure is None:
             self.failure = other.failure
+        self.out_of_time = self.out_of_time or other.out_of_time
         self.by_mode.update(other.by_mode)
         self.by_profile.update(other.by_profile)
         self.by_optimizer.update(other.by_optimizer)
@@ -77,11 +80,13 @@ class _Stopped(BaseException):
 
 
 def campaign(impl, profile: str, xp, examples: int | None = None, modes=None,
-             per_rule_hooks=True, checkpoints=True, stop=None, progress=None) -> CampaignStats:
+             per_rule_hooks=True, checkpoints=True, stop=None, progress=None,
+             deadline=None) -> CampaignStats:
     """Run the campaign in this process; stats.failure holds the (shrunk) failing case and
     divergence. `stop` (an Event): set by this run at its first failure, and when another
     job set it this run ends. `progress`: a label; with one, a line goes to stderr every
-    PROGRESS_EVERY examples."""
+    PROGRESS_EVERY examples. `deadline` (a time.time() value): no example starts after it
+    (stats.out_of_time tells)."""
     stats = CampaignStats()
     settings = settings_for(profile, examples)
     strategy = generators.cases(modes=tuple(modes or generators.DTYPE_MODES),
@@ -91,6 +96,9 @@ def campaign(impl, profile: str, xp, examples: int | None = None, modes=None,
     @given(strategy)
     def conforms(case):
         if stop is not None and stop.is_set() and stats.failure is None:
+            raise _Stopped()
+        if deadline is not None and time.time() > deadline and stats.failure is None:
+            stats.out_of_time = True
             raise _Stopped()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -108,7 +116,8 @@ def campaign(impl, profile: str, xp, examples: int | None = None, modes=None,
 
     started = time.process_time()
     try:
-        conforms()
+        with with_reporter(lambda text: None):  # the failure is printed by run_campaign
+            conforms()
     except (AssertionError, _Stopped):
         pass
     stats.cpu_seconds = time.process_time() - started
@@ -129,17 +138,17 @@ def shares(examples: int, jobs: int) -> list:
 
 
 def run_jobs(target: Target, profile: str, examples: int, jobs: int, modes=None,
-             per_rule_hooks=True, checkpoints=True) -> CampaignStats:
+             per_rule_hooks=True, checkpoints=True, deadline=None) -> CampaignStats:
     """The campaign split over `jobs` worker processes, merged (one job: in this process)."""
     if jobs == 1:
         impl, xp = target.load()
         return campaign(impl, profile, xp, examples, modes, per_rule_hooks, checkpoints,
-                        progress="job 1/1")
+                        progress="job 1/1", deadline=deadline)
     target.load()  # a usage error is reported here, once, not by every job
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    tasks = [(target, profile, n, modes, per_rule_hooks, checkpoints, f"job {k + 1}/{jobs}")
-             for k, n in enumerate(shares(examples, jobs))]
+    tasks = [(target, profile, n, modes, per_rule_hooks, checkpoints, f"job {k + 1}/{jobs}",
+              deadline) for k, n in enumerate(shares(examples, jobs))]
     stats = CampaignStats()
     with context.Pool(jobs, initializer=_start_job, initargs=(stop,)) as pool:
         for job_stats in pool.imap(_run_job, tasks):
@@ -155,10 +164,10 @@ def _start_job(stop) -> None:
 
 
 def _run_job(task) -> CampaignStats:
-    target, profile, examples, modes, per_rule_hooks, checkpoints, label = task
+    target, profile, examples, modes, per_rule_hooks, checkpoints, label, deadline = task
     impl, xp = target.load()
     return campaign(impl, profile, xp, examples, modes, per_rule_hooks, checkpoints,
-                    stop=_job["stop"], progress=label)
+                    stop=_job["stop"], progress=label, deadline=deadline)
 
 
 def run_campaign(args) -> int:
@@ -175,12 +184,15 @@ def run_campaign(args) -> int:
                          f"{list(generators.DTYPE_MODES)}")
     commit = _commit()
     started = time.monotonic()
+    deadline = None if args.seconds is None else time.time() + args.seconds
     stats = run_jobs(Target(args.impl, args.device), args.profile, settings.max_examples,
-                     args.jobs, modes, not args.no_per_rule_hooks, not args.no_checkpoints)
+                     args.jobs, modes, not args.no_per_rule_hooks, not args.no_checkpoints,
+                     deadline)
     elapsed = time.monotonic() - started
     print(f"hypothesis profile {args.profile}: {stats.examples} examples in {elapsed:.0f}s "
           f"({args.jobs} job{'s' if args.jobs > 1 else ''}), worst normalized error "
-          f"{stats.worst:.3g}, {'1 failure' if stats.failure else 'zero alarms'}")
+          f"{stats.worst:.3g}, {'1 failure' if stats.failure else 'zero alarms'}"
+          f"{f' (--seconds {args.seconds} ran out)' if stats.out_of_time else ''}")
     reproduce = None
     if stats.failure:
         case, divergence = stats.failure
@@ -215,7 +227,8 @@ def campaign_record(args, settings, modes, stats: CampaignStats, elapsed: float,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "modes": list(modes), "per_rule_hooks": not args.no_per_rule_hooks,
         "checkpoints": not args.no_checkpoints,
-        "examples": stats.examples,
+        "examples": stats.examples, "seconds_limit": args.seconds,
+        "out_of_time": stats.out_of_time,
         "examples_by_mode": dict(sorted(stats.by_mode.items())),
         "examples_by_profile": dict(sorted(stats.by_profile.items())),
         "examples_by_optimizer": dict(sorted(stats.by_optimizer.items())),
@@ -238,7 +251,9 @@ def campaign_markdown(record: dict) -> str:
         f"# Hypothesis campaign `{h['profile']}` against `{record['impl']}` ({record['device']})",
         "",
         f"{record['examples']:,} examples, {verdict}; worst normalized error "
-        f"{record['worst_normalized_error']:.3g}.",
+        f"{record['worst_normalized_error']:.3g}"
+        + (f" (stopped by `--seconds {record['seconds_limit']}` before max_examples)."
+           if record["out_of_time"] else "."),
         "",
         "| what | value |", "|---|---|",
         f"| code | `{record['commit']}` |",

@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                    help="split the examples over N worker processes, each an independent "
                         "unseeded hypothesis run (not with a derandomized profile)")
+    p.add_argument("--seconds", type=_positive_int, default=None, metavar="S",
+                   help="start no example after S seconds (the record says the run was cut)")
     p.add_argument("--write", action="store_true",
                    help="also write reports/deep-<profile>-<impl>.{json,md}")
     p = sub.add_parser("ladder", help="float64 reference against mpmath, per step")

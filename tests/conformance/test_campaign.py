@@ -81,3 +81,16 @@ def test_merged_statistics_add_the_counts_and_keep_the_worst_and_the_first_failu
     first.merge(second)
     assert (first.examples, first.worst, first.worst_case, first.cpu_seconds) == (7, 0.75, "b", 3.0)
     assert first.by_mode == {"float16": 6, "float64": 1} and first.failure == ("case", "divergence")
+
+
+def test_no_example_starts_after_the_deadline():
+    import time
+
+    import numpy
+    import fast
+    from conformance.campaign import campaign
+
+    late = campaign(fast, "dev", numpy, examples=1000, deadline=time.time())
+    assert late.examples == 0 and late.out_of_time
+    on_time = campaign(fast, "dev", numpy, examples=3, deadline=time.time() + 3600)
+    assert on_time.examples == 3 and not on_time.out_of_time
