@@ -254,6 +254,9 @@ class Engine(object):
         # masters with unscaled fp32 gradients, and their kernels run on the master as fp32.
         self.fp32_view = False
         self._pending = None
+        #: the position of the entry where this step stops (Chainer raises in its rule's
+        #: update_core: the entries before it update, it and those after it do not), or None
+        self.stop_at = None
 
     @property
     def decides_skip_on_host(self):
@@ -273,6 +276,13 @@ class Engine(object):
         settle, self._pending = self._pending, None
         if settle is not None:
             settle()
+
+    def stepping(self, g):
+        """Which of ``g``'s tensors this step updates: the enabled ones before ``stop_at``."""
+        active = g.enabled.copy()
+        if self.stop_at is not None:
+            active[g.global_index >= self.stop_at] = 0
+        return active
 
     def _viewed_as_fp32(self, g):
         return self.fp32_view and g.master is not None
@@ -363,14 +373,15 @@ class Engine(object):
     def prepare_masters(self, step_goes_ahead, journal=None):
         """Fill every missing fp32 master from its fp16 values (the fixed profile's hooks read
         masters). A master is kept (marked ready) only for a rule that updates in this step:
-        a disabled rule, or any rule on a skipped step, gets none, as in Chainer, where the
-        master is created by the rule's first update."""
+        a disabled rule, a rule at or after ``stop_at``, or any rule on a skipped step, gets
+        none, as in Chainer, where the master is created by the rule's first update."""
         for g in self.groups:
             if g.master is None:
                 continue
+            stepping = self.stepping(g)
             for i in numpy.flatnonzero(g.master_ready == 0):
                 g.master_view(i)[...] = g.param_view(i)
-                if step_goes_ahead and g.enabled[i]:
+                if step_goes_ahead and stepping[i]:
                     g.master_ready[i] = 1
                     if journal is not None:
                         journal.masters_marked.append((g, i))
@@ -649,7 +660,7 @@ class Engine(object):
         """
         journal = Journal()
         for g in self.groups:
-            active = g.enabled.copy()
+            active = self.stepping(g)
             slow = numpy.flatnonzero(active if self._viewed_as_fp32(g) else active & g.hooked)
             if len(slow) and skip is not None:
                 raise RuntimeError("rules with their own hooks need the skip decision on the host")

@@ -17,7 +17,12 @@ One ``update()`` does, in Chainer's order (docs/fast.md):
     of a parameter that still has no array counts the step (Chainer's ``rule.t += 1``)
     and runs its hooks, and nothing else;
  7. 'post' hooks; 8. the loss-scale schedule.
-Everything that can be rejected is checked before anything changes.
+What Chainer's ``update_core`` rejects (eps too small for the dtype) is found
+before the step and raised where Chainer raises it: after step 5, once the
+rules before the rejected one have updated and the rejected rule's ``t``,
+state and master have changed (``GradientMethod._rejected_rule``). Every
+other error (a bad gradient, a non-finite hyperparameter) is raised before
+anything changes.
 
 Each gradient is divided by the loss scale it carries (fast.boundary): a fast.Parameter's
 by the optimizer's loss scale, a chainer.Parameter's by the scale ``backward(loss_scale=)``
@@ -117,7 +122,7 @@ class GradientMethod(object):
         self._use_fp32_update = False
         self._loss = LossScaling()
         self._engine = None
-        self._checked = None
+        self._rejection = (None, None)
 
     @property
     def profile(self):
@@ -220,7 +225,7 @@ class GradientMethod(object):
         self._settle()
         state = self.__dict__.copy()
         engine = state.pop("_engine")
-        state["_checked"] = None
+        state["_rejection"] = (None, None)
         members = None
         if engine is not None:
             if not isinstance(engine.scope, LocalScope):
@@ -288,19 +293,51 @@ class GradientMethod(object):
         self._check_set_up()
         self._engine.fill_missing_grads()
 
-    def _check_rules(self):
-        """Hyperparameter checks Chainer makes during the update, done up front;
-        repeated only after a hyperparameter, the fp32 update or ``enabled`` changed."""
+    def _rejected_rule(self):
+        """The position of the first enabled rule, in the target's order, whose update
+        Chainer's ``update_core`` would reject, or None. A non-finite hyperparameter (fast's
+        own check) raises at once, before anything changes. Computed again only after a
+        hyperparameter, the fp32 update or ``enabled`` changed."""
         key = hyperparameter.generation()
-        if key == self._checked:
-            return
+        if self._rejection[0] == key:
+            return self._rejection[1]
         for e in self._engine.entries:
-            rule = e.rule
-            if rule.enabled:
-                dtype = e.group.dtype
-                master = rule.uses_fp32_update and dtype == F16
-                rule.check_hyperparameters(dtype, F32 if master else dtype)
-        self._checked = key
+            if e.rule.enabled:
+                e.rule.check_hyperparameters()
+        rejected = None
+        for e in self._engine.entries:
+            if e.rule.enabled:
+                try:
+                    self._check_update(e)
+                except (ValueError, AttributeError):
+                    rejected = e.index
+                    break
+        self._rejection = key, rejected
+        return rejected
+
+    @staticmethod
+    def _check_update(entry):
+        """Raise what Chainer's ``update_core`` raises for the entry's rule (eps too small)."""
+        rule, dtype = entry.rule, entry.group.dtype
+        master = rule.uses_fp32_update and dtype == F16
+        rule.check_update(dtype, F32 if master else dtype)
+
+    def _stop_at_rejected_rule(self):
+        """Make this step stop where Chainer's would raise: the rules before the rejected one
+        update, it and the rules after it do not (the engine's ``stop_at``)."""
+        self._engine.stop_at = self._rejected_rule()
+
+    def _raise_rejected(self, ops, scales):
+        """Chainer's rejected rule, midway: the rules of parameters still without arrays
+        before it count the step, its ``t`` advances, its state and master are created and its
+        'pre' hooks run, then ``update_core`` raises."""
+        engine = self._engine
+        entry = engine.entries[engine.stop_at]
+        self._count_rules_without_arrays(before=entry)
+        group, i = entry.group, entry.position
+        self._begin_rule_step(engine, group, i, ops, scales[entry.index])
+        self._check_update(entry)
+        raise RuntimeError("rule {} was rejected before the step and passes now".format(entry.name))
 
     def update(self, lossfun=None, *args, **kwds):
         """One optimization step from the current (loss-scaled) gradients."""
@@ -319,16 +356,26 @@ class GradientMethod(object):
         scales = engine.loss_scales(self._loss.scale)
         if self._skip_stays_on_device() and self._update_deciding_on_device(scales):
             return
+        try:
+            self._update_on_host(scales)
+        finally:
+            engine.stop_at = None
+
+    def _update_on_host(self, scales):
+        """Steps 3-8 of ``update`` with the skip decision taken on the host."""
+        engine = self._engine
         pending = self._check_joining_hooks()
         if pending is None:
             self._flag_nonfinite_grads()
             if self.is_safe_to_update():
-                self._check_rules()
+                self._stop_at_rejected_rule()
         ops, update_scales, originals = self._pre_hooks(scales, pending_check=pending)
         try:
             self.t += 1
             if self.is_safe_to_update():
                 engine.update(ops, update_scales, self._hooked_rule_step)
+                if engine.stop_at is not None:
+                    self._raise_rejected(ops, update_scales)
                 self._count_rules_without_arrays()
             engine.fill_missing_grads()
             post = self._hookable.get("post")
@@ -340,10 +387,13 @@ class GradientMethod(object):
                 engine.leave_fp32_view(originals)
         self.update_loss_scale()
 
-    def _count_rules_without_arrays(self):
+    def _count_rules_without_arrays(self, before=None):
         """Chainer's rule update of a parameter that has no array yet: ``t`` advances and the
-        rule's hooks run; nothing else happens."""
+        rule's hooks run; nothing else happens. ``before``: only the parameters ahead of
+        that entry in the target's order (a step Chainer stops midway)."""
         for e in self._engine.members:
+            if e is before:
+                break
             if e.group is None and e.rule.enabled:
                 e.rule.t += 1
                 for hook in e.rule.hooks("pre") + e.rule.hooks("post"):
@@ -369,7 +419,8 @@ class GradientMethod(object):
         copies = [g.backend.start_copy_to_host(f) for g, f in zip(engine.groups, flags)]
         pending = PendingStep(engine, copies, self.t, self._loss.scale)
         try:
-            self._check_rules()
+            if self._rejected_rule() is not None:
+                return False
         except ValueError:
             return False
         ops, update_scales, _ = self._pre_hooks(scales, step_goes_ahead=True, journal=pending.journal)
@@ -460,9 +511,11 @@ class GradientMethod(object):
         return [], scales, originals
 
     @staticmethod
-    def _hooked_rule_step(engine, group, i, ops, scale):
-        """A parameter whose rule has hooks: Chainer's per-rule sequence. ``scale``: the
-        loss scale its gradient carries (NaN: unscaled)."""
+    def _begin_rule_step(engine, group, i, ops, scale):
+        """Chainer's per-rule sequence up to ``update_core``: ``t += 1``, the state and the
+        master created on first use, the rule's 'pre' hooks on its hooked, unscaled gradient
+        (fp32 with a master). ``scale``: the loss scale the gradient carries (NaN: unscaled).
+        Returns what the hooks saw."""
         entry = group.entries[i]
         rule = entry.rule
         if not group.initialized[i]:
@@ -479,6 +532,14 @@ class GradientMethod(object):
         view = RuleParam(entry.param.name, data, grad, rule, tagged_scale)
         for hook in rule.hooks("pre"):
             hook(rule, view)
+        return view
+
+    @staticmethod
+    def _hooked_rule_step(engine, group, i, ops, scale):
+        """A parameter whose rule has hooks (or that the fp32 view steps one at a time):
+        Chainer's per-rule sequence."""
+        rule = group.entries[i].rule
+        view = GradientMethod._begin_rule_step(engine, group, i, ops, scale)
         engine.update_one_from_gradient(group, i, view.grad)
         for hook in rule.hooks("post"):
             hook(rule, view)
@@ -572,7 +633,7 @@ class DeferredCheck(object):
         opt._flag_nonfinite_grads(names)
         goes_ahead = opt.is_safe_to_update()
         if goes_ahead:
-            opt._check_rules()
+            opt._stop_at_rejected_rule()
         if opt.semantics.hooks_see_masters and opt._hookable.get("pre"):
             opt.engine.prepare_masters(goes_ahead, self.journal)
 

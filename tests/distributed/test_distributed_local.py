@@ -156,16 +156,21 @@ def test_update_with_a_lossfun_backpropagates_with_the_loss_scale(zero):
 @pytest.mark.parametrize("zero", [False, True])
 def test_a_step_that_raises_after_the_exchange_puts_the_gradients_back(zero):
     """RMSprop's eps (1e-8) rounds to 0 in float16 without a master: Chainer's check raises
-    after the mean was taken; the parameters, the state and the gradient objects are as before."""
-    ps = params()
+    after the mean was taken, midway through the step, as one process raises it (opt.t and
+    the rejected rule's t advanced, its state created, the rule after it untouched); the
+    gradient objects are as before."""
+    ps, ref_ps = params(), params()
     opt = fd.create_multi_node_optimizer(fast.optimizers.RMSprop(), OneRank(), zero=zero).setup(ps)
+    ref = fast.optimizers.RMSprop().setup(ref_ps)
     grads = {k: np.ones(p.shape, np.float16) for k, p in ps.items()}
-    for k, p in ps.items():
-        p.grad = grads[k]
-    before = state(opt, ps)
-    with pytest.raises(ValueError, match="eps"):
-        opt.update()
-    assert state(opt, ps) == before
+    for k in ps:
+        ps[k].grad = grads[k]
+        ref_ps[k].grad = grads[k].copy()
+    for o in (opt, ref):
+        with pytest.raises(ValueError, match="eps"):
+            o.update()
+    assert state(opt, ps) == state(ref, ref_ps)
+    assert (opt.t, ps["w"].update_rule.t, ps["b"].update_rule.t) == (1, 1, 0)
     assert all(ps[k].grad is grads[k] for k in ps)
 
 
