@@ -6,8 +6,12 @@ the examples that come closest to a bound are explored further.
 
 `--jobs N` splits the examples over N worker processes (started with `spawn`, as
 conformance.parallel's), each an independent unseeded hypothesis run of its share; their
-statistics are merged. The first failure in any job stops the others (they return what they
-ran); that job shrinks its failing case as a one-process run would.
+statistics are merged. The jobs split the grid of dtype modes x profiles between them
+(`job_grids`), so that the search's steering towards large errors, which favours some modes,
+cannot starve the others: with as many jobs as cells (8 for every mode and profile) or a
+multiple, every cell gets the same number of examples. The first failure in any job stops the
+others (they return what they ran); that job shrinks its failing case as a one-process run
+would.
 """
 from __future__ import annotations
 
@@ -81,7 +85,7 @@ class _Stopped(BaseException):
 
 def campaign(impl, profile: str, xp, examples: int | None = None, modes=None,
              per_rule_hooks=True, checkpoints=True, stop=None, progress=None,
-             deadline=None) -> CampaignStats:
+             deadline=None, profiles=generators.PROFILES) -> CampaignStats:
     """Run the campaign in this process; stats.failure holds the (shrunk) failing case and
     divergence. `stop` (an Event): set by this run at its first failure, and when another
     job set it this run ends. `progress`: a label; with one, a line goes to stderr every
@@ -90,7 +94,8 @@ def campaign(impl, profile: str, xp, examples: int | None = None, modes=None,
     stats = CampaignStats()
     settings = settings_for(profile, examples)
     strategy = generators.cases(modes=tuple(modes or generators.DTYPE_MODES),
-                                per_rule_hooks=per_rule_hooks, checkpoints=checkpoints)
+                                per_rule_hooks=per_rule_hooks, checkpoints=checkpoints,
+                                profiles=tuple(profiles))
 
     @settings
     @given(strategy)
@@ -137,9 +142,23 @@ def shares(examples: int, jobs: int) -> list:
     return [examples // jobs + (1 if k < examples % jobs else 0) for k in range(jobs)]
 
 
+def job_grids(modes, profiles, jobs: int) -> list:
+    """Per job, the (dtype modes, profiles) it draws from: the cells of the modes x profiles
+    grid dealt to the jobs in turn, each job keeping a product of modes and profiles (a job
+    that gets no whole product draws from all). With jobs a multiple of the cells, each cell
+    is one job's alone, or several jobs'."""
+    cells = [(m, p) for m in modes for p in profiles]
+    if jobs % len(cells) == 0:
+        return [((m,), (p,)) for m, p in (cells[k % len(cells)] for k in range(jobs))]
+    if jobs % len(modes) == 0:
+        return [((modes[k % len(modes)],), tuple(profiles)) for k in range(jobs)]
+    return [(tuple(modes), tuple(profiles))] * jobs
+
+
 def run_jobs(target: Target, profile: str, examples: int, jobs: int, modes=None,
              per_rule_hooks=True, checkpoints=True, deadline=None) -> CampaignStats:
     """The campaign split over `jobs` worker processes, merged (one job: in this process)."""
+    modes = tuple(modes or generators.DTYPE_MODES)
     if jobs == 1:
         impl, xp = target.load()
         return campaign(impl, profile, xp, examples, modes, per_rule_hooks, checkpoints,
@@ -147,8 +166,9 @@ def run_jobs(target: Target, profile: str, examples: int, jobs: int, modes=None,
     target.load()  # a usage error is reported here, once, not by every job
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    tasks = [(target, profile, n, modes, per_rule_hooks, checkpoints, f"job {k + 1}/{jobs}",
-              deadline) for k, n in enumerate(shares(examples, jobs))]
+    grids = job_grids(modes, generators.PROFILES, jobs)
+    tasks = [(target, profile, n, grids[k][0], per_rule_hooks, checkpoints, f"job {k + 1}/{jobs}",
+              deadline, grids[k][1]) for k, n in enumerate(shares(examples, jobs))]
     stats = CampaignStats()
     with context.Pool(jobs, initializer=_start_job, initargs=(stop,)) as pool:
         for job_stats in pool.imap(_run_job, tasks):
@@ -164,10 +184,10 @@ def _start_job(stop) -> None:
 
 
 def _run_job(task) -> CampaignStats:
-    target, profile, examples, modes, per_rule_hooks, checkpoints, label, deadline = task
+    target, profile, examples, modes, per_rule_hooks, checkpoints, label, deadline, profiles = task
     impl, xp = target.load()
     return campaign(impl, profile, xp, examples, modes, per_rule_hooks, checkpoints,
-                    stop=_job["stop"], progress=label, deadline=deadline)
+                    stop=_job["stop"], progress=label, deadline=deadline, profiles=profiles)
 
 
 def run_campaign(args) -> int:

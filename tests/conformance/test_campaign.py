@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conformance.campaign import shares
+from conformance.campaign import job_grids, shares
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,6 +20,25 @@ def test_the_examples_are_split_over_the_jobs_as_evenly_as_possible():
     assert shares(10, 3) == [4, 3, 3]
     assert shares(100_000, 2) == [50_000, 50_000]
     assert shares(2, 3) == [1, 1, 0]
+
+
+def test_the_jobs_split_the_grid_of_modes_and_profiles():
+    """Each cell of dtype modes x profiles gets whole jobs where the jobs allow it, so the
+    search's steering cannot starve a mode or a profile."""
+    modes, profiles = ("float64", "float32", "float16_master", "float16"), ("chainer", "fixed")
+    cells = {(m[0], p[0]) for m, p in job_grids(modes, profiles, 8)}
+    assert cells == {(m, p) for m in modes for p in profiles}
+    assert [len(m) * len(p) for m, p in job_grids(modes, profiles, 16)] == [1] * 16
+    assert [g for g in job_grids(modes, profiles, 4)] == [((m,), profiles) for m in modes]
+    assert job_grids(modes, profiles, 3) == [(modes, profiles)] * 3
+
+
+def test_eight_jobs_give_every_mode_and_profile_its_share(tmp_path):
+    proc = deep("--profile", "dev", "--examples", "16", "--jobs", "8", "--write", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((tmp_path / "reports" / "deep-dev-fast.json").read_text())
+    assert record["examples_by_mode"] == {m: 4 for m in record["modes"]}
+    assert record["examples_by_profile"] == {"chainer": 8, "fixed": 8}
 
 
 def test_jobs_refuse_a_derandomized_profile(tmp_path):
