@@ -483,9 +483,12 @@ PROFILE_SETTINGS = {
 
 
 def settings_profile(name: str) -> settings:
-    """Hypothesis settings for the `ci`, `dev` or `deep` campaign."""
+    """Hypothesis settings for the `ci`, `dev` or `deep` campaign. They rest on Hypothesis's
+    `default` profile, not on the one loaded now: Hypothesis loads its own derandomized `ci`
+    profile wherever a `CI` variable is set, which would make `dev` and `deep` draw the same
+    examples on every run and every job there."""
     if name not in PROFILE_SETTINGS:
         raise ValueError(f"unknown hypothesis profile {name!r}; expected one of "
                          f"{sorted(PROFILE_SETTINGS)}")
-    return settings(deadline=None, suppress_health_check=list(HealthCheck),
-                    **PROFILE_SETTINGS[name])
+    return settings(parent=settings.get_profile("default"), deadline=None,
+                    suppress_health_check=list(HealthCheck), **PROFILE_SETTINGS[name])

@@ -113,3 +113,16 @@ def test_no_example_starts_after_the_deadline():
     assert late.examples == 0 and late.out_of_time
     on_time = campaign(fast, "dev", numpy, examples=3, deadline=time.time() + 3600)
     assert on_time.examples == 3 and not on_time.out_of_time
+
+
+def test_the_profiles_ignore_the_profile_hypothesis_loads_under_ci():
+    """Hypothesis loads a derandomized profile of its own wherever `CI` is set; `dev` and
+    `deep` must stay unseeded there, `ci` derandomized everywhere."""
+    code = ("from conformance.generators import settings_profile as s; "
+            "print(s('dev').derandomize, s('deep').derandomize, s('ci').derandomize)")
+    for env in ({"CI": "true"}, {}):
+        environment = {k: v for k, v in os.environ.items() if k != "CI"}
+        environment.update(env, PYTHONPATH=ROOT)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=environment, check=True).stdout.split()
+        assert out == ["False", "False", "True"], (env, out)

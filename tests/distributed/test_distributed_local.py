@@ -263,24 +263,27 @@ def test_an_error_is_rebuilt_as_its_nearest_agreed_type():
     assert type(err) is RuntimeError and str(err) == "rank 1 of 2: Odd: strange"
 
 
-def test_the_abort_hook_prints_the_traceback_then_aborts_and_can_be_removed(capsys):
-    """fast.distributed.abort: an uncaught exception reaches the except hook that was there
-    before (the traceback), then the communicator's Abort(1); restore_except_hook puts the
-    old hook back, and installing twice installs once."""
+class FakeWorld(object):
+    aborted = None
+
+    def Get_rank(self):
+        return 1
+
+    def Get_size(self):
+        return 3
+
+    def Abort(self, code):
+        self.aborted = code
+
+
+def test_the_abort_hook_prints_the_traceback_then_aborts_and_can_be_removed(capsys, monkeypatch):
+    """fast.distributed.abort: an uncaught exception reaches the except hook the program had
+    installed before, then the communicator's Abort(1); restore_except_hook puts the old hook
+    back, and installing twice installs once."""
     import sys
+    from fast.distributed import abort
     from fast.distributed.abort import abort_on_uncaught_exception, restore_except_hook
-
-    class FakeWorld(object):
-        aborted = None
-
-        def Get_rank(self):
-            return 1
-
-        def Get_size(self):
-            return 3
-
-        def Abort(self, code):
-            self.aborted = code
+    monkeypatch.setattr(abort, "FORWARD_WAIT_S", 0)
 
     seen = []
     original = sys.excepthook
@@ -301,3 +304,36 @@ def test_the_abort_hook_prints_the_traceback_then_aborts_and_can_be_removed(caps
         assert seen == [error, error]
     finally:
         sys.excepthook = original
+
+
+def test_the_standard_traceback_goes_out_in_one_write_before_the_abort(tmp_path, monkeypatch):
+    """With Python's own except hook underneath, the header and the whole traceback reach the
+    rank's standard error descriptor in one write (the launcher, ended by the abort, forwards
+    what it has read), and only then does the job abort."""
+    import os
+    import sys
+    from fast.distributed import abort
+    from fast.distributed.abort import abort_on_uncaught_exception, restore_except_hook
+    monkeypatch.setattr(abort, "FORWARD_WAIT_S", 0)
+    writes = []
+    monkeypatch.setattr(abort.os, "write", lambda fd, data: writes.append((fd, data)) or len(data))
+    target = open(tmp_path / "stderr", "w")
+    fd = target.fileno()
+    monkeypatch.setattr(sys, "stderr", target)
+    original = sys.excepthook
+    sys.excepthook = sys.__excepthook__
+    try:
+        world = FakeWorld()
+        abort_on_uncaught_exception(world)
+        try:
+            raise RuntimeError("rank 1 gives up")
+        except RuntimeError as error:
+            sys.excepthook(RuntimeError, error, error.__traceback__)
+        restore_except_hook()
+    finally:
+        sys.excepthook = original
+        target.close()
+    assert world.aborted == 1 and len(writes) == 1 and writes[0][0] == fd
+    text = writes[0][1].decode()
+    assert text.startswith("\nfast.distributed: uncaught exception on rank 1 of 3; aborting")
+    assert "Traceback (most recent call last)" in text and text.endswith("RuntimeError: rank 1 gives up\n")
