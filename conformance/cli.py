@@ -17,7 +17,7 @@ from . import generators, migrate, options, outputs, report
 from .diagnosis import failure_text
 from .diagnosis import reproduce_command as _reproduce_command
 from .parallel import run_suite, usable_cores
-from .target import DEVICES, Target, UsageError, array_module, describe_device
+from .target import DEVICES, Target, UsageError, describe_device
 
 _SUITE_EXIT = (
     (0, "every selected case that ran conforms, and at least one case ran"),
@@ -150,18 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-per-rule-hooks", action="store_true",
                    help="only optimizer-level hooks")
     p.add_argument("--no-checkpoints", action="store_true", help="no save/load points")
+    p.add_argument("--jobs", type=options.positive_int, default=1, metavar="N",
+                   help="split the examples over N worker processes, each an independent "
+                        "unseeded hypothesis run (not with a derandomized profile)")
+    p.add_argument("--seconds", type=options.positive_int, default=None, metavar="S",
+                   help="start no example after S seconds (the record says the run was cut)")
     p.add_argument("--write", action="store_true",
-                   help="also write reports/deep-<profile>-<impl>.json")
+                   help="also write reports/deep-<profile>-<impl>.{json,md}")
     migrate.add_parser(sub, options.positive_int, usable_cores(), _exit_epilog("migrate"))
     p = _subcommand(sub, "ladder", "float64 reference against mpmath, per step")
     p.add_argument("--filter", default=None, help="only cases whose name contains this")
     p.add_argument("--write", action="store_true", help="also write reports/ladder.json")
     return parser
-
-
-def _array_module(device: str, impl_name: str = "fast"):
-    """The array module of a device (kept for conformance.campaign)."""
-    return array_module(device, impl_name)
 
 
 def _target(args) -> Target:

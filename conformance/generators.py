@@ -162,6 +162,42 @@ def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
                        params=_params([(3,)]), hyperparams=tuple(hp.items()))
 
 
+#: The optimizers whose update_core rejects an eps too small for the dtype it computes in
+#: (Adam's family: float32 for fp16 parameters; RMSprop: the gradient's dtype).
+EPS_CHECKED = ("Adam", "AdamW", "AMSGrad", "AdaBound", "AMSBound", "RMSprop")
+
+
+def rejected_update_cases():
+    """Updates that Chainer rejects midway (eps too small), in every dtype mode where the
+    check fails and both profiles: `opt.t` has advanced, the enabled rules before the
+    rejected one have updated, the rejected rule's `t`, state and master have changed, the
+    rules after it and the loss scale have not (compared as after any step). RMSprop in
+    float16 keeps its default eps (1e-8, below float16's smallest subnormal); elsewhere eps
+    is 1e-60, and an override gives a rule an eps that passes, so the rules before it update."""
+    for opt, mode, profile in itertools.product(EPS_CHECKED, DTYPE_MODES[1:], PROFILES):
+        tag = f"{mode}/{profile}"
+        tiny = () if (opt, mode) == ("RMSprop", "float16") else (("eps", 1e-60),)
+        passing = 1e-4 if opt == "RMSprop" else 1e-8
+        base = dict(optimizer=opt, dtype_mode=mode, profile=profile, hyperparams=tiny)
+        three = _params([(5,), (7,), (3,)])
+        yield Case(name=f"error/{opt}-none-grads/{tag}", steps=2,
+                   params=_params([(), ()]), injections=(Injection(1, "p0", "none"),
+                                                         Injection(1, "p1", "none")), **base)
+        yield Case(name=f"error/{opt}-after-updates/{tag}", steps=2, params=three,
+                   overrides=(("p0", "eps", passing),), **base)
+        yield Case(name=f"error/{opt}-after-updates-hooks/{tag}", steps=2, params=three,
+                   overrides=(("p0", "eps", passing),),
+                   hooks=(HookSpec("GradientClipping", (0.3,)),
+                          HookSpec("WeightDecay", HOOK_ARGS["WeightDecay"], param="p1")),
+                   loss_scaling=LossScaling("static", 8.0), **base)
+        yield Case(name=f"error/{opt}-disabled-first/{tag}", steps=2, params=three,
+                   disabled=("p0",), **base)
+        yield Case(name=f"error/{opt}-after-skip/{tag}", steps=3, params=three,
+                   overrides=(("p0", "eps", passing),),
+                   loss_scaling=LossScaling("dynamic", None, 1),
+                   injections=(Injection(1, "p1", "inf", 2),), **base)
+
+
 def long_cases(opt, mode):
     """Runs of LONG_STEPS steps in each profile, with that profile's skipped steps."""
     for profile, skips in LONG_SKIPS.items():
@@ -225,11 +261,12 @@ def reduction_cases(steps=3):
 
 LEVELS = {
     "smoke": lambda: itertools.islice(matrix_cases(steps=2), 0, None, 17),
-    "ci": lambda: itertools.chain(matrix_cases(), feature_cases(), reduction_cases()),
+    "ci": lambda: itertools.chain(matrix_cases(), feature_cases(), reduction_cases(),
+                                  rejected_update_cases()),
     "full": lambda: itertools.chain(matrix_cases(steps=6),
                                     feature_cases(steps=8, odd_sizes=MORE_ODD_SIZES,
                                                   large_shape=LARGER_SHAPE),
-                                    reduction_cases(steps=6)),
+                                    reduction_cases(steps=6), rejected_update_cases()),
 }
 
 
@@ -387,13 +424,13 @@ def trajectory_lengths(draw):
 
 
 @st.composite
-def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True) -> Case:
-    """A random case over the whole case model (optionally fewer dtype modes, only
-    optimizer-level hooks, or no checkpoints). One case in four runs 7-30 steps, one in four
-    (with checkpoints) is resumed at a large counter (RESUME_AT)."""
+def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True, profiles=PROFILES) -> Case:
+    """A random case over the whole case model (optionally fewer dtype modes or profiles,
+    only optimizer-level hooks, or no checkpoints). One case in four runs 7-30 steps, one in
+    four (with checkpoints) is resumed at a large counter (RESUME_AT)."""
     optimizer = draw(st.sampled_from(OPTIMIZERS))
     mode = draw(st.sampled_from(modes))
-    profile = draw(st.sampled_from(PROFILES))
+    profile = draw(st.sampled_from(profiles))
     n = draw(st.integers(1, 3))
     params = tuple(
         ParamSpec(f"p{i}", draw(st.sampled_from(SHAPES)),
@@ -446,9 +483,12 @@ PROFILE_SETTINGS = {
 
 
 def settings_profile(name: str) -> settings:
-    """Hypothesis settings for the `ci`, `dev` or `deep` campaign."""
+    """Hypothesis settings for the `ci`, `dev` or `deep` campaign. They rest on Hypothesis's
+    `default` profile, not on the one loaded now: Hypothesis loads its own derandomized `ci`
+    profile wherever a `CI` variable is set, which would make `dev` and `deep` draw the same
+    examples on every run and every job there."""
     if name not in PROFILE_SETTINGS:
         raise ValueError(f"unknown hypothesis profile {name!r}; expected one of "
                          f"{sorted(PROFILE_SETTINGS)}")
-    return settings(deadline=None, suppress_health_check=list(HealthCheck),
-                    **PROFILE_SETTINGS[name])
+    return settings(parent=settings.get_profile("default"), deadline=None,
+                    suppress_health_check=list(HealthCheck), **PROFILE_SETTINGS[name])

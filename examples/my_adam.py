@@ -7,7 +7,8 @@ What it implements, and so what the suite runs: Chainer's Adam (alpha, beta1, be
 eta, weight_decay_rate) for float64, float32 and float16 parameters (float16: float32
 arithmetic, float16 state, as Chainer computes Adam for float16 without a master), per-rule
 `enabled`, `t`, `state` and hyperparameter overrides, None gradients taken as zeros, and
-Chainer's ValueError when eps is 0 in the dtype Adam computes in. It has no other optimizer,
+Chainer's ValueError when eps is 0 in the dtype Adam computes in, raised where Chainer raises
+it: inside the rule's update, after `opt.t`, the rules before it and its own `t` and state. It has no other optimizer,
 no `amsgrad`/`adabound` switch, no optimizer hooks, no loss scaling, no fp32 master weights
 (`use_fp32_update`), no checkpoints (`serializers`) and no `profile=` argument: the suite
 reports the cases that need those as not applicable, with the reason.
@@ -90,6 +91,7 @@ class AdamRule:
         self.t += 1
         if self.state is None:
             self.state = {"m": np.zeros_like(param.data), "v": np.zeros_like(param.data)}
+        self.check(param)
         with np.errstate(all="ignore"):
             self._step(param)
 
@@ -131,12 +133,9 @@ class Adam:
         return self
 
     def update(self):
-        """Checks every enabled rule first (an error changes nothing), takes a missing
-        gradient as zeros, then steps every rule."""
+        """Takes a missing gradient as zeros, then steps every rule in order (a rule that
+        rejects its eps raises from its update, as Chainer's does)."""
         params = list(self.target.values())
-        for param in params:
-            if param.update_rule.enabled:
-                param.update_rule.check(param)
         for param in params:
             if param.grad is None:
                 param.grad = np.zeros_like(param.data)

@@ -26,14 +26,15 @@ CHUNK = 1 << 15
 F16, F32, F64 = numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)
 
 
-def dtype_mode(dtype, use_master, profile):
-    """The dtype mode (fast.backends.abi) of a parameter dtype."""
+def dtype_mode(dtype, use_master, semantics):
+    """The dtype mode (fast.backends.abi) of a parameter dtype, under a profile's
+    ``semantics`` (fast.profiles: whether hooks see the fp32 master)."""
     if dtype == F64:
         return abi.MODE_FLOAT64
     if dtype == F32:
         return abi.MODE_FLOAT32
     if use_master:
-        return abi.MODE_FP16_MASTER_FIXED if profile == "fixed" else abi.MODE_FP16_MASTER
+        return abi.MODE_FP16_MASTER_FIXED if semantics.hooks_see_masters else abi.MODE_FP16_MASTER
     return abi.MODE_FP16
 
 
@@ -249,8 +250,9 @@ class Engine(object):
     array (``sync_parameters``); until then its rule's values stay in the rule.
     """
 
-    def __init__(self, profile, scope=None):
-        self.profile = profile
+    def __init__(self, semantics, scope=None):
+        #: what the profile decides (fast.profiles.Profile)
+        self.semantics = semantics
         self.scope = LocalScope() if scope is None else scope
         self.members = []
         self.entries = []
@@ -266,6 +268,9 @@ class Engine(object):
         #: rule hook: ``GradientMethod.reads_gradients_only_in_kernels``).
         self.average_factor = None
         self._pending = None
+        #: the position of the entry where this step stops (Chainer raises in its rule's
+        #: update_core: the entries before it update, it and those after it do not), or None
+        self.stop_at = None
 
     @property
     def decides_skip_on_host(self):
@@ -285,6 +290,13 @@ class Engine(object):
         settle, self._pending = self._pending, None
         if settle is not None:
             settle()
+
+    def stepping(self, g):
+        """Which of ``g``'s tensors this step updates: the enabled ones before ``stop_at``."""
+        active = g.enabled.copy()
+        if self.stop_at is not None:
+            active[g.global_index >= self.stop_at] = 0
+        return active
 
     def _viewed_as_fp32(self, g):
         return self.fp32_view and g.master is not None
@@ -310,7 +322,7 @@ class Engine(object):
         dtype = array.dtype
         use_master = rule.uses_fp32_update and dtype == F16
         hp = rule.hyperparam
-        return (array_device(array), dtype_mode(dtype, use_master, self.profile), str(dtype),
+        return (array_device(array), dtype_mode(dtype, use_master, self.semantics), str(dtype),
                 type(rule), rule.kernel_id(hp), tuple(rule.state_names(hp)), array.ndim == 0)
 
     def _regroup(self):
@@ -376,14 +388,15 @@ class Engine(object):
     def prepare_masters(self, step_goes_ahead, journal=None):
         """Fill every missing fp32 master from its fp16 values (the fixed profile's hooks read
         masters). A master is kept (marked ready) only for a rule that updates in this step:
-        a disabled rule, or any rule on a skipped step, gets none, as in Chainer, where the
-        master is created by the rule's first update."""
+        a disabled rule, a rule at or after ``stop_at``, or any rule on a skipped step, gets
+        none, as in Chainer, where the master is created by the rule's first update."""
         for g in self.groups:
             if g.master is None:
                 continue
+            stepping = self.stepping(g)
             for i in numpy.flatnonzero(g.master_ready == 0):
                 g.master_view(i)[...] = g.param_view(i)
-                if step_goes_ahead and g.enabled[i]:
+                if step_goes_ahead and stepping[i]:
                     g.master_ready[i] = 1
                     if journal is not None:
                         journal.masters_marked.append((g, i))
@@ -473,7 +486,7 @@ class Engine(object):
             spec.pointer("master", pointer(g.master), g.master)
         for k, buf in enumerate(g.state):
             spec.args.state[k] = pointer(buf)
-        spec.hooks_read_master = int(g.master is not None and self.profile == "fixed"
+        spec.hooks_read_master = int(g.master is not None and self.semantics.hooks_see_masters
                                      and not self._viewed_as_fp32(g))
         self._set_average(spec)
         kinds, ha, hb, noise = self._hook_tables(g, hooks)
@@ -562,7 +575,7 @@ class Engine(object):
         """The classes of ``g``'s tensors for a pass that unscales only in the fixed profile
         (the hooks' view of the gradient)."""
         active = numpy.ones(len(g.entries), dtype=numpy.uint8)
-        if self.profile != "fixed":
+        if not self.semantics.hooks_see_unscaled:
             return [(active, None)]
         return self._classes(g, scales, active)
 
@@ -621,17 +634,18 @@ class Engine(object):
         spec.average_factor = 0.0 if self.average_factor is None else float(self.average_factor)
 
     def _set_unscale(self, spec, g, loss_scale, hooks_only=False):
-        """Loss-scale division: before the hooks (fixed) or after them (chainer)."""
+        """Loss-scale division: before the hooks where the profile has them see unscaled
+        gradients, else after them (in the update)."""
         spec.unscale = 0
         if loss_scale is None:
             return
-        fixed = self.profile == "fixed"
-        if hooks_only and not fixed:
+        first = self.semantics.hooks_see_unscaled
+        if hooks_only and not first:
             return
         spec.unscale = 1
-        spec.unscale_first = int(fixed)
+        spec.unscale_first = int(first)
         divide_dtype = F32 if g.master is not None else g.dtype
-        if fixed:
+        if first:
             divide_dtype = hook_dtype(g.mode, g.dtype)
         if g.zero_d:
             # NumPy 1.x: a 0-d gradient and the scale are both scalars, so the
@@ -670,7 +684,7 @@ class Engine(object):
         """
         journal = Journal()
         for g in self.groups:
-            active = g.enabled.copy()
+            active = self.stepping(g)
             slow = numpy.flatnonzero(active if self._viewed_as_fp32(g) else active & g.hooked)
             if len(slow) and skip is not None:
                 raise RuntimeError("rules with their own hooks need the skip decision on the host")

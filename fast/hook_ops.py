@@ -122,7 +122,8 @@ class PlanContext(object):
 
     def __init__(self, optimizer, loss_scales, pending_check=None):
         self.optimizer = optimizer
-        self.profile = optimizer.profile
+        #: what the optimizer's profile decides (fast.profiles.Profile)
+        self.semantics = optimizer.semantics
         self.engine = optimizer.engine
         self.loss_scales = loss_scales
         self.ops = []
@@ -140,9 +141,9 @@ class PlanContext(object):
         return entry.group.backend.xp
 
     def hook_dtype(self, entry):
-        """The dtype this profile shows the entry's gradient in to hooks."""
+        """The dtype the profile shows the entry's gradient in to hooks."""
         group = entry.group
-        return hook_dtype(group.mode, group.dtype) if self.profile == "fixed" else group.dtype
+        return hook_dtype(group.mode, group.dtype) if self.semantics.hooks_see_masters else group.dtype
 
     def hook_shape(self, entry):
         """The shape of the whole parameter, for values drawn per parameter (noise)."""

@@ -17,7 +17,12 @@ One ``update()`` does, in Chainer's order (docs/fast.md):
     of a parameter that still has no array counts the step (Chainer's ``rule.t += 1``)
     and runs its hooks, and nothing else;
  7. 'post' hooks; 8. the loss-scale schedule.
-Everything that can be rejected is checked before anything changes.
+What Chainer's ``update_core`` rejects (eps too small for the dtype) is found
+before the step and raised where Chainer raises it: after step 5, once the
+rules before the rejected one have updated and the rejected rule's ``t``,
+state and master have changed (``GradientMethod._rejected_rule``). Every
+other error (a bad gradient, a non-finite hyperparameter) is raised before
+anything changes.
 
 Each gradient is divided by the loss scale it carries (fast.boundary): a fast.Parameter's
 by the optimizer's loss scale, a chainer.Parameter's by the scale ``backward(loss_scale=)``
@@ -38,7 +43,7 @@ import warnings
 
 import numpy
 
-from fast import boundary, hyperparameter, serializers
+from fast import boundary, hyperparameter, profiles, serializers
 from fast.engine import Engine, F16, F32, Journal, LocalScope
 from fast.hook_ops import PlanContext
 from fast.hookable import Hookable
@@ -46,7 +51,6 @@ from fast.loss_scaling import LossScaling
 from fast.optimizer_hooks import is_fused
 from fast.parameter import array_device
 
-PROFILES = ("chainer", "fixed")
 
 
 def named_parameters(target):
@@ -108,9 +112,7 @@ class GradientMethod(object):
     rule_class = None
 
     def __init__(self, profile="chainer"):
-        if profile not in PROFILES:
-            raise ValueError("profile must be 'chainer' or 'fixed', got {!r}".format(profile))
-        self._profile = profile
+        self._semantics = profiles.named(profile)
         self.hyperparam = hyperparameter.Hyperparameter()
         self.target = None
         self.t = 0
@@ -120,12 +122,17 @@ class GradientMethod(object):
         self._use_fp32_update = False
         self._loss = LossScaling()
         self._engine = None
-        self._checked = None
+        self._rejection = (None, None)
 
     @property
     def profile(self):
         """'chainer' (Chainer 7.8.1, quirks included) or 'fixed' (read-only)."""
-        return self._profile
+        return self._semantics.name
+
+    @property
+    def semantics(self):
+        """What the profile decides (fast.profiles.Profile)."""
+        return self._semantics
 
     def _set_hyperparameters(self, **values):
         for name, value in values.items():
@@ -174,7 +181,7 @@ class GradientMethod(object):
 
     # --- set-up ---
     def create_update_rule(self):
-        return self.rule_class(self.hyperparam, profile=self._profile)
+        return self.rule_class(self.hyperparam, profile=self.profile)
 
     def setup(self, target, *, scope=None):
         """Create a rule per parameter and move the parameters into flat buffers.
@@ -190,7 +197,7 @@ class GradientMethod(object):
                 rule.use_fp32_update()
             triples.append((name, p, rule))
         self._settle()
-        engine = Engine(self._profile, scope)
+        engine = Engine(self._semantics, scope)
         engine.bind(triples)
         for name, p, rule in triples:
             p.update_rule = rule
@@ -218,7 +225,7 @@ class GradientMethod(object):
         self._settle()
         state = self.__dict__.copy()
         engine = state.pop("_engine")
-        state["_checked"] = None
+        state["_rejection"] = (None, None)
         members = None
         if engine is not None:
             if not isinstance(engine.scope, LocalScope):
@@ -233,7 +240,7 @@ class GradientMethod(object):
         self.__dict__.update(state)
         self._engine = None
         if members is not None:
-            engine = Engine(self._profile)
+            engine = Engine(self._semantics)
             engine.bind(members)
             self._engine = engine
 
@@ -286,19 +293,51 @@ class GradientMethod(object):
         self._check_set_up()
         self._engine.fill_missing_grads()
 
-    def _check_rules(self):
-        """Hyperparameter checks Chainer makes during the update, done up front;
-        repeated only after a hyperparameter, the fp32 update or ``enabled`` changed."""
+    def _rejected_rule(self):
+        """The position of the first enabled rule, in the target's order, whose update
+        Chainer's ``update_core`` would reject, or None. A non-finite hyperparameter (fast's
+        own check) raises at once, before anything changes. Computed again only after a
+        hyperparameter, the fp32 update or ``enabled`` changed."""
         key = hyperparameter.generation()
-        if key == self._checked:
-            return
+        if self._rejection[0] == key:
+            return self._rejection[1]
         for e in self._engine.entries:
-            rule = e.rule
-            if rule.enabled:
-                dtype = e.group.dtype
-                master = rule.uses_fp32_update and dtype == F16
-                rule.check_hyperparameters(dtype, F32 if master else dtype)
-        self._checked = key
+            if e.rule.enabled:
+                e.rule.check_hyperparameters()
+        rejected = None
+        for e in self._engine.entries:
+            if e.rule.enabled:
+                try:
+                    self._check_update(e)
+                except (ValueError, AttributeError):
+                    rejected = e.index
+                    break
+        self._rejection = key, rejected
+        return rejected
+
+    @staticmethod
+    def _check_update(entry):
+        """Raise what Chainer's ``update_core`` raises for the entry's rule (eps too small)."""
+        rule, dtype = entry.rule, entry.group.dtype
+        master = rule.uses_fp32_update and dtype == F16
+        rule.check_update(dtype, F32 if master else dtype)
+
+    def _stop_at_rejected_rule(self):
+        """Make this step stop where Chainer's would raise: the rules before the rejected one
+        update, it and the rules after it do not (the engine's ``stop_at``)."""
+        self._engine.stop_at = self._rejected_rule()
+
+    def _raise_rejected(self, ops, scales):
+        """Chainer's rejected rule, midway: the rules of parameters still without arrays
+        before it count the step, its ``t`` advances, its state and master are created and its
+        'pre' hooks run, then ``update_core`` raises."""
+        engine = self._engine
+        entry = engine.entries[engine.stop_at]
+        self._count_rules_without_arrays(before=entry)
+        group, i = entry.group, entry.position
+        self._begin_rule_step(engine, group, i, ops, scales[entry.index])
+        self._check_update(entry)
+        raise RuntimeError("rule {} was rejected before the step and passes now".format(entry.name))
 
     def update(self, lossfun=None, *args, **kwds):
         """One optimization step from the current (loss-scaled) gradients."""
@@ -317,16 +356,26 @@ class GradientMethod(object):
         scales = engine.loss_scales(self._loss.scale)
         if self._skip_stays_on_device() and self._update_deciding_on_device(scales):
             return
+        try:
+            self._update_on_host(scales)
+        finally:
+            engine.stop_at = None
+
+    def _update_on_host(self, scales):
+        """Steps 3-8 of ``update`` with the skip decision taken on the host."""
+        engine = self._engine
         pending = self._check_joining_hooks()
         if pending is None:
             self._flag_nonfinite_grads()
             if self.is_safe_to_update():
-                self._check_rules()
+                self._stop_at_rejected_rule()
         ops, update_scales, originals = self._pre_hooks(scales, pending_check=pending)
         try:
             self.t += 1
             if self.is_safe_to_update():
                 engine.update(ops, update_scales, self._hooked_rule_step)
+                if engine.stop_at is not None:
+                    self._raise_rejected(ops, update_scales)
                 self._count_rules_without_arrays()
             engine.fill_missing_grads()
             post = self._hookable.get("post")
@@ -349,10 +398,13 @@ class GradientMethod(object):
         return (all(is_fused(h) for h in self._hookable.get("pre")) and not self._hookable.get("post")
                 and all(e.group is not None and not e.rule.has_hooks for e in engine.members))
 
-    def _count_rules_without_arrays(self):
+    def _count_rules_without_arrays(self, before=None):
         """Chainer's rule update of a parameter that has no array yet: ``t`` advances and the
-        rule's hooks run; nothing else happens."""
+        rule's hooks run; nothing else happens. ``before``: only the parameters ahead of
+        that entry in the target's order (a step Chainer stops midway)."""
         for e in self._engine.members:
+            if e is before:
+                break
             if e.group is None and e.rule.enabled:
                 e.rule.t += 1
                 for hook in e.rule.hooks("pre") + e.rule.hooks("post"):
@@ -378,7 +430,8 @@ class GradientMethod(object):
         copies = [g.backend.start_copy_to_host(f) for g, f in zip(engine.groups, flags)]
         pending = PendingStep(engine, copies, self.t, self._loss.scale)
         try:
-            self._check_rules()
+            if self._rejected_rule() is not None:
+                return False
         except ValueError:
             return False
         ops, update_scales, _ = self._pre_hooks(scales, step_goes_ahead=True, journal=pending.journal)
@@ -437,7 +490,7 @@ class GradientMethod(object):
         engine, pre = self._engine, self._hookable.get("pre")
         if pending_check is not None:
             pending_check.journal = journal
-            if self._profile == "fixed" and pre:
+            if self._semantics.hooks_see_masters and pre:
                 engine.prepare_masters(False)  # the values the hooks read; marked once settled
             ctx = PlanContext(self, scales, pending_check)
             try:
@@ -451,7 +504,7 @@ class GradientMethod(object):
             return ctx.ops, scales, None
         if step_goes_ahead is None:
             step_goes_ahead = self.is_safe_to_update()
-        if self._profile == "fixed" and pre:
+        if self._semantics.hooks_see_masters and pre:
             engine.prepare_masters(step_goes_ahead, journal)
         if all(is_fused(h) for h in pre):
             ctx = PlanContext(self, scales)
@@ -459,8 +512,9 @@ class GradientMethod(object):
                 hook.plan(ctx)
             return ctx.ops, scales, None
         originals = None
-        if self._profile == "fixed":
+        if self._semantics.hooks_see_masters:
             originals = engine.enter_fp32_view(scales, self.is_safe_to_update())
+        if self._semantics.hooks_see_unscaled:
             engine.materialize_in_place([], scales)
             engine.collect_grads()
             scales = _unscaled(scales)
@@ -468,9 +522,11 @@ class GradientMethod(object):
         return [], scales, originals
 
     @staticmethod
-    def _hooked_rule_step(engine, group, i, ops, scale):
-        """A parameter whose rule has hooks: Chainer's per-rule sequence. ``scale``: the
-        loss scale its gradient carries (NaN: unscaled)."""
+    def _begin_rule_step(engine, group, i, ops, scale):
+        """Chainer's per-rule sequence up to ``update_core``: ``t += 1``, the state and the
+        master created on first use, the rule's 'pre' hooks on its hooked, unscaled gradient
+        (fp32 with a master). ``scale``: the loss scale the gradient carries (NaN: unscaled).
+        Returns what the hooks saw."""
         entry = group.entries[i]
         rule = entry.rule
         if not group.initialized[i]:
@@ -483,10 +539,18 @@ class GradientMethod(object):
             grad = engine.gradient_for_rule(group, i, ops, scale)
         data = group.master_view(i) if group.master is not None else group.param_view(i)
         carried = None if numpy.isnan(scale) else float(scale)
-        tagged_scale = carried if engine.profile == "chainer" and group.master is None else None
+        tagged_scale = carried if engine.semantics.weight_decay_scales_rate and group.master is None else None
         view = RuleParam(entry.param.name, data, grad, rule, tagged_scale)
         for hook in rule.hooks("pre"):
             hook(rule, view)
+        return view
+
+    @staticmethod
+    def _hooked_rule_step(engine, group, i, ops, scale):
+        """A parameter whose rule has hooks (or that the fp32 view steps one at a time):
+        Chainer's per-rule sequence."""
+        rule = group.entries[i].rule
+        view = GradientMethod._begin_rule_step(engine, group, i, ops, scale)
         engine.update_one_from_gradient(group, i, view.grad)
         for hook in rule.hooks("post"):
             hook(rule, view)
@@ -580,8 +644,8 @@ class DeferredCheck(object):
         opt._flag_nonfinite_grads(names)
         goes_ahead = opt.is_safe_to_update()
         if goes_ahead:
-            opt._check_rules()
-        if opt.profile == "fixed" and opt._hookable.get("pre"):
+            opt._stop_at_rejected_rule()
+        if opt.semantics.hooks_see_masters and opt._hookable.get("pre"):
             opt.engine.prepare_masters(goes_ahead, self.journal)
 
 

@@ -260,7 +260,7 @@ def _serialize_extras(rule, s, loading, check_only):
 
 def serialize_rule(rule, s):
     """A single rule through Chainer's serializer protocol."""
-    _rule_serialize(rule, s, rule.profile == "fixed")
+    _rule_serialize(rule, s, rule.semantics.checkpoints_keep_all)
 
 
 def serialize_optimizer(opt, s):
@@ -270,7 +270,7 @@ def serialize_optimizer(opt, s):
         raise RuntimeError("Optimizer is not set up. Call `setup` method.")
     engine.sync_parameters()
     engine.sync_hyperparameters()
-    fixed = opt.profile == "fixed"
+    fixed = opt.semantics.checkpoints_keep_all
     loading = is_deserializer(s)
     check_only = loading and getattr(s, "check_only", False)
     t, epoch = s("t", opt.t), s("epoch", opt.epoch)

@@ -14,7 +14,7 @@ family interface at the end of the class.
 """
 import numpy
 
-from fast import hyperparameter, serializers
+from fast import hyperparameter, profiles, serializers
 from fast.hookable import Hookable
 from fast.slots import DetachedSlot
 
@@ -51,7 +51,7 @@ class UpdateRule(object):
 
     def __init__(self, parent_hyperparam=None, profile="chainer"):
         self.hyperparam = hyperparameter.Hyperparameter(parent_hyperparam)
-        self._profile = profile
+        self._semantics = profiles.named(profile)
         self._hookable = Hookable()
         self._use_fp32_update = False
         self._slot = DetachedSlot()
@@ -107,7 +107,12 @@ class UpdateRule(object):
     @property
     def profile(self):
         """The owning optimizer's profile, 'chainer' or 'fixed' (read-only)."""
-        return self._profile
+        return self._semantics.name
+
+    @property
+    def semantics(self):
+        """What the owning optimizer's profile decides (fast.profiles.Profile)."""
+        return self._semantics
 
     # --- counters ---
     @property
@@ -166,11 +171,17 @@ class UpdateRule(object):
     def state_names(cls, hp):
         return ()
 
-    def check_hyperparameters(self, compute_dtype, grad_dtype):
-        """Raise ValueError for a hyperparameter the dtype cannot represent."""
+    def check_hyperparameters(self):
+        """Raise ValueError for a non-finite hyperparameter (fast's own check, made before
+        anything changes; Chainer and the reference accept them)."""
         for name, value in self.hyperparam.get_dict().items():
             if isinstance(value, float) and not numpy.isfinite(value):
                 raise ValueError("hyperparameter {} must be finite, got {}".format(name, value))
+
+    def check_update(self, param_dtype, update_dtype):
+        """Raise what Chainer's ``update_core`` raises for these hyperparameters and dtypes
+        (eps too small, ...); the optimizer raises it where Chainer does, midway through the
+        step. ``update_dtype``: float32 for an fp16 parameter with a master, else its dtype."""
 
     def before_first_update(self):
         """Family hook run when the rule's state is created."""

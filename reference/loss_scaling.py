@@ -72,11 +72,6 @@ class LossScaling:
                 warnings.warn("Non finite number found in param.grad of {} (iteration: {}, "
                               "loss_scale: {})".format(name, step, self.scale))
 
-    def would_skip(self, grads_finite):
-        """Whether :meth:`check` with the same ``grads_finite`` would mark the step unsafe
-        (dynamic scaling and a non-finite gradient); changes nothing."""
-        return self.dynamic and not all(finite for _, finite in grads_finite)
-
     def is_safe_to_update(self):
         return not self.isnan
 

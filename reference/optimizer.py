@@ -319,7 +319,7 @@ class GradientMethod(Optimizer):
         self.target.pull()
         try:
             grads_finite = self._grads_finite()
-            self._check_update(rules_run=not self._loss_scaling.would_skip(grads_finite))
+            self._check_gradients()
             with numpy.errstate(all="ignore"):
                 self.reallocate_cleared_grads()
                 for param in self.target.params():
@@ -331,17 +331,15 @@ class GradientMethod(Optimizer):
         finally:
             self.target.push()
 
-    def _check_update(self, rules_run):
-        """Validates every enabled rule's input before anything changes; what a rule's
-        ``update_core`` would reject (eps too small, ...) only when the rules will run
-        (``rules_run``: the step is not skipped by dynamic loss scaling), as in Chainer."""
+    def _check_gradients(self):
+        """Every enabled rule's gradient shape, before anything changes (bad input, beyond
+        Chainer). What a rule's ``update_core`` rejects (eps too small, ...) raises later,
+        where Chainer raises it: inside that rule's update, after ``opt.t``, the rules
+        before it and the rule's own ``t``, state and master have changed."""
         for param in self.target.params():
             rule = param.update_rule
             if rule is not None and rule.enabled:
-                if rules_run:
-                    rule.check_update(param)
-                else:
-                    rule.check_gradient(param)
+                rule.check_gradient(param)
 
     def _update_chainer(self, grads_finite):
         self._loss_scaling.check(grads_finite, self._t)

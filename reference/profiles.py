@@ -69,10 +69,12 @@ QUIRKS = (
     ("Adam checks eps against the intermediate dtype (float32 for fp16 params); RMSprop "
      "checks it against the gradient's dtype (fp32 copy with a master). The check is part "
      "of update_core: never raised on a step skipped by dynamic loss scaling, for a "
-     "disabled rule or without a gradient",
+     "disabled rule or without a gradient; raised midway through the step, after opt.t, "
+     "the rules before the rejected one and its own t, state and master have changed (a "
+     "missing gradient has become zeros, so it is checked too)",
      "reference/optimizers/adam.py AdamRule.check_update_core; "
      "reference/optimizers/rmsprop.py RMSpropRule.check_update_core; "
-     "reference/optimizer.py GradientMethod._check_update", "same"),
+     "reference/update_rule.py UpdateRule._update", "same"),
     ("MSVAG: beta_power starts at the beta seen when the rule is built; rho is clamped to "
      "0.9999; NaN factors become 0 (CPU path)",
      "reference/optimizers/msvag.py", "same"),

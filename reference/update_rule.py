@@ -72,7 +72,9 @@ class UpdateRule:
     4. initialise the state on first use (:meth:`init_state`);
     5. divide the gradient by the loss scale it carries (``param._loss_scale``), stored in
        the gradient's dtype;
-    6. rule 'pre' hooks ``hook(rule, param)``, :meth:`update_core`, rule 'post' hooks;
+    6. rule 'pre' hooks ``hook(rule, param)``; what ``update_core`` rejects
+       (:meth:`check_update_core`: eps too small, ...) raises here, with steps 2-5 done;
+       :meth:`update_core`; rule 'post' hooks;
     7. cast the master back into the fp16 parameter and drop the fp32 gradient.
 
     Subclasses implement :meth:`init_state` (via :meth:`init_zeros` / :meth:`init_ones`) and
@@ -190,14 +192,6 @@ class UpdateRule:
         """The dtype the update works on: float32 with a master, else the parameter's."""
         return numpy.dtype(numpy.float32) if self.uses_master_for(param) else param.dtype
 
-    def check_update(self, param):
-        """Raises before anything changes if ``update(param)`` would fail: the gradient's
-        shape (:meth:`check_gradient`) and, only when :meth:`update_core` will run (the
-        gradient is not None), what it would reject (:meth:`check_update_core`)."""
-        self.check_gradient(param)
-        if param.grad_value is not None:
-            self.check_update_core(param)
-
     def check_gradient(self, param):
         """Raises ValueError when the gradient's shape is not the parameter's (bad input,
         rejected whether or not the rule runs)."""
@@ -207,9 +201,11 @@ class UpdateRule:
 
     def check_update_core(self, param):
         """Raises what :meth:`update_core` would raise on ``param``: every hyperparameter
-        must be a real number (subclasses add their checks, e.g. eps too small). Chainer
-        checks these inside ``update_core``, so a rule that does not run (a step skipped by
-        dynamic loss scaling, a disabled rule, no gradient) never raises them."""
+        must be a real number (subclasses add their checks, e.g. eps too small). Called
+        where Chainer's ``update_core`` raises them: after the rule's ``t`` advanced, its
+        state and master were created, its gradient unscaled and its 'pre' hooks ran; never
+        for a rule that does not run (a step skipped by dynamic loss scaling, a disabled
+        rule, no gradient)."""
         for name, value in self.hyperparam.get_dict().items():
             if not isinstance(value, numbers.Real):
                 raise TypeError("hyperparameter {} of {} must be a real number, not {!r}"
@@ -238,7 +234,7 @@ class UpdateRule:
         """
         if not self.enabled:
             return
-        self.check_update(param)
+        self.check_gradient(param)
         self.t += 1
         with numpy.errstate(all="ignore"):
             self._update(param, working)
@@ -260,6 +256,7 @@ class UpdateRule:
         for hook in self._hookable.hooks("pre"):
             hook(self, working)
         if working.grad_value is not None:
+            self.check_update_core(param)
             self.update_core(working)
         for hook in self._hookable.hooks("post"):
             hook(self, working)

@@ -250,6 +250,41 @@ def _no_eps_check(original):
     return lambda *args, **kwargs: None
 
 
+def _rejected_before_anything(original):
+    """The rejected update raised before anything changes (fast before issue #23)."""
+    def stop(self):
+        rejected = self._rejected_rule()
+        if rejected is not None:
+            self._check_update(self._named[rejected][1])
+        return original(self)
+    return stop
+
+
+def _rejected_rule_untouched(original):
+    def raise_rejected(self, ops, scale):
+        self._check_update(self._named[self._engine.stop_at][1])
+    return raise_rejected
+
+
+def _nothing_steps_before_rejected(original):
+    def stepping(self, g):
+        active = original(self, g)
+        if self.stop_at is not None:
+            active[:] = 0
+        return active
+    return stepping
+
+
+def _everything_steps_despite_rejected(original):
+    def stepping(self, g):
+        stop_at, self.stop_at = self.stop_at, None
+        try:
+            return original(self, g)
+        finally:
+            self.stop_at = stop_at
+    return stepping
+
+
 def _weight_decay_unscaled_rate(original):
     def plan(self, ctx):
         from fast import hook_ops
@@ -357,7 +392,7 @@ def _overrides_ignored(original):
 
 def _zero_norm_nan_in_fixed(original):
     def plan(self, ctx):
-        if ctx.profile == "fixed":
+        if ctx.semantics.zero_norm_leaves_gradients:
             from fast import hook_ops
             gsq, _ = ctx.sums_of_squares()
             norm = float(sum(gsq[e.index] for e in ctx.entries)) ** 0.5
@@ -521,6 +556,21 @@ CATALOG = (
             "MSVAG", MSVAG, "kernel_table", _msvag_beta_power_ahead),
     _python("eps-check-missing", "no error for an eps that underflows in the update dtype",
             "the tiny-eps error cases", "fast.optimizers.adam", "check_eps_for", _no_eps_check),
+    _python("rejected-update-changes-nothing",
+            "an update Chainer rejects midway (eps too small) raised before anything changes",
+            "the error/ cases (opt.t, rule.t)", OPT, "_stop_at_rejected_rule",
+            _rejected_before_anything),
+    _python("rejected-rule-untouched",
+            "the rejected rule's t, state and master left as they were",
+            "the error/ cases (rule.t)", OPT, "_raise_rejected", _rejected_rule_untouched),
+    _python("rules-before-rejected-not-updated",
+            "the rules before the rejected one not updated",
+            "error/*-after-updates* cases", "fast.engine:Engine", "stepping",
+            _nothing_steps_before_rejected),
+    _python("rules-after-rejected-updated",
+            "the rules after the rejected one (and it) updated before raising",
+            "error/* cases with a rule after the rejected one", "fast.engine:Engine", "stepping",
+            _everything_steps_despite_rejected),
     _python("per-rule-overrides-ignored", "per-parameter hyperparameter overrides ignored by grouping",
             "cases with overrides", "fast.engine:Group", "refresh_hparams", _overrides_ignored),
     # --- loss scaling and counters ------------------------------------------------------------

@@ -389,11 +389,15 @@ class ZeroOptimizer(MultiNodeOptimizer):
         layout = self._layout
         layout.refresh_pieces()
         means, factor = layout.reduce_to_pieces(grads, self._fold())
-        self._step_on(self.actual_optimizer.named_parameters(), means, factor)
-        # Also after a skipped step (nothing changed): the ranks' sequence of collectives never
-        # depends on a decision of the step, so ranks that decided differently (a bug) diverge
-        # visibly instead of deadlocking or crashing in mismatched collectives.
-        layout.publish()
+        try:
+            self._step_on(self.actual_optimizer.named_parameters(), means, factor)
+        finally:
+            # Also after a skipped step (nothing changed) and after a step that raised midway
+            # as Chainer's does (eps too small: the pieces of the rules before the rejected
+            # one have updated, on every rank): the ranks' sequence of collectives never
+            # depends on a decision of the step, so ranks that decided differently (a bug)
+            # diverge visibly instead of deadlocking or crashing in mismatched collectives.
+            layout.publish()
 
     def check_nan_in_grads(self):
         """Collective: dynamic loss scaling's check on every rank's own gradients, agreed

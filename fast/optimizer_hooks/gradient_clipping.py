@@ -20,7 +20,6 @@ the gradient in before multiplying (NumPy's scalar conversion).
 ``fixed`` profile: the gradients are unscaled (fp32 with a master), the sum
 stays in double, and a zero norm leaves the gradients unchanged.
 """
-import math
 
 import numpy
 
@@ -37,24 +36,27 @@ class GradientClipping(FusedHook):
 
     def plan(self, ctx):
         gsq, _ = ctx.sums_of_squares()
-        if ctx.profile == "chainer":
-            rate = self._chainer_rate(ctx, gsq)
-        else:
-            norm = math.sqrt(float(sum(gsq[e.index] for e in ctx.entries)))
-            if norm == 0:
-                return
-            rate = self.threshold / norm
+        norm = self._norm(ctx, gsq)
+        if norm == 0 and ctx.semantics.zero_norm_leaves_gradients:
+            return
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            rate = numpy.float64(self.threshold) / norm
         if rate >= 1:
             return
         ctx.ops.append(hook_ops.ConstOp(hook_ops.SCALE, float(rate)))
 
-    def _chainer_rate(self, ctx, gsq):
-        with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+    @staticmethod
+    def _norm(ctx, gsq):
+        """The global norm in float64, each parameter's sum of squares first rounded to its
+        gradient's dtype unless the profile keeps the norms in float64."""
+        with numpy.errstate(over="ignore"):
             total = numpy.float64(0)
             for e in ctx.entries:
-                total = total + numpy.float64(ctx.hook_dtype(e).type(gsq[e.index]))
-            norm = numpy.sqrt(total)
-            return numpy.float64(self.threshold) / norm
+                part = numpy.float64(gsq[e.index])
+                if not ctx.semantics.norms_in_float64:
+                    part = numpy.float64(ctx.hook_dtype(e).type(part))
+                total = total + part
+            return numpy.sqrt(total)
 
     def __call__(self, opt):
         raise TypeError("GradientClipping is an optimizer-level hook: add it with opt.add_hook, "

@@ -30,7 +30,7 @@ class GradientLARS(FusedHook):
         rates = numpy.ones(len(ctx.entries))
         with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
             for e in ctx.entries:
-                dtype = ctx.hook_dtype(e) if ctx.profile == "chainer" else numpy.dtype(numpy.float64)
+                dtype = numpy.dtype(numpy.float64) if ctx.semantics.norms_in_float64 else ctx.hook_dtype(e)
                 p_norm = numpy.float64(numpy.sqrt(dtype.type(psq[e.index])))
                 g_norm = numpy.float64(numpy.sqrt(dtype.type(gsq[e.index])))
                 local = p_norm / (self.eps + g_norm + self.weight_decay * p_norm)
@@ -47,7 +47,7 @@ class GradientLARS(FusedHook):
         # norms (``chainer`` profile: rounded to the dtype, so an fp16 sum of
         # squares below 2**-25 becomes 0; ``fixed``: float64), converted to the gradient's
         # dtype for ``g *= rate`` (and ``weight_decay`` for ``g += weight_decay * p``).
-        norm_dtype = numpy.float64 if rule.profile == "fixed" else None
+        norm_dtype = numpy.float64 if rule.semantics.norms_in_float64 else None
         xp = backends.for_array(g).xp
         p_norm = numpy.float64(float(xp.linalg.norm(p.astype(norm_dtype or p.dtype, copy=False))))
         g_norm = numpy.float64(float(xp.linalg.norm(g.astype(norm_dtype or g.dtype, copy=False))))

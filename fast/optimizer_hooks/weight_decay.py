@@ -22,7 +22,7 @@ class WeightDecay(FusedHook):
 
     def plan(self, ctx):
         rate = self.rate
-        if ctx.profile == "chainer":
+        if ctx.semantics.weight_decay_scales_rate:
             scales = ctx.loss_scales
             rate = numpy.where(numpy.isnan(scales), numpy.float64(rate), rate * scales)
         ctx.ops.append(hook_ops.ConstOp(hook_ops.ADD_PARAM, rate))

@@ -84,8 +84,7 @@ class AdamRule(FamilyRule):
             return kernel_id("RuleAMSBound" if hp.amsgrad else "RuleAdaBound")
         return kernel_id("RuleAMSGrad" if hp.amsgrad else "RuleAdam")
 
-    def check_hyperparameters(self, param_dtype, update_dtype):
-        super().check_hyperparameters(param_dtype, update_dtype)
+    def check_update(self, param_dtype, update_dtype):
         check_eps_for("Adam", self.hyperparam.eps, intermediate_dtype(update_dtype))
         if self.hyperparam.adabound and math.isnan(self.extra("initial_alpha")):
             raise AttributeError("adabound was switched on after the rule was created: it has no initial_alpha")

@@ -36,8 +36,7 @@ class RMSpropRule(FamilyRule):
     def kernel_id(hp):
         return kernel_id("RuleRMSprop")
 
-    def check_hyperparameters(self, param_dtype, update_dtype):
-        super().check_hyperparameters(param_dtype, update_dtype)
+    def check_update(self, param_dtype, update_dtype):
         check_eps_for("RMSprop", self.hyperparam.eps, update_dtype)
 
     @classmethod

@@ -162,16 +162,21 @@ def test_update_with_a_lossfun_backpropagates_with_the_loss_scale(zero):
 @pytest.mark.parametrize("zero", [False, True])
 def test_a_step_that_raises_after_the_exchange_puts_the_gradients_back(zero):
     """RMSprop's eps (1e-8) rounds to 0 in float16 without a master: Chainer's check raises
-    after the mean was taken; the parameters, the state and the gradient objects are as before."""
-    ps = params()
+    after the mean was taken, midway through the step, as one process raises it (opt.t and
+    the rejected rule's t advanced, its state created, the rule after it untouched); the
+    gradient objects are as before."""
+    ps, ref_ps = params(), params()
     opt = fd.create_multi_node_optimizer(fast.optimizers.RMSprop(), OneRank(), zero=zero).setup(ps)
+    ref = fast.optimizers.RMSprop().setup(ref_ps)
     grads = {k: np.ones(p.shape, np.float16) for k, p in ps.items()}
-    for k, p in ps.items():
-        p.grad = grads[k]
-    before = state(opt, ps)
-    with pytest.raises(ValueError, match="eps"):
-        opt.update()
-    assert state(opt, ps) == before
+    for k in ps:
+        ps[k].grad = grads[k]
+        ref_ps[k].grad = grads[k].copy()
+    for o in (opt, ref):
+        with pytest.raises(ValueError, match="eps"):
+            o.update()
+    assert state(opt, ps) == state(ref, ref_ps)
+    assert (opt.t, ps["w"].update_rule.t, ps["b"].update_rule.t) == (1, 1, 0)
     assert all(ps[k].grad is grads[k] for k in ps)
 
 
@@ -274,24 +279,27 @@ def test_an_error_is_rebuilt_as_its_nearest_agreed_type():
     assert type(err) is RuntimeError and str(err) == "rank 1 of 2: Odd: strange"
 
 
-def test_the_abort_hook_prints_the_traceback_then_aborts_and_can_be_removed(capsys):
-    """fast.distributed.abort: an uncaught exception reaches the except hook that was there
-    before (the traceback), then the communicator's Abort(1); restore_except_hook puts the
-    old hook back, and installing twice installs once."""
+class FakeWorld(object):
+    aborted = None
+
+    def Get_rank(self):
+        return 1
+
+    def Get_size(self):
+        return 3
+
+    def Abort(self, code):
+        self.aborted = code
+
+
+def test_the_abort_hook_prints_the_traceback_then_aborts_and_can_be_removed(capsys, monkeypatch):
+    """fast.distributed.abort: an uncaught exception reaches the except hook the program had
+    installed before, then the communicator's Abort(1); restore_except_hook puts the old hook
+    back, and installing twice installs once."""
     import sys
+    from fast.distributed import abort
     from fast.distributed.abort import abort_on_uncaught_exception, restore_except_hook
-
-    class FakeWorld(object):
-        aborted = None
-
-        def Get_rank(self):
-            return 1
-
-        def Get_size(self):
-            return 3
-
-        def Abort(self, code):
-            self.aborted = code
+    monkeypatch.setattr(abort, "FORWARD_WAIT_S", 0)
 
     seen = []
     original = sys.excepthook
@@ -312,3 +320,36 @@ def test_the_abort_hook_prints_the_traceback_then_aborts_and_can_be_removed(caps
         assert seen == [error, error]
     finally:
         sys.excepthook = original
+
+
+def test_the_standard_traceback_goes_out_in_one_write_before_the_abort(tmp_path, monkeypatch):
+    """With Python's own except hook underneath, the header and the whole traceback reach the
+    rank's standard error descriptor in one write (the launcher, ended by the abort, forwards
+    what it has read), and only then does the job abort."""
+    import os
+    import sys
+    from fast.distributed import abort
+    from fast.distributed.abort import abort_on_uncaught_exception, restore_except_hook
+    monkeypatch.setattr(abort, "FORWARD_WAIT_S", 0)
+    writes = []
+    monkeypatch.setattr(abort.os, "write", lambda fd, data: writes.append((fd, data)) or len(data))
+    target = open(tmp_path / "stderr", "w")
+    fd = target.fileno()
+    monkeypatch.setattr(sys, "stderr", target)
+    original = sys.excepthook
+    sys.excepthook = sys.__excepthook__
+    try:
+        world = FakeWorld()
+        abort_on_uncaught_exception(world)
+        try:
+            raise RuntimeError("rank 1 gives up")
+        except RuntimeError as error:
+            sys.excepthook(RuntimeError, error, error.__traceback__)
+        restore_except_hook()
+    finally:
+        sys.excepthook = original
+        target.close()
+    assert world.aborted == 1 and len(writes) == 1 and writes[0][0] == fd
+    text = writes[0][1].decode()
+    assert text.startswith("\nfast.distributed: uncaught exception on rank 1 of 3; aborting")
+    assert "Traceback (most recent call last)" in text and text.endswith("RuntimeError: rank 1 gives up\n")

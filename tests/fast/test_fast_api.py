@@ -9,8 +9,8 @@ import pytest
 
 import fast
 from fast_testkit import (
-    HOOK_NAMES, OPTIMIZER_NAMES, assert_same_snapshot, gradients, make_optimizer, make_params,
-    run_steps, set_grads, snapshot,
+    HOOK_NAMES, OPTIMIZER_NAMES, PROFILES, gradients, make_optimizer,
+    make_params, run_steps, same_bits, set_grads, snapshot,
 )
 
 # Chainer 7.8.1's constructor arguments and defaults, in order (optimizers/*.py).
@@ -229,19 +229,35 @@ def test_loss_scaling_arguments_are_validated():
         opt.loss_scale = 4.0
 
 
-def test_adam_eps_that_underflows_in_the_compute_dtype_raises_and_changes_nothing():
-    opt, params = make_optimizer("Adam", mode="float32", eps=1e-50)
-    set_grads(params, gradients(params, 0))
+@pytest.mark.parametrize("name, mode, eps, passing", [
+    ("Adam", "float32", 1e-50, 1e-8),
+    ("AMSBound", "fp16_master", 1e-50, 1e-8),
+    ("RMSprop", "fp16", 1e-8, 1e-4),         # the default eps underflows in float16
+])
+@pytest.mark.parametrize("profile", PROFILES)
+def test_an_eps_too_small_raises_where_chainer_raises(name, mode, eps, passing, profile):
+    """Chainer's update_core rejects the eps midway through the step: opt.t has advanced,
+    the rule before the rejected one has updated, the rejected rule's t, state (and master)
+    have changed, the rule after it and the loss scale have not. A later step with an eps
+    that passes goes on from there."""
+    shapes = {"a": (4,), "b": (3, 2), "c": (5,)}
+    opt, params = make_optimizer(name, mode=mode, profile=profile, shapes=shapes, eps=eps)
+    params["a"].update_rule.hyperparam.eps = passing
+    opt.loss_scaling(scale=8.0)
+    set_grads(params, gradients(params, 0, scale=8.0))
     before = snapshot(opt, params)
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(ValueError, match=r"eps of \w+ optimizer is too small"):
         opt.update()
-    assert_same_snapshot(before, snapshot(opt, params))
-
-
-def test_rmsprop_eps_that_underflows_in_fp16_raises_and_changes_nothing():
-    opt, params = make_optimizer("RMSprop", mode="fp16", eps=1e-8)
-    set_grads(params, gradients(params, 0))
-    before = snapshot(opt, params)
-    with pytest.raises(ValueError, match="eps"):
-        opt.update()
-    assert_same_snapshot(before, snapshot(opt, params))
+    after = snapshot(opt, params)
+    a, b, c = (params[k].update_rule for k in "abc")
+    assert (opt.t, opt.loss_scale) == (1, 8.0)
+    assert a.t == 1 and not same_bits(before["a.data"], after["a.data"])
+    assert b.t == 1 and all(not np.any(v) for v in b.state.values())
+    assert (b.fp32_param is not None) == (mode == "fp16_master")
+    assert c.t == 0 and c.state is None and c.fp32_param is None
+    for key in ("b.data", "c.data"):
+        assert same_bits(before[key], after[key]), key
+    opt.eps = passing
+    set_grads(params, gradients(params, 1, scale=8.0))
+    opt.update()
+    assert (opt.t, a.t, b.t, c.t) == (2, 2, 2, 1)

@@ -173,7 +173,7 @@ def test_a_step_that_goes_ahead_settles_to_the_scale_schedule(emulated, monkeypa
 
 def test_a_failing_hyperparameter_check_waits_for_the_outcome(emulated, monkeypatch):
     """Chainer checks Adam's eps during the update, so a skipped step never raises;
-    a step that goes ahead does, before anything changes."""
+    a step that goes ahead does, where Chainer raises: after opt.t and the rule's t."""
     monkeypatch.setattr(fast.backends, "for_array", lambda array: emulated)
     opt, params = make_optimizer("Adam", "float32", shapes={"w": (6,)}, eps=1e-60)
     opt.loss_scaling()
@@ -188,6 +188,7 @@ def test_a_failing_hyperparameter_check_waits_for_the_outcome(emulated, monkeypa
     with pytest.raises(ValueError, match="eps"):
         opt.update()
     assert params["w"].data.tobytes() == before.tobytes()
+    assert (opt.t, params["w"].update_rule.t, opt.loss_scale) == (2, 1, 1.0)
 
 
 def test_save_and_load_on_the_device_path_equal_the_cpu_backend(emulated, monkeypatch, tmp_path):

@@ -155,11 +155,14 @@ def test_override_that_changes_the_kernel_variant(name, key, value, twin):
 
 def test_adabound_switched_on_after_setup_raises_as_in_chainer():
     """Chainer records initial_alpha only when a rule is created with adabound on; turning
-    it on later leaves the rule without one, and Chainer's update raises AttributeError."""
+    it on later leaves the rule without one, and Chainer's update_core raises AttributeError,
+    midway through the step: opt.t and the rule's t have advanced, nothing else changed."""
     opt, params = make_optimizer("Adam", "float32")
     run_steps(opt, params, 1)
     params["w"].update_rule.hyperparam.adabound = True
     before = snapshot(opt, params)
     with pytest.raises(AttributeError, match="initial_alpha"):
         run_steps(opt, params, 1, first_step=1)
-    assert_same_snapshot(before, snapshot(opt, params))
+    after = snapshot(opt, params)
+    assert (after.pop("opt.t"), after.pop("w.t")) == (before.pop("opt.t") + 1, before.pop("w.t") + 1)
+    assert_same_snapshot(before, after)

@@ -1,6 +1,7 @@
 """Every error the public API raises: its type, a message naming the problem,
-and that the failed call changed nothing (parameters, state, counters, loss
-scale).
+and what the failed call changed: nothing (parameters, state, counters, loss
+scale), except where Chainer raises midway through a step (eps too small,
+raised by update_core), which changes what Chainer's step changed before it.
 
 Chainer 7.8.1's own errors keep Chainer's types and wording
 (optimizer.py, optimizers/adam.py, optimizers/rmsprop.py).
@@ -37,6 +38,20 @@ class Snapshot:
             assert p.update_rule.t == rule_t
             assert_states_bitwise_equal(state_copy(p.update_rule), state)
 
+    def assert_rejected_midway(self):
+        """Chainer's update rejected by the one rule's update_core: opt.t and the rule's
+        t advanced, its state created (zeros) if it had none, nothing else changed."""
+        assert self.opt.t == self.t + 1
+        assert self.opt.epoch == self.epoch
+        assert self.opt.loss_scale == self.loss_scale
+        for p, data, (rule_t, state) in zip(self.params, self.data, self.rules):
+            assert_bitwise_equal(p.data, data)
+            assert p.update_rule.t == rule_t + 1
+            if state is None:
+                assert all(not np.any(v) for v in p.update_rule.state.values())
+            else:
+                assert_states_bitwise_equal(state_copy(p.update_rule), state)
+
 
 def stepped(opt, dtype=np.float64):
     """`opt` set up on one parameter and stepped once; returns the parameter."""
@@ -61,8 +76,8 @@ def stepped(opt, dtype=np.float64):
 ])
 @pytest.mark.parametrize("when", ["first step", "later step"])
 def test_eps_too_small_for_the_dtype(make, dtype, message, when):
-    # Chainer raises midway through the rule's update (after rule.t += 1 and
-    # the state's creation); here the check comes before anything changes.
+    # Chainer raises midway through the rule's update: after opt.t += 1, rule.t += 1 and
+    # the state's creation.
     opt = make()
     p = single_param(opt, dtype=dtype)
     if when == "later step":
@@ -74,7 +89,7 @@ def test_eps_too_small_for_the_dtype(make, dtype, message, when):
     p.grad = array(G1, dtype)
     with pytest.raises(ValueError, match=message):
         opt.update()
-    snapshot.assert_unchanged()
+    snapshot.assert_rejected_midway()
 
 
 @pytest.mark.parametrize("make, dtype", [
@@ -118,12 +133,12 @@ def test_step_skipped_by_dynamic_scaling_does_not_check_eps(profile, make, messa
     assert p.update_rule.state is None
     assert_bitwise_equal(p.data, w0)
     assert opt.loss_scale == 1.0                  # 1.0 * 0.5, clamped to 1
-    # The next (finite) step runs the rule, which rejects eps and changes nothing.
+    # The next (finite) step runs the rule, which rejects eps midway.
     snapshot = Snapshot(opt, [p])
     p.grad = array(G1, np.float16)
     with pytest.raises(ValueError, match=message):
         opt.update()
-    snapshot.assert_unchanged()
+    snapshot.assert_rejected_midway()
     assert opt.loss_scaling_state.isnan_ever
 
 
@@ -136,7 +151,34 @@ def test_eps_is_checked_on_an_unscaled_step_with_a_non_finite_gradient(make, mes
     p.grad = array((0.5, np.inf, 2.0), np.float16)
     with pytest.raises(ValueError, match=message):
         opt.update()
-    snapshot.assert_unchanged()
+    snapshot.assert_rejected_midway()
+
+
+@pytest.mark.parametrize("missing_grads", [False, True])
+def test_a_rejected_update_stops_where_chainer_stops(profile, missing_grads):
+    """Chainer's rules update in the target's order until one's update_core raises: the
+    ones before it have updated, it has its t advanced, its master and (zero) state
+    created, the ones after it are untouched; opt.t has advanced, the loss scale has not.
+    A missing gradient is taken as zeros first, so it is rejected too."""
+    opt = optimizers.RMSprop(lr=0.5, eps=1e-8, profile=profile)
+    params = [reference.Parameter(array(W0, np.float16), name=n) for n in ("a", "b", "c")]
+    opt.setup(dict(zip("abc", params)))
+    opt.use_fp32_update()
+    params[1].update_rule.use_fp32_update(False)   # b alone computes in float16: rejected
+    opt.loss_scaling(scale=4.0)
+    for p in params:
+        p.grad = None if missing_grads else array(G1, np.float16) * 4
+    with pytest.raises(ValueError, match=r"too small for float16 \(1e-08\)"):
+        opt.update()
+    a, b, c = (p.update_rule for p in params)
+    assert (opt.t, opt.loss_scale) == (1, 4.0)
+    assert (a.t, b.t, c.t) == (1, 1, 0)
+    assert a.fp32_param is not None and b.fp32_param is None and c.fp32_param is None
+    assert not np.any(b.state["ms"]) and c.state is None
+    assert_bitwise_equal(params[1].data, array(W0, np.float16))
+    assert_bitwise_equal(params[2].data, array(W0, np.float16))
+    if not missing_grads:
+        assert not np.array_equal(params[0].data, array(W0, np.float16))
 
 
 def test_disabled_rule_with_too_small_eps_does_not_stop_the_others(profile):
