@@ -95,7 +95,7 @@ def _measured(outcome) -> str:
     if value is None:
         return "—"
     metric = outcome.target.metric
-    if metric.startswith("speedup") or metric == "host_sync":
+    if metric.startswith(("speedup", "distributed_over_floor", "float16_exchange")) or metric == "host_sync":
         return f"{value:.2f}x"
     if metric == "loss_scaling_over_floor":
         return f"{100 * value:+.1f} points"
@@ -239,22 +239,65 @@ def _load(values) -> str:
 
 
 def _distributed_lines(measurements: list[dict]) -> list[str]:
-    """fast.distributed over MPI (benchmarks/test_distributed.py): per-rank master + state
-    bytes, and the 2-rank step against the 1-rank step, from this run."""
+    """fast.distributed over MPI (benchmarks/test_distributed.py): each step against its
+    floor, the float16 exchange against the float32 one, per-rank master + state bytes and
+    the memory of a ZeRO save, from this run."""
     memory = [m for m in measurements if m["kind"] == "distributed-state-bytes"]
-    steps = [m for m in measurements if m["kind"] == "distributed-steps"]
-    if not memory and not steps:
+    floors = [m for m in measurements if m["kind"] == "distributed-floor"]
+    exchanges = [m for m in measurements if m["kind"] == "distributed-float16-exchange"]
+    saves = [m for m in measurements if m["kind"] == "distributed-save-memory"]
+    if not (memory or floors or exchanges or saves):
         return []
     lines = ["## Distributed: fast.distributed over MPI (this CPU)", ""]
+    if floors:
+        first = floors[0]
+        wall = ", ".join(f"{m['mode']} {m['ranks']}: {m['wall_s']:.0f} s" for m in floors)
+        lines += [
+            f"Each step against its floor, {first['optimizer']} on {first['param_set']} "
+            f"({first['n_params']:,} parameters), gradients exchanged in their own dtype; one "
+            f"`mpiexec` launch per dtype mode and rank count, each rank's CPU passes on its share "
+            f"of the cores. The floor: the step's MPI collectives on the same bytes "
+            f"(reduce-scatter + all-gather) plus `fast`'s one-process step on the whole model "
+            f"(replicated) or a flat 1/N shard (ZeRO). {first['rounds']} rounds after "
+            f"{first['warmup']} warm-up round(s); in a round every item runs once after a barrier "
+            f"(order rotated), timed as the slowest rank. 'Over floor': the median over rounds "
+            f"of step / floor (min-max). Beside it, medians in ms: the pack of the gradients into "
+            f"the exchange buffer and the agreement a step begins with, timed alone in the same "
+            f"rounds, and what remains (step - floor - pack - agreement: the ranks waiting for one "
+            f"another between the step's parts, which the floor's parts, each after a barrier, do "
+            f"not). Load average (1, 5, 15 min) before the launches {_load(first['load_average'][0])}, "
+            f"after {_load(first['load_average'][1])}; launches: {wall}.", ""]
+        rows = []
+        for m in floors:
+            md = m["medians_ms"]
+            for step, row in m["steps"].items():
+                over = row["over_floor"]
+                rest = row["step_ms"] - row["floor_ms"] - md["pack"] - md["agreement"]
+                rows.append([m["mode"], str(m["ranks"]), step, f"{row['step_ms']:.1f}", f"{row['floor_ms']:.1f}",
+                             f"{over['median']:.2f}x ({over['min']:.2f}-{over['max']:.2f})",
+                             f"{md['collectives']:.1f}",
+                             f"{md['whole_step' if step == 'replicated' else 'shard_step']:.1f}",
+                             f"{md['pack']:.1f}", f"{md['agreement']:.1f}", f"{rest:+.1f}"])
+        lines += _table(["mode", "ranks", "step", "step ms", "floor ms", "over floor (min-max)",
+                         "collectives ms", "one-process step ms", "pack ms", "agreement ms", "rest ms"], rows)
+    if exchanges:
+        lines += ["The float16 exchange of the fp16 + master launches: the float16 collectives "
+                  "(the communicator's float16 reduction, fast's F16C sum given to MPI) over the "
+                  "same collectives on float32 buffers of the same gradients, per round (median, "
+                  "min-max); MPICH's own float16 MPI.SUM reduce-scatter over the communicator's.", ""]
+        lines += _table(["ranks", "float16 / float32 exchange", "float16 ms", "float32 ms",
+                         "reduce-scatter: ours ms", "MPICH's float16 sum ms"],
+                        [[str(m["ranks"]), f"{m['f16_over_f32']['median']:.2f}x ({m['f16_over_f32']['min']:.2f}-"
+                          f"{m['f16_over_f32']['max']:.2f})", f"{m['medians_ms']['collectives']:.1f}",
+                          f"{m['medians_ms']['exchange_f32']:.1f}", f"{m['medians_ms']['f16_sum']:.1f}",
+                          f"{m['medians_ms']['mpich_f16_sum']:.1f}"] for m in exchanges])
     for m in memory:
         lines += [
             f"fp32 master + optimizer state bytes each rank holds (`opt.state_nbytes()`), "
             f"{m['optimizer']} {m['mode']} on {m['param_set']} ({m['n_params']:,} parameters; "
             f"one process: {m['one_process_bytes']:,} B = {_mib(m['one_process_bytes'])} MiB, "
-            f"12 B per parameter). ZeRO's bound is one block, ceil(parameters / N) x 12 B; the "
-            f"ZeRO ranks' bytes add up to one process's. Checked in the same launches: the "
-            f"first step of every mode equals one process stepped on the mean gradient, bit "
-            f"for bit (parameters, fp32 master, state) on every rank.", ""]
+            f"{m['bytes_per_param']} B per parameter). ZeRO's bound is one block, ceil(parameters "
+            f"/ N) x {m['bytes_per_param']} B; the ZeRO ranks' bytes add up to one process's.", ""]
         rows = []
         for row in m["rows"]:
             zero = row["zero"]
@@ -263,30 +306,15 @@ def _distributed_lines(measurements: list[dict]) -> list[str]:
                          f"{max(zero) / m['one_process_bytes']:.4f}"])
         lines += _table(["ranks", "replicated MiB per rank", "ZeRO MiB, rank 0 / 1 / ...",
                          "ZeRO bound MiB", "ZeRO largest / one process"], rows)
-    for m in steps:
-        s = m["summary"]
-        lines += [
-            f"Step time, {m['optimizer']} {m['mode']} on {m['param_set']}, gradients summed "
-            f"in {m['exchange_dtype']}: {m['rounds']} rounds, each one 1-rank and one 2-rank "
-            f"`mpiexec` launch (alternating which goes first), {m['threads_per_rank']} OpenMP "
-            f"thread per rank (2 ranks on the 2 cores against 1 rank on 1 core). In a launch "
-            f"the modes step in turn; every step starts at a barrier, each rank times "
-            f"`opt.update()` (time.perf_counter; start-up, set-up and {m['warmup']} warm-up "
-            f"step(s) untimed), a step's time is the slowest rank's; per round the median of "
-            f"{m['steps']} steps. \"2 / 1 ranks\": per round, the 2-rank median over the "
-            f"1-rank median; the median over rounds and its spread (min-max). The 1-rank "
-            f"figure is the multi-node optimizer on one rank; \"plain\" is `fast` without "
-            f"`fast.distributed` in the 1-rank launch: {1e3 * s['plain_s_median']:.1f} ms "
-            f"(median over rounds). Load average (1, 5, 15 min) before the launches "
-            f"{_load(m['load_average'][0])}, after {_load(m['load_average'][1])}; all "
-            f"launches (the 3-rank one included) took {m.get('wall_s', float('nan')):.0f} s.", ""]
-        rows = [[mode, f"{1e3 * s[mode]['one_rank_s_median']:.1f}",
-                 f"{1e3 * s[mode]['two_ranks_s_median']:.1f}",
-                 f"{s[mode]['ratio_median']:.2f}x ({s[mode]['ratio_min']:.2f}-"
-                 f"{s[mode]['ratio_max']:.2f})", f"{s[mode]['over_plain_median']:.2f}x"]
-                for mode in ("replicated", "zero") if mode in s]
-        lines += _table(["mode", "1 rank ms", "2 ranks ms", "2 / 1 ranks (min-max)",
-                         "2 ranks / plain"], rows)
+    if saves:
+        lines += ["A ZeRO save (`fast.serializers.save_npz`, uncompressed) of the fp16 + master "
+                  "optimizer: each rank's peak allocation during it (tracemalloc), against its "
+                  "shard (master + state) and the largest whole array (float32).", ""]
+        lines += _table(["ranks", "peak MiB, rank 0 / 1 / ...", "shard MiB per rank", "largest array MiB",
+                         "file MiB", "save s"],
+                        [[str(m["ranks"]), " / ".join(f"{b / 2**20:.2f}" for b in m["peak_bytes"]),
+                          " / ".join(_mib(b) for b in m["shard_bytes"]), f"{m['largest_array_bytes'] / 2**20:.2f}",
+                          _mib(m["file_bytes"]), f"{max(m['save_s']):.2f}"] for m in saves])
     return lines
 
 

@@ -18,7 +18,8 @@ class Target:
     device: str
     text: str
     # speedup:<peer>, limit_fraction, loss_scaling_overhead, loss_scaling_over_floor,
-    # max_limit_fraction, memory, host_sync
+    # max_limit_fraction, memory, host_sync, distributed_over_floor:<step>:<ranks>,
+    # float16_exchange_over_float32:<ranks>
     metric: str
     threshold: float
     at_least: bool  # the measured value must be >= threshold (else <= threshold)
@@ -50,6 +51,14 @@ TARGETS = (
              0.03, False, "AdamW", mode, param_set)
       for mode in ("fp32", "fp16+master", "fp16")
       for param_set, label in (("flat-16M", "flat 16M"), ("resnet50", "ResNet-50 shapes"))),
+    *(Target("cpu", f"AdamW {mode}, ResNet-50 shapes, {ranks} rank{'s' if ranks > 1 else ''}, {step}: "
+             f"the distributed step within 1.10x of its floor (its collectives + the one-process "
+             f"step on {'the whole model' if step == 'replicated' else 'a 1/N shard'})",
+             f"distributed_over_floor:{step}:{ranks}", 1.10, False, "AdamW", mode, "resnet50")
+      for mode in ("fp32", "fp16+master") for ranks in (1, 2, 3) for step in ("replicated", "zero")),
+    *(Target("cpu", f"ResNet-50's float16 gradients, {ranks} ranks: the float16 exchange at most "
+             f"the float32 exchange's time", f"float16_exchange_over_float32:{ranks}", 1.0, False,
+             "AdamW", "fp16+master", "resnet50") for ranks in (2, 3)),
     Target("cpu", "AdamW fp32, ResNet-50 shapes: fast >= 10x the per-array NumPy baseline",
            "speedup:per-array", 10.0, True, "AdamW", "fp32", "resnet50",
            retired="unreachable here: the bound beside it is the most any step at the "
@@ -105,8 +114,22 @@ def _interleaved(target: Target, measurements: list[dict], kind: str) -> dict | 
     return None
 
 
+def _distributed(target: Target, measurements: list[dict]):
+    """A distributed target's median ratio (benchmarks/test_distributed.py), or None."""
+    kind, *rest = target.metric.split(":")
+    wanted = {"distributed_over_floor": "distributed-floor",
+              "float16_exchange_over_float32": "distributed-float16-exchange"}[kind]
+    for m in measurements:
+        if m["kind"] != wanted or not _same_case(target, m) or m["ranks"] != int(rest[-1]):
+            continue
+        return m["steps"][rest[0]]["over_floor"]["median"] if rest[:-1] else m["f16_over_f32"]["median"]
+    return None
+
+
 def _measure(target: Target, comparisons: list[Comparison], figures: list[StepFigures],
              measurements: list[dict], limits: Limits):
+    if target.metric.startswith(("distributed_over_floor:", "float16_exchange_over_float32:")):
+        return _distributed(target, measurements)
     if target.metric == "memory":
         fractions = [m["extra_fraction"] for m in measurements
                      if m["kind"] == "memory" and m["impl"] == "fast"]

@@ -173,20 +173,38 @@ def test_the_peer_check_tells_work_from_none():
 
 def test_the_distributed_section_states_units_load_and_spread():
     from .report import _distributed_lines
+    from .targets import Target, _measure
     memory = {"kind": "distributed-state-bytes", "optimizer": "AdamW", "mode": "fp16+master",
-              "param_set": "resnet50", "n_params": 10, "one_process_bytes": 120,
+              "param_set": "resnet50", "n_params": 10, "one_process_bytes": 120, "bytes_per_param": 12,
               "rows": [{"ranks": 3, "replicated": [120] * 3, "zero": [48, 48, 24],
                         "block_bytes": 48}]}
-    per_mode = {"ratio_median": 1.5, "ratio_min": 1.2, "ratio_max": 2.0, "over_plain_median": 6.0,
-                "one_rank_s_median": 0.4, "two_ranks_s_median": 0.6}
-    steps = {"kind": "distributed-steps", "optimizer": "AdamW", "mode": "fp16+master",
-             "param_set": "resnet50", "exchange_dtype": "float32", "rounds": 5, "steps": 3,
-             "warmup": 1, "threads_per_rank": 1, "load_average": [[3.0, 2.0, 1.0], [4.0, 2.5, 1.5]],
-             "wall_s": 123.4, "summary": {"replicated": per_mode, "zero": per_mode,
-                                          "plain_s_median": 0.1}}
-    text = "\n".join(_distributed_lines([memory, steps]))
+    spread = {"median": 1.25, "min": 1.2, "max": 2.0}
+    floor = {"kind": "distributed-floor", "optimizer": "AdamW", "mode": "fp16+master", "param_set": "resnet50",
+             "ranks": 2, "n_params": 10, "rounds": 7, "warmup": 1, "threads": [1, 1],
+             "load_average": [[3.0, 2.0, 1.0], [4.0, 2.5, 1.5]], "wall_s": 123.4,
+             "medians_ms": {"collectives": 20.0, "whole_step": 50.0, "shard_step": 25.0, "pack": 7.0,
+                            "agreement": 2.0},
+             "steps": {"replicated": {"over_floor": spread, "step_ms": 87.5, "floor_ms": 70.0},
+                       "zero": {"over_floor": spread, "step_ms": 56.25, "floor_ms": 45.0}}}
+    exchange = {"kind": "distributed-float16-exchange", "optimizer": "AdamW", "mode": "fp16+master",
+                "param_set": "resnet50", "ranks": 2, "f16_over_f32": {"median": 0.3, "min": 0.25, "max": 0.5},
+                "mpich_sum_over_ours": spread,
+                "medians_ms": {"collectives": 24.0, "exchange_f32": 80.0, "f16_sum": 20.0, "mpich_f16_sum": 350.0}}
+    save = {"kind": "distributed-save-memory", "optimizer": "AdamW", "mode": "fp16+master", "param_set": "resnet50",
+            "ranks": 2, "peak_bytes": [10 * 2**20, 2**18], "shard_bytes": [150 * 2**20] * 2,
+            "largest_array_bytes": 9 * 2**20, "file_bytes": 200 * 2**20, "save_s": [0.5, 0.6]}
+    text = "\n".join(_distributed_lines([memory, floor, exchange, save]))
     assert "| 3 | 0.0 | 0.0 / 0.0 / 0.0 | 0.0 | 0.4000 |" in text
-    assert "| replicated | 400.0 | 600.0 | 1.50x (1.20-2.00) | 6.00x |" in text
+    assert "| fp16+master | 2 | replicated | 87.5 | 70.0 | 1.25x (1.20-2.00) | 20.0 | 50.0 | 7.0 | 2.0 | +8.5 |" in text
+    assert "| fp16+master | 2 | zero | 56.2 | 45.0 | 1.25x (1.20-2.00) | 20.0 | 25.0 | 7.0 | 2.0 | +2.2 |" in text
+    assert "| 2 | 0.30x (0.25-0.50) | 24.0 | 80.0 | 20.0 | 350.0 |" in text
+    assert "| 2 | 10.00 / 0.25 | 150.0 / 150.0 | 9.00 | 200.0 | 0.60 |" in text
     assert "before the launches 3.00, 2.00, 1.00, after 4.00, 2.50, 1.50" in text
-    assert "took 123 s" in text and "1 OpenMP thread per rank" in text
+    assert "fp16+master 2: 123 s" in text
+    target = Target("cpu", "t", "distributed_over_floor:zero:2", 1.10, False, "AdamW", "fp16+master", "resnet50")
+    assert _measure(target, [], [], [memory, floor, exchange], None) == 1.25
+    target = Target("cpu", "t", "float16_exchange_over_float32:2", 1.0, False, "AdamW", "fp16+master", "resnet50")
+    assert _measure(target, [], [], [{"kind": "memory"}, floor, exchange], None) == 0.3
+    target = Target("cpu", "t", "distributed_over_floor:zero:3", 1.10, False, "AdamW", "fp16+master", "resnet50")
+    assert _measure(target, [], [], [floor], None) is None
     assert _distributed_lines([{"kind": "memory"}]) == []

@@ -83,7 +83,7 @@ def _chunk_table(sizes):
 class Group(object):
     """Parameters of one device, dtype mode, kernel and state layout."""
 
-    def __init__(self, backend, rule_cls, kernel_id, mode, dtype, state_names, entries):
+    def __init__(self, backend, rule_cls, kernel_id, mode, dtype, state_names, entries, param_storage=None):
         self.backend = backend
         self.rule_cls = rule_cls
         self.kernel_id = kernel_id
@@ -101,10 +101,13 @@ class Group(object):
         if entries:
             self.offsets[1:] = numpy.cumsum(self.sizes)[:-1]
         total = int(sum(self.sizes))
-        self.param = backend.allocate(total, dtype, 0)
-        self.master = backend.allocate(total, F32, 1) if has_master(mode) else None
+        #: the parameters' values: a buffer of the group's own, or ``param_storage`` (an array
+        #: of ``total`` elements of ``dtype`` that the scope lends, where it keeps them)
+        self.param = backend.allocate(total, dtype, 0) if param_storage is None else param_storage
+        self.master = backend.allocate(total, F32, 1, beside=self.param) if has_master(mode) else None
         self.state_dtype = F32 if self.master is not None else dtype
-        self.state = [backend.allocate(total, self.state_dtype, 2 + k) for k in range(len(self.state_names))]
+        self.state = [backend.allocate(total, self.state_dtype, 2 + k, beside=self.param)
+                      for k in range(len(self.state_names))]
         n = len(entries)
         self.t = numpy.zeros(n, dtype=numpy.int64)
         self.enabled = numpy.ones(n, dtype=numpy.uint8)
@@ -213,6 +216,12 @@ class LocalScope(object):
         holds, contiguous."""
         return whole
 
+    def parameter_storage(self, entries, dtype):
+        """An array the group of ``entries`` (in order) keeps its parameters' values in,
+        where the scope holds them contiguously already (its ``dtype``, the entries' sizes
+        in a row); None: the group allocates its own. Here: None."""
+        return None
+
 
 def divisor_classes(scales, active):
     """The active tensors (a uint8 mask) split by the loss scale their gradients carry
@@ -253,6 +262,11 @@ class Engine(object):
         # fixed profile with a custom optimizer hook: fp16-master groups expose their fp32
         # masters with unscaled fp32 gradients, and their kernels run on the master as fp32.
         self.fp32_view = False
+        #: fast.distributed's mean folded into the step: each gradient is multiplied by this
+        #: factor (1/N) as the kernels load it, and rounded to its dtype (None: read as it is).
+        #: Only for a step whose gradients are read by the kernels alone (no custom hook, no
+        #: rule hook: ``GradientMethod.reads_gradients_only_in_kernels``).
+        self.average_factor = None
         self._pending = None
         #: the position of the entry where this step stops (Chainer raises in its rule's
         #: update_core: the entries before it update, it and those after it do not), or None
@@ -323,7 +337,8 @@ class Engine(object):
         groups = []
         for (_, mode, dtype, rule_cls, kernel_id, names, _), members in buckets.items():
             backend = backends.for_array(members[0].array())
-            g = Group(backend, rule_cls, kernel_id, mode, numpy.dtype(dtype), names, members)
+            storage = self.scope.parameter_storage(members, numpy.dtype(dtype))
+            g = Group(backend, rule_cls, kernel_id, mode, numpy.dtype(dtype), names, members, storage)
             for i, e in enumerate(members):
                 values, data = carried[id(e)]
                 g.fill(i, e, values, data)
@@ -473,6 +488,7 @@ class Engine(object):
             spec.args.state[k] = pointer(buf)
         spec.hooks_read_master = int(g.master is not None and self.semantics.hooks_see_masters
                                      and not self._viewed_as_fp32(g))
+        self._set_average(spec)
         kinds, ha, hb, noise = self._hook_tables(g, hooks)
         spec.n_hooks = len(hooks)
         for field, table in (("hook_kind", kinds), ("hook_a", ha), ("hook_b", hb), ("hook_noise", noise)):
@@ -598,6 +614,9 @@ class Engine(object):
         """Apply ``hooks`` to every ``p.grad`` in place (used around custom hooks); in the
         fixed profile, with ``scales`` given, each gradient's loss scale is divided out
         first (not for gradients in the fp32 view, which are unscaled already)."""
+        if self.average_factor is not None:
+            raise RuntimeError("the gradients hold sums to be averaged as the kernels read them "
+                               "(average_factor); they cannot be rewritten in place")
         for g in self.groups:
             if scales is not None and self._viewed_as_fp32(g):
                 continue
@@ -608,6 +627,11 @@ class Engine(object):
                 spec.table("grad_out", spec.tables["grad"])
                 spec.out_param_dtype = 1
                 g.backend.materialize(self.kernel_mode(g), spec)
+
+    def _set_average(self, spec):
+        """The mean over ranks read into the gradient load (``average_factor``)."""
+        spec.average = int(self.average_factor is not None)
+        spec.average_factor = 0.0 if self.average_factor is None else float(self.average_factor)
 
     def _set_unscale(self, spec, g, loss_scale, hooks_only=False):
         """Loss-scale division: before the hooks where the profile has them see unscaled
@@ -678,6 +702,7 @@ class Engine(object):
                 table = self._kernel_table(g)
                 for mask, scale in self._classes(g, scales, active):
                     spec = self._update_spec(g, mask, hooks)
+                    self._set_average(spec)
                     self._set_unscale(spec, g, scale)
                     spec.refill("hparams", table)
                     g.backend.update(g.kernel_id, g.mode, spec, skip)
@@ -702,7 +727,7 @@ class Engine(object):
         else:
             spec = self.args(g, active=active, grad_ptrs=ptrs)
             mode = g.mode
-        spec.unscale = 0
+        spec.unscale = spec.average = 0
         spec.table("hparams", self._kernel_table(g))
         spec.keep.append(grad)
         g.backend.update(g.kernel_id, mode, spec)

@@ -387,6 +387,17 @@ class GradientMethod(object):
                 engine.leave_fp32_view(originals)
         self.update_loss_scale()
 
+    def reads_gradients_only_in_kernels(self):
+        """Whether the next ``update()`` reads every gradient through the engine's kernels
+        alone: every 'pre' hook is one of fast's built-in (planned) hooks, there is no
+        'post' hook, no rule has hooks of its own and every parameter has its array. Then
+        nothing outside the kernels sees ``p.grad`` during the step, and the engine may read
+        the gradients through a transformation of its own (``Engine.average_factor``)."""
+        self._check_set_up()
+        engine = self._engine
+        return (all(is_fused(h) for h in self._hookable.get("pre")) and not self._hookable.get("post")
+                and all(e.group is not None and not e.rule.has_hooks for e in engine.members))
+
     def _count_rules_without_arrays(self, before=None):
         """Chainer's rule update of a parameter that has no array yet: ``t`` advances and the
         rule's hooks run; nothing else happens. ``before``: only the parameters ahead of

@@ -80,7 +80,37 @@ class DictionarySerializer(Serializer):
         return DictionarySerializer(self.target, self.path + key.strip("/") + "/")
 
     def __call__(self, key, value):
-        self.target[self.path + key.lstrip("/")] = host_copy(value) if value is not None else numpy.asarray(None)
+        self.target[self.path + key.lstrip("/")] = saved_value(value)
+        return value
+
+
+def saved_value(value):
+    """What a snapshot stores for ``value``: a host copy (None: NumPy's None array)."""
+    return host_copy(value) if value is not None else numpy.asarray(None)
+
+
+def host_array(value):
+    """``value`` as a NumPy array to write: a NumPy array itself (not copied), a CuPy array
+    copied to the host, a number as a 0-d array, None as NumPy's None array."""
+    if isinstance(value, numpy.ndarray):
+        return value
+    return saved_value(value)
+
+
+class RecordingSerializer(Serializer):
+    """Records ``(path/key, value)`` in the order ``serialize`` writes them, keeping each
+    value as given (a live view of an array, not a copy): a state streamed one key at a
+    time (fast.distributed's checkpoints)."""
+
+    def __init__(self, entries=None, path=""):
+        self.entries = [] if entries is None else entries
+        self.path = path
+
+    def __getitem__(self, key):
+        return RecordingSerializer(self.entries, self.path + key.strip("/") + "/")
+
+    def __call__(self, key, value):
+        self.entries.append((self.path + key.lstrip("/"), value))
         return value
 
 
@@ -301,23 +331,79 @@ def save_npz(file, obj, compression=True):
 
 
 def write_npz(file, arrays, compression=True):
-    """Write ``arrays`` (key -> array) as an npz: to a path atomically (a temporary file
-    beside it, fsynced, then renamed over it), or to an open file object as is."""
-    save = numpy.savez_compressed if compression else numpy.savez
-    if not isinstance(file, (str, os.PathLike)):
-        save(file, **arrays)
-        return
-    path = os.fspath(file)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
+    """Write ``arrays`` (key -> array) as an npz (``NpzWriter``)."""
+    writer = NpzWriter(file, compression)
     try:
-        with os.fdopen(fd, "wb") as f:
-            save(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for key, value in arrays.items():
+            writer.add(key, value)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+
+
+#: bytes of an array handed to the archive at a time (its compressed output is as large)
+WRITE_CHUNK_BYTES = 1 << 18
+
+
+class NpzWriter(object):
+    """An npz written one array at a time, as ``numpy.savez`` / ``savez_compressed`` write
+    it (a zip member ``<key>.npy`` per array, in order): to a path atomically (a temporary
+    file beside it, fsynced by ``commit``, then renamed over it; ``abort`` removes it), or
+    to an open file object as is."""
+
+    def __init__(self, file, compression=True):
+        self.path, self.tmp = None, None
+        if isinstance(file, (str, os.PathLike)):
+            self.path = os.fspath(file)
+            fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz",
+                                            dir=os.path.dirname(os.path.abspath(self.path)))
+            self.file = os.fdopen(fd, "wb")
+        else:
+            self.file = file
+        try:
+            self.zip = zipfile.ZipFile(self.file, mode="w", allowZip64=True,
+                                       compression=zipfile.ZIP_DEFLATED if compression else zipfile.ZIP_STORED)
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, key, value):
+        """Write ``value`` (a NumPy array or a number) as the member ``<key>.npy``. A
+        C-contiguous array of numbers is written from its own memory (``numpy.savez`` would
+        copy it into a bytes object first): the header ``write_array`` writes, then the
+        data."""
+        array = numpy.asanyarray(value)
+        with self.zip.open(key + ".npy", "w", force_zip64=True) as member:
+            if array.dtype.hasobject or not array.flags.c_contiguous:
+                numpy.lib.format.write_array(member, array, allow_pickle=True)
+                return
+            numpy.lib.format.write_array_header_1_0(member, numpy.lib.format.header_data_from_array_1_0(array))
+            data = memoryview(array.reshape(-1)).cast("B") if array.size else b""
+            for begin in range(0, len(data), WRITE_CHUNK_BYTES):
+                member.write(data[begin:begin + WRITE_CHUNK_BYTES])
+
+    def commit(self):
+        """Finish the archive (and, for a path, put it in place)."""
+        self.zip.close()
+        if self.path is None:
+            return
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        finally:
+            self.abort()
+
+    def abort(self):
+        """Give up: for a path, the temporary file is removed and the target left as it was."""
+        if self.path is None:
+            return
+        if not self.file.closed:
+            self.file.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 
 def load_npz(file, obj, path="", strict=True):

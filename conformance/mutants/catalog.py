@@ -95,9 +95,9 @@ def _lazy_parameters_never_join(original):
 
 # -- fast.distributed patch factories ---------------------------------------------------------
 def _no_scaling(original):
-    def scale_by_reciprocal(buffer, n_ranks):
-        return None
-    return scale_by_reciprocal
+    def mean_factor(n_ranks):
+        return 1.0
+    return mean_factor
 
 
 def _local_partial_sums(original):
@@ -645,7 +645,7 @@ DISTRIBUTED = "fast.distributed.sharding"
 CATALOG += (
     # --- fast.distributed (run on the distributed slice, 3 ranks) ----------------------------
     _distributed("mean-not-divided-by-n", "the gradient sum over ranks used as the mean",
-                 "every distributed case", "fast.distributed.exchange", "scale_by_reciprocal",
+                 "every distributed case", "fast.distributed.exchange", "mean_factor",
                  _no_scaling),
     _distributed("zero-norm-over-local-shard",
                  "ZeRO: GradientClipping/GradientLARS norms taken over the rank's shard only",

@@ -4,7 +4,7 @@ Every backend offers the same small interface, so that fast.engine has one
 code path for every device:
 
 - ``xp``: the array module of its buffers (NumPy or CuPy);
-- ``allocate(n, dtype, slot)``, ``pointer(array)``, ``to_host(array)``;
+- ``allocate(n, dtype, slot, beside=None)``, ``pointer(array)``, ``to_host(array)``;
 - ``update``, ``reduce``, ``materialize``, ``check_finite``: one launch (or
   one compiled call) over a group's chunk table, taking a ``StepSpec``;
 - ``asynchronous``: True where kernels run behind the host's back (CUDA), so

@@ -1,7 +1,7 @@
 """What the Python side and the C++ kernels must agree on, as one table.
 
-The kernel ids, the dtype modes, the hook kinds, the emulator's launch kinds, the width of a
-tensor's hyperparameter row, the most state arrays a rule keeps, and the argument block
+The kernel ids, the dtype modes, the hook kinds, the emulator's launch kinds, the dtypes of
+fast.distributed's exchange passes, the width of a tensor's hyperparameter row, the most state arrays a rule keeps, and the argument block
 ``FastStepArgs`` of every kernel call are defined here, and only here. The kernels read them
 from fast/kernels/abi.h, which fast.backends.abi_header writes from this table and every
 build checks against it.
@@ -44,6 +44,14 @@ HOOK_KINDS = (
     ("HOOK_ADD_SIGN_WIDE", "HOOK_ADD_SIGN on a 0-d gradient: a * sign(p) not rounded to H"),
 )
 FIRST_HOOK_KIND = 1
+
+#: The dtypes of the exchange passes of fast.distributed (exchange.cpp): (C++ name, NumPy
+#: name), numbered from 0 in this order.
+DTYPES = (
+    ("FAST_FLOAT16", "float16"),
+    ("FAST_FLOAT32", "float32"),
+    ("FAST_FLOAT64", "float64"),
+)
 
 #: The kernels of cuda_driver.cu, as fast.backends.cuda asks the host emulator
 #: (cuda_emulator.cpp's fast_emu_launch) to launch them: (C++ name, kernel), numbered from 0
@@ -99,8 +107,10 @@ STEP_ARGS_FIELDS = (
     Field("state", "void*", "flat state buffers", length="FAST_MAX_STATE"),
     Field("hparams", "const double*", "[n_tensors][FAST_N_HPARAMS]"),
     Field("unscale_divisor", "double", "loss scale rounded to the dividing dtype"),
+    Field("average_factor", "double", "1/N: the mean over N ranks (fast.distributed)"),
     Field("unscale", "int32_t", "1: divide the gradient by unscale_divisor"),
     Field("unscale_first", "int32_t", "1 (fixed profile): unscale before the hooks"),
+    Field("average", "int32_t", "1: the loaded gradient times average_factor, rounded to P"),
     Field("hooks_read_master", "int32_t", "1 (fixed profile + master): hooks see the master"),
     Field("n_hooks", "int32_t"),
     Field("hook_kind", "const int32_t*", "[n_hooks] FastHookKind"),
@@ -112,6 +122,7 @@ STEP_ARGS_FIELDS = (
     Field("tensor_nonfinite", "uint8_t*", "check: per-tensor flag (out)"),
     Field("grad_out", "void* const*", "materialize: per-tensor output pointers"),
     Field("out_param_dtype", "int32_t", "materialize: 1 store in the param dtype, 0 in T"),
+    Field("threads", "int32_t", "CPU: the OpenMP threads of a pass (0: OpenMP's default)"),
 )
 
 
@@ -137,6 +148,11 @@ def kernel_id(rule):
 def hook_kind(name):
     """The number of the hook kind ``name`` (``"HOOK_CLIP"``)."""
     return _number(HOOK_KINDS, name, FIRST_HOOK_KIND, "hook kind")
+
+
+def dtype_code(name):
+    """The number of the exchange passes' dtype named as NumPy names it (``"float16"``)."""
+    return _number([(numpy_name,) for _, numpy_name in DTYPES], name, 0, "exchange dtype")
 
 
 def launch_kind(name):

@@ -19,7 +19,7 @@ import ctypes
 import os
 import sys
 
-from fast.backends.abi import (FIRST_HOOK_KIND, HOOK_KINDS, LAUNCH_KINDS, MAX_STATE, MODES, N_HPARAMS, RULES,
+from fast.backends.abi import (DTYPES, FIRST_HOOK_KIND, HOOK_KINDS, LAUNCH_KINDS, MAX_STATE, MODES, N_HPARAMS, RULES,
                                STEP_ARGS_DOC, STEP_ARGS_FIELDS, StepArgs)
 
 #: The header's name in fast's kernel directory, and its path there.
@@ -98,6 +98,9 @@ def header_text():
                    HOOK_KINDS, FIRST_HOOK_KIND)
     lines.append("")
     lines += _enum("FastLaunchKind", "The kernels cuda_emulator.cpp's fast_emu_launch runs.", LAUNCH_KINDS, 0)
+    lines.append("")
+    lines += _enum("FastDtype", "The dtypes of exchange.cpp's passes (fast.distributed's exchange buffers).",
+                   DTYPES, 0)
     lines.append("")
     lines += _step_args()
     lines += ["#endif  // FAST_ABI_H", ""]

@@ -17,7 +17,7 @@ import threading
 
 import numpy
 
-from fast.backends import abi_header
+from fast.backends import abi, abi_header
 from fast.backends.abi import StepArgs
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels")
@@ -142,26 +142,103 @@ def _declare(lib):
 library = LazyLibrary("fastkernels", SOURCES, FLAGS, _declare)
 
 
-def _declare_casts(lib):
-    for name in ("fast_cast_f16_to_f32", "fast_cast_f32_to_f16"):
-        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+def _declare_exchange(lib):
+    lib.fast_convert.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_int64, ctypes.c_double, ctypes.c_int]
+    lib.fast_sum_f16.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    lib.fast_pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_void_p, ctypes.c_int]
+    for name in ("fast_convert", "fast_sum_f16", "fast_pack", "fast_default_threads"):
         getattr(lib, name).restype = ctypes.c_int
 
 
-#: float16 <-> float32 casts of host buffers (built on first use).
-cast_library = LazyLibrary("fastcasts", ("convert.cpp",), FLAGS, _declare_casts)
-_CASTS = {("float16", "float32"): "fast_cast_f16_to_f32", ("float32", "float16"): "fast_cast_f32_to_f16"}
+#: The element passes of fast.distributed's exchange buffers (built on first use).
+exchange_library = LazyLibrary("fastexchange", (abi_header.HEADER, "exchange.cpp"), FLAGS, _declare_exchange)
 
 
-def cast_into(dst, src):
-    """``dst[...] = src`` for NumPy arrays of the same shape, one float16 and the other
-    float32, both C-contiguous, with F16C on every thread (the same bits as NumPy's cast).
-    Returns False, having done nothing, for any other pair or where F16C is missing."""
-    name = _CASTS.get((src.dtype.name, dst.dtype.name))
-    if (name is None or type(src) is not numpy.ndarray or type(dst) is not numpy.ndarray
-            or src.shape != dst.shape or not (src.flags.c_contiguous and dst.flags.c_contiguous)):
+def _host_buffer(array):
+    """Whether ``array`` is a C-contiguous NumPy array (what the compiled passes take)."""
+    return type(array) is numpy.ndarray and array.flags.c_contiguous
+
+
+def convert_into(dst, src, round_dtype=None, factor=1.0):
+    """``dst[...] = cast_dst(round_R(float64(src) * factor))``, R = ``round_dtype`` (by
+    default ``dst``'s dtype): a cast with factor 1, and fast.distributed's mean of a block of
+    sums with factor 1/N. Host float16/32/64 arrays of one shape, C-contiguous (``dst`` may
+    be ``src``); each rounding to nearest even, as NumPy rounds, float64 to float16 in one
+    rounding. Runs on ``threads()`` threads. Returns False, having done nothing, for any
+    other arrays or where the build lacks F16C or AVX2."""
+    round_dtype = dst.dtype if round_dtype is None else numpy.dtype(round_dtype)
+    names = [a.name for a in (src.dtype, round_dtype, dst.dtype)]
+    if (any(name not in _DTYPE_CODES for name in names) or not (_host_buffer(src) and _host_buffer(dst))
+            or src.shape != dst.shape):
         return False
-    return getattr(cast_library(), name)(src.ctypes.data, dst.ctypes.data, src.size) == 0
+    codes = [_DTYPE_CODES[name] for name in names]
+    return exchange_library().fast_convert(*codes, src.ctypes.data, dst.ctypes.data, src.size, float(factor),
+                                           threads()) == 0
+
+
+def pack_into(dst, arrays, sizes):
+    """Copy (cast) ``arrays`` (host arrays of one float16/32/64 dtype, C-contiguous, of
+    ``sizes`` elements; None: that many zeros) one after another into the start of ``dst`` (a
+    C-contiguous host float16/32/64 array), in one compiled call with streaming stores.
+    Returns False, having done nothing, for other arrays, sizes that do not match, too few
+    elements in ``dst``, or where the build lacks F16C or AVX2."""
+    present = [a for a in arrays if a is not None]
+    dtypes = {a.dtype for a in present}
+    if len(dtypes) > 1 or not _host_buffer(dst) or dst.dtype.name not in _DTYPE_CODES:
+        return False
+    src_dtype = dtypes.pop() if dtypes else dst.dtype
+    if src_dtype.name not in _DTYPE_CODES or not all(_host_buffer(a) for a in present):
+        return False
+    counts = numpy.array(sizes, dtype=numpy.int64)
+    if (len(counts) != len(arrays) or int(counts.sum()) > dst.size
+            or any(a is not None and a.size != n for a, n in zip(arrays, sizes))):
+        return False
+    pointers = numpy.array([0 if a is None else host_address(a) for a in arrays], dtype=numpy.uint64)
+    return exchange_library().fast_pack(_DTYPE_CODES[src_dtype.name], _DTYPE_CODES[dst.dtype.name],
+                                        pointers.ctypes.data, counts.ctypes.data, len(arrays), dst.ctypes.data,
+                                        threads()) == 0
+
+
+def sum_f16_into(inout, incoming):
+    """``inout[...] = incoming + inout`` for host float16 arrays of one size, C-contiguous,
+    each sum rounded once to float16 (the float16 nearest the exact sum). Returns False,
+    having done nothing, for other arrays or where the build lacks F16C or AVX2."""
+    if not (_host_buffer(inout) and _host_buffer(incoming) and inout.dtype == incoming.dtype == numpy.float16
+            and inout.size == incoming.size):
+        return False
+    return exchange_library().fast_sum_f16(incoming.ctypes.data, inout.ctypes.data, inout.size, threads()) == 0
+
+
+_DTYPE_CODES = {name: abi.dtype_code(name) for _, name in abi.DTYPES}
+
+#: The OpenMP threads of fast's CPU passes (None: OpenMP's default), and who chose them.
+_threads = {"count": None, "chosen_by": None}
+
+
+def set_threads(count, chosen_by="user"):
+    """Run fast's CPU passes (the update kernels and the exchange passes) on ``count``
+    OpenMP threads from now on; None: OpenMP's default (``OMP_NUM_THREADS``, else every
+    core). ``chosen_by`` records who chose ("user", or fast.distributed's "share")."""
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError("the thread count must be a positive int or None, got {!r}".format(count))
+    _threads["count"], _threads["chosen_by"] = count, (None if count is None else chosen_by)
+
+
+def threads():
+    """The thread count fast's CPU passes are given (0: OpenMP's default)."""
+    return _threads["count"] or 0
+
+
+def threads_chosen_by():
+    """Who set the thread count: "user", "share" (fast.distributed), or None (unset)."""
+    return _threads["chosen_by"]
+
+
+def effective_threads():
+    """The threads a large CPU pass runs on now."""
+    return _threads["count"] or exchange_library().fast_default_threads()
 
 
 def _check(code, what):
@@ -169,14 +246,14 @@ def _check(code, what):
         raise RuntimeError("kernel {} rejected its arguments (code {})".format(what, code))
 
 
-def staggered_empty(n, dtype, slot):
+def staggered_empty(n, dtype, slot, origin=0):
     """An uninitialised 1-D array whose address sits at its own offset within
-    a 4 KiB page (slot * 576 bytes), so that the streams of one kernel pass do
-    not all share the same low address bits (4K aliasing between the loads and
-    stores of different buffers measured up to 3x slower)."""
+    a 4 KiB page (slot * 576 bytes past ``origin``'s offset), so that the streams
+    of one kernel pass do not all share the same low address bits (4K aliasing
+    between the loads and stores of different buffers measured up to 3x slower)."""
     dtype = numpy.dtype(dtype)
     raw = numpy.empty(n * dtype.itemsize + 8192, dtype=numpy.uint8)
-    want = (slot * 576) % 4096
+    want = (origin + slot * 576) % 4096
     shift = (want - raw.ctypes.data) % 4096
     return raw[shift:shift + n * dtype.itemsize].view(dtype)
 
@@ -196,8 +273,10 @@ class HostMemory(object):
 
     xp = numpy
 
-    def allocate(self, n, dtype, slot):
-        return staggered_empty(n, dtype, slot)
+    def allocate(self, n, dtype, slot, beside=None):
+        """``n`` elements of ``dtype``, placed by ``slot`` within a page, relative to the
+        array ``beside`` of the same group (one kept elsewhere) where given."""
+        return staggered_empty(n, dtype, slot, 0 if beside is None or beside.size == 0 else host_address(beside))
 
     pointer = staticmethod(host_address)
 
@@ -222,6 +301,7 @@ class CpuBackend(HostMemory):
             for field, table in spec.tables.items():
                 setattr(spec.args, field, host_address(table))
             spec.placed = "host"
+        spec.args.threads = threads()
         return ctypes.byref(spec.args)
 
     def update(self, kernel_id, mode, spec, skip=None):

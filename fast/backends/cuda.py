@@ -94,7 +94,7 @@ class CudaBackend(object):
         self._in_flight = collections.deque()  # (event, pinned buffer) of uploads not yet done
 
     # --- device primitives ---
-    def allocate(self, n, dtype, slot):
+    def allocate(self, n, dtype, slot, beside=None):
         return self.xp.empty(n, dtype=dtype)
 
     @staticmethod

@@ -1,12 +1,14 @@
 """Collective npz checkpoints of a multi-node optimizer, in the single-process layout.
 
-Saving: every rank serializes its state; the ranks check that they agree on what they must
-share (replicated: the whole state; ZeRO: every counter and scalar, since each rank holds
-different pieces of the arrays); the whole single-process mapping is formed on rank 0
-(ZeRO: rank 0 gathers every rank's pieces); rank 0 writes the file as
-``fast.serializers.save_npz`` does (atomically: a temporary file renamed over the target);
-every rank returns once it is written, or raises rank 0's error. Other ranks write nothing
-(a file object given to them is left alone).
+Saving: every rank lists its state as the single-process serializer writes it, the arrays
+as live views (nothing copied); the ranks check that they agree on what they must share
+(replicated: the whole state; ZeRO: the keys and every counter and scalar, since each rank
+holds different pieces of the arrays); then the keys are written in order, one at a time,
+by rank 0 (ZeRO: each array gathered whole on rank 0 from every rank's piece just before it
+is written, so no rank holds more than its shard and one parameter's array), as
+``fast.serializers.save_npz`` writes them (atomically: a temporary file renamed over the
+target); every rank returns once it is written, or raises rank 0's error. Other ranks write
+nothing (a file object given to them is left alone).
 
 Loading: rank 0 reads the file's bytes and broadcasts them; every rank validates them
 against its optimizer exactly as ``fast.serializers.load_npz`` does (ZeRO: reading each
@@ -19,14 +21,14 @@ import io
 import os
 
 from fast.distributed import agreement
-from fast.serializers import check_npz, open_npz, write_npz
+from fast.serializers import NpzWriter, check_npz, host_array, open_npz
 
 
-def state_digest(arrays):
-    """A digest of a serialized state: every key, in sorted order, and its array."""
-    keys = sorted(arrays)
-    return agreement.digest(*([arrays[k] for k in keys])) + ":" + agreement.digest(
-        *[bytearray(k.encode()) for k in keys])
+def entries_digest(entries):
+    """A digest of a serialized state's (key, value) entries, in their order: every key and
+    its value (read one at a time)."""
+    return agreement.digest(*[value for _, value in entries]) + ":" + agreement.digest(
+        *[bytearray(key.encode()) for key, _ in entries])
 
 
 def _rank0_only(comm, action):
@@ -40,11 +42,25 @@ def _rank0_only(comm, action):
 
 
 def save_npz(opt, file, compression=True):
-    """Collective: the single-process npz of ``opt``'s state, written by rank 0."""
+    """Collective: the single-process npz of ``opt``'s state, written by rank 0 one key at a
+    time. A failure to write on rank 0 stops its writing but not its part in gathering the
+    remaining keys, so every rank reaches the end, and every rank raises rank 0's error."""
     comm = opt.communicator
-    arrays = agreement.agree(comm, opt.local_serialized, fingerprint=opt.save_fingerprint)
-    whole = opt.whole_serialized(arrays)
-    _rank0_only(comm, lambda: write_npz(file, whole, compression))
+    entries = agreement.agree(comm, opt.local_entries, fingerprint=opt.save_fingerprint)
+    writer, verdict, original = None, None, None
+    if comm.rank == 0:
+        writer, verdict, original = agreement.run_locally(lambda: NpzWriter(file, compression))
+    for key, value in opt.whole_entries(entries, root=0):
+        if comm.rank == 0 and verdict is None:
+            _, verdict, original = agreement.run_locally(lambda: writer.add(key, host_array(value)))
+        del value  # before the next array is gathered
+    if comm.rank == 0:
+        if verdict is None:
+            _, verdict, original = agreement.run_locally(writer.commit)
+        elif writer is not None:
+            writer.abort()
+    verdict = comm.bcast_obj(verdict)
+    agreement.raise_agreed(comm, [verdict] + [None] * (comm.size - 1), original)
 
 
 def _read_bytes(file):

@@ -10,12 +10,20 @@ Both communicators sit on an existing engine; none moves bytes itself:
   ChainerMN's communicator of that name; host objects and NCCL's unique id go over MPI.
   UNVERIFIED: no GPU was available when it was written (docs/distributed.md).
 
+The "mpi" communicator sums float16 buffers with a reduction of its own given to MPI
+(``MPI.Op.Create``): fast's F16C sum (fast.backends.cpu.sum_f16_into), which rounds each
+sum of two float16 values to the float16 nearest it, the bits MPICH's float16 ``MPI.SUM``
+gives, several times faster than MPICH's software float16 arithmetic. MPI still moves the
+bytes and chooses the algorithm (a commutative reduction, as ``MPI.SUM``).
+
 Every call is collective: all ranks must make the same calls in the same order.
 """
+import os
 import pickle
 
 import numpy
 
+from fast.backends import cpu as cpu_backend
 from fast.distributed.abort import abort_on_uncaught_exception
 
 #: ChainerMN's default chunk for broadcasting a pickled object (MPI counts are 32-bit ints)
@@ -32,13 +40,34 @@ def _world(mpi_comm):
     return MPI, (MPI.COMM_WORLD if mpi_comm is None else mpi_comm)
 
 
+def _usable_cores():
+    """The cores this process may run on (its affinity mask), as a sorted list."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks on this platform
+        return list(range(os.cpu_count() or 1))
+
+
+def core_share(masks, intra_rank):
+    """This rank's share of its node's cores: the ranks whose affinity mask equals its own
+    (all of them when MPI does not bind ranks to cores) split the mask's cores, the first
+    ranks taking one more where they do not divide evenly; at least one. ``masks``: every
+    rank's mask on the node, by intra rank."""
+    mine = masks[intra_rank]
+    sharing = [r for r, mask in enumerate(masks) if mask == mine]
+    base, extra = divmod(len(mine), len(sharing))
+    return max(1, base + (1 if sharing.index(intra_rank) < extra else 0))
+
+
 def _node_layout(MPI, comm):
-    """(intra_rank, intra_size, inter_rank, inter_size): this process's place among the
-    processes of its node (MPI's shared-memory split) and its node's among the nodes, as
-    ChainerMN names them. Collective."""
+    """(intra_rank, intra_size, inter_rank, inter_size, core share): this process's place
+    among the processes of its node (MPI's shared-memory split), its node's among the
+    nodes, as ChainerMN names them, and its share of the node's cores (``core_share``).
+    Collective."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
         intra_rank, intra_size = node.Get_rank(), node.Get_size()
+        share = core_share(node.allgather(_usable_cores()), intra_rank)
         leaders = comm.Split(0 if intra_rank == 0 else MPI.UNDEFINED, key=comm.Get_rank())
         inter = None
         if leaders != MPI.COMM_NULL:
@@ -47,14 +76,32 @@ def _node_layout(MPI, comm):
         inter_rank, inter_size = node.bcast(inter, root=0)
     finally:
         node.Free()
-    return intra_rank, intra_size, inter_rank, inter_size
+    return intra_rank, intra_size, inter_rank, inter_size, share
+
+
+def _host_contiguous(array):
+    """A C-contiguous NumPy array of ``array``'s values (a CuPy array is copied to the host;
+    a contiguous NumPy array is itself)."""
+    if not isinstance(array, numpy.ndarray) and hasattr(array, "get"):
+        array = array.get()
+    return numpy.ascontiguousarray(array)
+
+
+def _float16_sum(incoming, inout, datatype):
+    """MPI user function: ``inout += incoming`` for float16 buffers (fast's F16C sum;
+    NumPy's float16 addition, the same bits, where the build lacks F16C)."""
+    incoming = numpy.frombuffer(incoming, dtype=numpy.float16)
+    inout = numpy.frombuffer(inout, dtype=numpy.float16)
+    if not cpu_backend.sum_f16_into(inout, incoming):
+        numpy.add(incoming, inout, out=inout)
 
 
 class MpiCommunicator(object):
     """Collectives over an mpi4py communicator, on NumPy arrays.
 
     ``rank``, ``size``, ``intra_rank``/``intra_size`` (within the node) and
-    ``inter_rank``/``inter_size`` (the node among the nodes) as in ChainerMN; besides the
+    ``inter_rank``/``inter_size`` (the node among the nodes) as in ChainerMN, and
+    ``core_share``, this rank's share of its node's cores (``core_share``); besides the
     collectives the optimizers use, the object calls ChainerMN's dataset, iterator and
     extension helpers make (``bcast_obj``, ``gather_obj``, ``allreduce_obj``, ``send_obj``,
     ``recv_obj``, and ``bcast`` of an array), with ChainerMN's signatures.
@@ -67,7 +114,9 @@ class MpiCommunicator(object):
         self._MPI, self.mpi_comm = _world(mpi_comm)
         self.rank = self.mpi_comm.Get_rank()
         self.size = self.mpi_comm.Get_size()
-        self.intra_rank, self.intra_size, self.inter_rank, self.inter_size = _node_layout(self._MPI, self.mpi_comm)
+        (self.intra_rank, self.intra_size, self.inter_rank, self.inter_size,
+         self.core_share) = _node_layout(self._MPI, self.mpi_comm)
+        self._float16_sum_op = None
 
     def array_device_kind(self):
         """The kind of array this communicator exchanges ('cpu': NumPy)."""
@@ -75,8 +124,18 @@ class MpiCommunicator(object):
 
     def reduce_scatter_sum(self, padded, shard):
         """``shard`` = block ``rank`` of the sum over the ranks of ``padded`` (contiguous
-        NumPy arrays of one float dtype; ``padded.size == size * shard.size``)."""
-        self.mpi_comm.Reduce_scatter_block(padded, shard, op=self._MPI.SUM)
+        NumPy arrays of one float dtype; ``padded.size == size * shard.size``). float16 is
+        summed by fast's reduction (the module doc), other dtypes by ``MPI.SUM``."""
+        self.mpi_comm.Reduce_scatter_block(padded, shard, op=self.sum_op(padded.dtype))
+
+    def sum_op(self, dtype):
+        """The MPI reduction that sums arrays of ``dtype``: fast's float16 sum for float16
+        (created at first use), ``MPI.SUM`` for the others."""
+        if numpy.dtype(dtype) != numpy.float16:
+            return self._MPI.SUM
+        if self._float16_sum_op is None:
+            self._float16_sum_op = self._MPI.Op.Create(_float16_sum, commute=True)
+        return self._float16_sum_op
 
     def allgather_blocks(self, padded):
         """Every rank's block ``rank`` of ``padded`` (size * block elements) into every
@@ -94,6 +153,32 @@ class MpiCommunicator(object):
         out = numpy.empty((self.size,) + array.shape, dtype=array.dtype)
         self.mpi_comm.Allgather(array, out)
         return out
+
+    def gather_pieces(self, piece, counts, root=0):
+        """On ``root``: a new flat host array, every rank's ``piece`` (a contiguous array of
+        ``counts[r]`` elements on rank r, of one dtype; NumPy or CuPy) in rank order; None
+        elsewhere. One ``Gatherv`` of host data."""
+        piece = _host_contiguous(piece)
+        kind = self._datatype(piece.dtype)
+        out = numpy.empty(int(sum(counts)), dtype=piece.dtype) if self.rank == root else None
+        self.mpi_comm.Gatherv([piece, piece.size, kind], [out, list(counts), kind] if self.rank == root else None,
+                              root=root)
+        return out
+
+    def allgather_pieces(self, piece, counts):
+        """``gather_pieces`` on every rank (one ``Allgatherv`` of host data)."""
+        piece = _host_contiguous(piece)
+        kind = self._datatype(piece.dtype)
+        out = numpy.empty(int(sum(counts)), dtype=piece.dtype)
+        self.mpi_comm.Allgatherv([piece, piece.size, kind], [out, list(counts), kind])
+        return out
+
+    @staticmethod
+    def _datatype(dtype):
+        """The MPI datatype of a NumPy dtype (given explicitly: a view of fast's staggered
+        buffers exports its format as '=f', which mpi4py does not map)."""
+        from mpi4py.util.dtlib import from_numpy_dtype
+        return from_numpy_dtype(dtype)
 
     def allgather_obj(self, obj):
         """Every rank's (small, picklable) ``obj``, as a list indexed by rank."""
@@ -199,15 +284,27 @@ class PureNcclCommunicator(MpiCommunicator):
         self._comm().bcast(array.data.ptr, array.size, self._type_id(array), root, self._stream())
 
 
-def create_communicator(name="mpi", mpi_comm=None, abort_on_error=True):
+def create_communicator(name="mpi", mpi_comm=None, abort_on_error=True, cpu_threads=None):
     """A communicator by ChainerMN's name: "mpi" (NumPy arrays over mpi4py) or "pure_nccl"
     (CuPy arrays over NCCL, unverified). ``mpi_comm``: an mpi4py communicator
     (``MPI.COMM_WORLD`` by default). ``abort_on_error``: an uncaught exception on this rank
     aborts the whole job instead of leaving the other ranks waiting in a collective
-    (fast.distributed.abort; ``False`` leaves ``sys.excepthook`` alone)."""
+    (fast.distributed.abort; ``False`` leaves ``sys.excepthook`` alone).
+
+    ``cpu_threads``: the threads of fast's CPU passes on this rank (``fast.set_cpu_threads``).
+    None: the rank's share of its node's cores (``comm.core_share``), unless the user chose
+    already (``fast.set_cpu_threads`` called before, or ``OMP_NUM_THREADS`` set), which is
+    left as it is; an int: that many."""
     if name not in ("mpi", "pure_nccl"):
         raise ValueError("unknown communicator {!r}: use 'mpi' or 'pure_nccl'".format(name))
+    if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int)
+                                    or cpu_threads < 1):
+        raise ValueError("cpu_threads must be a positive int or None, got {!r}".format(cpu_threads))
     comm = MpiCommunicator(mpi_comm) if name == "mpi" else PureNcclCommunicator(mpi_comm)
+    if cpu_threads is not None:
+        cpu_backend.set_threads(cpu_threads)
+    elif cpu_backend.threads_chosen_by() != "user" and "OMP_NUM_THREADS" not in os.environ:
+        cpu_backend.set_threads(comm.core_share, chosen_by="share")
     if abort_on_error:
         abort_on_uncaught_exception(comm.mpi_comm)
     return comm

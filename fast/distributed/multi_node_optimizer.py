@@ -24,7 +24,7 @@ from fast.distributed.exchange import GradientExchange, broadcast_parameters, lo
 from fast.distributed.zero import PieceDeserializer, ShardLayout, ShardScope, refuse_unsharded_hooks
 from fast.optimizer import GradientMethod, named_parameters, warn_nonfinite
 from fast.parameter import array_device
-from fast.serializers import DictionarySerializer, NpzDeserializer, host_copy, is_deserializer
+from fast.serializers import NpzDeserializer, RecordingSerializer, host_copy, is_deserializer
 
 EXCHANGE_DTYPES = ("float16", "float32", "float64")
 
@@ -155,9 +155,10 @@ class MultiNodeOptimizer(object):
         """Collective: one step on the gradients averaged over the ranks.
 
         With ``lossfun``, each rank computes its own loss and backward (loss-scaled) first.
-        A gradient that is None counts as zeros. After the step ``p.grad`` is the averaged
-        gradient (a view of the exchange buffer, as ChainerMN leaves the mean in
-        ``param.grad``); if the step raises, the gradients are put back as they were.
+        A gradient that is None counts as zeros. During the step each ``p.grad`` is the
+        averaged gradient (a view of a buffer of the optimizer's), or the sum over the ranks
+        where the step's kernels divide it by N as they read it (fast.distributed.exchange);
+        afterwards, and if the step raises, ``p.grad`` is the rank's own gradient again.
 
         A call that finds parameters that got their arrays since the last one (a lazily
         initialized link's first forward) broadcasts rank 0's values of them and does no
@@ -198,7 +199,13 @@ class MultiNodeOptimizer(object):
         """Local checks of what this kind of multi-node optimizer can run (none here)."""
 
     def _exchange_and_step(self, grads):
-        self._step_on(self._parameters(), self._exchange.average(grads))
+        means, factor = self._exchange.average(grads, self._fold())
+        self._step_on(self._parameters(), means, factor)
+
+    def _fold(self):
+        """Whether this step's mean is left to the step's kernels (fast.distributed.exchange):
+        where the bits allow it and the step reads the gradients in its kernels alone."""
+        return self._exchange.foldable() and self.actual_optimizer.reads_gradients_only_in_kernels()
 
     def _model_parameters(self):
         """(name, parameter) of every parameter of the model as the user set it up (those
@@ -213,17 +220,23 @@ class MultiNodeOptimizer(object):
         loss.backward(loss_scale=self.actual_optimizer.loss_scale)
         del loss
 
-    def _step_on(self, named, grads):
-        """Hand ``grads`` to the parameters ``named`` of the actual optimizer and step."""
+    def _step_on(self, named, grads, factor):
+        """Hand ``grads`` to the parameters ``named`` of the actual optimizer and step, its
+        kernels multiplying each gradient by ``factor`` as they read it (None: as it is);
+        then put every parameter's own gradient back."""
         originals = [boundary.grad(p) for _, p in named]
-        for (_, p), grad in zip(named, grads):
-            boundary.set_grad(p, grad)
+        for (_, p), grad, original in zip(named, grads, originals):
+            if grad is not original:
+                boundary.set_grad(p, grad)
+        engine = self.actual_optimizer.engine
+        engine.average_factor = factor
         try:
             self.actual_optimizer.update()
-        except BaseException:
-            for (_, p), grad in zip(named, originals):
-                boundary.set_grad(p, grad)
-            raise
+        finally:
+            engine.average_factor = None
+            for (_, p), grad, original in zip(named, grads, originals):
+                if grad is not original:
+                    boundary.set_grad(p, original)
 
     def check_nan_in_grads(self):
         """Collective: dynamic loss scaling's check on the local gradients, agreed over the
@@ -240,21 +253,44 @@ class MultiNodeOptimizer(object):
             actual.scaling.found_nonfinite()
 
     # --- reading the state ---
-    def gather_state(self):
-        """Collective: every parameter's master and optimizer state, whole, as host NumPy
-        copies, the same on every rank: name -> {"fp32_param": array or None, "state":
-        {key: array} or None, "t": rule.t}."""
-        return agreement.agree(self.communicator, lambda: self._local_state())
-
-    def _local_state(self):
-        self.check_set_up()
+    def gather_state(self, names=None):
+        """Collective: the fp32 master and optimizer state of the parameters ``names`` (a
+        list of names; every parameter by default, in order), whole, as host NumPy copies,
+        the same on every rank (``t`` is this rank's ``rule.t``, the same on every rank unless
+        the ranks drifted apart): name -> {"fp32_param": array or None, "state": {key: array}
+        or None, "t": rule.t}. It is built one array at a time: besides its result, a rank
+        holds at most one parameter's array at once (under ZeRO, its own shard aside); a
+        caller can take the state a few parameters at a time through ``names``."""
+        rules = agreement.agree(self.communicator, lambda: self._chosen_rules(names),
+                                fingerprint=lambda chosen: [("the arrays to gather", [
+                                    (name, None if rule.state is None else sorted(rule.state),
+                                     rule.fp32_param is not None) for name, rule in chosen])])
         out = {}
-        for name, p in self.actual_optimizer.named_parameters():
-            rule = p.update_rule
-            out[name] = {"fp32_param": None if rule.fp32_param is None else host_copy(rule.fp32_param),
-                         "state": None if rule.state is None else {k: host_copy(v) for k, v in rule.state.items()},
+        for name, rule in rules:
+            state = rule.state
+            out[name] = {"fp32_param": None if rule.fp32_param is None else self._whole(name, rule.fp32_param),
+                         "state": None if state is None else {k: self._whole(name, v) for k, v in sorted(state.items())},
                          "t": rule.t}
         return out
+
+    def _chosen_rules(self, names):
+        """(name, rule) of the parameters ``names`` (all, in order, for None); KeyError
+        naming an unknown one."""
+        self.check_set_up()
+        rules = [(name, p.update_rule) for name, p in self.actual_optimizer.named_parameters()]
+        if names is None:
+            return rules
+        known = dict(rules)
+        if isinstance(names, str):
+            raise TypeError("names must be a list of parameter names, got the string {!r}".format(names))
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise KeyError("no parameter named {!r}; the parameters are {}".format(missing[0], sorted(known)))
+        return [(n, known[n]) for n in names]
+
+    def _whole(self, name, array):
+        """Collective: a host copy of parameter ``name``'s whole ``array`` (here: this rank's)."""
+        return host_copy(array)
 
     # --- checkpoints: fast.serializers.save_npz / load_npz call the first two; the rest is
     # what fast.distributed.checkpoints asks of the optimizer ---
@@ -266,20 +302,22 @@ class MultiNodeOptimizer(object):
         """Collective: load a single-process npz (rank 0's file) on every rank."""
         checkpoints.load_npz(self, file, path=path, strict=strict)
 
-    def local_serialized(self):
-        """This rank's state as the single-process serializer writes it (key -> array)."""
+    def local_entries(self):
+        """This rank's state as the single-process serializer writes it: (key, value) in
+        order, the arrays as live views (nothing copied)."""
         self.check_set_up()
-        s = DictionarySerializer()
+        s = RecordingSerializer()
         self.actual_optimizer.serialize(s)
-        return s.target
+        return s.entries
 
-    def save_fingerprint(self, arrays):
+    def save_fingerprint(self, entries):
         """Replicated ranks must hold the same whole state."""
-        return [("the optimizer state to save", checkpoints.state_digest(arrays))]
+        return [("the optimizer state to save", checkpoints.entries_digest(entries))]
 
-    def whole_serialized(self, arrays):
-        """Collective: the single-process key -> array mapping on rank 0 (here: this rank's)."""
-        return arrays
+    def whole_entries(self, entries, root=None):
+        """Collective: the single-process (key, value) of ``entries``, one at a time, whole
+        on ``root`` (None: every rank; elsewhere a piece's value is None). Here: as they are."""
+        return iter(entries)
 
     def deserializer_for(self, path):
         """The deserializer class that loads this rank's state from a whole npz under
@@ -350,8 +388,9 @@ class ZeroOptimizer(MultiNodeOptimizer):
     def _exchange_and_step(self, grads):
         layout = self._layout
         layout.refresh_pieces()
+        means, factor = layout.reduce_to_pieces(grads, self._fold())
         try:
-            self._step_on(self.actual_optimizer.named_parameters(), layout.reduce_to_pieces(grads))
+            self._step_on(self.actual_optimizer.named_parameters(), means, factor)
         finally:
             # Also after a skipped step (nothing changed) and after a step that raised midway
             # as Chainer's does (eps too small: the pieces of the rules before the rejected
@@ -380,18 +419,9 @@ class ZeroOptimizer(MultiNodeOptimizer):
             actual.scaling.found_nonfinite()
 
     # --- whole arrays from pieces ---
-    def gather_state(self):
-        local = agreement.agree(self.communicator, lambda: self._local_state())
-        by_rank = self.communicator.allgather_obj(local)
-        layout, out = self._layout, {}
-        for i, (name, _) in enumerate(layout.named):
-            mine = local[name]
-            whole = lambda key: layout.assemble(i, [r[name][key] for r in by_rank])
-            state = None if mine["state"] is None else {
-                k: layout.assemble(i, [r[name]["state"][k] for r in by_rank]) for k in mine["state"]}
-            out[name] = {"fp32_param": None if mine["fp32_param"] is None else whole("fp32_param"),
-                         "state": state, "t": mine["t"]}
-        return out
+    def _whole(self, name, array):
+        """Collective: parameter ``name``'s whole array from every rank's piece ``array``."""
+        return self._layout.whole_from_pieces(self._layout.index_of[name], array)
 
     def _element_keys(self, prefix=""):
         """Serialized key -> parameter index, for the keys holding per-element arrays (state
@@ -405,20 +435,23 @@ class ZeroOptimizer(MultiNodeOptimizer):
                 keys[base + leaf] = i
         return keys
 
-    def save_fingerprint(self, arrays):
-        """The ranks hold different pieces but must agree on every other saved value."""
+    def save_fingerprint(self, entries):
+        """The ranks hold different pieces but must agree on the keys and on every other
+        saved value."""
         elements = self._element_keys()
-        scalars = {k: v for k, v in arrays.items() if k not in elements}
-        return [("the optimizer's counters and scalars to save", checkpoints.state_digest(scalars))]
+        scalars = [(k, v) for k, v in entries if k not in elements]
+        return [("the optimizer's keys, counters and scalars to save",
+                 checkpoints.entries_digest(scalars) + checkpoints.entries_digest([(k, 0) for k, _ in entries]))]
 
-    def whole_serialized(self, arrays):
-        """Collective: rank 0 receives every rank's pieces and assembles the whole arrays."""
-        by_rank = self.communicator.gather_obj(arrays, root=0)
-        if by_rank is None:
-            return None
+    def whole_entries(self, entries, root=None):
+        """Collective: the single-process (key, value) of ``entries``, one at a time: each
+        array of pieces gathered whole on ``root`` (None: on every rank; elsewhere its value
+        is None), so no rank holds more than one whole array at once."""
         elements = self._element_keys()
-        return {k: (self._layout.assemble(elements[k], [r[k] for r in by_rank]) if k in elements else v)
-                for k, v in arrays.items()}
+        for key, value in entries:
+            if key in elements:
+                value = self._layout.whole_from_pieces(elements[key], value, root)
+            yield key, value
 
     def deserializer_for(self, path):
         layout = self._layout
@@ -447,13 +480,10 @@ class ZeroOptimizer(MultiNodeOptimizer):
             checkpoints.load_opened(self, lambda: npz, "the snapshot", path=getattr(serializer, "path", ""),
                                     strict=getattr(serializer, "strict", True))
             return
-        arrays = agreement.agree(self.communicator, self.local_serialized,
-                                 fingerprint=lambda a: self.save_fingerprint(a))
-        by_rank = self.communicator.allgather_obj(arrays)
-        elements = self._element_keys()
-        for key, value in arrays.items():
-            serializer(key, self._layout.assemble(elements[key], [r[key] for r in by_rank])
-                       if key in elements else value)
+        entries = agreement.agree(self.communicator, self.local_entries, fingerprint=self.save_fingerprint)
+        for key, value in self.whole_entries(entries):
+            serializer(key, value)
+            del value  # before the next array is gathered
 
 
 def _check_wrappable(actual_optimizer, communicator, exchange_dtype):

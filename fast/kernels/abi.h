@@ -62,6 +62,13 @@ enum FastLaunchKind {
     LAUNCH_CHECK = 4,        // fast_check_kernel
 };
 
+// The dtypes of exchange.cpp's passes (fast.distributed's exchange buffers).
+enum FastDtype {
+    FAST_FLOAT16 = 0,  // float16
+    FAST_FLOAT32 = 1,  // float32
+    FAST_FLOAT64 = 2,  // float64
+};
+
 // The argument block of every kernel call, shared by the CPU and CUDA drivers. A group's
 // tensors are cut into chunks of at most fast.engine.CHUNK elements at set-up; every pass
 // walks the chunk table, so work is split the same way whatever the thread count.
@@ -79,8 +86,10 @@ struct FastStepArgs {
     void* state[FAST_MAX_STATE];   // flat state buffers
     const double* hparams;         // [n_tensors][FAST_N_HPARAMS]
     double unscale_divisor;        // loss scale rounded to the dividing dtype
+    double average_factor;         // 1/N: the mean over N ranks (fast.distributed)
     int32_t unscale;               // 1: divide the gradient by unscale_divisor
     int32_t unscale_first;         // 1 (fixed profile): unscale before the hooks
+    int32_t average;               // 1: the loaded gradient times average_factor, rounded to P
     int32_t hooks_read_master;     // 1 (fixed profile + master): hooks see the master
     int32_t n_hooks;
     const int32_t* hook_kind;      // [n_hooks] FastHookKind
@@ -92,9 +101,10 @@ struct FastStepArgs {
     uint8_t* tensor_nonfinite;     // check: per-tensor flag (out)
     void* const* grad_out;         // materialize: per-tensor output pointers
     int32_t out_param_dtype;       // materialize: 1 store in the param dtype, 0 in T
+    int32_t threads;               // CPU: the OpenMP threads of a pass (0: OpenMP's default)
 };
 // Each field at the offset ctypes gives it in fast.backends.abi.StepArgs:
-static_assert(sizeof(FastStepArgs) == 208, "FastStepArgs differs in size from its ctypes mirror");
+static_assert(sizeof(FastStepArgs) == 224, "FastStepArgs differs in size from its ctypes mirror");
 #define FAST_AT(field, offset) static_assert(__builtin_offsetof(FastStepArgs, field) == offset, "FastStepArgs::" #field " is not where its ctypes mirror has it")
 FAST_AT(n_tensors, 0);
 FAST_AT(n_chunks, 8);
@@ -109,18 +119,21 @@ FAST_AT(master, 72);
 FAST_AT(state, 80);
 FAST_AT(hparams, 104);
 FAST_AT(unscale_divisor, 112);
-FAST_AT(unscale, 120);
-FAST_AT(unscale_first, 124);
-FAST_AT(hooks_read_master, 128);
-FAST_AT(n_hooks, 132);
-FAST_AT(hook_kind, 136);
-FAST_AT(hook_a, 144);
-FAST_AT(hook_b, 152);
-FAST_AT(hook_noise, 160);
-FAST_AT(tensor_gsq, 168);
-FAST_AT(tensor_psq, 176);
-FAST_AT(tensor_nonfinite, 184);
-FAST_AT(grad_out, 192);
-FAST_AT(out_param_dtype, 200);
+FAST_AT(average_factor, 120);
+FAST_AT(unscale, 128);
+FAST_AT(unscale_first, 132);
+FAST_AT(average, 136);
+FAST_AT(hooks_read_master, 140);
+FAST_AT(n_hooks, 144);
+FAST_AT(hook_kind, 152);
+FAST_AT(hook_a, 160);
+FAST_AT(hook_b, 168);
+FAST_AT(hook_noise, 176);
+FAST_AT(tensor_gsq, 184);
+FAST_AT(tensor_psq, 192);
+FAST_AT(tensor_nonfinite, 200);
+FAST_AT(grad_out, 208);
+FAST_AT(out_param_dtype, 216);
+FAST_AT(threads, 220);
 #undef FAST_AT
 #endif  // FAST_ABI_H

@@ -91,7 +91,23 @@ template <class P, class T> inline void unscale_tile(T* x, int n, T divisor) {
     for (; j < n; ++j) x[j] = round_to<P>(x[j] / divisor);
 }
 
-// The gradient pipeline of element_pipeline.h (load, unscale, hooks, unscale),
+// x <- round_to<P>(x * factor) over a tile: the mean over ranks of fast.distributed, read
+// into the load (element_pipeline.h's load_gradient does the same per element). For fp16 the
+// rounding is F16C's round trip, NaN lanes keeping their bits, as in unscale_tile.
+template <class P, class T> inline void average_tile(T* x, int n, T factor) {
+    int j = 0;
+    if constexpr (std::is_same<P, fast_half>::value && std::is_same<T, float>::value) {
+        const __m256 f = _mm256_set1_ps(factor);
+        for (; j + 8 <= n; j += 8) {
+            const __m256 q = _mm256_mul_ps(_mm256_load_ps(x + j), f);
+            const __m256 r = _mm256_cvtph_ps(_mm256_cvtps_ph(q, _MM_FROUND_TO_NEAREST_INT));
+            _mm256_store_ps(x + j, _mm256_blendv_ps(r, q, _mm256_cmp_ps(q, q, _CMP_UNORD_Q)));
+        }
+    }
+    for (; j < n; ++j) x[j] = round_to<P>(x[j] * factor);
+}
+
+// The gradient pipeline of element_pipeline.h (load, average, unscale, hooks, unscale),
 // applied a tile at a time: each hook op runs as its own loop over the tile,
 // so the loops vectorise. The per-element arithmetic is apply_hook of
 // update_math.h, as on the device. pb receives the hook operand (parameter or
@@ -117,6 +133,7 @@ void gradient_tile(const FastStepArgs& a, int64_t t, int64_t i0, int n, typename
     typedef typename M::H H;
     const int64_t base = a.tensor_offset[t];
     tile_load((const P*)a.grad[t] + i0, gb, n);
+    if (a.average) average_tile<P>(gb, n, (T)a.average_factor);
     const T divisor = (T)a.unscale_divisor;
     if (a.unscale && a.unscale_first)
         for (int j = 0; j < n; ++j) gb[j] = round_to<H>(gb[j] / divisor);
@@ -147,6 +164,10 @@ void gradient_tile(const FastStepArgs& a, int64_t t, int64_t i0, int n, typename
 // Waking the OpenMP team costs microseconds on an idle machine and up to a
 // scheduler slice on a loaded one: small groups run on the calling thread.
 static const int64_t PARALLEL_MIN_ELEMENTS = 1 << 16;
+
+// The threads of a parallel pass: the count the caller gives (fast.backends.cpu sets it from
+// fast.set_cpu_threads, or a rank's share of its node's cores), else OpenMP's default.
+inline int pass_threads(const FastStepArgs& a) { return a.threads > 0 ? a.threads : omp_get_max_threads(); }
 
 inline bool worth_parallel(const FastStepArgs& a) {
     int64_t total = 0;
@@ -264,6 +285,7 @@ int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_
     for (int k = 0; k < FAST_N_HPARAMS; ++k) hp[k] = _mm256_set1_ps(hp_in[k]);
     const V divisor = _mm256_set1_ps((float)a.unscale_divisor);
     const V inverse = _mm256_set1_ps(1.0f / (float)a.unscale_divisor);
+    const V average = _mm256_set1_ps((float)a.average_factor);
     const int64_t base = a.tensor_offset[t];
     const fast_half* grad = (const fast_half*)a.grad[t];
     fast_half* param = (fast_half*)a.param + base;
@@ -272,6 +294,7 @@ int64_t update_f16_lanes(const FastStepArgs& a, int64_t t, int64_t begin, int64_
     if (grad_overlaps_written<Rule>(grad, param, st, begin, end)) return begin;
     auto step = [&](int64_t i) __attribute__((always_inline)) {
         V g = load_f16_lanes(grad + i);
+        if (a.average) g = round_to<fast_half>(g * average);
         if (UNSCALE) g = round_to<fast_half>(by_inverse ? g * inverse : g / divisor);
         HalfLanes s;
         for (int k = 0; k < Rule::n_state; ++k) s.load(k, st[k] + i);
@@ -340,11 +363,11 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
     float* master = M::MASTER ? a.master + base : nullptr;
     S* st[FAST_MAX_STATE];
     for (int k = 0; k < Rule::n_state; ++k) st[k] = (S*)a.state[k] + base;
-    // A gradient already in T with nothing to apply is read where it is (no copy into
-    // a tile: 4% faster at 16M fp32 AdamW, 35% at 1M), unless it shares memory with an
-    // array the loop writes (the loop's pointers are __restrict).
+    // A gradient already in T with nothing to apply (no hook, no average) is read where it
+    // is (no copy into a tile: 4% faster at 16M fp32 AdamW, 35% at 1M), unless it shares
+    // memory with an array the loop writes (the loop's pointers are __restrict).
     // Unscaling it (P is T: no rounding beyond the division's) happens in the update loop.
-    bool g_direct = std::is_same<P, T>::value && !HOOKS;  // so no master either
+    bool g_direct = std::is_same<P, T>::value && !HOOKS && !a.average;  // so no master either
     if (g_direct) g_direct = !grad_overlaps_written<Rule>(grad, param, st, begin, end);
     // With a master, the fp16 gradient's unscaled value is not rounded again: the update loop
     // divides the converted tile as it reads it, as it divides a gradient read in place.
@@ -363,6 +386,7 @@ void update_span(const FastStepArgs& a, int64_t t, int64_t begin, int64_t end, c
                 gradient_tile<M>(a, t, i0, n, gb, pb);  // pb (hook operand) is reloaded below if needed
             } else {
                 tile_load(grad + i0, gb, n);
+                if (a.average) average_tile<P>(gb, n, (T)a.average_factor);
                 if (UNSCALE && !M::MASTER) unscale_tile<P>(gb, n, divisor);
             }
             gp = gb;
@@ -407,7 +431,7 @@ void update_group(const FastStepArgs& a) {
             f16_by_inverse = has_exact_inverse(d) || (total >= F16_INVERSE_MIN_ELEMENTS && f16_quotient_by_inverse(d));
         }
     }
-#pragma omp parallel if (worth_parallel(a))
+#pragma omp parallel if (worth_parallel(a)) num_threads(pass_threads(a))
     {
         int64_t first, last;
         element_block(a, &first, &last);
@@ -495,7 +519,7 @@ void reduce_group(const FastStepArgs& a) {
     std::vector<double> gsq(a.n_chunks, 0.0), psq(a.n_chunks, 0.0);
     const bool check = a.tensor_nonfinite != nullptr;
     std::vector<uint8_t> bad(check ? a.n_chunks : 0, 0);
-#pragma omp parallel if (worth_parallel(a))
+#pragma omp parallel if (worth_parallel(a)) num_threads(pass_threads(a))
     {
         int64_t first, last;
         element_block(a, &first, &last);
@@ -553,7 +577,7 @@ template <class M>
 void check_group(const FastStepArgs& a) {
     typedef typename M::P P;
     std::vector<uint8_t> bad(a.n_chunks, 0);
-#pragma omp parallel if (worth_parallel(a))
+#pragma omp parallel if (worth_parallel(a)) num_threads(pass_threads(a))
     {
         int64_t first, last;
         element_block(a, &first, &last);
@@ -570,7 +594,7 @@ template <class M>
 void materialize_group(const FastStepArgs& a) {
     typedef typename M::T T;
     typedef typename M::P P;
-#pragma omp parallel if (worth_parallel(a))
+#pragma omp parallel if (worth_parallel(a)) num_threads(pass_threads(a))
     {
         int64_t first, last;
         element_block(a, &first, &last);

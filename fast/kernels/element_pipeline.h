@@ -1,8 +1,8 @@
 // The dtype modes (both drivers) and what happens to one gradient element
-// before the update, in the order of the profile: load, unscale (fixed),
-// hooks, unscale (chainer). The CUDA driver runs it per element; the CPU
-// driver runs the same steps per tile (gradient_tile in cpu_driver.cpp).
-// Both use apply_hook and round_to of update_math.h.
+// before the update, in the order of the profile: load, average (the mean over
+// ranks), unscale (fixed), hooks, unscale (chainer). The CUDA driver runs it
+// per element; the CPU driver runs the same steps per tile (gradient_tile in
+// cpu_driver.cpp). Both use apply_hook and round_to of update_math.h.
 #ifndef FAST_ELEMENT_PIPELINE_H
 #define FAST_ELEMENT_PIPELINE_H
 #include "abi.h"
@@ -33,13 +33,15 @@ FAST_FN typename M::T hook_operand(const FastStepArgs& a, int64_t off) {
     return (T)fast_load(((const typename M::P*)a.param)[off]);
 }
 
-// The gradient as the update sees it: loaded, hooked and unscaled, in the
-// order of the profile.
+// The gradient as the update sees it: loaded, averaged (fast.distributed's mean of a sum
+// over ranks, rounded to the gradient's dtype), hooked and unscaled, in the order of the
+// profile.
 template <class M>
 FAST_FN typename M::T load_gradient(const FastStepArgs& a, int64_t t, int64_t i, int64_t off) {
     typedef typename M::T T;
     typedef typename M::P P;
     T g = (T)fast_load(((const P*)a.grad[t])[i]);
+    if (a.average) g = round_to<P>(g * (T)a.average_factor);
     const T divisor = (T)a.unscale_divisor;
     if (a.unscale && a.unscale_first) g = round_to<typename M::H>(g / divisor);
     if (a.n_hooks) {

@@ -14,6 +14,7 @@ Gradients are quantized (small integers times 2**-10) so that every sum over ran
 in every exchange dtype, whatever order the transport adds in: the single-process
 optimizer's input, the mean, can then be written down exactly (see `expected_mean`).
 """
+import hashlib
 import json
 import os
 import sys
@@ -36,9 +37,9 @@ def quantized(rng, shape, dtype, limit=64):
     return np.asarray(rng.integers(-limit, limit + 1, size=shape) * 2.0 ** -10, dtype=dtype)
 
 
-def make_params(dtype, seed):
+def make_params(dtype, seed, shapes=None):
     rng = np.random.default_rng(seed)
-    return {k: fast.Parameter(quantized(rng, s, dtype, 512), name=k) for k, s in SHAPES.items()}
+    return {k: fast.Parameter(quantized(rng, s, dtype, 512), name=k) for k, s in (shapes or SHAPES).items()}
 
 
 def host(array):
@@ -132,6 +133,7 @@ def run_against_single_process(comm, config, steps, identical, poison=None):
     equal_after_each_step = []
     worst_relative = 0.0
     events = []
+    own_gradients_back = []
     for step in range(steps):
         scale = opt.loss_scale
         mine = rank_gradients(config, step, comm.rank, comm.size, identical)
@@ -147,10 +149,12 @@ def run_against_single_process(comm, config, steps, identical, poison=None):
             for k, p in ref_params.items():
                 p.grad = expected_mean([np.asarray(g[k] * (1.0 if scale is None else scale), dtype)
                                         for g in all_ranks], dtype, config.get("exchange"))
+        fed = {k: p.grad for k, p in params.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             opt.update()
             ref.update()
+        own_gradients_back.append(all(params[k].grad is g for k, g in fed.items()))
         mine_state, ref_state = state_of(opt, params), state_of(ref, ref_params)
         equal_after_each_step.append(bitwise_equal(mine_state, ref_state))
         worst_relative = max([worst_relative] + [float(np.max(np.abs(mine_state[k] - ref_state[k]) / np.maximum(
@@ -158,8 +162,27 @@ def run_against_single_process(comm, config, steps, identical, poison=None):
         events.append([opt.t, opt.loss_scale, [params[k].update_rule.t for k in sorted(params)]])
     return {"bitwise_equal_to_single_process": equal_after_each_step, "events": events,
             "worst_relative_parameter_difference": worst_relative,
-            "state": state_digest(opt, params),
-            "grad_mean_bytes": digest(*[params[k].grad for k in sorted(params)])}
+            "state": state_digest(opt, params), "own_gradients_back": own_gradients_back,
+            "hook_saw": recorded(opt), "hook_saw_in_one_process": recorded(ref)}
+
+
+class GradientRecorder(object):
+    """A custom optimizer hook (run as Chainer runs one, on ``p.grad`` itself): records a
+    digest of the gradients it sees, which in a multi-node step must be the mean."""
+
+    name = "gradient_recorder"
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, optimizer):
+        self.seen.append(digest(*[p.grad for _, p in sorted(optimizer.named_parameters())]))
+
+
+def recorded(opt):
+    """What the GradientRecorder hooks of ``opt`` saw (a list per hook)."""
+    inner = getattr(opt, "actual_optimizer", opt)
+    return [h.seen for _, _, h in inner.named_hooks() if isinstance(h, GradientRecorder)]
 
 
 CONFIGS = {
@@ -175,17 +198,25 @@ CONFIGS = {
     "fp16-no-master": {"optimizer": "MomentumSGD", "dtype": np.float16, "kwargs": {"lr": 0.05}},
     "fp64-lars": {"optimizer": "MomentumSGD", "dtype": np.float64,
                   "hooks": [lambda: fast.optimizer_hooks.GradientLARS(threshold=1e-3)]},
+    # replicated only (ZeRO refuses custom hooks): the hook sees p.grad during the step
+    "fp32-custom-hook": {"optimizer": "Adam", "dtype": np.float32, "kwargs": {"alpha": 0.01},
+                         "hooks": [GradientRecorder], "replicated_only": True},
 }
+
+
+def configs():
+    """The configurations this run's mode takes."""
+    return {name: c for name, c in CONFIGS.items() if not (ZERO and c.get("replicated_only"))}
 
 
 def scenario_identical(comm):
     """N ranks fed the same gradients equal one process fed them, bitwise."""
-    return {name: run_against_single_process(comm, c, 4, identical=True) for name, c in CONFIGS.items()}
+    return {name: run_against_single_process(comm, c, 4, identical=True) for name, c in configs().items()}
 
 
 def scenario_mean(comm):
     """N ranks fed different gradients equal one process fed their mean, bitwise."""
-    return {name: run_against_single_process(comm, c, 4, identical=False) for name, c in CONFIGS.items()}
+    return {name: run_against_single_process(comm, c, 4, identical=False) for name, c in configs().items()}
 
 
 def scenario_nan_skip(comm):
@@ -277,17 +308,25 @@ def scenario_bad_input(comm):
     out["failing_lossfun"] = {"error": caught(lambda: opt.update(failing_lossfun)),
                               "unchanged": state_digest(opt, params) == before}
 
-    # None counts as zeros, as in one process: the mean then includes the zeros.
-    feed(params, rank_gradients(None, 11, comm.rank, comm.size, False), None, np.float32)
+    # None counts as zeros, as in one process: the mean then includes the zeros, and the
+    # rank's p.grad is None again after the step.
+    mine, mine_params = build(config, comm, seed=0)
+    ref, ref_params = build(config, seed=0)
+    feed(mine_params, rank_gradients(None, 11, comm.rank, comm.size, False), None, np.float32)
     if comm.rank == last:
-        params["b"].grad = None
-    opt.update()
-    zeros_mean = [rank_gradients(None, 11, r, comm.size, False)["b"].astype(np.float32) for r in range(comm.size)]
-    zeros_mean[last] = np.zeros(7, np.float32)
-    # (ZeRO leaves p.grad as the rank's own gradient; both modes pack None as zeros with the
-    # same code, fast.distributed.exchange.FlatBucket.pack.)
-    out["none_counts_as_zeros"] = {"grad_is_mean_with_zeros": ZERO or bool(
-        params["b"].grad.tobytes() == expected_mean(zeros_mean, np.float32, None).tobytes())}
+        mine_params["b"].grad = None
+    all_ranks = [rank_gradients(None, 11, r, comm.size, False) for r in range(comm.size)]
+    for k, p in ref_params.items():
+        grads = [np.asarray(g[k], np.float32) for g in all_ranks]
+        if k == "b":
+            grads[last] = np.zeros(7, np.float32)
+        p.grad = expected_mean(grads, np.float32, None)
+    mine.update()
+    ref.update()
+    out["none_counts_as_zeros"] = {
+        "equal_to_one_process_fed_the_mean_with_zeros": bitwise_equal(state_of(mine, mine_params),
+                                                                      state_of(ref, ref_params)),
+        "none_again_after_the_step": comm.rank != last or mine_params["b"].grad is None}
 
     # Setups that differ across ranks.
     shapes = dict(SHAPES)
@@ -329,28 +368,117 @@ ELEMENTWISE = {  # no hook that reduces: ZeRO and replicated must give the same 
 }
 
 
-def scenario_zero(comm):
+#: scalars between the other parameters: on some rank a rule group's pieces are not in a row
+#: of its block, so its engine keeps them apart (copied in and out around each step)
+SCALARS_BETWEEN = {"w": (3, 5), "s": (), "b": (7,), "s2": (), "c": (4,)}
+
+
+def pieces_at_home(opt, params):
+    """Per parameter: whether this rank's piece lives in the parameter's own memory (the
+    engine updates it where ``p.data`` is), or is empty."""
+    return {name: piece.data.size == 0 or bool(np.shares_memory(piece.data, params[name.lstrip("/")].data))
+            for name, piece in opt.actual_optimizer.named_parameters()}
+
+
+def zero_against_replicated(comm, config, shapes=None):
+    """(state, master + state bytes, pieces at home) of a replicated and a ZeRO run on the same
+    unquantized gradients (4 steps)."""
+    runs = []
+    for zero in (False, True):
+        params = make_params(config["dtype"], comm.rank, shapes)
+        actual = getattr(fast.optimizers, config["optimizer"])(profile=config.get("profile", "chainer"),
+                                                               **config.get("kwargs", {}))
+        opt = configure(fd.create_multi_node_optimizer(actual, comm, zero=zero,
+                                                       allreduce_grad_dtype=config.get("exchange"))
+                        .setup(params), config)
+        for step in range(4):
+            rng = np.random.default_rng([step, comm.rank])
+            for k, p in params.items():
+                p.grad = np.asarray(rng.standard_normal(p.shape) * (opt.loss_scale or 1.0), config["dtype"])
+            opt.update()
+        runs.append((state_of(opt, params), opt.state_nbytes(), pieces_at_home(opt, params) if zero else None))
+    return runs
+
+
+class DigestSerializer(fast.serializers.Serializer):
+    """A saving serializer that keeps nothing: it digests what it is given."""
+
+    def __init__(self, entries=None, path=""):
+        self.entries, self.path = ([] if entries is None else entries), path
+
+    def __getitem__(self, key):
+        return DigestSerializer(self.entries, self.path + key.strip("/") + "/")
+
+    def __call__(self, key, value):
+        h = hashlib.blake2b(digest_size=12)
+        h.update(memoryview(np.ascontiguousarray(value)).cast("B"))
+        self.entries.append((self.path + key, h.hexdigest()))
+        return value
+
+
+MEMORY_SHAPES = {"big": (300_000,), "mid": (60_000,), "small": (999,), "s": ()}
+
+
+def gather_one_by_one(opt, names):
+    """gather_state a parameter at a time, dropping each result."""
+    for name in names:
+        opt.gather_state([name])
+
+
+def save_memory(comm, outdir):
+    """Peak memory (tracemalloc: NumPy's buffers and Python's objects) a rank allocates while
+    saving (save_npz), serializing into a serializer that keeps nothing, and gathering the
+    state one parameter at a time, under ZeRO, fp16 + fp32 masters, AdamW: against the
+    largest whole array (a float32 master or state of the largest parameter) and the rank's
+    shard (its master and state bytes)."""
+    import tracemalloc
+    config = {"optimizer": "AdamW", "dtype": np.float16, "master": True, "profile": "fixed",
+              "kwargs": {"alpha": 0.01}}
+    params = make_params(np.float16, 0, MEMORY_SHAPES)
+    actual = fast.optimizers.AdamW(alpha=0.01, profile="fixed")
+    opt = configure(fd.create_multi_node_optimizer(actual, comm, zero=True).setup(params), config)
+    for step in range(2):
+        feed(params, {k: np.full(s, 0.5 + step) for k, s in MEMORY_SHAPES.items()}, None, np.float16)
+        opt.update()
+    names = ["/" + k for k in MEMORY_SHAPES]
+    path = os.path.join(outdir, "memory.npz")
+    peaks = {}
+    tracemalloc.start()
+    try:
+        for what, action in (("save_npz", lambda: fast.serializers.save_npz(path, opt)),
+                             ("serialize", lambda: opt.serialize(DigestSerializer())),
+                             ("gather_state_by_parameter", lambda: gather_one_by_one(opt, names))):
+            comm.mpi_comm.Barrier()
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            action()
+            peaks[what] = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    with np.load(path) as saved:
+        whole = {k: saved[k].copy() for k in saved.files}
+    gathered = opt.gather_state()
+    matches = all(whole["{}/{}".format(n.lstrip("/"), k)].tobytes() == v.tobytes()
+                  for n in names for k, v in gathered[n]["state"].items())
+    largest = int(np.prod(MEMORY_SHAPES["big"])) * 4
+    return {"peaks": peaks, "largest_array_bytes": largest, "largest_parameter_bytes": 3 * largest,
+            "shard_bytes": opt.state_nbytes(), "file_matches_gathered_state": matches}
+
+
+def scenario_zero(comm, outdir):
     """ZeRO against replicated on the same rank, fed the same unquantized gradients (sums
-    that round): bitwise equal for elementwise rules; per-rank master and state bytes; hooks
-    that would see a shard as the whole refused everywhere."""
+    that round): bitwise equal for elementwise rules; pieces updated where the parameters
+    live; per-rank master and state bytes; memory while saving; hooks that would see a shard
+    as the whole refused everywhere."""
     out = {}
     for name, config in ELEMENTWISE.items():
-        runs = []
-        for zero in (False, True):
-            params = make_params(config["dtype"], comm.rank)
-            actual = getattr(fast.optimizers, config["optimizer"])(profile=config.get("profile", "chainer"),
-                                                                   **config.get("kwargs", {}))
-            opt = configure(fd.create_multi_node_optimizer(actual, comm, zero=zero,
-                                                           allreduce_grad_dtype=config.get("exchange"))
-                            .setup(params), config)
-            for step in range(4):
-                rng = np.random.default_rng([step, comm.rank])
-                for k, p in params.items():
-                    p.grad = np.asarray(rng.standard_normal(SHAPES[k]) * (opt.loss_scale or 1.0), config["dtype"])
-                opt.update()
-            runs.append((state_of(opt, params), opt.state_nbytes()))
+        runs = zero_against_replicated(comm, config)
         out[name] = {"zero_equals_replicated": bitwise_equal(runs[0][0], runs[1][0]),
-                     "state_nbytes": [runs[0][1], runs[1][1]]}
+                     "state_nbytes": [runs[0][1], runs[1][1]], "pieces_at_home": runs[1][2]}
+    runs = zero_against_replicated(comm, ELEMENTWISE["fp16-master-amsgrad-fixed"], SCALARS_BETWEEN)
+    out["scalars_between"] = {"zero_equals_replicated": bitwise_equal(runs[0][0], runs[1][0]),
+                              "pieces_at_home": runs[1][2]}
+    out["save_memory"] = save_memory(comm, outdir)
     params = make_params(np.float32, comm.rank)
     opt = fd.create_multi_node_optimizer(fast.optimizers.Adam(), comm, zero=True).setup(params)
     feed(params, rank_gradients(None, 1, comm.rank, comm.size, False), None, np.float32)
@@ -384,6 +512,9 @@ def scenario_checkpoint(comm, outdir):
     unchanged = state_digest(opt, params) == before
     fast.serializers.load_npz(path, opt)
     reloaded_unchanged = state_digest(opt, params) == before
+    # rank 0 cannot write: every rank still takes its part in gathering every array (ZeRO),
+    # then raises rank 0's error
+    unwritable = caught(lambda: fast.serializers.save_npz(os.path.join(outdir, "no-such-dir", "x.npz"), opt))
     # A replica that drifted (replicated: one element of one rank's state; ZeRO, where each
     # element lives on one rank: one rank's rule.t): save refuses on every rank and leaves
     # the last good file in place.
@@ -397,7 +528,7 @@ def scenario_checkpoint(comm, outdir):
         kept = f.read() == saved
     return {"exists_after_save": exists_after_save, "corrupt_error": error, "missing_error": missing,
             "unchanged_after_bad_loads": unchanged, "reloaded_unchanged": reloaded_unchanged,
-            "state": before, "diverged_save_error": diverged, "file_kept": kept}
+            "state": before, "diverged_save_error": diverged, "file_kept": kept, "unwritable_error": unwritable}
 
 
 RESUME = {"optimizer": "Adam", "dtype": np.float16, "master": True, "loss_scaling": True,
@@ -459,7 +590,7 @@ def main(argv):
                 results[name] = run(comm)
             results["checkpoint"] = scenario_checkpoint(comm, outdir)
             if ZERO:
-                results["zero"] = scenario_zero(comm)
+                results["zero"] = scenario_zero(comm, outdir)
         elif scenario == "resume-save":
             results["resume"] = scenario_resume_save(comm, outdir, argv[3])
         elif scenario == "resume-load":

@@ -10,7 +10,7 @@ import pytest
 
 import fast
 import fast.distributed as fd
-from fast.distributed.exchange import scale_by_reciprocal
+from fast.distributed.exchange import MeanPlan
 
 
 class OneRank(object):
@@ -40,6 +40,12 @@ class OneRank(object):
 
     def bcast_obj(self, obj, root=0):
         return obj
+
+    def gather_pieces(self, piece, counts, root=0):
+        return np.array(piece).reshape(-1)
+
+    def allgather_pieces(self, piece, counts):
+        return np.array(piece).reshape(-1)
 
 
 def params(dtype=np.float16, seed=0):
@@ -238,14 +244,24 @@ def test_zero_on_one_rank_holds_the_whole_state_and_saves_the_single_process_fil
         opt.serialize(NotAnArchive())
 
 
-def test_the_mean_is_the_sum_times_the_rounded_reciprocal():
-    """ChainerMN's y = x * (1.0 / N): the product in float64, rounded once to the buffer's
-    dtype; for a power of two the same bits come from multiplying in the dtype itself."""
-    x = np.random.default_rng(2).standard_normal(100_000).astype(np.float32)
-    for n in (2, 3, 4, 5, 7):
-        got = x.copy()
-        scale_by_reciprocal(got, n)
-        assert got.tobytes() == (x.astype(np.float64) * (1.0 / n)).astype(np.float32).tobytes(), n
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6, 8])
+@pytest.mark.parametrize("exchange", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("grad", ["float16", "float32", "float64"])
+def test_where_the_mean_is_formed(n, exchange, grad):
+    """One rank with E at least as wide as D: nothing to do. E = D with N a power of two
+    (any N in float64): folded into the step's load. Otherwise a compiled pass, whose bits
+    are ChainerMN's formula (tests/fast/test_fast_exchange_passes.py proves them)."""
+    plan = MeanPlan(n, exchange, grad)
+    e, d = np.dtype(exchange), np.dtype(grad)
+    assert plan.skip == (n == 1 and e.itemsize >= d.itemsize)
+    assert plan.foldable == (e == d and (n & (n - 1) == 0 or e == np.float64))
+    assert plan.factor == 1.0 / n
+    sums = (np.random.default_rng(n).standard_normal(1001) * 100).astype(e)
+    out = np.empty(sums.size, d)
+    plan.form(sums, out)
+    with np.errstate(over="ignore"):
+        want = (sums.astype(np.float64) * (1.0 / n)).astype(e).astype(d)
+    assert out.tobytes() == want.tobytes()
 
 
 def test_an_error_is_rebuilt_as_its_nearest_agreed_type():

@@ -272,16 +272,16 @@ def test_failed_rename_keeps_the_last_good_checkpoint(good_checkpoint, monkeypat
 
 def test_failed_write_keeps_the_last_good_checkpoint(good_checkpoint, monkeypatch):
     opt, _, path, good_bytes = good_checkpoint
-    real_write_array = np.lib.format.write_array
+    real_add = fast.serializers.NpzWriter.add
     calls = []
 
     def fail_on_third_array(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise OSError("simulated disk full")
-        return real_write_array(*args, **kwargs)
+        return real_add(*args, **kwargs)
 
-    monkeypatch.setattr(np.lib.format, "write_array", fail_on_third_array)
+    monkeypatch.setattr(fast.serializers.NpzWriter, "add", fail_on_third_array)
     with pytest.raises(OSError):
         fast.serializers.save_npz(str(path), opt)
     monkeypatch.undo()
