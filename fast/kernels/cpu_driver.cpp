@@ -74,37 +74,32 @@ template <class A, class B> inline void tile_store(const A* src, B* dst, int n) 
     }
 }
 
-// x <- round_to<P>(x / divisor) over a tile. For fp16 the rounding is F16C's
-// round trip (round to nearest even, 2 instructions for 8 lanes); NaN lanes
-// keep their bits, as round_to does. Equal to round_to<fast_half> for all 2^32
-// float inputs (checked exhaustively).
-template <class P, class T> inline void unscale_tile(T* x, int n, T divisor) {
+// x <- round_to<P>(x / s) (DIVIDE: the loss scale's unscaling) or round_to<P>(x * s) (the
+// mean over ranks of fast.distributed, read into the load as element_pipeline.h's
+// load_gradient does per element) over a tile. For fp16 the rounding is F16C's round trip
+// (round to nearest even, 2 instructions for 8 lanes); NaN lanes keep their bits, as
+// round_to does. Equal to round_to<fast_half> for all 2^32 float inputs (checked
+// exhaustively).
+template <bool DIVIDE, class P, class T> inline void round_tile(T* x, int n, T s) {
     int j = 0;
     if constexpr (std::is_same<P, fast_half>::value && std::is_same<T, float>::value) {
-        const __m256 d = _mm256_set1_ps(divisor);
+        const __m256 v = _mm256_set1_ps(s);
         for (; j + 8 <= n; j += 8) {
-            const __m256 q = _mm256_div_ps(_mm256_load_ps(x + j), d);
+            const __m256 a = _mm256_load_ps(x + j);
+            const __m256 q = DIVIDE ? _mm256_div_ps(a, v) : _mm256_mul_ps(a, v);
             const __m256 r = _mm256_cvtph_ps(_mm256_cvtps_ph(q, _MM_FROUND_TO_NEAREST_INT));
             _mm256_store_ps(x + j, _mm256_blendv_ps(r, q, _mm256_cmp_ps(q, q, _CMP_UNORD_Q)));
         }
     }
-    for (; j < n; ++j) x[j] = round_to<P>(x[j] / divisor);
+    for (; j < n; ++j) x[j] = round_to<P>(DIVIDE ? x[j] / s : x[j] * s);
 }
 
-// x <- round_to<P>(x * factor) over a tile: the mean over ranks of fast.distributed, read
-// into the load (element_pipeline.h's load_gradient does the same per element). For fp16 the
-// rounding is F16C's round trip, NaN lanes keeping their bits, as in unscale_tile.
+template <class P, class T> inline void unscale_tile(T* x, int n, T divisor) {
+    round_tile<true, P>(x, n, divisor);
+}
+
 template <class P, class T> inline void average_tile(T* x, int n, T factor) {
-    int j = 0;
-    if constexpr (std::is_same<P, fast_half>::value && std::is_same<T, float>::value) {
-        const __m256 f = _mm256_set1_ps(factor);
-        for (; j + 8 <= n; j += 8) {
-            const __m256 q = _mm256_mul_ps(_mm256_load_ps(x + j), f);
-            const __m256 r = _mm256_cvtph_ps(_mm256_cvtps_ph(q, _MM_FROUND_TO_NEAREST_INT));
-            _mm256_store_ps(x + j, _mm256_blendv_ps(r, q, _mm256_cmp_ps(q, q, _CMP_UNORD_Q)));
-        }
-    }
-    for (; j < n; ++j) x[j] = round_to<P>(x[j] * factor);
+    round_tile<false, P>(x, n, factor);
 }
 
 // The gradient pipeline of element_pipeline.h (load, average, unscale, hooks, unscale),
