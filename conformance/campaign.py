@@ -85,17 +85,18 @@ class _Stopped(BaseException):
 
 def campaign(impl, profile: str, xp, examples: int | None = None, modes=None,
              per_rule_hooks=True, checkpoints=True, stop=None, progress=None,
-             deadline=None, profiles=generators.PROFILES) -> CampaignStats:
+             deadline=None, profiles=generators.PROFILES,
+             optimizers=generators.OPTIMIZERS) -> CampaignStats:
     """Run the campaign in this process; stats.failure holds the (shrunk) failing case and
     divergence. `stop` (an Event): set by this run at its first failure, and when another
     job set it this run ends. `progress`: a label; with one, a line goes to stderr every
     PROGRESS_EVERY examples. `deadline` (a time.time() value): no example starts after it
-    (stats.out_of_time tells)."""
+    (stats.out_of_time tells). `optimizers`: the optimizers the cases draw from."""
     stats = CampaignStats()
     settings = settings_for(profile, examples)
     strategy = generators.cases(modes=tuple(modes or generators.DTYPE_MODES),
                                 per_rule_hooks=per_rule_hooks, checkpoints=checkpoints,
-                                profiles=tuple(profiles))
+                                profiles=tuple(profiles), optimizers=tuple(optimizers))
 
     @settings
     @given(strategy)
@@ -156,19 +157,20 @@ def job_grids(modes, profiles, jobs: int) -> list:
 
 
 def run_jobs(target: Target, profile: str, examples: int, jobs: int, modes=None,
-             per_rule_hooks=True, checkpoints=True, deadline=None) -> CampaignStats:
+             per_rule_hooks=True, checkpoints=True, deadline=None,
+             optimizers=generators.OPTIMIZERS) -> CampaignStats:
     """The campaign split over `jobs` worker processes, merged (one job: in this process)."""
     modes = tuple(modes or generators.DTYPE_MODES)
     if jobs == 1:
         impl, xp = target.load()
         return campaign(impl, profile, xp, examples, modes, per_rule_hooks, checkpoints,
-                        progress="job 1/1", deadline=deadline)
+                        progress="job 1/1", deadline=deadline, optimizers=optimizers)
     target.load()  # a usage error is reported here, once, not by every job
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     grids = job_grids(modes, generators.PROFILES, jobs)
     tasks = [(target, profile, n, grids[k][0], per_rule_hooks, checkpoints, f"job {k + 1}/{jobs}",
-              deadline, grids[k][1]) for k, n in enumerate(shares(examples, jobs))]
+              deadline, grids[k][1], optimizers) for k, n in enumerate(shares(examples, jobs))]
     stats = CampaignStats()
     with context.Pool(jobs, initializer=_start_job, initargs=(stop,)) as pool:
         for job_stats in pool.imap(_run_job, tasks):
@@ -184,10 +186,12 @@ def _start_job(stop) -> None:
 
 
 def _run_job(task) -> CampaignStats:
-    target, profile, examples, modes, per_rule_hooks, checkpoints, label, deadline, profiles = task
+    (target, profile, examples, modes, per_rule_hooks, checkpoints, label, deadline, profiles,
+     optimizers) = task
     impl, xp = target.load()
     return campaign(impl, profile, xp, examples, modes, per_rule_hooks, checkpoints,
-                    stop=_job["stop"], progress=label, deadline=deadline, profiles=profiles)
+                    stop=_job["stop"], progress=label, deadline=deadline, profiles=profiles,
+                    optimizers=optimizers)
 
 
 def run_campaign(args) -> int:
@@ -202,12 +206,13 @@ def run_campaign(args) -> int:
     if unknown:
         raise UsageError(f"--modes: unknown dtype modes {unknown}; expected some of "
                          f"{list(generators.DTYPE_MODES)}")
+    optimizers = args.optimizers or generators.OPTIMIZERS
     commit = _commit()
     started = time.monotonic()
     deadline = None if args.seconds is None else time.time() + args.seconds
     stats = run_jobs(Target(args.impl, args.device), args.profile, settings.max_examples,
                      args.jobs, modes, not args.no_per_rule_hooks, not args.no_checkpoints,
-                     deadline)
+                     deadline, optimizers)
     elapsed = time.monotonic() - started
     print(f"hypothesis profile {args.profile}: {stats.examples} examples in {elapsed:.0f}s "
           f"({args.jobs} job{'s' if args.jobs > 1 else ''}), worst normalized error "
@@ -220,7 +225,7 @@ def run_campaign(args) -> int:
         print(f"  {divergence.describe()}\n  reproduce: {reproduce}")
     if args.write:
         record = campaign_record(args, settings, modes, stats, elapsed, reproduce, commit)
-        stem = os.path.join("reports", f"deep-{args.profile}-{args.impl}")
+        stem = os.path.join("reports", report_stem(args.profile, args.impl, args.optimizers))
         os.makedirs("reports", exist_ok=True)
         with open(stem + ".json", "w") as f:
             json.dump(record, f, indent=1)
@@ -228,6 +233,13 @@ def run_campaign(args) -> int:
         with open(stem + ".md", "w") as f:
             f.write(campaign_markdown(record))
     return 1 if stats.failure else 0
+
+
+def report_stem(profile: str, impl: str, optimizers=None) -> str:
+    """The name `--write` gives a campaign's report: deep-<profile>-<impl>, followed by the
+    optimizers when `--optimizers` chose some, so that a run over a few optimizers never
+    replaces the record of a run over all of them."""
+    return "-".join((f"deep-{profile}-{impl}",) + tuple(optimizers or ()))
 
 
 def campaign_record(args, settings, modes, stats: CampaignStats, elapsed: float,
@@ -245,6 +257,7 @@ def campaign_record(args, settings, modes, stats: CampaignStats, elapsed: float,
                        "seed": "unseeded: each job draws its own random seed"},
         "jobs": args.jobs, "usable_cores": len(os.sched_getaffinity(0)),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "optimizers": list(args.optimizers or generators.OPTIMIZERS),
         "modes": list(modes), "per_rule_hooks": not args.no_per_rule_hooks,
         "checkpoints": not args.no_checkpoints,
         "examples": stats.examples, "seconds_limit": args.seconds,
@@ -286,8 +299,8 @@ def campaign_markdown(record: dict) -> str:
         + " |",
         f"| profiles | " + ", ".join(f"{p} {n:,}" for p, n in record["examples_by_profile"].items())
         + " |",
-        f"| optimizers | {len(record['examples_by_optimizer'])} (fewest examples: "
-        f"{min(record['examples_by_optimizer'].values(), default=0):,}) |",
+        f"| optimizers | " + ", ".join(f"{o} {n:,}" for o, n in record["examples_by_optimizer"].items())
+        + f" ({len(record['examples_by_optimizer'])} of the {len(record['optimizers'])} asked for) |",
         f"| per-rule hooks, checkpoints | {record['per_rule_hooks']}, {record['checkpoints']} |",
         f"| wall time | {record['seconds']:,} s ({record['seconds_per_example']} s per example) |",
         f"| CPU time | {record['cpu_seconds']:,} s ({record['cpu_seconds_per_example']} s per "

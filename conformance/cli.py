@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hypothesis settings: ci (derandomized, small), dev, deep (10,000 examples)")
     p.add_argument("--examples", type=int, default=None, help="override max_examples")
     p.add_argument("--modes", default=None, help="comma-separated dtype modes (default: all)")
+    p.add_argument("--optimizers", type=options.optimizer_names, default=None, metavar="NAMES",
+                   help="only these optimizers (comma-separated, e.g. SMORMS3,MSVAG; default: "
+                        "all); --write then names them in the report's file name")
     p.add_argument("--no-per-rule-hooks", action="store_true",
                    help="only optimizer-level hooks")
     p.add_argument("--no-checkpoints", action="store_true", help="no save/load points")

@@ -424,11 +424,12 @@ def trajectory_lengths(draw):
 
 
 @st.composite
-def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True, profiles=PROFILES) -> Case:
-    """A random case over the whole case model (optionally fewer dtype modes or profiles,
-    only optimizer-level hooks, or no checkpoints). One case in four runs 7-30 steps, one in
-    four (with checkpoints) is resumed at a large counter (RESUME_AT)."""
-    optimizer = draw(st.sampled_from(OPTIMIZERS))
+def cases(draw, modes=DTYPE_MODES, per_rule_hooks=True, checkpoints=True, profiles=PROFILES,
+          optimizers=OPTIMIZERS) -> Case:
+    """A random case over the whole case model (optionally fewer optimizers, dtype modes or
+    profiles, only optimizer-level hooks, or no checkpoints). One case in four runs 7-30
+    steps, one in four (with checkpoints) is resumed at a large counter (RESUME_AT)."""
+    optimizer = draw(st.sampled_from(optimizers))
     mode = draw(st.sampled_from(modes))
     profile = draw(st.sampled_from(profiles))
     n = draw(st.integers(1, 3))

@@ -126,3 +126,21 @@ def test_the_profiles_ignore_the_profile_hypothesis_loads_under_ci():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=environment, check=True).stdout.split()
         assert out == ["False", "False", "True"], (env, out)
+
+
+def test_optimizers_narrow_the_draw_and_name_the_report(tmp_path):
+    proc = deep("--profile", "dev", "--examples", "12", "--jobs", "2", "--optimizers", "smorms3,MSVAG",
+                "--write", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((tmp_path / "reports" / "deep-dev-fast-SMORMS3-MSVAG.json").read_text())
+    assert record["optimizers"] == ["SMORMS3", "MSVAG"]
+    assert set(record["examples_by_optimizer"]) <= {"SMORMS3", "MSVAG"}
+    assert sum(record["examples_by_optimizer"].values()) == 12
+    assert not (tmp_path / "reports" / "deep-dev-fast.json").exists()
+    assert "of the 2 asked for" in (tmp_path / "reports" / "deep-dev-fast-SMORMS3-MSVAG.md").read_text()
+
+
+def test_an_unknown_optimizer_is_refused_by_name(tmp_path):
+    proc = deep("--profile", "dev", "--optimizers", "Adamm", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown optimizer 'Adamm' (did you mean Adam?)" in proc.stderr
