@@ -155,11 +155,32 @@ def feature_cases(steps=3, odd_sizes=ODD_SIZES, large_shape=LARGE_SHAPE):
                 yield Case(name=f"hook-chain/{tag}/{profile}/{order}",
                            params=_params([(4,), (9,)]), profile=profile, hooks=chain,
                            loss_scaling=LossScaling("static", 8.0), **base)
+    yield from intermediate_overflow_cases(steps)
     for mode in DTYPE_MODES:
         for opt, hp in (("Adam", {"eps": 1e-60}), ("RMSprop", {"eps": 1e-60}),
                         ("AdamW", {"eps": 1e-60})):
             yield Case(name=f"error/{opt}-tiny-eps/{mode}", optimizer=opt, dtype_mode=mode,
                        params=_params([(3,)]), hyperparams=tuple(hp.items()))
+
+
+def intermediate_overflow_cases(steps=3):
+    """Gradients of about 3e19 in float32: g * g overflows float32 (above 1.8e19) where the
+    stored results stay finite, so an implementation that computes in float32, as Chainer
+    does, gets inf in its intermediates where the reference's exact ones are finite (the
+    error model leaves those elements unbounded); the smaller gradients are checked as usual.
+    Last, the campaign's alarm that found it: AMSBound on fp32 masters with a per-parameter
+    learning rate, whose GradientLARS (fixed profile: on the masters) scales tiny gradients
+    by a trust ratio of about 1e20."""
+    for opt in OPTIMIZERS:
+        yield Case(name=f"intermediate-overflow/{opt}/float32", optimizer=opt, dtype_mode="float32",
+                   params=_params([(9,), ()], grad_scale=3e19), steps=steps)
+    yield Case(name="intermediate-overflow/AMSBound/float16_master/fixed/GradientLARS",
+               optimizer="AMSBound", dtype_mode="float16_master", profile="fixed", steps=16,
+               params=_params([(), (), ()], grad_scale=1e-4, init_scale=1.0)[:1]
+               + _params([(), (), ()], grad_scale=1e-4, init_scale=0.0)[1:],
+               hyperparams=(("alpha", 1e-4), ("beta1", 0.0), ("beta2", 0.9), ("eps", 1e-8)),
+               hooks=(HookSpec("GradientLARS", (0.01, 0.001)),), overrides=(("p0", "alpha", 0.05),),
+               resume=Resume(t=1002, rule_t=(1000, 999, 998)))
 
 
 #: The optimizers whose update_core rejects an eps too small for the dtype it computes in

@@ -101,7 +101,7 @@ IMPL = Option("impl", "importable module exposing the public API ('chainer' for 
               default="fast", metavar="MODULE", pytest=True, pytest_default=None)
 DEVICE = Option("device", "where the case's arrays live (gpu-emulated: the implementation's "
                 "GPU code path run on the host)", default="cpu", choices=DEVICES, pytest=True)
-LEVEL = Option("level", "suite level: smoke (every 17th matrix case), ci (4,438 cases), full "
+LEVEL = Option("level", "suite level: smoke (every 17th matrix case), ci (4,454 cases), full "
                "(the ci cases with more steps and larger shapes)", default="ci",
                choices=LEVEL_NAMES, pytest=True)
 FILTER = Option("filter", "only cases whose name contains this text", metavar="TEXT")

@@ -20,6 +20,9 @@ reference's Float64 and Mpmath contexts. Every number carries (value, bound):
     s = sum(a_1..a_n)                sum ea_i + (n - 1) u sum |a_i|  (any summation order)
     round_to(c, storage dtype)       keeps the exact value, adds half an ULP of the storage
                                      dtype at round(c) (it overflows to inf as a cast does)
+    any result above, when |c| + its bound reaches the compute dtype's overflow threshold:
+                                     bound inf (the implementation's intermediate may be inf:
+                                     any value is accepted there, counted as unbounded)
     mean over N ranks (distributed)  an input with a bound: the any-order sum rule in the
                                      exchange dtype E, then the monotone rest of the reduction
                                      (x float64(1/N), rounded to E, cast to the gradient dtype)
@@ -53,6 +56,25 @@ UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "float32": 2.0 ** -24, "float64": 2.0 **
 UNDERFLOW = {"float16": 2.0 ** -25, "float32": 2.0 ** -150, "float64": 2.0 ** -1075}
 _ETA = {UNIT_ROUNDOFF[k] + UNIT_ROUNDOFF["float64"]: UNDERFLOW[k] + UNDERFLOW["float64"]
         for k in UNIT_ROUNDOFF}
+
+
+def _overflow_threshold(dtype_name: str) -> float:
+    """The smallest magnitude that rounds to inf in the dtype (to nearest): its largest finite
+    value plus half its spacing there; inf for float64, where the reference's own evaluation
+    overflows as the implementation's does."""
+    if dtype_name == "float64":
+        return math.inf
+    finfo = np.finfo(dtype_name)
+    spacing_at_largest = float(finfo.eps) * 2.0 ** (finfo.maxexp - 1)
+    return float(finfo.max) + spacing_at_largest / 2
+
+
+#: Per u (as UNIT_ROUNDOFF's keys combine), the magnitude from which a result computed in that
+#: dtype rounds to inf. The reference evaluates in float64 or exactly, where an intermediate
+#: such as g * g of a gradient of 1e20 stays finite; an implementation computing in float32
+#: (as Chainer does) gets inf there, and whatever follows from it.
+_OVERFLOW = {UNIT_ROUNDOFF[k] + UNIT_ROUNDOFF["float64"]: _overflow_threshold(k)
+             for k in UNIT_ROUNDOFF}
 
 
 def _rounding(u: float, value: float) -> float:
@@ -112,7 +134,10 @@ class Tracked:
     def __init__(self, value: float, bound: float, u: float):
         self.value = float(value)
         bound = float(bound)
-        self.bound = bound if bound == bound else math.inf
+        if bound != bound or (math.isfinite(self.value)
+                              and abs(self.value) + bound >= _OVERFLOW.get(u, math.inf)):
+            bound = math.inf
+        self.bound = bound
         self.u = u
 
     def __repr__(self):

@@ -150,3 +150,24 @@ def test_exact_comparisons_are_never_ambiguous():
 def test_unit_roundoff_includes_the_reference_own_float64_rounding():
     assert TrackedArithmetic("float32").u == 2.0 ** -24 + 2.0 ** -53
     assert TrackedArithmetic("float64").u == 2.0 ** -52
+
+
+def test_an_intermediate_that_can_overflow_the_compute_dtype_is_unbounded():
+    """g * g of a float32 gradient of 3e19 is 9e38 exactly but inf in float32 (as Chainer
+    computes it): the product, and what follows from it, accepts any value. A product that
+    stays below the threshold keeps a finite bound; in float64 compute the reference's own
+    evaluation overflows as the implementation's does, and nothing changes."""
+    f32 = TrackedArithmetic("float32")
+    big, small = f32.number(np.float32(3e19)), f32.number(np.float32(1e19))
+    assert math.isinf((big * big).bound) and math.isinf((big * big * 0.001).bound)
+    assert math.isfinite((small * small).bound)
+    f64 = TrackedArithmetic("float64")
+    assert math.isfinite((f64.number(3e19) * f64.number(3e19)).bound)
+
+
+def test_the_overflow_threshold_is_where_a_cast_starts_rounding_to_inf():
+    for name, u in (("float16", 2.0 ** -11), ("float32", 2.0 ** -24)):
+        threshold = tolerance._OVERFLOW[u + 2.0 ** -53]
+        dtype = np.dtype(name).type
+        with np.errstate(over="ignore"):
+            assert np.isinf(dtype(threshold)) and np.isfinite(dtype(np.nextafter(threshold, 0)))
