@@ -40,6 +40,35 @@ import reference
 from .mappings import HOOKS, OPTIMIZERS, Mapping
 
 
+class HostParameter:
+    """A NumPy array and its gradient, as the library adapters hold them: a gradient is
+    copied in the parameter's dtype and must have its shape. A library whose optimizer reads
+    the gradient elsewhere (torch: the tensor's `grad`) hands it on in `on_gradient`."""
+
+    def __init__(self, array, name=None):
+        self.data = np.array(array, copy=True)
+        self.name = name
+        self.update_rule = None
+        self._grad = None
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            value = np.array(value, dtype=self.data.dtype, copy=True)
+            if value.shape != self.data.shape:
+                raise ValueError(f"gradient of shape {value.shape} for a parameter of shape "
+                                 f"{self.data.shape}")
+        self._grad = value
+        self.on_gradient(value)
+
+    def on_gradient(self, array) -> None:
+        """Called with each gradient set (None: cleared); nothing by default."""
+
+
 class Hyperparameters:
     """A rule's hyperparameters: the optimizer's values, each settable for this rule alone."""
 

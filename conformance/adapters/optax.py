@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .counterpart import contract
+from .counterpart import HostParameter, contract
 from .mappings import default_selection
 
 
@@ -31,27 +31,8 @@ def _precision(dtype):
     return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
-class Parameter:
+class Parameter(HostParameter):
     """A NumPy array (written back after every step) and its gradient."""
-
-    def __init__(self, array, name=None):
-        self.data = np.array(array, copy=True)
-        self.name = name
-        self.update_rule = None
-        self._grad = None
-
-    @property
-    def grad(self):
-        return self._grad
-
-    @grad.setter
-    def grad(self, value):
-        if value is not None:
-            value = np.array(value, dtype=self.data.dtype, copy=True)
-            if value.shape != self.data.shape:
-                raise ValueError(f"gradient of shape {value.shape} for a parameter of shape "
-                                 f"{self.data.shape}")
-        self._grad = value
 
 
 def _named_fields(tree, out: dict) -> dict:

@@ -22,35 +22,19 @@ import math
 import numpy as np
 import torch
 
-from .counterpart import contract
+from .counterpart import HostParameter, contract
 from .mappings import TORCH_PATHS, default_selection
 
 
-class Parameter:
+class Parameter(HostParameter):
     """A NumPy array and the torch tensor that aliases it; `grad` is the tensor's gradient."""
 
     def __init__(self, array, name=None):
-        self.data = np.array(array, copy=True)
+        super().__init__(array, name)
         self.tensor = torch.from_numpy(self.data)
-        self.name = name
-        self.update_rule = None
-        self._grad = None
 
-    @property
-    def grad(self):
-        return self._grad
-
-    @grad.setter
-    def grad(self, value):
-        if value is None:
-            self._grad, self.tensor.grad = None, None
-            return
-        array = np.array(value, dtype=self.data.dtype, copy=True)
-        if array.shape != self.data.shape:
-            raise ValueError(f"gradient of shape {array.shape} for a parameter of shape "
-                             f"{self.data.shape}")
-        self._grad = array
-        self.tensor.grad = torch.from_numpy(array)
+    def on_gradient(self, array) -> None:
+        self.tensor.grad = None if array is None else torch.from_numpy(array)
 
 
 class TorchCounterpart:

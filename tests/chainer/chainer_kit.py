@@ -66,6 +66,28 @@ class MLP(chainer.Chain):
         return self.l2(F.relu(h))
 
 
+class TwoHeads(chainer.Chain):
+    """A trunk and two heads, all initialized lazily: `forward` uses the second head only
+    when asked (until then its parameters have no array while the optimizer steps);
+    `losses` gives each head a loss of its own."""
+
+    def __init__(self):
+        super().__init__()
+        with self.init_scope():
+            self.trunk = L.Linear(None, 6)
+            self.head_a = L.Linear(None, 3)
+            self.head_b = L.Linear(None, 3)
+
+    def forward(self, x, use_b):
+        h = F.relu(self.trunk(x))
+        y = self.head_a(h)
+        return y + self.head_b(h) if use_b else y
+
+    def losses(self, x, t):
+        h = F.relu(self.trunk(x))
+        return F.softmax_cross_entropy(self.head_a(h), t), F.softmax_cross_entropy(self.head_b(h), t)
+
+
 def blobs(n=24, dim=5, classes=3, dtype=np.float32, seed=0):
     """A synthetic classification set: `n` points in `dim` dimensions around `classes`
     random centres (x of `dtype`, labels int32), drawn from its own generator."""

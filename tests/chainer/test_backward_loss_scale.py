@@ -2,14 +2,12 @@
 parameter the backward reaches, its update rule divides that parameter's gradient by it, and
 WeightDecay multiplies its rate by it. fast.optimizers against chainer.optimizers, bit for
 bit. S = 3 is not a power of two, so a multiplication by 1/S where Chainer divides shows."""
-import chainer
 import chainer.functions as F
-import chainer.links as L
 import pytest
 
 from tests.chainer.chainer_kit import (
     IMPLEMENTATIONS, MLP, assert_same_training, blobs, finish_setup,
-    input_dtype, make_optimizer, seeded)
+    input_dtype, make_optimizer, seeded, TwoHeads)
 from tests.fast.fast_testkit import OPTIMIZER_NAMES
 
 CONFIGS = ["float64", "float32", "mixed16"]
@@ -40,28 +38,13 @@ def test_each_gradient_is_divided_by_the_scale_backward_recorded(name, config, d
                          train("chainer", name, config, decay, 3.0))
 
 
-class TwoLosses(chainer.Chain):
-    """A trunk shared by two heads, each with a loss of its own."""
-
-    def __init__(self):
-        super().__init__()
-        with self.init_scope():
-            self.trunk = L.Linear(None, 6)
-            self.head_a = L.Linear(None, 3)
-            self.head_b = L.Linear(None, 3)
-
-    def losses(self, x, t):
-        h = F.relu(self.trunk(x))
-        return F.softmax_cross_entropy(self.head_a(h), t), F.softmax_cross_entropy(self.head_b(h), t)
-
-
 def train_two_losses(impl, name, config):
     """Each step backwards head_a's loss with scale 2, then head_b's with scale 5: head_a's
     parameters carry 2, head_b's 5, and the trunk, reached by both (its gradients summed),
     the last one, 5."""
     x, t = blobs(dtype=input_dtype(config))
     with seeded(config):
-        model = TwoLosses()
+        model = TwoHeads()
         opt = finish_setup(make_optimizer(impl, name).setup(model), config)
         opt.add_hook(IMPLEMENTATIONS[impl][1].WeightDecay(DECAY_RATE))
         for _ in range(STEPS):

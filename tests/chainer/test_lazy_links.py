@@ -2,13 +2,12 @@
 fast.optimizers against chainer.optimizers: bit for bit in float64, float32 and mixed16
 (float16 with an fp32 master)."""
 import chainer
-import chainer.links as L
 import chainer.functions as F
 import pytest
 
 from tests.chainer.chainer_kit import (
     CONFIGS, MLP, assert_same_training, blobs, classification_loss,
-    finish_setup, input_dtype, make_optimizer, seeded)
+    finish_setup, input_dtype, make_optimizer, seeded, TwoHeads)
 from tests.fast.fast_testkit import OPTIMIZER_NAMES
 
 STEPS = 3
@@ -37,23 +36,6 @@ def train(impl, name, config, style, steps=STEPS):
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
 def test_lazy_mlp_trains_as_chainer(name, config, style):
     assert_same_training(train("fast", name, config, style), train("chainer", name, config, style))
-
-
-class TwoHeads(chainer.Chain):
-    """A trunk and two lazily initialized heads; the second joins the loss only when asked,
-    so until then its parameters have no array while the optimizer steps."""
-
-    def __init__(self):
-        super().__init__()
-        with self.init_scope():
-            self.trunk = L.Linear(None, 6)
-            self.head_a = L.Linear(None, 3)
-            self.head_b = L.Linear(None, 3)
-
-    def forward(self, x, use_b):
-        h = F.relu(self.trunk(x))
-        y = self.head_a(h)
-        return y + self.head_b(h) if use_b else y
 
 
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
